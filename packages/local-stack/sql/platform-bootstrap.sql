@@ -1,0 +1,299 @@
+-- Platform bootstrap: the parts of a database that HOSTED SUPABASE ALREADY PROVIDES.
+--
+-- On a hosted project (or `supabase start`) none of this runs: the roles, the `extensions`,
+-- `vault`, `storage` and `net` schemas and pg_cron already exist there. This file only stands in
+-- for them on a plain PostgreSQL or on PGlite, so that supabase/migrations apply unchanged to both.
+-- Every statement is guarded and applied only where the real thing is missing; running it twice
+-- changes nothing.
+--
+-- LOCAL ONLY: the vault stand-in below keeps secrets unencrypted. It exists so the pg_cron jobs
+-- can read the project URL and key the same way they do on Supabase; never use it in production.
+
+-- Roles -------------------------------------------------------------------------------------------
+do $$
+begin
+  if not exists (select from pg_roles where rolname = 'anon') then
+    create role anon nologin noinherit;
+  end if;
+  if not exists (select from pg_roles where rolname = 'authenticated') then
+    create role authenticated nologin noinherit;
+  end if;
+  if not exists (select from pg_roles where rolname = 'service_role') then
+    create role service_role nologin noinherit bypassrls;
+  end if;
+end $$;
+
+-- Extensions live in their own schema, as on Supabase; roles see them through search_path.
+create schema if not exists extensions;
+grant usage on schema extensions to anon, authenticated, service_role;
+grant usage on schema public to anon, authenticated, service_role;
+
+do $$
+begin
+  if not exists (select from pg_extension where extname = 'vector') then
+    create extension vector with schema extensions;
+  end if;
+end $$;
+
+-- Hosted Supabase sets this search_path on its roles; our SQL functions still pin their own.
+do $$
+begin
+  execute format('alter database %I set search_path = "$user", public, extensions', current_database());
+end $$;
+
+-- pg_cron -----------------------------------------------------------------------------------------
+-- The real extension where this database can have it (it is bound to one database per cluster by
+-- cron.database_name). Otherwise a stand-in with pg_cron's tables and functions; the local stack's
+-- ticker runs the jobs it holds.
+do $$
+begin
+  if exists (select from pg_namespace where nspname = 'cron') then
+    return;
+  end if;
+  if exists (select from pg_available_extensions where name = 'pg_cron')
+     and current_database() = coalesce(current_setting('cron.database_name', true), 'postgres') then
+    create extension pg_cron;
+    return;
+  end if;
+
+  create schema cron;
+  create table cron.job (
+    jobid bigserial primary key,
+    schedule text not null,
+    command text not null,
+    nodename text not null default 'localhost',
+    nodeport int not null default 5432,
+    database text not null default current_database(),
+    username text not null default current_user,
+    active boolean not null default true,
+    jobname text unique
+  );
+  create table cron.job_run_details (
+    jobid bigint,
+    runid bigserial primary key,
+    job_pid int,
+    database text,
+    username text,
+    command text,
+    status text,
+    return_message text,
+    start_time timestamptz,
+    end_time timestamptz
+  );
+  -- Marks the schema as the stand-in so the local stack knows to run a ticker for it.
+  comment on schema cron is 'local-stack pg_cron stand-in';
+
+  create function cron.schedule(job_name text, schedule text, command text) returns bigint
+  language plpgsql as $f$
+  declare id bigint;
+  begin
+    insert into cron.job (jobname, schedule, command) values (job_name, schedule, command)
+    on conflict (jobname) do update set schedule = excluded.schedule, command = excluded.command, active = true
+    returning jobid into id;
+    return id;
+  end $f$;
+
+  create function cron.schedule(schedule text, command text) returns bigint
+  language sql as $f$
+    insert into cron.job (schedule, command) values (schedule, command) returning jobid
+  $f$;
+
+  create function cron.unschedule(job_name text) returns boolean
+  language plpgsql as $f$
+  begin
+    delete from cron.job where jobname = job_name;
+    if not found then raise exception 'could not find valid entry for job ''%''', job_name; end if;
+    return true;
+  end $f$;
+
+  create function cron.unschedule(job_id bigint) returns boolean
+  language plpgsql as $f$
+  begin
+    delete from cron.job where jobid = job_id;
+    if not found then raise exception 'could not find valid entry for job %', job_id; end if;
+    return true;
+  end $f$;
+end $$;
+
+-- Vault -------------------------------------------------------------------------------------------
+do $$
+begin
+  if exists (select from pg_namespace where nspname = 'vault') then
+    return;
+  end if;
+  create schema vault;
+  create table vault.secrets (
+    id uuid primary key default gen_random_uuid(),
+    name text unique,
+    description text not null default '',
+    secret text not null,
+    key_id uuid,
+    nonce bytea,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now()
+  );
+  comment on table vault.secrets is 'LOCAL-ONLY vault stand-in: secrets are not encrypted here';
+  create view vault.decrypted_secrets as
+    select id, name, description, secret, secret as decrypted_secret, key_id, nonce, created_at, updated_at
+    from vault.secrets;
+
+  create function vault.create_secret(new_secret text, new_name text default null,
+                                      new_description text default '', new_key_id uuid default null)
+  returns uuid language sql as $f$
+    insert into vault.secrets (secret, name, description, key_id)
+    values (new_secret, new_name, coalesce(new_description, ''), new_key_id)
+    returning id
+  $f$;
+
+  create function vault.update_secret(secret_id uuid, new_secret text default null, new_name text default null,
+                                      new_description text default null, new_key_id uuid default null)
+  returns void language sql as $f$
+    update vault.secrets set
+      secret = coalesce(new_secret, secret),
+      name = coalesce(new_name, name),
+      description = coalesce(new_description, description),
+      key_id = coalesce(new_key_id, key_id),
+      updated_at = now()
+    where id = secret_id
+  $f$;
+  revoke all on schema vault from public;
+end $$;
+
+-- Storage -----------------------------------------------------------------------------------------
+-- The tables and columns of Supabase Storage that SQL (and our triggers) see. The files themselves
+-- are served by the local stack's /storage/v1 gateway.
+do $$
+begin
+  if exists (select from pg_namespace where nspname = 'storage') then
+    return;
+  end if;
+  create schema storage;
+  grant usage on schema storage to anon, authenticated, service_role;
+
+  create table storage.buckets (
+    id text primary key,
+    name text not null unique,
+    owner uuid,
+    owner_id text,
+    public boolean not null default false,
+    avif_autodetection boolean default false,
+    file_size_limit bigint,
+    allowed_mime_types text[],
+    created_at timestamptz default now(),
+    updated_at timestamptz default now()
+  );
+
+  create table storage.objects (
+    id uuid primary key default gen_random_uuid(),
+    bucket_id text references storage.buckets (id),
+    name text,
+    owner uuid,
+    owner_id text,
+    created_at timestamptz default now(),
+    updated_at timestamptz default now(),
+    last_accessed_at timestamptz default now(),
+    metadata jsonb,
+    path_tokens text[] generated always as (string_to_array(name, '/')) stored,
+    version text,
+    user_metadata jsonb
+  );
+  create unique index bucketid_objname on storage.objects (bucket_id, name);
+  create index name_prefix_search on storage.objects (name text_pattern_ops);
+
+  alter table storage.buckets enable row level security;
+  alter table storage.objects enable row level security;
+  grant all on storage.buckets, storage.objects to service_role;
+
+  create function storage.foldername(name text) returns text[] language sql immutable as $f$
+    select (string_to_array(name, '/'))[1:array_length(string_to_array(name, '/'), 1) - 1]
+  $f$;
+  create function storage.filename(name text) returns text language sql immutable as $f$
+    select (string_to_array(name, '/'))[array_length(string_to_array(name, '/'), 1)]
+  $f$;
+  create function storage.extension(name text) returns text language sql immutable as $f$
+    select reverse(split_part(reverse(storage.filename(name)), '.', 1))
+  $f$;
+end $$;
+
+-- pg_net ------------------------------------------------------------------------------------------
+-- Same tables and function signatures as pg_net. Requests wait in net.http_request_queue; as with
+-- pg_net's background worker, the local stack only sees a row once its transaction commits, sends
+-- it, and records the answer in net._http_response under the same id. The NOTIFY (delivered on
+-- commit only) wakes the sender without polling.
+do $$
+begin
+  if exists (select from pg_namespace where nspname = 'net') then
+    return;
+  end if;
+  create schema net;
+  grant usage on schema net to service_role;
+
+  create table net.http_request_queue (
+    id bigserial primary key,
+    method text not null,
+    url text not null,
+    headers jsonb,
+    body bytea,
+    timeout_milliseconds int not null
+  );
+
+  create unlogged table net._http_response (
+    id bigint,
+    status_code int,
+    content_type text,
+    headers jsonb,
+    content text,
+    timed_out boolean,
+    error_msg text,
+    created timestamptz not null default now()
+  );
+  create index _http_response_created_idx on net._http_response (created);
+  comment on schema net is 'local-stack pg_net stand-in';
+
+  create function net._enqueue(method text, url text, headers jsonb, body bytea, timeout_milliseconds int)
+  returns bigint language plpgsql as $f$
+  declare request_id bigint;
+  begin
+    insert into net.http_request_queue (method, url, headers, body, timeout_milliseconds)
+    values (method, url, headers, body, timeout_milliseconds)
+    returning id into request_id;
+    perform pg_notify('net_http_request', request_id::text);
+    return request_id;
+  end $f$;
+
+  create function net._url_with_params(url text, params jsonb) returns text language sql immutable as $f$
+    select case when params is null or params = '{}'::jsonb then url
+      else url || case when position('?' in url) > 0 then '&' else '?' end ||
+        (select string_agg(key || '=' || value, '&') from jsonb_each_text(params))
+    end
+  $f$;
+
+  create function net.http_post(
+    url text,
+    body jsonb default '{}'::jsonb,
+    params jsonb default '{}'::jsonb,
+    headers jsonb default '{"Content-Type": "application/json"}'::jsonb,
+    timeout_milliseconds int default 5000
+  ) returns bigint language sql as $f$
+    select net._enqueue('POST', net._url_with_params(url, params), headers,
+                        convert_to(body::text, 'UTF8'), timeout_milliseconds)
+  $f$;
+
+  create function net.http_get(
+    url text,
+    params jsonb default '{}'::jsonb,
+    headers jsonb default '{}'::jsonb,
+    timeout_milliseconds int default 5000
+  ) returns bigint language sql as $f$
+    select net._enqueue('GET', net._url_with_params(url, params), headers, null, timeout_milliseconds)
+  $f$;
+
+  create function net.http_delete(
+    url text,
+    params jsonb default '{}'::jsonb,
+    headers jsonb default '{}'::jsonb,
+    timeout_milliseconds int default 5000
+  ) returns bigint language sql as $f$
+    select net._enqueue('DELETE', net._url_with_params(url, params), headers, null, timeout_milliseconds)
+  $f$;
+end $$;

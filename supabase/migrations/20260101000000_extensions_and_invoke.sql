@@ -1,0 +1,57 @@
+-- Extensions the project needs, and one way for SQL (pg_cron jobs, webhooks) to call an edge function.
+-- On hosted Supabase these create the real extensions. Where the platform bootstrap already provides
+-- a schema (the local stack's pg_net and pg_cron stand-ins), the guard leaves it alone.
+create extension if not exists vector with schema extensions;
+
+do $$
+begin
+  if not exists (select from pg_namespace where nspname = 'cron') then
+    create extension if not exists pg_cron;
+  end if;
+  if not exists (select from pg_namespace where nspname = 'net') then
+    create extension if not exists pg_net;
+  end if;
+end $$;
+
+create schema if not exists private;
+revoke all on schema private from public;
+
+-- invoke_edge_function: fire-and-forget POST to /functions/v1/<name> through pg_net.
+-- The project URL and the service role key come from Vault (secrets `project_url` and
+-- `service_role_key`), so no secret is ever written in a migration, a job or a table.
+-- Returns the pg_net request id, or null (with a warning) while the Vault entries are not set,
+-- so a fresh project's cron jobs do nothing instead of failing every few minutes.
+create or replace function private.invoke_edge_function(
+  function_name text,
+  body jsonb default '{}'::jsonb,
+  timeout_milliseconds int default 5000
+) returns bigint
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  base_url text;
+  service_key text;
+begin
+  if function_name !~ '^[a-z0-9][a-z0-9_-]{0,62}$' then
+    raise exception 'invalid edge function name: %', function_name using errcode = '22023';
+  end if;
+  select decrypted_secret into base_url from vault.decrypted_secrets where name = 'project_url';
+  select decrypted_secret into service_key from vault.decrypted_secrets where name = 'service_role_key';
+  if base_url is null or service_key is null then
+    raise warning 'invoke_edge_function(%): vault secrets project_url / service_role_key are not set', function_name;
+    return null;
+  end if;
+  return net.http_post(
+    url := rtrim(base_url, '/') || '/functions/v1/' || function_name,
+    body := body,
+    headers := jsonb_build_object(
+      'Content-Type', 'application/json',
+      'Authorization', 'Bearer ' || service_key
+    ),
+    timeout_milliseconds := timeout_milliseconds
+  );
+end $$;
+
+revoke all on function private.invoke_edge_function(text, jsonb, int) from public;
