@@ -6,7 +6,8 @@ import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { migrate } from "../local-stack/migrate.ts";
 
-export const TEMPLATE_DB = "vsync_test_template";
+// TEST_TEMPLATE_DB lets two checkouts (or two developers) share one server without rebuilding each other's template.
+export const TEMPLATE_DB = process.env.TEST_TEMPLATE_DB?.match(/^[a-z_][a-z0-9_]{0,40}$/)?.[0] ?? "vsync_test_template";
 const LOCAL_URL = "postgres://postgres:postgres@127.0.0.1:5432/postgres"; // local-only test bed
 const provisionScript = fileURLToPath(new URL("../../scripts/provision-postgres.sh", import.meta.url));
 
