@@ -221,11 +221,11 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
     const url = new URL(req.url ?? "/", "http://stand-in");
     const path = url.pathname;
     stats.requests[path] = (stats.requests[path] ?? 0) + 1;
-    const run = async () => {
-      if (req.method !== "POST") return send(res, 405, { error: "Method Not Allowed" }, { allow: "POST" });
+    const run = (): Promise<void> => {
+      if (req.method !== "POST") return Promise.resolve(send(res, 405, { error: "Method Not Allowed" }, { allow: "POST" }));
       if (path === OAUTH_PATH) return handleToken(req, res);
       if (path.startsWith(API_PATH + "/")) return handleApi(path.slice(API_PATH.length), req, res);
-      send(res, 404, { error: "Not Found" });
+      return Promise.resolve(send(res, 404, { error: "Not Found" }));
     };
     run().catch((e) => {
       if (!res.headersSent) send(res, 500, { error: "stand-in error", message: String(e) });
