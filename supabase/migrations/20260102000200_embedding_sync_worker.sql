@@ -1,0 +1,252 @@
+-- Relational -> vector sync, part 3: the worker's queue operations. Every one is a single set-based
+-- statement (or a few), so a worker claims or completes hundreds of jobs in one round trip.
+-- The TypeScript worker orchestrates; the rules (leases, backoff, dead letter, newest wins) are here.
+
+-- claim_embedding_jobs: up to p_limit ready pending jobs, oldest first, FOR UPDATE SKIP LOCKED so
+-- concurrent workers never get the same job. Each claimed job is leased to p_worker until
+-- lease_until; past it recover_stuck_embedding_jobs() returns the job to pending.
+create function public.claim_embedding_jobs(p_worker text, p_limit int, p_lease_seconds int default null)
+returns table (
+  id bigint, source_table text, source_id text, action text, content text, content_hash text,
+  version bigint, retry_count int, chunk_tokens int, chunk_overlap_tokens int, lease_until timestamptz
+)
+language plpgsql
+security definer
+set search_path = public, extensions
+as $$
+#variable_conflict use_column
+declare
+  lease interval := make_interval(secs => coalesce(p_lease_seconds,
+    (select s.lease_seconds from embedding_sync_settings s)));
+begin
+  return query
+  with ready as (
+    select q.id from embedding_sync_queue q
+    where q.status = 'pending' and q.run_at <= now()
+    order by q.run_at, q.id
+    limit greatest(p_limit, 0)
+    for update skip locked
+  ), claimed as (
+    update embedding_sync_queue q
+    set status = 'processing', locked_by = p_worker, locked_at = clock_timestamp(),
+        lease_until = clock_timestamp() + lease, updated_at = clock_timestamp()
+    from ready where q.id = ready.id
+    returning q.*
+  )
+  select c.id, c.source_table, c.source_id, c.action, c.content, c.content_hash, c.version, c.retry_count,
+         coalesce(s.chunk_tokens, 512), coalesce(s.chunk_overlap_tokens, 64), c.lease_until
+  from claimed c left join embedding_sources s on s.source_table = c.source_table
+  order by c.id;
+end $$;
+
+-- complete_embedding_jobs: only the lease holder completes; returns how many it completed.
+create function public.complete_embedding_jobs(p_worker text, p_ids bigint[])
+returns int
+language sql
+security definer
+set search_path = public, extensions
+as $$
+  with done as (
+    update embedding_sync_queue q
+    set status = 'completed', processed_at = clock_timestamp(), updated_at = clock_timestamp(),
+        locked_by = null, locked_at = null, lease_until = null
+    where q.id = any (p_ids) and q.status = 'processing' and q.locked_by = p_worker
+    returning 1
+  ) select count(*)::int from done
+$$;
+
+-- fail_embedding_jobs: the lease holder gives jobs back. Each is retried after an exponential
+-- backoff with jitter (never sooner than p_min_delay_seconds, e.g. a provider's Retry-After), or
+-- becomes 'failed' with its error (the dead letter) once it reached max_attempts or when the error
+-- is permanent. A job whose row already has a newer pending job is superseded, not retried.
+create function public.fail_embedding_jobs(
+  p_worker text, p_ids bigint[], p_error text,
+  p_min_delay_seconds double precision default 0, p_permanent boolean default false
+) returns table (id bigint, status text, run_at timestamptz)
+language plpgsql
+security definer
+set search_path = public, extensions
+as $$
+#variable_conflict use_column
+declare
+  st embedding_sync_settings;
+begin
+  select * into st from embedding_sync_settings;
+  return query
+  with mine as (
+    select q.id, q.retry_count, q.max_attempts,
+           exists (select from embedding_sync_queue p where p.source_table = q.source_table
+                     and p.source_id = q.source_id and p.status = 'pending') as superseded
+    from embedding_sync_queue q
+    where q.id = any (p_ids) and q.status = 'processing' and q.locked_by = p_worker
+    for update
+  )
+  update embedding_sync_queue q set
+    retry_count = q.retry_count + 1,
+    status = case when mine.superseded then 'completed'
+                  when p_permanent or q.retry_count + 1 >= q.max_attempts then 'failed'
+                  else 'pending' end,
+    run_at = case when mine.superseded or p_permanent or q.retry_count + 1 >= q.max_attempts then q.run_at
+                  else now() + make_interval(secs => greatest(coalesce(p_min_delay_seconds, 0),
+                    least(st.backoff_max_seconds, st.backoff_base_seconds * power(2, q.retry_count))
+                    * (0.5 + random()))) end,
+    last_error = case when mine.superseded then 'superseded by a newer change after: ' || p_error else p_error end,
+    processed_at = case when mine.superseded or p_permanent or q.retry_count + 1 >= q.max_attempts
+                        then clock_timestamp() end,
+    locked_by = null, locked_at = null, lease_until = null, updated_at = clock_timestamp()
+  from mine where q.id = mine.id
+  returning q.id, q.status, q.run_at;
+end $$;
+
+-- recover_stuck_embedding_jobs: jobs still 'processing' past their lease (a worker crashed or
+-- timed out) go back to pending, counting the attempt; superseded ones are closed instead.
+create function public.recover_stuck_embedding_jobs()
+returns int
+language plpgsql
+security definer
+set search_path = public, extensions
+as $$
+declare
+  n int;
+begin
+  with stuck as (
+    select q.id,
+           exists (select from embedding_sync_queue p where p.source_table = q.source_table
+                     and p.source_id = q.source_id and p.status = 'pending') as superseded
+    from embedding_sync_queue q
+    where q.status = 'processing' and q.lease_until < now()
+    for update skip locked
+  )
+  update embedding_sync_queue q set
+    retry_count = q.retry_count + 1,
+    status = case when stuck.superseded then 'completed'
+                  when q.retry_count + 1 >= q.max_attempts then 'failed' else 'pending' end,
+    last_error = 'lease expired (worker ' || coalesce(q.locked_by, '?') || ' did not finish)',
+    run_at = now(),
+    processed_at = case when stuck.superseded or q.retry_count + 1 >= q.max_attempts then clock_timestamp() end,
+    locked_by = null, locked_at = null, lease_until = null, updated_at = clock_timestamp()
+  from stuck where q.id = stuck.id;
+  get diagnostics n = row_count;
+  return n;
+end $$;
+
+-- cleanup_embedding_queue: completed jobs older than p_older_than (7 days) and the version
+-- tombstones of rows deleted as long ago. Failed jobs (the dead letter) stay until an operator acts.
+create function public.cleanup_embedding_queue(p_older_than interval default '7 days')
+returns int
+language plpgsql
+security definer
+set search_path = public, extensions
+as $$
+declare
+  n int;
+begin
+  delete from embedding_sync_queue q where q.status = 'completed' and q.processed_at < now() - p_older_than;
+  get diagnostics n = row_count;
+  delete from embedding_sync_versions v where v.deleted and v.updated_at < now() - p_older_than;
+  return n;
+end $$;
+
+-- apply_embedding_results: the worker's single write transaction for a batch. For the jobs it
+-- still holds, it writes their chunks, removes stale chunks, and completes them. Newest wins:
+-- a job only writes when its version is at least the row's applied version (and above the
+-- table's TRUNCATE fence); an older job is completed as superseded and writes nothing.
+-- p_chunks: [{"j": job id, "i": chunk index, "c": text, "h": sha256 hex, "t": tokens,
+--             "e": "[v1,...]" or null}] -- null means "this hash is already embedded for p_model".
+-- Returns one outcome per job: applied | superseded | lost (lease gone) | missing (a reused
+-- embedding vanished meanwhile: the worker gives the job back).
+create function public.apply_embedding_results(
+  p_worker text, p_model text, p_job_ids bigint[], p_chunks jsonb
+) returns table (job_id bigint, outcome text)
+language plpgsql
+security definer
+set search_path = public, extensions
+as $$
+#variable_conflict use_column
+declare
+  held bigint[];
+  missing bigint[];
+  applied bigint[];
+begin
+  select coalesce(array_agg(q.id order by q.id), '{}') into held
+  from (select q.id from embedding_sync_queue q
+        where q.id = any (p_job_ids) and q.status = 'processing' and q.locked_by = p_worker
+        order by q.id for update) q;
+
+  -- Chunks sent without an embedding must find one stored under the same hash and model.
+  select coalesce(array_agg(distinct c.j), '{}') into missing
+  from jsonb_to_recordset(p_chunks) as c(j bigint, h text, e text)
+  where c.j = any (held) and c.e is null
+    and not exists (select from documentation_embeddings d where d.content_hash = c.h and d.model = p_model);
+
+  with cand as (
+    select distinct on (q.source_table, q.source_id) q.id, q.source_table, q.source_id, q.version, q.action
+    from embedding_sync_queue q
+    left join embedding_sources s on s.source_table = q.source_table
+    where q.id = any (held) and not q.id = any (missing) and q.version >= coalesce(s.truncated_below_version, 0)
+    order by q.source_table, q.source_id, q.version desc
+  ), bumped as (
+    insert into embedding_sync_versions as v (source_table, source_id, version, deleted, updated_at)
+    select cand.source_table, cand.source_id, cand.version, cand.action = 'DELETE', now() from cand
+    on conflict (source_table, source_id) do update
+      set version = excluded.version, deleted = excluded.deleted, updated_at = excluded.updated_at
+      where v.version <= excluded.version
+    returning v.source_table, v.source_id
+  )
+  select coalesce(array_agg(cand.id), '{}') into applied
+  from cand join bumped using (source_table, source_id);
+
+  -- Deletes (and rows with no chunk any more): remove everything of the row.
+  delete from documentation_embeddings d
+  using embedding_sync_queue q
+  where q.id = any (applied) and q.action = 'DELETE'
+    and d.source_table = q.source_table and d.source_id = q.source_id;
+
+  -- Upserts: write each chunk; an unchanged chunk (same index, hash and model) is left as is.
+  insert into documentation_embeddings as d (source_table, source_id, chunk_index, content, content_hash,
+    embedding, model, token_count, metadata, source_version, updated_at)
+  select q.source_table, q.source_id, c.i, c.c, c.h,
+         coalesce(c.e::vector, (select x.embedding from documentation_embeddings x
+                                where x.content_hash = c.h and x.model = p_model limit 1)),
+         p_model, c.t, jsonb_build_object('chunk_count', n.cnt), q.version, now()
+  from jsonb_to_recordset(p_chunks) as c(j bigint, i int, c text, h text, t int, e text)
+  join embedding_sync_queue q on q.id = c.j
+  join (select c2.j, count(*) as cnt from jsonb_to_recordset(p_chunks) as c2(j bigint) group by c2.j) n on n.j = c.j
+  where c.j = any (applied) and q.action <> 'DELETE'
+  on conflict (source_table, source_id, chunk_index) do update set
+    content = excluded.content, content_hash = excluded.content_hash, embedding = excluded.embedding,
+    model = excluded.model, token_count = excluded.token_count, metadata = excluded.metadata,
+    source_version = excluded.source_version, updated_at = excluded.updated_at
+  where d.content_hash is distinct from excluded.content_hash or d.model is distinct from excluded.model
+     or d.metadata is distinct from excluded.metadata;
+
+  -- Stale chunks: indexes past the new chunk count. Unchanged chunks keep their old
+  -- source_version, so staleness is by index, not by version.
+  delete from documentation_embeddings d
+  using embedding_sync_queue q
+  where q.id = any (applied) and q.action <> 'DELETE'
+    and d.source_table = q.source_table and d.source_id = q.source_id
+    and d.chunk_index >= (select count(*) from jsonb_to_recordset(p_chunks) as c(j bigint) where c.j = q.id);
+
+  update embedding_sync_queue q
+  set status = 'completed', processed_at = clock_timestamp(), updated_at = clock_timestamp(),
+      locked_by = null, locked_at = null, lease_until = null,
+      last_error = case when q.id = any (applied) then null else 'superseded by a newer version' end
+  where q.id = any (held) and not q.id = any (missing);
+
+  return query
+    select j.id, case when not j.id = any (held) then 'lost'
+                      when j.id = any (missing) then 'missing'
+                      when j.id = any (applied) then 'applied'
+                      else 'superseded' end
+    from unnest(p_job_ids) as j(id);
+end $$;
+
+revoke all on function public.claim_embedding_jobs(text, int, int), public.complete_embedding_jobs(text, bigint[]),
+  public.fail_embedding_jobs(text, bigint[], text, double precision, boolean),
+  public.recover_stuck_embedding_jobs(), public.cleanup_embedding_queue(interval),
+  public.apply_embedding_results(text, text, bigint[], jsonb) from public, anon, authenticated;
+grant execute on function public.claim_embedding_jobs(text, int, int), public.complete_embedding_jobs(text, bigint[]),
+  public.fail_embedding_jobs(text, bigint[], text, double precision, boolean),
+  public.recover_stuck_embedding_jobs(), public.cleanup_embedding_queue(interval),
+  public.apply_embedding_results(text, text, bigint[], jsonb) to service_role;
