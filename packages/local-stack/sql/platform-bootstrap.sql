@@ -203,6 +203,11 @@ begin
   alter table storage.buckets enable row level security;
   alter table storage.objects enable row level security;
   grant all on storage.buckets, storage.objects to service_role;
+  -- As on Supabase: the API roles hold table privileges and RLS policies decide. The local gateway
+  -- runs every Storage request as the caller's role, so with no policy anon can do nothing.
+  grant select, insert, update, delete on storage.objects to anon, authenticated;
+  grant select on storage.buckets to anon, authenticated;
+  comment on schema storage is 'local-stack storage stand-in';
 
   create function storage.foldername(name text) returns text[] language sql immutable as $f$
     select (string_to_array(name, '/'))[1:array_length(string_to_array(name, '/'), 1) - 1]
@@ -213,6 +218,29 @@ begin
   create function storage.extension(name text) returns text language sql immutable as $f$
     select reverse(split_part(reverse(storage.filename(name)), '.', 1))
   $f$;
+end $$;
+
+-- Auth --------------------------------------------------------------------------------------------
+-- Only the SQL helpers that RLS policies use (auth.jwt/uid/role over request.jwt.claims, which the
+-- local gateway sets per Storage request). There is no GoTrue locally: no users, no sign-in.
+do $$
+begin
+  if exists (select from pg_namespace where nspname = 'auth') then
+    return;
+  end if;
+  create schema auth;
+  grant usage on schema auth to anon, authenticated, service_role;
+  comment on schema auth is 'local-stack auth stand-in (JWT claim helpers only)';
+  create function auth.jwt() returns jsonb language sql stable as $f$
+    select coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb
+  $f$;
+  create function auth.role() returns text language sql stable as $f$
+    select coalesce(nullif(current_setting('request.jwt.claim.role', true), ''), auth.jwt() ->> 'role')
+  $f$;
+  create function auth.uid() returns uuid language sql stable as $f$
+    select nullif(auth.jwt() ->> 'sub', '')::uuid
+  $f$;
+  grant execute on function auth.jwt(), auth.role(), auth.uid() to anon, authenticated, service_role;
 end $$;
 
 -- pg_net ------------------------------------------------------------------------------------------

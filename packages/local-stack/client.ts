@@ -1,0 +1,23 @@
+// supabase-js for Node 20 scripts and tests against the local stack. createClient() builds a
+// Realtime client eagerly and Node 20 has no global WebSocket, so it throws before any call; the
+// local stack has no Realtime anyway, so this hands it a transport that refuses to connect.
+// (Deno and Node 22+ have WebSocket: plain createClient works there.)
+import { createClient, type SupabaseClient } from "@supabase/supabase-js";
+
+class NoRealtime {
+  static readonly CONNECTING = 0;
+  static readonly OPEN = 1;
+  static readonly CLOSING = 2;
+  static readonly CLOSED = 3;
+  constructor() {
+    throw new Error("Realtime is not part of the local stack");
+  }
+}
+
+export function createLocalClient(apiUrl: string, key: string): SupabaseClient {
+  const g = globalThis as { WebSocket?: unknown };
+  return createClient(apiUrl, key, {
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    ...(g.WebSocket ? {} : { realtime: { transport: NoRealtime as never } }),
+  });
+}

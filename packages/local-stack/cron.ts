@@ -1,0 +1,127 @@
+// The ticker for the pg_cron stand-in (schema `cron` commented 'local-stack pg_cron stand-in').
+// Where the database has the real pg_cron, this never starts: pg_cron runs its own jobs.
+//
+// Once a second it reads cron.job and runs what is due: standard 5-field expressions (croner) and
+// pg_cron's interval form 'N seconds'. Every run is recorded in cron.job_run_details as pg_cron does
+// (starting → running → succeeded/failed with return_message). Each job runs on its own
+// connection and its errors are caught, so one failing or slow job never stops the others; a job
+// still running when it is due again is skipped, as pg_cron does.
+import { Cron } from "croner";
+import postgres from "postgres";
+
+export interface CronTickerOptions {
+  dbUrl: string;
+  log: (line: string) => void;
+  tickMs?: number;
+}
+
+export interface CronTicker {
+  stop(): Promise<void>;
+}
+
+interface JobRow {
+  jobid: string;
+  schedule: string;
+  command: string;
+}
+
+const SECONDS = /^\s*(\d+)\s+seconds?\s*$/i;
+
+/** Is the stand-in (not the real pg_cron) what this database has? */
+export async function hasCronStandIn(sql: postgres.Sql): Promise<boolean> {
+  const [row] = await sql<{ d: string | null }[]>`
+    select obj_description(oid, 'pg_namespace') as d from pg_namespace where nspname = 'cron'`;
+  return row?.d === "local-stack pg_cron stand-in";
+}
+
+export function startCronTicker(opts: CronTickerOptions): CronTicker {
+  // One connection reads the job list; jobs run on a small pool of their own.
+  const sql = postgres(opts.dbUrl, { max: 4, onnotice: () => {}, idle_timeout: 30 });
+  const lastRun = new Map<string, number>(); // jobid -> ms of the last start (or first sighting)
+  const running = new Set<string>();
+  const crons = new Map<string, { schedule: string; cron: Cron | null }>();
+  const runs = new Set<Promise<void>>();
+  let stopped = false;
+  let ticking = false;
+
+  function isDue(job: JobRow, now: number): boolean {
+    const sec = SECONDS.exec(job.schedule);
+    const last = lastRun.get(job.jobid);
+    if (last === undefined) {
+      lastRun.set(job.jobid, now);
+      // An interval job first runs one interval after it is scheduled; a cron expression may be
+      // due within this very second.
+      if (sec) return false;
+    }
+    const since = last ?? now - (opts.tickMs ?? 1000);
+    if (sec) return now - since >= Number(sec[1]) * 1000 - 50;
+    let entry = crons.get(job.jobid);
+    if (!entry || entry.schedule !== job.schedule) {
+      let c: Cron | null = null;
+      try {
+        c = new Cron(job.schedule, { paused: true, mode: "5-part", timezone: "Etc/UTC" });
+      } catch (e) {
+        opts.log(`[cron] job ${job.jobid}: invalid schedule '${job.schedule}': ${e instanceof Error ? e.message : e}`);
+      }
+      entry = { schedule: job.schedule, cron: c };
+      crons.set(job.jobid, entry);
+    }
+    const next = entry.cron?.nextRun(new Date(since));
+    return !!next && next.getTime() <= now;
+  }
+
+  async function run(job: JobRow): Promise<void> {
+    running.add(job.jobid);
+    lastRun.set(job.jobid, Date.now());
+    let runid: string | null = null;
+    try {
+      const [r] = await sql<{ runid: string }[]>`
+        insert into cron.job_run_details (jobid, job_pid, database, username, command, status, start_time)
+        values (${job.jobid}::bigint, ${process.pid}, current_database(), current_user, ${job.command}, 'running', now())
+        returning runid::text`;
+      runid = r.runid;
+      const result = await sql.unsafe(job.command);
+      const message = `${result.command ?? "OK"} ${result.count ?? ""}`.trim();
+      await sql`update cron.job_run_details set status = 'succeeded', return_message = ${message}, end_time = now() where runid = ${runid}::bigint`;
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      if (!stopped) opts.log(`[cron] job ${job.jobid} failed: ${message}`);
+      if (runid) {
+        await sql`update cron.job_run_details set status = 'failed', return_message = ${message}, end_time = now() where runid = ${runid}::bigint`
+          .catch(() => {});
+      }
+    } finally {
+      running.delete(job.jobid);
+    }
+  }
+
+  async function tick(): Promise<void> {
+    if (stopped || ticking) return;
+    ticking = true;
+    try {
+      const jobs = await sql<JobRow[]>`select jobid::text, schedule, command from cron.job where active order by jobid`;
+      const now = Date.now();
+      const live = new Set(jobs.map((j) => j.jobid));
+      for (const id of [...lastRun.keys()]) if (!live.has(id)) (lastRun.delete(id), crons.delete(id));
+      for (const job of jobs) {
+        if (running.has(job.jobid) || !isDue(job, now)) continue;
+        const p = run(job).finally(() => runs.delete(p));
+        runs.add(p);
+      }
+    } catch (e) {
+      if (!stopped) opts.log(`[cron] tick failed: ${e instanceof Error ? e.message : e}`);
+    } finally {
+      ticking = false;
+    }
+  }
+
+  const timer = setInterval(() => void tick(), opts.tickMs ?? 1000);
+  return {
+    stop: async () => {
+      stopped = true;
+      clearInterval(timer);
+      await Promise.race([Promise.allSettled([...runs]), new Promise((r) => setTimeout(r, 3000))]);
+      await sql.end({ timeout: 2 });
+    },
+  };
+}

@@ -1,0 +1,168 @@
+// The API gateway on 127.0.0.1:54321: the routes supabase-js calls.
+//   /functions/v1/<name>[/…]  → the Deno functions process (verify_jwt enforced here, as on the platform)
+//   /storage/v1/…             → the Storage stand-in (storage.ts)
+//   /health                   → {"ok":true}
+// PostgREST and Auth are not part of the local stack: /rest/v1 and /auth/v1 answer 501 saying so.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Readable } from "node:stream";
+import { bearerToken, verifyJwt } from "./keys.ts";
+import { FUNCTION_NAME } from "./function-config.ts";
+import type { StorageCaller } from "./storage.ts";
+
+export interface GatewayOptions {
+  port: number;
+  jwtSecret: string;
+  /** Internal URL of the Deno functions process; null while it is not running. */
+  functionsUrl: () => string | null;
+  /** Function names served (loaded or failed to load); anything else is a 404. */
+  functionNames: () => Set<string>;
+  verifyJwt: (name: string) => boolean;
+  storage: (req: Request, rawPath: string) => Promise<Response>;
+  log: (line: string) => void;
+  /** Wall-clock limit of one function call (the hosted free plan's 150 s). */
+  functionTimeoutMs?: number;
+}
+
+export interface Gateway {
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+}
+
+const CORS = {
+  "access-control-allow-origin": "*",
+  "access-control-allow-headers": "authorization, x-client-info, apikey, content-type, x-upsert, cache-control, x-metadata",
+  "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD",
+};
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text), ...CORS });
+  res.end(text);
+}
+
+async function sendResponse(res: ServerResponse, r: Response, head = false): Promise<void> {
+  const headers: Record<string, string> = { ...CORS };
+  r.headers.forEach((v, k) => {
+    if (k !== "content-encoding" && k !== "transfer-encoding" && k !== "connection") headers[k] = v;
+  });
+  res.writeHead(r.status, headers);
+  if (!r.body || head) {
+    res.end();
+    return;
+  }
+  await new Promise<void>((resolve, reject) => {
+    const body = Readable.fromWeb(r.body as import("node:stream/web").ReadableStream);
+    body.on("error", reject);
+    res.on("close", resolve);
+    body.pipe(res);
+  });
+}
+
+function toWebRequest(req: IncomingMessage, url: string): Request {
+  const headers = new Headers();
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (v === undefined || k === "host" || k === "connection") continue;
+    headers.set(k, Array.isArray(v) ? v.join(", ") : v);
+  }
+  const hasBody = req.method !== "GET" && req.method !== "HEAD";
+  return new Request(url, {
+    method: req.method,
+    headers,
+    body: hasBody ? (Readable.toWeb(req) as ReadableStream) : undefined,
+    // @ts-expect-error Node's fetch needs duplex for a streamed request body; the DOM type lacks it.
+    duplex: hasBody ? "half" : undefined,
+  });
+}
+
+/** The verified role of a request (Authorization Bearer first, then apikey), for Storage. */
+export async function storageCaller(jwtSecret: string, req: Request): Promise<StorageCaller | null> {
+  const token = bearerToken(req.headers.get("authorization")) ?? req.headers.get("apikey");
+  const v = await verifyJwt(jwtSecret, token);
+  if (!v) return null;
+  if (v.role !== "anon" && v.role !== "authenticated" && v.role !== "service_role") return null;
+  return { role: v.role, claims: v.claims };
+}
+
+export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((e) => {
+      opts.log(`[gateway] ${req.method} ${req.url}: ${e instanceof Error ? e.stack : e}`);
+      if (!res.headersSent) sendJson(res, 500, { error: "gateway error" });
+      else res.destroy();
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // req.url is the raw request target: never normalised, so `..` reaches the storage checks.
+    const raw = req.url ?? "/";
+    const q = raw.indexOf("?");
+    const path = q >= 0 ? raw.slice(0, q) : raw;
+    const search = q >= 0 ? raw.slice(q) : "";
+    const method = (req.method ?? "GET").toUpperCase();
+    if (method === "OPTIONS") {
+      res.writeHead(204, CORS);
+      res.end();
+      return;
+    }
+    if (path === "/health") return sendJson(res, 200, { ok: true });
+
+    if (path.startsWith("/functions/v1/")) {
+      const rest = path.slice("/functions/v1/".length);
+      const slash = rest.indexOf("/");
+      const name = slash >= 0 ? rest.slice(0, slash) : rest;
+      const sub = slash >= 0 ? rest.slice(slash) : "";
+      if (!FUNCTION_NAME.test(name) || !opts.functionNames().has(name)) {
+        return sendJson(res, 404, { code: "NOT_FOUND", message: "Requested function was not found" });
+      }
+      if (opts.verifyJwt(name)) {
+        const token = bearerToken(req.headers.authorization);
+        if (!token) return sendJson(res, 401, { code: 401, message: "Missing authorization header" });
+        if (!(await verifyJwt(opts.jwtSecret, token))) return sendJson(res, 401, { code: 401, message: "Invalid JWT" });
+      }
+      const base = opts.functionsUrl();
+      if (!base) return sendJson(res, 503, { code: "UNAVAILABLE", message: "functions runtime is not running" });
+      const inbound = toWebRequest(req, `${base}/${name}${sub}${search}`);
+      let upstream: Response;
+      try {
+        upstream = await fetch(inbound, { signal: AbortSignal.timeout(opts.functionTimeoutMs ?? 150_000), redirect: "manual" });
+      } catch (e) {
+        const timedOut = (e as Error).name === "TimeoutError";
+        return sendJson(res, timedOut ? 504 : 502, {
+          code: timedOut ? "WORKER_TIMEOUT" : "BAD_GATEWAY",
+          message: timedOut ? "Function exceeded the wall clock limit" : `functions runtime unreachable: ${(e as Error).message}`,
+        });
+      }
+      return await sendResponse(res, upstream, method === "HEAD");
+    }
+
+    if (path.startsWith("/storage/v1/")) {
+      const r = await opts.storage(toWebRequest(req, `http://local${path}${search}`), path.slice("/storage/v1/".length));
+      return await sendResponse(res, r, method === "HEAD");
+    }
+
+    if (path.startsWith("/rest/v1") || path.startsWith("/auth/v1") || path.startsWith("/realtime/v1")) {
+      return sendJson(res, 501, {
+        error: "not part of the local stack",
+        message: "The local stack serves /functions/v1 and /storage/v1 only; use SQL over DB_URL instead of PostgREST.",
+      });
+    }
+    sendJson(res, 404, { error: "not found" });
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, "127.0.0.1", () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,196 @@
+// startLocalStack(): the Docker-free stand-in for `supabase start` (see DESIGN.md, "Running it
+// without Docker"). One process tree: this Node process (PGlite + socket, gateway, Storage, pg_net
+// sender, pg_cron ticker) and one Deno child serving every edge function.
+import { existsSync } from "node:fs";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import postgres from "postgres";
+import { hasCronStandIn, startCronTicker, type CronTicker } from "./cron.ts";
+import { listFunctions, readEnvFile, readVerifyJwt } from "./function-config.ts";
+import { startFunctionsRuntime, type FunctionsRuntime } from "./functions-runtime.ts";
+import { startGateway, storageCaller, type Gateway } from "./gateway.ts";
+import { localKeys } from "./keys.ts";
+import { migrate as runMigrations } from "./migrate.ts";
+import { startPgNetSender, type PgNetSender } from "./pg-net.ts";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "./pglite.ts";
+import { type StackState, stateFile } from "./state.ts";
+import { createStorageHandler } from "./storage.ts";
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+export interface LocalStackOptions {
+  databaseUrl?: string;            // a real Postgres (already migrated or not); else embedded PGlite
+  dataDir?: string;                // default <repo>/.local (PGlite data, storage files, generated keys)
+  port?: number;                   // gateway port; default 54321; 0 = pick a free port
+  migrate?: boolean;               // default true: platform bootstrap + supabase db push (no-op when up to date)
+  functionEnv?: Record<string, string>; // extra env (secrets) for the functions, e.g. OPENAI_BASE_URL
+  log?: (line: string) => void;
+  // Extensions beyond the shared contract (all optional):
+  functionsDir?: string;           // default <repo>/supabase/functions (tests point it at fixtures)
+  configFile?: string;             // default <repo>/supabase/config.toml (verify_jwt per function)
+  dbPort?: number;                 // PGlite socket port; default 54322 with the default gateway port, else 0
+  pgNetConcurrency?: number;       // requests in flight at once (default 16)
+  statusExtra?: Record<string, string>; // extra KEY=value lines for `npm run status` (providers…)
+}
+
+export interface LocalStack {
+  apiUrl: string;                  // http://127.0.0.1:<port>
+  dbUrl: string;                   // postgres://… (the given one, or the PGlite socket)
+  anonKey: string; serviceRoleKey: string;   // local-only HS256 JWTs with a `role` claim
+  functionsPid: number;            // pid of the single Deno process serving every function (for RSS)
+  stop(): Promise<void>;           // stops everything it started; no orphans
+  // Extensions beyond the shared contract:
+  functions: string[];             // names served
+  startupMs: number;
+  storageRoot: string;
+  dataDir: string;
+  cronTicker: boolean;             // true when this stack runs the pg_cron stand-in's jobs
+}
+
+export async function startLocalStack(opts: LocalStackOptions = {}): Promise<LocalStack> {
+  const t0 = performance.now();
+  const log = opts.log ?? (() => {});
+  const dataDir = resolve(opts.dataDir ?? join(repoRoot, ".local"));
+  const functionsDir = resolve(opts.functionsDir ?? join(repoRoot, "supabase/functions"));
+  const configFile = resolve(opts.configFile ?? join(repoRoot, "supabase/config.toml"));
+  const storageRoot = join(dataDir, "storage");
+  await mkdir(storageRoot, { recursive: true });
+
+  const stoppers: Array<() => Promise<void>> = [];
+  const stopAll = async () => {
+    for (const s of stoppers.splice(0).reverse()) {
+      await s().catch((e) => log(`[stack] stop: ${e instanceof Error ? e.message : e}`));
+    }
+  };
+
+  try {
+    const keys = await localKeys(dataDir);
+    const gatewayPort = opts.port ?? 54321;
+
+    // Database: the given one, or PGlite (first start initialises it: a few seconds, once).
+    let embedded: EmbeddedPostgres | null = null;
+    let dbUrl: string;
+    if (opts.databaseUrl) {
+      dbUrl = opts.databaseUrl;
+    } else {
+      const dbPort = opts.dbPort ?? (gatewayPort === 54321 ? 54322 : 0);
+      embedded = await startEmbeddedPostgres(join(dataDir, "pglite"), dbPort);
+      stoppers.push(() => embedded!.stop());
+      dbUrl = embedded.url;
+      log(`[db] PGlite (embedded, pgvector) at ${dbUrl}`);
+    }
+
+    // Functions: which exist and their JWT rule. The Deno process starts once the gateway's URL
+    // (SUPABASE_URL) is known; migrations run meanwhile.
+    const verify = readVerifyJwt(configFile);
+    const names = listFunctions(functionsDir);
+    let runtime: FunctionsRuntime | null = null;
+    const served = new Set(names);
+    const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
+    stoppers.push(() => sql.end({ timeout: 2 }));
+    const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(keys.jwtSecret, req) });
+    const gateway: Gateway = await startGateway({
+      port: gatewayPort,
+      jwtSecret: keys.jwtSecret,
+      functionsUrl: () => runtime?.url ?? null,
+      functionNames: () => served,
+      verifyJwt: (name) => verify.get(name) ?? true,
+      storage,
+      log,
+    });
+    stoppers.push(() => gateway.stop());
+
+    const env: Record<string, string> = {
+      SUPABASE_URL: gateway.url,
+      SUPABASE_DB_URL: dbUrl,
+      SUPABASE_ANON_KEY: keys.anonKey,
+      SUPABASE_SERVICE_ROLE_KEY: keys.serviceRoleKey,
+      ...readEnvFile(join(functionsDir, ".env")),
+      ...opts.functionEnv,
+    };
+    const migrated = (opts.migrate ?? true)
+      ? runMigrations(dbUrl).then((out) => {
+        for (const line of out.split("\n")) if (line.trim() && !/deprecated/.test(line)) log(`[migrate] ${line.trim()}`);
+      })
+      : Promise.resolve();
+    const functionsStarted = startFunctionsRuntime({ functionsDir, env, log }).then((r) => {
+      stoppers.push(() => r.stop());
+      runtime = r;
+      return r;
+    });
+    const [, rt] = await Promise.allSettled([migrated, functionsStarted]).then(([m, f]) => {
+      if (m.status === "rejected") throw m.reason;
+      if (f.status === "rejected") throw f.reason;
+      return [m.value, f.value] as const;
+    });
+
+    // Vault entries that private.invoke_edge_function (cron jobs, webhooks) reads.
+    await sql.begin(async (tx) => {
+      for (const [name, value] of [["project_url", gateway.url], ["service_role_key", keys.serviceRoleKey]] as const) {
+        const [row] = await tx<{ id: string }[]>`select id from vault.secrets where name = ${name}`;
+        if (row) await tx`select vault.update_secret(${row.id}::uuid, ${value})`;
+        else await tx`select vault.create_secret(${value}, ${name}, 'written by the local stack (local-only)')`;
+      }
+    });
+
+    const onPglite = embedded !== null;
+    const sender: PgNetSender | null = await hasPgNetStandIn(sql)
+      ? await startPgNetSender({ dbUrl, log, listen: !onPglite, concurrency: opts.pgNetConcurrency })
+      : null;
+    if (sender) stoppers.push(() => sender.stop());
+    const ticker: CronTicker | null = (await hasCronStandIn(sql)) ? startCronTicker({ dbUrl, log }) : null;
+    if (ticker) stoppers.push(() => ticker.stop());
+
+    const startupMs = Math.round(performance.now() - t0);
+    const state: StackState = {
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+      startupMs,
+      apiUrl: gateway.url,
+      dbUrl,
+      anonKey: keys.anonKey,
+      serviceRoleKey: keys.serviceRoleKey,
+      functionsPid: rt.pid,
+      functions: rt.loaded,
+      functionsFailed: rt.failed,
+      database: onPglite ? "pglite" : "postgres",
+      pgNet: sender ? "local-stack sender" : "pg_net extension",
+      pgCron: ticker ? "local-stack ticker" : "pg_cron extension",
+      storageRoot,
+      extra: opts.statusExtra ?? {},
+    };
+    const file = stateFile(dataDir);
+    await writeFile(file, JSON.stringify(state, null, 2) + "\n", { mode: 0o600 });
+    stoppers.push(async () => {
+      if (existsSync(file)) await rm(file, { force: true });
+    });
+
+    let stopping: Promise<void> | null = null;
+    return {
+      apiUrl: gateway.url,
+      dbUrl,
+      anonKey: keys.anonKey,
+      serviceRoleKey: keys.serviceRoleKey,
+      functionsPid: rt.pid,
+      functions: rt.loaded,
+      startupMs,
+      storageRoot,
+      dataDir,
+      cronTicker: ticker !== null,
+      stop: () => (stopping ??= stopAll()),
+    };
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+}
+
+async function hasPgNetStandIn(sql: postgres.Sql): Promise<boolean> {
+  const [row] = await sql<{ d: string | null }[]>`
+    select obj_description(oid, 'pg_namespace') as d from pg_namespace where nspname = 'net'`;
+  return row?.d === "local-stack pg_net stand-in";
+}
+
+export { readState, stateFile } from "./state.ts";
+export type { StackState } from "./state.ts";
