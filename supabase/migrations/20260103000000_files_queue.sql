@@ -1,0 +1,311 @@
+-- files_queue: one row per object of a watched Storage bucket, kept in step with storage.objects by a
+-- trigger that runs in the object row's own transaction. An upload that commits has its queue row; one
+-- that rolls back has none. The runbook's columns and statements keep working unchanged:
+--   file_path (UNIQUE on its own), bucket_id, file_size, status, processed, created_at.
+-- file_path is the object's name inside its bucket, as in the runbook; two watched buckets holding
+-- the same name therefore share one queue row (the first one wins), which is why the default watches
+-- a single bucket.
+
+create table public.files_queue (
+  id bigint generated always as identity primary key,
+  file_path text not null unique,
+  bucket_id text not null,
+  file_size bigint,
+  status text not null default 'pending'
+    check (status in ('pending', 'processing', 'completed', 'failed', 'deleted')),
+  processed boolean not null default false,
+  created_at timestamptz not null default now(),
+  attempts int not null default 0,
+  max_attempts int not null default 3,
+  last_error text,
+  run_at timestamptz not null default now(),
+  locked_by text,
+  locked_at timestamptz,
+  lease_expires_at timestamptz,
+  processed_at timestamptz,
+  updated_at timestamptz not null default now()
+);
+
+comment on table public.files_queue is
+  'One row per object of a watched bucket (see files_queue_watched_buckets); filled by a trigger on storage.objects.';
+
+-- The worker's claim: due pending rows in order, and expired leases.
+create index files_queue_claim_idx on public.files_queue (run_at, id) where status = 'pending';
+create index files_queue_lease_idx on public.files_queue (lease_expires_at) where status = 'processing';
+create index files_queue_created_idx on public.files_queue (created_at);
+
+create table public.files_queue_watched_buckets (
+  bucket_id text primary key check (bucket_id ~ '^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$'),
+  created_at timestamptz not null default now()
+);
+comment on table public.files_queue_watched_buckets is
+  'Buckets whose objects get a files_queue row. Add a row to watch another bucket, then run the repair.';
+insert into public.files_queue_watched_buckets (bucket_id) values ('agentbasic-legifrance-raw');
+
+alter table public.files_queue enable row level security;
+alter table public.files_queue_watched_buckets enable row level security;
+revoke all on public.files_queue, public.files_queue_watched_buckets from anon, authenticated;
+grant all on public.files_queue, public.files_queue_watched_buckets to service_role;
+
+-- Enqueue from Storage ---------------------------------------------------------------------------
+-- Security definer: Storage writes as its own role (service_role, authenticated, supabase_storage_admin)
+-- which has no right on files_queue. A re-upload (upsert) of an object resets its row to pending, so
+-- new content is processed again; a worker still holding the old lease can then no longer complete it.
+create or replace function private.files_queue_on_object_change()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if tg_op = 'DELETE' then
+    update public.files_queue
+       set status = 'deleted', locked_by = null, locked_at = null, lease_expires_at = null, updated_at = now()
+     where file_path = old.name and bucket_id = old.bucket_id;
+    return old;
+  end if;
+
+  if not exists (select 1 from public.files_queue_watched_buckets w where w.bucket_id = new.bucket_id) then
+    return new;
+  end if;
+
+  if tg_op = 'UPDATE' and old.bucket_id is not distinct from new.bucket_id and old.name is not distinct from new.name
+     and old.metadata is not distinct from new.metadata and old.version is not distinct from new.version then
+    return new; -- e.g. last_accessed_at only: nothing new to process
+  end if;
+
+  if tg_op = 'UPDATE' and (old.bucket_id, old.name) is distinct from (new.bucket_id, new.name) then
+    update public.files_queue set status = 'deleted', locked_by = null, locked_at = null, lease_expires_at = null, updated_at = now()
+     where file_path = old.name and bucket_id = old.bucket_id;
+  end if;
+
+  insert into public.files_queue as q (file_path, bucket_id, file_size, status, processed, created_at)
+  values (new.name, new.bucket_id, (new.metadata ->> 'size')::bigint, 'pending', false, coalesce(new.created_at, now()))
+  on conflict (file_path) do update
+     set file_size = excluded.file_size,
+         status = 'pending',
+         processed = false,
+         attempts = 0,
+         last_error = null,
+         run_at = now(),
+         locked_by = null,
+         locked_at = null,
+         lease_expires_at = null,
+         processed_at = null,
+         updated_at = now()
+   where q.bucket_id = excluded.bucket_id;
+  return new;
+end $$;
+
+revoke all on function private.files_queue_on_object_change() from public;
+
+create trigger files_queue_enqueue
+  after insert or update or delete on storage.objects
+  for each row execute function private.files_queue_on_object_change();
+
+-- Worker queue rules -----------------------------------------------------------------------------
+
+-- claim: up to p_batch due rows (pending and due, or processing with an expired lease), locked with
+-- SKIP LOCKED so concurrent workers never claim the same row, leased for p_lease_seconds.
+create or replace function public.claim_files_queue(p_worker text, p_batch int default 20, p_lease_seconds int default 120)
+returns setof public.files_queue
+language sql
+set search_path = public, extensions
+as $$
+  with due as (
+    select id from public.files_queue
+     where (status = 'pending' and run_at <= now())
+        or (status = 'processing' and lease_expires_at < now())
+     order by run_at, id
+     limit greatest(p_batch, 0)
+     for update skip locked
+  )
+  update public.files_queue q
+     set status = 'processing',
+         attempts = q.attempts + 1,
+         locked_by = p_worker,
+         locked_at = now(),
+         lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+         updated_at = now()
+    from due
+   where q.id = due.id
+  returning q.*;
+$$;
+
+-- complete: only the lease holder's rows, still processing, are completed. Returns the completed ids;
+-- a row re-uploaded meanwhile (reset to pending) is left for the next claim.
+create or replace function public.complete_files_queue(p_worker text, p_ids bigint[])
+returns setof bigint
+language sql
+set search_path = public, extensions
+as $$
+  update public.files_queue
+     set status = 'completed', processed = true, processed_at = now(), last_error = null,
+         locked_by = null, locked_at = null, lease_expires_at = null, updated_at = now()
+   where id = any(p_ids) and status = 'processing' and locked_by = p_worker
+  returning id;
+$$;
+
+-- fail: back to pending after an exponential backoff with jitter (base 10 s, capped at 1 h); once
+-- attempts reach max_attempts, or when p_permanent (a malformed file will not parse better later),
+-- the row stays 'failed' with its error: the dead letter. Returns the new status, or null when the
+-- caller no longer holds the lease.
+create or replace function public.fail_files_queue(p_worker text, p_id bigint, p_error text, p_permanent boolean default false)
+returns text
+language sql
+set search_path = public, extensions
+as $$
+  update public.files_queue
+     set status = case when p_permanent or attempts >= max_attempts then 'failed' else 'pending' end,
+         last_error = left(p_error, 2000),
+         run_at = now() + make_interval(secs => least(3600, 10 * power(2, greatest(attempts - 1, 0))) * (0.5 + random())),
+         locked_by = null, locked_at = null, lease_expires_at = null, updated_at = now()
+   where id = p_id and status = 'processing' and locked_by = p_worker
+  returning status;
+$$;
+
+-- recover: rows whose lease expired go back to pending (claim also takes them; this makes them visible
+-- as pending in the views and counts).
+create or replace function public.recover_stuck_files_queue()
+returns bigint
+language sql
+set search_path = public, extensions
+as $$
+  with r as (
+    update public.files_queue
+       set status = 'pending', locked_by = null, locked_at = null, lease_expires_at = null, updated_at = now()
+     where status = 'processing' and lease_expires_at < now()
+    returning 1
+  )
+  select count(*) from r;
+$$;
+
+-- Repopulate / repair ----------------------------------------------------------------------------
+
+-- One keyset batch over storage.objects in (bucket_id, name) order, starting after p_after (null =
+-- from the start). Never OFFSET: the batches partition the bucket, so concurrent objects cannot make
+-- one skip or repeat rows. Inserts with ON CONFLICT DO NOTHING (rows already queued keep their state)
+-- and returns the inserted count, the scanned count, the cursor (last name scanned) and done.
+-- p_dry_run counts what is missing in the batch without inserting.
+create or replace function public.files_queue_repopulate_batch(
+  p_bucket text, p_after text default null, p_batch int default 10000, p_dry_run boolean default false
+) returns table (inserted bigint, scanned bigint, cursor text, done boolean)
+language plpgsql
+set search_path = public, extensions
+as $$
+declare
+  v_upper text;
+  v_scanned bigint;
+  v_inserted bigint;
+begin
+  if p_batch is null or p_batch < 1 or p_batch > 100000 then
+    raise exception 'batch size must be between 1 and 100000' using errcode = '22023';
+  end if;
+  -- The batch's upper bound comes from the (bucket_id, name) index alone; the batch is then the key
+  -- range (p_after, v_upper], which the planner may read in physical order (bitmap heap scan).
+  select count(*), max(k.name) into v_scanned, v_upper
+    from (select o.name from storage.objects o
+           where o.bucket_id = p_bucket and (p_after is null or o.name > p_after)
+           order by o.name limit p_batch) k;
+  if v_scanned = 0 then
+    return query select 0::bigint, 0::bigint, p_after, true;
+    return;
+  end if;
+
+  if p_dry_run then
+    select count(*) into v_inserted
+      from storage.objects o
+     where o.bucket_id = p_bucket and (p_after is null or o.name > p_after) and o.name <= v_upper
+       and not exists (select 1 from public.files_queue q where q.file_path = o.name);
+  else
+    insert into public.files_queue (file_path, bucket_id, file_size, status, processed, created_at)
+    select o.name, o.bucket_id, (o.metadata ->> 'size')::bigint, 'pending', false, coalesce(o.created_at, now())
+      from storage.objects o
+     where o.bucket_id = p_bucket and (p_after is null or o.name > p_after) and o.name <= v_upper
+    on conflict (file_path) do nothing;
+    get diagnostics v_inserted = row_count;
+  end if;
+  return query select v_inserted, v_scanned, v_upper, v_scanned < p_batch;
+end $$;
+
+-- Drift repair: inserts only the objects that have no queue row, with one anti-join over the bucket.
+-- A hash anti-join reads each side once, so it costs about one scan whatever the drift.
+create or replace function public.files_queue_repair_missing(p_bucket text)
+returns bigint
+language plpgsql
+set search_path = public, extensions
+as $$
+declare v_inserted bigint;
+begin
+  insert into public.files_queue (file_path, bucket_id, file_size, status, processed, created_at)
+  select o.name, o.bucket_id, (o.metadata ->> 'size')::bigint, 'pending', false, coalesce(o.created_at, now())
+    from storage.objects o
+   where o.bucket_id = p_bucket
+     and not exists (select 1 from public.files_queue q where q.file_path = o.name)
+  on conflict (file_path) do nothing;
+  get diagnostics v_inserted = row_count;
+  return v_inserted;
+end $$;
+
+-- Views ------------------------------------------------------------------------------------------
+
+-- Coherence per watched bucket: Storage vs queue, and both directions of drift. Rows marked 'deleted'
+-- are the queue's memory of removed objects and are left out of the queue side.
+create view public.files_queue_coherence with (security_invoker = true) as
+select w.bucket_id,
+       coalesce(s.storage_count, 0) as storage_count,
+       coalesce(s.storage_size, 0) as storage_size,
+       coalesce(q.queue_count, 0) as queue_count,
+       coalesce(q.queue_size, 0) as queue_size,
+       (select count(*) from storage.objects o
+         where o.bucket_id = w.bucket_id
+           and not exists (select 1 from public.files_queue fq where fq.file_path = o.name)) as missing_in_queue,
+       (select count(*) from public.files_queue fq
+         where fq.bucket_id = w.bucket_id and fq.status <> 'deleted'
+           and not exists (select 1 from storage.objects o where o.bucket_id = fq.bucket_id and o.name = fq.file_path)) as queued_without_object
+  from public.files_queue_watched_buckets w
+  left join lateral (select count(*) as storage_count, sum((o.metadata ->> 'size')::bigint) as storage_size
+                       from storage.objects o where o.bucket_id = w.bucket_id) s on true
+  left join lateral (select count(*) as queue_count, sum(fq.file_size) as queue_size
+                       from public.files_queue fq where fq.bucket_id = w.bucket_id and fq.status <> 'deleted') q on true;
+
+-- Insertion rate per minute over the last 10 minutes (empty minutes included, so a stall shows as 0).
+create view public.files_queue_insertion_rate with (security_invoker = true) as
+select m.minute,
+       coalesce(count(fq.id), 0) as inserted
+  from generate_series(date_trunc('minute', now()) - interval '9 minutes', date_trunc('minute', now()), interval '1 minute') as m(minute)
+  left join public.files_queue fq
+    on fq.created_at >= m.minute and fq.created_at < m.minute + interval '1 minute'
+ group by m.minute
+ order by m.minute desc;
+
+create view public.files_queue_status with (security_invoker = true) as
+select bucket_id, status, count(*) as files, sum(file_size) as bytes,
+       min(created_at) filter (where status = 'pending') as oldest_pending,
+       max(attempts) as max_attempts_seen
+  from public.files_queue
+ group by bucket_id, status;
+
+-- Alert: true when the gap between Storage and the queue (missing rows plus rows without an object)
+-- is over 1,000 files or over 10% of the bucket.
+create or replace function public.files_queue_drift_alert(p_bucket text default 'agentbasic-legifrance-raw')
+returns boolean
+language sql
+stable
+set search_path = public, extensions
+as $$
+  select coalesce(bool_or(c.missing_in_queue + c.queued_without_object > 1000
+           or (c.missing_in_queue + c.queued_without_object) > 0.10 * greatest(c.storage_count, 1)), false)
+    from public.files_queue_coherence c
+   where c.bucket_id = p_bucket;
+$$;
+
+grant select on public.files_queue_coherence, public.files_queue_insertion_rate, public.files_queue_status to service_role;
+revoke all on function public.claim_files_queue(text, int, int), public.complete_files_queue(text, bigint[]),
+  public.fail_files_queue(text, bigint, text, boolean), public.recover_stuck_files_queue(),
+  public.files_queue_repopulate_batch(text, text, int, boolean), public.files_queue_repair_missing(text),
+  public.files_queue_drift_alert(text) from public;
+grant execute on function public.claim_files_queue(text, int, int), public.complete_files_queue(text, bigint[]),
+  public.fail_files_queue(text, bigint, text, boolean), public.recover_stuck_files_queue(),
+  public.files_queue_repopulate_batch(text, text, int, boolean), public.files_queue_repair_missing(text),
+  public.files_queue_drift_alert(text) to service_role;

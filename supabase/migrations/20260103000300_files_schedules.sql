@@ -1,0 +1,86 @@
+-- Schedules of the files pipeline, through pg_cron + pg_net (private.invoke_edge_function reads the
+-- project URL and key from Vault): the collector's maintenance mode every 2 h, the files worker every
+-- minute fanned out by backlog, and an hourly coherence check that repairs drift when the alert is on.
+
+-- k = least(p_max_workers, ceil(backlog / p_batch)) parallel calls of the worker; 0 when idle. The
+-- backlog count is capped so that a million-row backlog costs no more than a small one.
+create or replace function private.dispatch_files_workers(p_max_workers int default 4, p_batch int default 50)
+returns int
+language plpgsql
+security definer
+set search_path = public, extensions
+as $$
+declare
+  v_backlog bigint;
+  k int;
+begin
+  select count(*) into v_backlog from (
+    select 1 from public.files_queue
+     where (status = 'pending' and run_at <= now()) or (status = 'processing' and lease_expires_at < now())
+     limit p_max_workers * p_batch
+  ) b;
+  k := least(p_max_workers, ceil(v_backlog::numeric / p_batch))::int;
+  for i in 1..k loop
+    perform private.invoke_edge_function('process-files-queue', jsonb_build_object('batchSize', p_batch), 60000);
+  end loop;
+  return k;
+end $$;
+revoke all on function private.dispatch_files_workers(int, int) from public;
+
+create table public.files_queue_coherence_checks (
+  id bigint generated always as identity primary key,
+  checked_at timestamptz not null default now(),
+  bucket_id text not null,
+  storage_count bigint not null,
+  queue_count bigint not null,
+  missing_in_queue bigint not null,
+  queued_without_object bigint not null,
+  alert boolean not null,
+  repaired bigint not null default 0,
+  marked_deleted bigint not null default 0
+);
+alter table public.files_queue_coherence_checks enable row level security;
+revoke all on public.files_queue_coherence_checks from anon, authenticated;
+grant all on public.files_queue_coherence_checks to service_role;
+
+-- The hourly check: one row per watched bucket in files_queue_coherence_checks. When the alert is
+-- on, the missing rows are inserted with the anti-join repair, and rows whose object is gone are
+-- marked deleted (the "enqueued, then the upload failed" case of the old micro-service).
+create or replace function private.files_queue_check_coherence()
+returns setof public.files_queue_coherence_checks
+language plpgsql
+security definer
+set search_path = public, extensions
+as $$
+declare
+  c record;
+  v_alert boolean;
+  v_repaired bigint;
+  v_marked bigint;
+begin
+  for c in select * from public.files_queue_coherence loop
+    v_alert := c.missing_in_queue + c.queued_without_object > 1000
+            or (c.missing_in_queue + c.queued_without_object) > 0.10 * greatest(c.storage_count, 1);
+    v_repaired := 0;
+    v_marked := 0;
+    if v_alert then
+      v_repaired := public.files_queue_repair_missing(c.bucket_id);
+      update public.files_queue fq
+         set status = 'deleted', locked_by = null, locked_at = null, lease_expires_at = null, updated_at = now()
+       where fq.bucket_id = c.bucket_id and fq.status <> 'deleted'
+         and not exists (select 1 from storage.objects o where o.bucket_id = fq.bucket_id and o.name = fq.file_path);
+      get diagnostics v_marked = row_count;
+    end if;
+    return query
+      insert into public.files_queue_coherence_checks
+        (bucket_id, storage_count, queue_count, missing_in_queue, queued_without_object, alert, repaired, marked_deleted)
+      values (c.bucket_id, c.storage_count, c.queue_count, c.missing_in_queue, c.queued_without_object, v_alert, v_repaired, v_marked)
+      returning *;
+  end loop;
+end $$;
+revoke all on function private.files_queue_check_coherence() from public;
+
+select cron.schedule('legifrance-collector-maintenance', '0 */2 * * *',
+  $$select private.invoke_edge_function('legifrance-collector', '{"mode":"maintenance"}'::jsonb, 5000)$$);
+select cron.schedule('process-files-queue', '* * * * *', $$select private.dispatch_files_workers(4, 50)$$);
+select cron.schedule('files-queue-coherence', '7 * * * *', $$select private.files_queue_check_coherence()$$);
