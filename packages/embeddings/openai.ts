@@ -1,0 +1,69 @@
+// The OpenAI provider, through the official SDK. The SDK's own retries are off: the pipeline's
+// retry loop honours Retry-After within the worker's deadline and then gives jobs back to the
+// queue, which the SDK cannot know about.
+import OpenAI from "openai";
+import { EmbeddingProviderError, type EmbeddingLimits, type EmbeddingProvider, type EmbeddingResult, OPENAI_LIMITS, parseRetryAfter } from "./provider.ts";
+
+export interface OpenAIProviderOptions {
+  apiKey: string;
+  baseURL?: string;
+  model: string;
+  dimensions: number;
+  timeoutMs?: number;
+}
+
+export class OpenAIEmbeddingProvider implements EmbeddingProvider {
+  readonly name = "openai";
+  readonly model: string;
+  readonly dimensions: number;
+  readonly limits: EmbeddingLimits = OPENAI_LIMITS;
+  private readonly client: OpenAI;
+  // text-embedding-ada-002 has a fixed size and refuses the `dimensions` parameter.
+  private readonly sendDimensions: boolean;
+
+  constructor(o: OpenAIProviderOptions) {
+    this.model = o.model;
+    this.dimensions = o.dimensions;
+    this.sendDimensions = o.model.startsWith("text-embedding-3");
+    this.client = new OpenAI({ apiKey: o.apiKey, baseURL: o.baseURL, maxRetries: 0, timeout: o.timeoutMs ?? 60_000 });
+  }
+
+  async embed(inputs: string[], options: { signal?: AbortSignal } = {}): Promise<EmbeddingResult> {
+    try {
+      const res = await this.client.embeddings.create(
+        { model: this.model, input: inputs, ...(this.sendDimensions ? { dimensions: this.dimensions } : {}) },
+        { signal: options.signal },
+      );
+      const vectors = new Array<Float32Array>(inputs.length);
+      for (const d of res.data) vectors[d.index] = Float32Array.from(d.embedding);
+      for (let i = 0; i < inputs.length; i++) {
+        if (!vectors[i]) throw new EmbeddingProviderError(`provider returned no embedding for input ${i}`, 502, true);
+        if (vectors[i].length !== this.dimensions) {
+          throw new EmbeddingProviderError(
+            `provider returned ${vectors[i].length} dimensions, expected ${this.dimensions}`,
+            undefined,
+            false,
+          );
+        }
+      }
+      return { vectors, tokens: res.usage?.total_tokens ?? 0 };
+    } catch (e) {
+      throw toProviderError(e);
+    }
+  }
+}
+
+function toProviderError(e: unknown): unknown {
+  if (e instanceof EmbeddingProviderError) return e;
+  if (e instanceof OpenAI.APIConnectionError) {
+    // Includes timeouts (APIConnectionTimeoutError): the request may or may not have been served.
+    return new EmbeddingProviderError(`OpenAI connection error: ${e.message}`, undefined, true);
+  }
+  if (e instanceof OpenAI.APIError) {
+    const status = e.status;
+    const retryable = status === 429 || status === 408 || status === 409 || (status !== undefined && status >= 500);
+    return new EmbeddingProviderError(`OpenAI ${status ?? "error"}: ${e.message}`, status, retryable,
+      parseRetryAfter(e.headers as Headers | undefined));
+  }
+  return e;
+}

@@ -1,0 +1,260 @@
+// The process action: claim -> chunk -> skip known hashes -> embed in few requests -> write+complete.
+//
+// Transactions: the claim is one statement (its own short transaction); the provider calls run
+// with no transaction open; the write is one call of apply_embedding_results(), which writes the
+// chunks, deletes stale ones and completes the jobs atomically. The queue rules (leases, newest
+// wins, backoff, dead letter) live in that SQL; this module only orchestrates.
+import pLimit from "p-limit";
+import type postgres from "postgres";
+import { packRequests } from "./batching.ts";
+import { contentHash, vectorLiteral } from "./hash.ts";
+import { type EmbeddingProvider, EmbeddingProviderError } from "./provider.ts";
+import { RetriesExhaustedError, withRetry } from "./retry.ts";
+import { chunkText } from "./tokens.ts";
+
+export interface ProcessOptions {
+  workerId: string;
+  batchSize: number;
+  /** Wall-clock budget of this invocation; claiming stops early enough to finish in it. */
+  budgetMs: number;
+  leaseSeconds: number;
+  /** Parallel provider requests. */
+  concurrency: number;
+  /** Attempts per provider request before the jobs go back to the queue. */
+  maxAttempts: number;
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  /** Keep polling while a webhook wake is recent (changes coalesced into it may still commit). */
+  lingerAfterWake?: boolean;
+  /** Stop after this many batches (tests, benchmark baseline). */
+  maxBatches?: number;
+  log?: (line: string) => void;
+  /** Test hook: runs after embedding, before the write (a throw simulates a crash). */
+  beforeWrite?: (jobIds: string[]) => void | Promise<void>;
+}
+
+export interface ProcessResult {
+  claimed: number;
+  embedded: number;
+  unchanged: number;
+  deleted: number;
+  retried: number;
+  dead: number;
+  superseded: number;
+  tokens: number;
+  providerCalls: number;
+  batches: number;
+  ms: number;
+}
+
+interface ClaimedJob {
+  id: string;
+  source_table: string;
+  source_id: string;
+  action: "INSERT" | "UPDATE" | "DELETE";
+  content: string | null;
+  version: string;
+  chunk_tokens: number;
+  chunk_overlap_tokens: number;
+  lease_until: Date;
+}
+
+interface PreparedChunk {
+  index: number;
+  text: string;
+  hash: string;
+  tokens: number;
+}
+
+interface JobFailure {
+  error: string;
+  permanent: boolean;
+  retryAfterMs: number;
+}
+
+const emptyResult = (): ProcessResult => ({
+  claimed: 0, embedded: 0, unchanged: 0, deleted: 0, retried: 0, dead: 0, superseded: 0,
+  tokens: 0, providerCalls: 0, batches: 0, ms: 0,
+});
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export async function processEmbeddingQueue(sql: postgres.Sql, provider: EmbeddingProvider, o: ProcessOptions): Promise<ProcessResult> {
+  const started = Date.now();
+  const deadline = started + o.budgetMs;
+  const result = emptyResult();
+  const limit = pLimit(o.concurrency);
+  let slowestBatchMs = 2_000;
+
+  await sql`select public.recover_stuck_embedding_jobs()`;
+
+  for (;;) {
+    if (o.maxBatches !== undefined && result.batches >= o.maxBatches) break;
+    // Claim only when one more batch, as slow as the slowest so far, still ends inside the budget.
+    if (Date.now() + slowestBatchMs * 1.5 > deadline) break;
+    const batchStarted = Date.now();
+    const jobs = await sql<ClaimedJob[]>`
+      select * from public.claim_embedding_jobs(${o.workerId}, ${o.batchSize}, ${o.leaseSeconds})`;
+    if (jobs.length === 0) {
+      if (o.lingerAfterWake && (await recentlyWoken(sql)) && Date.now() + 500 < deadline) {
+        await sleep(100);
+        continue;
+      }
+      break;
+    }
+    result.claimed += jobs.length;
+    result.batches += 1;
+    await processBatch(sql, provider, o, jobs, limit, result);
+    slowestBatchMs = Math.max(slowestBatchMs, Date.now() - batchStarted);
+  }
+  result.ms = Date.now() - started;
+  return result;
+}
+
+async function recentlyWoken(sql: postgres.Sql): Promise<boolean> {
+  const [r] = await sql<{ linger: boolean }[]>`
+    select clock_timestamp() < public.embedding_last_wake()
+             + make_interval(secs => (s.wake_window_ms + 1000) / 1000.0) as linger
+    from public.embedding_sync_settings s`;
+  return !!r?.linger;
+}
+
+async function processBatch(
+  sql: postgres.Sql,
+  provider: EmbeddingProvider,
+  o: ProcessOptions,
+  jobs: ClaimedJob[],
+  limit: ReturnType<typeof pLimit>,
+  result: ProcessResult,
+): Promise<void> {
+  const maxChunk = Math.min(provider.limits.maxTokensPerInput, 8191);
+  const chunksByJob = new Map<string, PreparedChunk[]>();
+  for (const job of jobs) {
+    if (job.action === "DELETE" || job.content === null) continue;
+    const size = Math.min(job.chunk_tokens, maxChunk);
+    chunksByJob.set(job.id, chunkText(job.content, size, job.chunk_overlap_tokens).map((c) => ({
+      index: c.index, text: c.text, tokens: c.tokens, hash: contentHash(c.text),
+    })));
+  }
+
+  // Hashes already embedded with this model cost nothing: the SQL write reuses their vectors.
+  const allHashes = [...new Set([...chunksByJob.values()].flat().map((c) => c.hash))];
+  const known = new Set<string>();
+  if (allHashes.length > 0) {
+    const rows = await sql<{ content_hash: string }[]>`
+      select distinct content_hash from public.documentation_embeddings
+      where model = ${provider.model} and content_hash = any(${pgTextArray(allHashes)}::text[])`;
+    for (const r of rows) known.add(r.content_hash);
+  }
+
+  // Unique new texts (the same text in two rows is embedded once), and who needs them.
+  const pending = new Map<string, { text: string; tokens: number; jobs: Set<string> }>();
+  for (const [jobId, chunks] of chunksByJob) {
+    for (const c of chunks) {
+      if (known.has(c.hash)) continue;
+      const p = pending.get(c.hash) ?? { text: c.text, tokens: c.tokens, jobs: new Set<string>() };
+      p.jobs.add(jobId);
+      pending.set(c.hash, p);
+    }
+  }
+  const hashes = [...pending.keys()];
+  const items = hashes.map((h) => pending.get(h)!);
+  const vectors = new Map<string, string>();
+  const failures = new Map<string, JobFailure>();
+  const leaseEnd = Math.min(...jobs.map((j) => new Date(j.lease_until).getTime()));
+  // Stop retrying well before the lease ends, so the jobs are given back, not found stuck.
+  const retryDeadline = Math.min(Date.now() + o.budgetMs, leaseEnd - 5_000);
+
+  const failJobs = (jobIds: Iterable<string>, f: JobFailure) => {
+    for (const id of jobIds) if (!failures.has(id) || f.permanent) failures.set(id, f);
+  };
+
+  const embedGroup = async (idx: number[]): Promise<void> => {
+    try {
+      const res = await withRetry(() => {
+        result.providerCalls += 1;
+        return provider.embed(idx.map((i) => items[i].text));
+      }, {
+        maxAttempts: o.maxAttempts,
+        baseDelayMs: o.retryBaseMs ?? 500,
+        maxDelayMs: o.retryMaxMs ?? 20_000,
+        deadline: retryDeadline,
+        onRetry: (e, delay) => o.log?.(`provider ${e.status ?? "error"}, retrying in ${Math.round(delay)} ms`),
+      });
+      result.tokens += res.tokens;
+      idx.forEach((i, k) => vectors.set(hashes[i], vectorLiteral(res.vectors[k])));
+      result.embedded += idx.length;
+    } catch (e) {
+      if (e instanceof EmbeddingProviderError && e.isBadInput) {
+        if (idx.length === 1) {
+          failJobs(items[idx[0]].jobs, { error: `provider refused the input: ${e.message}`, permanent: true, retryAfterMs: 0 });
+          return;
+        }
+        // One bad input fails the whole request: bisect so only its jobs fail.
+        const mid = idx.length >> 1;
+        await Promise.all([embedGroup(idx.slice(0, mid)), embedGroup(idx.slice(mid))]);
+        return;
+      }
+      const last = e instanceof RetriesExhaustedError ? e.last : e instanceof EmbeddingProviderError ? e : undefined;
+      const message = e instanceof Error ? e.message : String(e);
+      failJobs(idx.flatMap((i) => [...items[i].jobs]), {
+        error: message,
+        permanent: false,
+        retryAfterMs: last?.retryAfterMs ?? 0,
+      });
+    }
+  };
+
+  const groups = packRequests(items, provider.limits);
+  await Promise.all(groups.map((g) => limit(() => embedGroup(g))));
+
+  // Write every job that has all its vectors (or known hashes); DELETE jobs have no chunks.
+  const writable: string[] = [];
+  const payload: { j: string; i: number; c: string; h: string; t: number; e: string | null }[] = [];
+  for (const job of jobs) {
+    if (failures.has(job.id)) continue;
+    writable.push(job.id);
+    for (const c of chunksByJob.get(job.id) ?? []) {
+      payload.push({ j: job.id, i: c.index, c: c.text, h: c.hash, t: c.tokens, e: vectors.get(c.hash) ?? null });
+      if (known.has(c.hash)) result.unchanged += 1;
+    }
+  }
+  await o.beforeWrite?.(writable);
+
+  if (writable.length > 0) {
+    const outcomes = await sql<{ job_id: string; outcome: string }[]>`
+      select * from public.apply_embedding_results(${o.workerId}, ${provider.model},
+        ${pgTextArray(writable)}::bigint[], ${JSON.stringify(payload)}::jsonb)`;
+    const byId = new Map(jobs.map((j) => [j.id, j]));
+    for (const r of outcomes) {
+      if (r.outcome === "applied" && byId.get(r.job_id)?.action === "DELETE") result.deleted += 1;
+      if (r.outcome === "superseded") result.superseded += 1;
+      if (r.outcome === "missing") failures.set(r.job_id, { error: "a reused embedding vanished; re-embedding", permanent: false, retryAfterMs: 0 });
+    }
+  }
+
+  // Give back what failed, grouped by (error, permanence, delay) so each group is one statement.
+  const groupsOfFailures = new Map<string, { f: JobFailure; ids: string[] }>();
+  for (const [id, f] of failures) {
+    const key = `${f.permanent}|${f.retryAfterMs}|${f.error}`;
+    const g = groupsOfFailures.get(key) ?? { f, ids: [] };
+    g.ids.push(id);
+    groupsOfFailures.set(key, g);
+  }
+  for (const { f, ids } of groupsOfFailures.values()) {
+    const rows = await sql<{ status: string }[]>`
+      select status from public.fail_embedding_jobs(${o.workerId}, ${pgTextArray(ids)}::bigint[], ${f.error},
+        ${f.retryAfterMs / 1000}, ${f.permanent})`;
+    for (const r of rows) {
+      if (r.status === "failed") result.dead += 1;
+      else if (r.status === "pending") result.retried += 1;
+      else result.superseded += 1;
+    }
+  }
+}
+
+/** A Postgres array literal of plain tokens (ids, hex hashes): no quoting needed or allowed. */
+function pgTextArray(values: string[]): string {
+  for (const v of values) if (!/^[0-9a-zA-Z_-]+$/.test(v)) throw new Error(`unsafe array element: ${v}`);
+  return `{${values.join(",")}}`;
+}
