@@ -1,0 +1,110 @@
+// The gateway's /functions/v1 routes and the single Deno process behind them, driven with supabase-js.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLocalClient } from "../packages/local-stack/client.ts";
+import { signRoleKey } from "../packages/local-stack/keys.ts";
+import { processAlive } from "../packages/local-stack/state.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import type { LocalStack } from "../packages/local-stack/index.ts";
+import { useTestDatabase } from "./helpers/db.ts";
+
+const db = useTestDatabase();
+let stack: LocalStack;
+
+beforeAll(async () => {
+  process.env.SOME_PARENT_ONLY_VAR = "must-not-leak";
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionsDir: FIXTURE_FUNCTIONS_DIR,
+    configFile: FIXTURE_CONFIG,
+    functionEnv: { FIXTURE_SECRET: "from-functionEnv" },
+  });
+}, 60_000);
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe("functions through the gateway", () => {
+  it("functions.invoke reaches the function with the platform env and the caller's role", async () => {
+    const { data, error } = await createLocalClient(stack.apiUrl, stack.serviceRoleKey).functions.invoke("echo", {
+      body: { hello: "world" },
+    });
+    expect(error).toBeNull();
+    expect(data).toMatchObject({
+      method: "POST",
+      path: "/echo",
+      role: "service_role",
+      body: { hello: "world" },
+      env: {
+        SUPABASE_URL: stack.apiUrl,
+        SUPABASE_DB_URL: "set",
+        SUPABASE_ANON_KEY: "set",
+        SUPABASE_SERVICE_ROLE_KEY: "set",
+        FIXTURE_SECRET: "from-functionEnv",
+        // Functions see the platform variables and their secrets, not the parent's environment.
+        HOME_VISIBLE: null,
+      },
+    });
+  });
+
+  it("keeps sub-paths and query strings", async () => {
+    const r = await fetch(`${stack.apiUrl}/functions/v1/echo/sub/path?x=1`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${stack.anonKey}`, "content-type": "application/json" },
+      body: JSON.stringify([1, 2]),
+    });
+    expect(r.status).toBe(200);
+    expect(await r.json()).toMatchObject({ method: "PUT", path: "/echo/sub/path", search: "?x=1", role: "anon", body: [1, 2] });
+  });
+
+  it("enforces verify_jwt: no JWT or a forged one is 401 and never reaches the function", async () => {
+    const none = await fetch(`${stack.apiUrl}/functions/v1/echo`, { method: "POST", body: "{}" });
+    expect(none.status).toBe(401);
+    expect(await none.json()).toMatchObject({ message: "Missing authorization header" });
+
+    const forged = await signRoleKey("not-the-local-secret-not-the-local-secret", "service_role");
+    const bad = await fetch(`${stack.apiUrl}/functions/v1/echo`, { method: "POST", headers: { authorization: `Bearer ${forged}` }, body: "{}" });
+    expect(bad.status).toBe(401);
+    expect(await bad.json()).toMatchObject({ message: "Invalid JWT" });
+
+    const garbage = await fetch(`${stack.apiUrl}/functions/v1/echo`, { method: "POST", headers: { authorization: "Bearer abc.def.ghi" } });
+    expect(garbage.status).toBe(401);
+  });
+
+  it("verify_jwt = false in config.toml lets calls without a JWT through", async () => {
+    const r = await fetch(`${stack.apiUrl}/functions/v1/public-echo`, { method: "POST" });
+    expect(r.status).toBe(200);
+    expect(await r.json()).toEqual({ ok: true, role: null });
+  });
+
+  it("an unknown function is a 404 JSON; a function that fails to import is a 503 and the others still work", async () => {
+    const missing = await fetch(`${stack.apiUrl}/functions/v1/no-such-function`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.serviceRoleKey}` },
+    });
+    expect(missing.status).toBe(404);
+    expect(missing.headers.get("content-type")).toContain("application/json");
+    expect(await missing.json()).toMatchObject({ code: "NOT_FOUND" });
+
+    const broken = await fetch(`${stack.apiUrl}/functions/v1/broken`, { method: "POST", headers: { authorization: `Bearer ${stack.serviceRoleKey}` } });
+    expect(broken.status).toBe(503);
+    expect((await broken.json()).message).toContain("deliberate import-time failure");
+    expect(stack.functions).toEqual(["echo", "public-echo", "record-call"]);
+  });
+
+  it("writes the Vault entries that private.invoke_edge_function reads", async () => {
+    const rows = await db.sql<{ name: string; decrypted_secret: string }[]>`
+      select name, decrypted_secret from vault.decrypted_secrets where name in ('project_url', 'service_role_key') order by name`;
+    expect(rows).toEqual([
+      { name: "project_url", decrypted_secret: stack.apiUrl },
+      { name: "service_role_key", decrypted_secret: stack.serviceRoleKey },
+    ]);
+  });
+
+  it("stop() ends the Deno process and frees the port: no orphan", async () => {
+    const pid = stack.functionsPid;
+    expect(processAlive(pid)).toBe(true);
+    await stack.stop();
+    expect(processAlive(pid)).toBe(false);
+    await expect(fetch(`${stack.apiUrl}/health`)).rejects.toThrow();
+  });
+});

@@ -1,0 +1,194 @@
+// The /storage/v1 stand-in, driven with supabase-js and checked against storage.objects rows and
+// the files on disk.
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { request } from "node:http";
+import { dirname, join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLocalClient } from "../packages/local-stack/client.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import type { LocalStack } from "../packages/local-stack/index.ts";
+import { useTestDatabase } from "./helpers/db.ts";
+
+const db = useTestDatabase();
+let stack: LocalStack;
+
+beforeAll(async () => {
+  stack = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG });
+  // A trigger on storage.objects must fire exactly as on Supabase (files_queue relies on it).
+  await db.sql.unsafe(`
+    create table public.object_events (op text, name text, size bigint);
+    create function public.record_object_event() returns trigger language plpgsql security definer as $$
+    begin
+      if tg_op = 'DELETE' then insert into public.object_events values (tg_op, old.name, (old.metadata->>'size')::bigint); return old; end if;
+      insert into public.object_events values (tg_op, new.name, (new.metadata->>'size')::bigint); return new;
+    end $$;
+    create trigger object_events after insert or update or delete on storage.objects
+      for each row execute function public.record_object_event();`);
+}, 60_000);
+afterAll(async () => {
+  await stack?.stop();
+});
+
+function allFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true }).flatMap((d) =>
+    d.isDirectory() ? allFiles(join(dir, d.name)) : [join(dir, d.name)]
+  );
+}
+
+/** A raw HTTP request whose path is sent byte for byte (fetch would normalise `..`). */
+function rawRequest(method: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number; body: string }> {
+  const u = new URL(stack.apiUrl);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: u.hostname, port: u.port, method, path, headers }, (res) => {
+      let data = "";
+      res.on("data", (c) => (data += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: data }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+describe("storage through supabase-js", () => {
+  it("creates, gets and lists buckets (rows in storage.buckets)", async () => {
+    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    expect((await admin.createBucket("docs", { public: false, fileSizeLimit: "1MB" })).error).toBeNull();
+    expect((await admin.createBucket("pub", { public: true })).error).toBeNull();
+    const dup = await admin.createBucket("docs");
+    expect(dup.error).not.toBeNull();
+    expect((await admin.getBucket("docs")).data).toMatchObject({ id: "docs", public: false, file_size_limit: 1024 * 1024 });
+    expect((await admin.listBuckets()).data?.map((b) => b.id).sort()).toEqual(["docs", "pub"]);
+    const rows = await db.sql`select id, public from storage.buckets order by id`;
+    expect(rows).toEqual([{ id: "docs", public: false }, { id: "pub", public: true }]);
+  });
+
+  it("upload / list / download / remove, with storage.objects rows exactly as uploaded", async () => {
+    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    const json = JSON.stringify({ id: "LEGITEXT000006070721", title: "Code civil" });
+    const up1 = await s.upload("fr/code-civil.json", new Blob([json], { type: "application/json" }));
+    expect(up1.error).toBeNull();
+    expect(up1.data).toMatchObject({ path: "fr/code-civil.json", fullPath: "docs/fr/code-civil.json" });
+    // Raw body (not multipart): content-type header becomes the mimetype.
+    const bytes = new Uint8Array([0, 1, 2, 3, 255]);
+    expect((await s.upload("fr/raw.bin", bytes, { contentType: "application/octet-stream" })).error).toBeNull();
+    expect((await s.upload("top.txt", "plain text", { contentType: "text/plain" })).error).toBeNull();
+
+    const [row] = await db.sql<{ id: string; name: string; metadata: Record<string, unknown> }[]>`
+      select id, name, metadata from storage.objects where bucket_id = 'docs' and name = 'fr/code-civil.json'`;
+    expect(row.id).toBe(up1.data!.id);
+    expect(row.metadata).toMatchObject({ size: Buffer.byteLength(json), mimetype: "application/json", cacheControl: "max-age=3600" });
+    expect(String(row.metadata.eTag)).toMatch(/^"[0-9a-f]{32}"$/);
+    expect(await db.sql`select (metadata->>'size')::int as size from storage.objects where name = 'fr/raw.bin'`).toEqual([{ size: 5 }]);
+
+    const top = await s.list();
+    expect(top.data?.map((o) => [o.name, o.id === null])).toEqual([["fr", true], ["top.txt", false]]);
+    const fr = await s.list("fr", { limit: 1, offset: 1, sortBy: { column: "name", order: "asc" } });
+    expect(fr.data?.map((o) => o.name)).toEqual(["raw.bin"]);
+    expect((await s.list("fr", { search: "code" })).data?.map((o) => o.name)).toEqual(["code-civil.json"]);
+
+    const dl = await s.download("fr/code-civil.json");
+    expect(await dl.data!.text()).toBe(json);
+    expect(new Uint8Array(await (await s.download("fr/raw.bin")).data!.arrayBuffer())).toEqual(bytes);
+
+    const rm = await s.remove(["fr/raw.bin", "top.txt"]);
+    expect(rm.data?.map((o) => o.name).sort()).toEqual(["fr/raw.bin", "top.txt"]);
+    expect(await db.sql`select name from storage.objects where bucket_id = 'docs' order by name`).toEqual([{ name: "fr/code-civil.json" }]);
+    expect((await s.download("top.txt")).error).not.toBeNull();
+
+    const events = await db.sql`select op, name, size from public.object_events where name in ('fr/raw.bin', 'top.txt') order by name, op`;
+    expect(events).toEqual([
+      { op: "DELETE", name: "fr/raw.bin", size: "5" },
+      { op: "INSERT", name: "fr/raw.bin", size: "5" },
+      { op: "DELETE", name: "top.txt", size: "10" },
+      { op: "INSERT", name: "top.txt", size: "10" },
+    ]);
+    // One file per live object on disk: removed objects left nothing behind.
+    expect(allFiles(join(stack.storageRoot, "docs")).length).toBe(1);
+  });
+
+  it("x-upsert: a second upload is refused unless upsert, which replaces content and the old file", async () => {
+    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    expect((await s.upload("u.txt", "v1", { contentType: "text/plain" })).error).toBeNull();
+    const again = await s.upload("u.txt", "v2", { contentType: "text/plain" });
+    expect(again.error).not.toBeNull();
+    expect(await (await s.download("u.txt")).data!.text()).toBe("v1");
+    expect((await s.upload("u.txt", "version 3", { contentType: "text/plain", upsert: true })).error).toBeNull();
+    expect(await (await s.download("u.txt")).data!.text()).toBe("version 3");
+    expect((await s.update("u.txt", "v4!", { contentType: "text/plain" })).error).toBeNull();
+    expect(await (await s.download("u.txt")).data!.text()).toBe("v4!");
+    expect(await db.sql`select (metadata->>'size')::int as size from storage.objects where name = 'u.txt'`).toEqual([{ size: 3 }]);
+    expect(readdirSync(join(stack.storageRoot, "docs", "u.txt")).length).toBe(1);
+  });
+
+  it("move and copy keep rows and files in step", async () => {
+    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    expect((await s.upload("m/a.txt", "move me", { contentType: "text/plain" })).error).toBeNull();
+    expect((await s.move("m/a.txt", "m/b.txt")).error).toBeNull();
+    expect((await s.copy("m/b.txt", "m/c.txt")).error).toBeNull();
+    expect(await db.sql`select name from storage.objects where name like 'm/%' order by name`).toEqual([{ name: "m/b.txt" }, { name: "m/c.txt" }]);
+    expect(await (await s.download("m/b.txt")).data!.text()).toBe("move me");
+    expect(await (await s.download("m/c.txt")).data!.text()).toBe("move me");
+    expect(existsSync(join(stack.storageRoot, "docs", "m", "a.txt"))).toBe(false);
+  });
+
+  it("anon cannot write or read a private bucket; public buckets are readable by URL", async () => {
+    const anon = createLocalClient(stack.apiUrl, stack.anonKey).storage;
+    const w = await anon.from("docs").upload("anon.txt", "x", { contentType: "text/plain" });
+    expect(w.error).not.toBeNull();
+    expect((await anon.from("docs").download("fr/code-civil.json")).error).not.toBeNull();
+    expect((await anon.createBucket("anon-bucket")).error).not.toBeNull();
+    expect(await db.sql`select name from storage.objects where name = 'anon.txt'`).toEqual([]);
+    expect(existsSync(join(stack.storageRoot, "docs", "anon.txt"))).toBe(false);
+
+    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("pub");
+    expect((await admin.upload("p.txt", "public!", { contentType: "text/plain" })).error).toBeNull();
+    const url = anon.from("pub").getPublicUrl("p.txt").data.publicUrl;
+    const r = await fetch(url);
+    expect(r.status).toBe(200);
+    expect(await r.text()).toBe("public!");
+    expect((await fetch(anon.from("docs").getPublicUrl("fr/code-civil.json").data.publicUrl)).status).toBe(400);
+  });
+
+  it("without any JWT, storage refuses everything but public reads", async () => {
+    const r = await fetch(`${stack.apiUrl}/storage/v1/bucket`);
+    expect(r.status).toBe(401);
+  });
+
+  it("refuses path traversal, absolute paths, NUL and backslashes with 400, writing nothing outside the root", async () => {
+    const auth = { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "text/plain" };
+    const before = allFiles(dirname(stack.storageRoot)).sort();
+    const attempts = [
+      "/storage/v1/object/docs/../../escape.txt",
+      "/storage/v1/object/docs/a/../../../escape.txt",
+      "/storage/v1/object/docs/%2e%2e/%2e%2e/escape.txt",
+      "/storage/v1/object/docs/..%2f..%2fescape.txt",
+      "/storage/v1/object/docs//etc/escape.txt",
+      "/storage/v1/object/docs/%2Fetc%2Fescape.txt",
+      "/storage/v1/object/docs/nul%00.txt",
+      "/storage/v1/object/docs/..%5C..%5Cescape.txt",
+      "/storage/v1/object/..%2F..%2Fescape/x.txt",
+      "/storage/v1/object/../escape.txt",
+    ];
+    for (const path of attempts) {
+      for (const method of ["POST", "PUT"]) {
+        const r = await rawRequest(method, path, auth, "evil");
+        expect({ path, method, status: r.status }).toEqual({ path, method, status: 400 });
+      }
+    }
+    // Keys in JSON bodies are checked the same way.
+    const mv = await rawRequest("POST", "/storage/v1/object/move", { ...auth, "content-type": "application/json" },
+      JSON.stringify({ bucketId: "docs", sourceKey: "fr/code-civil.json", destinationKey: "../../escape.json" }));
+    expect(mv.status).toBe(400);
+    const del = await rawRequest("DELETE", "/storage/v1/object/docs", { ...auth, "content-type": "application/json" },
+      JSON.stringify({ prefixes: ["../../.."] }));
+    expect(del.status).toBe(400);
+    const dl = await rawRequest("GET", "/storage/v1/object/docs/../../jwt-secret", auth);
+    expect(dl.status).toBe(400);
+    expect(dl.body).not.toContain(readFileSync(join(dirname(stack.storageRoot), "jwt-secret"), "utf8").trim());
+
+    expect(allFiles(dirname(stack.storageRoot)).sort()).toEqual(before);
+    expect(await db.sql`select name from storage.objects where name like '%escape%' or name like '%nul%'`).toEqual([]);
+    expect(statSync(join(stack.storageRoot, "docs")).isDirectory()).toBe(true);
+  });
+});
