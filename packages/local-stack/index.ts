@@ -125,6 +125,13 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       return [m.value, f.value] as const;
     });
 
+    if (embedded) {
+      // PGlite has one backend session, started before the bootstrap's `alter database set
+      // search_path` (which only affects new sessions); apply it now so `vector` and its operators
+      // resolve for every client, as they will after the next restart.
+      await sql`select set_config('search_path', '"$user", public, extensions', false)`;
+    }
+
     // Vault entries that private.invoke_edge_function (cron jobs, webhooks) reads.
     await sql.begin(async (tx) => {
       for (const [name, value] of [["project_url", gateway.url], ["service_role_key", keys.serviceRoleKey]] as const) {
