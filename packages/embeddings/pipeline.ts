@@ -224,7 +224,7 @@ async function processBatch(
   if (writable.length > 0) {
     const outcomes = await sql<{ job_id: string; outcome: string }[]>`
       select * from public.apply_embedding_results(${o.workerId}, ${provider.model},
-        ${pgTextArray(writable)}::bigint[], ${JSON.stringify(payload)}::jsonb)`;
+        ${pgTextArray(writable)}::bigint[], ${JSON.stringify(payload)}::text::jsonb)`;
     const byId = new Map(jobs.map((j) => [j.id, j]));
     for (const r of outcomes) {
       if (r.outcome === "applied" && byId.get(r.job_id)?.action === "DELETE") result.deleted += 1;
