@@ -1,0 +1,40 @@
+// The Storage port used by the collector (put) and the files worker (get). The real adapter goes through
+// supabase-js Storage, so object rows are written by Storage itself and the files_queue trigger fires
+// exactly as it does on a hosted project.
+import type { SupabaseClient } from "@supabase/supabase-js";
+
+export interface ObjectStore {
+  /** Writes (upserts) an object. */
+  put(bucket: string, path: string, body: string, contentType: string): Promise<void>;
+  /** Reads an object's bytes as UTF-8 text. */
+  get(bucket: string, path: string): Promise<string>;
+}
+
+export class ObjectStoreError extends Error {
+  constructor(message: string, readonly status?: number) {
+    super(message);
+  }
+}
+
+export function supabaseObjectStore(client: SupabaseClient): ObjectStore {
+  return {
+    async put(bucket, path, body, contentType) {
+      const { error } = await client.storage.from(bucket).upload(path, new Blob([body], { type: contentType }), {
+        upsert: true,
+        contentType,
+      });
+      if (error) throw new ObjectStoreError(`upload ${bucket}/${path}: ${error.message}`, statusOf(error));
+    },
+    async get(bucket, path) {
+      const { data, error } = await client.storage.from(bucket).download(path);
+      if (error || !data) throw new ObjectStoreError(`download ${bucket}/${path}: ${error?.message ?? "no data"}`, statusOf(error));
+      return await data.text();
+    },
+  };
+}
+
+function statusOf(error: unknown): number | undefined {
+  const e = error as { status?: number; statusCode?: string | number } | null;
+  const s = Number(e?.status ?? e?.statusCode);
+  return Number.isFinite(s) ? s : undefined;
+}

@@ -1,0 +1,7 @@
+// Rebuilds or repairs files_queue from storage.objects: { bucket, batchSize?, cursor?, dryRun? }.
+import { lazyContext } from "../../../packages/files-queue/context.ts";
+import { repopulateHandler } from "../../../packages/files-queue/repopulate.ts";
+
+const fetch = repopulateHandler(lazyContext());
+
+export default { fetch } satisfies Deno.ServeDefaultExport;
