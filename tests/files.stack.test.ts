@@ -1,0 +1,180 @@
+// The files pipeline end to end, through the local stack (gateway + Storage + Deno functions) on the
+// real PostgreSQL, with the PISTE stand-in and the offline embedding provider:
+// upload -> files_queue (same transaction) -> process-files-queue -> legal_documents -> chunks.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { SupabaseClient } from "@supabase/supabase-js";
+import { createLocalClient } from "../packages/local-stack/client.ts";
+import { startTestStack } from "../packages/local-stack/testing.ts";
+import type { LocalStack } from "../packages/local-stack/index.ts";
+import { type PisteStandIn, startPisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { useTestDatabase, waitFor } from "./helpers/db.ts";
+
+const BUCKET = "agentbasic-legifrance-raw";
+const db = useTestDatabase();
+let stack: LocalStack;
+let piste: PisteStandIn;
+let admin: SupabaseClient;
+let anon: SupabaseClient;
+
+beforeAll(async () => {
+  piste = await startPisteStandIn({ generatedPerFond: 3, includeBadIds: true });
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionEnv: {
+      PISTE_OAUTH_URL: piste.oauthUrl,
+      PISTE_API_URL: piste.apiUrl,
+      PISTE_CLIENT_ID: piste.clientId,
+      PISTE_CLIENT_SECRET: piste.clientSecret,
+      EMBEDDING_PROVIDER: "offline",
+    },
+  });
+  admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+  anon = createLocalClient(stack.apiUrl, stack.anonKey);
+  expect((await admin.storage.createBucket(BUCKET, { public: false })).error).toBeNull();
+  // The schedules would fire on their own during the test; this file drives every step itself.
+  await db.sql`update cron.job set active = false`;
+}, 90_000);
+
+afterAll(async () => {
+  await stack?.stop();
+  await piste?.stop();
+});
+
+async function invoke(name: string, body: unknown, client = admin) {
+  const { data, error } = await client.functions.invoke(name, { body: body as Record<string, unknown> });
+  const status = (error as { context?: Response } | null)?.context?.status ?? 200;
+  const payload = error ? await (error as { context: Response }).context.json().catch(() => null) : data;
+  return { status, body: payload };
+}
+
+async function snapshot() {
+  const [q] = await db.sql`select count(*)::int as n, coalesce(sum(file_size), 0)::bigint as size from files_queue`;
+  const [o] = await db.sql`select count(*)::int as n from storage.objects`;
+  const [d] = await db.sql`select count(*)::int as n from legal_documents`;
+  return { queue: q.n, queueSize: String(q.size), objects: o.n, docs: d.n };
+}
+
+describe("files_queue follows Storage", () => {
+  it("an upload through storage-js has its queue row, with the object's size; a delete marks it", async () => {
+    const body = JSON.stringify({ hello: "world" });
+    const up = await admin.storage.from(BUCKET).upload("manual/one.json", body, { contentType: "application/json" });
+    expect(up.error).toBeNull();
+    const [row] = await db.sql`select q.file_path, q.bucket_id, q.file_size, q.status, q.processed, (o.metadata->>'size')::bigint as object_size
+                                 from files_queue q join storage.objects o on o.name = q.file_path and o.bucket_id = q.bucket_id
+                                where q.file_path = 'manual/one.json'`;
+    expect(row).toMatchObject({ bucket_id: BUCKET, status: "pending", processed: false });
+    expect(Number(row.file_size)).toBe(Buffer.byteLength(body));
+    expect(Number(row.object_size)).toBe(Buffer.byteLength(body));
+
+    expect((await admin.storage.from(BUCKET).remove(["manual/one.json"])).error).toBeNull();
+    const [gone] = await db.sql`select status from files_queue where file_path = 'manual/one.json'`;
+    expect(gone.status).toBe("deleted");
+  });
+
+  it("objects of buckets that are not watched get no row", async () => {
+    expect((await admin.storage.createBucket("other-bucket")).error).toBeNull();
+    expect((await admin.storage.from("other-bucket").upload("x.json", "{}")).error).toBeNull();
+    expect(await db.sql`select 1 from files_queue where bucket_id = 'other-bucket'`).toHaveLength(0);
+  });
+});
+
+describe("refusals change nothing", () => {
+  it("bad bodies, bad buckets, wrong method, missing or weak JWT", async () => {
+    const before = await snapshot();
+    const cases: [string, unknown, number][] = [
+      ["repopulate-files-queue", {}, 400],
+      ["repopulate-files-queue", { bucket: "../etc" }, 400],
+      ["repopulate-files-queue", { bucket: "a/b" }, 400],
+      ["repopulate-files-queue", { bucket: BUCKET, batchSize: 100_001 }, 400],
+      ["repopulate-files-queue", { bucket: BUCKET, extra: 1 }, 400],
+      ["repopulate-files-queue", { bucket: "no-such-bucket" }, 404],
+      ["legifrance-collector", { mode: "everything" }, 400],
+      ["legifrance-collector", { mode: "maintenance", pageSize: 10 }, 400],
+      ["legifrance-collector", {}, 400],
+      ["process-files-queue", { batchSize: 0 }, 400],
+    ];
+    for (const [name, body, status] of cases) {
+      const r = await invoke(name, body);
+      expect({ name, body, status: r.status }).toEqual({ name, body, status });
+    }
+    expect((await invoke("repopulate-files-queue", { bucket: BUCKET }, anon)).status).toBe(403);
+    expect((await invoke("legifrance-collector", { mode: "massive" }, anon)).status).toBe(403);
+    const get = await fetch(`${stack.apiUrl}/functions/v1/repopulate-files-queue`, { headers: { authorization: `Bearer ${stack.serviceRoleKey}` } });
+    expect(get.status).toBe(405);
+    const noJwt = await fetch(`${stack.apiUrl}/functions/v1/process-files-queue`, { method: "POST", body: "{}" });
+    expect(noJwt.status).toBe(401);
+    expect(await snapshot()).toEqual(before);
+    expect(await db.sql`select 1 from legifrance_collector_runs`).toHaveLength(0);
+  });
+});
+
+describe("collector -> Storage -> worker -> legal_documents -> embeddings", () => {
+  it("collects every document of the plan, refuses bad ids, and the worker makes them searchable", async () => {
+    const r = await invoke("legifrance-collector", { mode: "massive", continue: false });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ acquired: true, done: true });
+
+    const expected = piste.documentIds();
+    const objects = await db.sql<{ name: string }[]>`select name from storage.objects where bucket_id = ${BUCKET} and name like 'legifrance/%'`;
+    const ids = objects.map((o) => o.name.replace(/^.*\//, "").replace(/\.json$/, "")).sort();
+    expect(ids).toEqual([...expected].sort());
+    // Bad ids became failures, never paths.
+    const failed = await db.sql<{ document_id: string }[]>`select document_id from legifrance_failed_documents where resolved_at is null`;
+    expect(failed.map((f) => f.document_id).sort()).toEqual(
+      ["../../etc/passwd", "LEGIARTI00000641929", "legiarti000006419292", "JURITEXT000007022837/../x"].sort(),
+    );
+    expect(objects.every((o) => /^legifrance\/[a-z]+\/[A-Z]{8}\d{12}\.json$/.test(o.name))).toBe(true);
+    const [q] = await db.sql`select count(*)::int as n from files_queue where file_path like 'legifrance/%' and status = 'pending'`;
+    expect(q.n).toBe(expected.length);
+
+    // A malformed file and an unknown shape, uploaded like any other file, fail alone with a reason.
+    await admin.storage.from(BUCKET).upload("legifrance/codes/LEGIARTI999999999991.json", "{not json", { contentType: "application/json" });
+    await admin.storage.from(BUCKET).upload("legifrance/codes/LEGIARTI999999999992.json",
+      JSON.stringify({ format: "legifrance-document/v1", id: "LEGIARTI999999999992", category: "codes", endpoint: "getArticle", data: { nope: 1 } }),
+      { contentType: "application/json" });
+
+    const w = await invoke("process-files-queue", { batchSize: 50 });
+    expect(w.status).toBe(200);
+    expect(w.body).toMatchObject({ stored: expected.length, failed: 2 });
+    const docs = await db.sql`select id, title, number, legal_status, start_date::text, end_date::text, parent_id, url, content
+                                from legal_documents order by id`;
+    expect(docs.map((d) => d.id)).toEqual([...expected].sort());
+    expect(docs.find((d) => d.id === "LEGIARTI000032041571")).toMatchObject({
+      title: "Code civil - Article 1240", number: "1240", legal_status: "VIGUEUR", start_date: "2016-10-01", end_date: null,
+      parent_id: "LEGITEXT000006070721", url: "https://www.legifrance.gouv.fr/codes/article_lc/LEGIARTI000032041571",
+    });
+    expect(docs.find((d) => d.id === "LEGIARTI000006419292")).toMatchObject({ legal_status: "MODIFIE", end_date: "2016-10-01" });
+    const bad = await db.sql`select file_path, status, last_error from files_queue where status = 'failed' order by file_path`;
+    expect(bad).toHaveLength(2);
+    expect(bad[0].last_error).toMatch(/malformed JSON/);
+    expect(bad[1].last_error).toMatch(/unknown getArticle shape/);
+    const [left] = await db.sql`select count(*)::int as n from files_queue where status in ('pending', 'processing')`;
+    expect(left.n).toBe(0);
+
+    // legal_documents is an embedding source: its rows are queued, and the embedding worker makes chunks.
+    const e = await invoke("process-embedding-queue", { action: "process", batchSize: 200 });
+    expect(e.status).toBe(200);
+    await waitFor("every legal document to have chunks", async () => {
+      const [c] = await db.sql`select count(distinct source_id)::int as n from documentation_embeddings where source_table = 'legal_documents'`;
+      return c.n === expected.length || (await invoke("process-embedding-queue", { action: "process", batchSize: 200 }), false);
+    }, 30_000, 200);
+    const [chunk] = await db.sql`select content from documentation_embeddings where source_table = 'legal_documents' and source_id = 'LEGIARTI000032041571'`;
+    expect(chunk.content).toContain("Tout fait quelconque de l'homme");
+  });
+
+  it("repopulate through the function restores exactly what a TRUNCATE removed", async () => {
+    const [before] = await db.sql`select count(*)::int as n from storage.objects where bucket_id = ${BUCKET}`;
+    await db.sql`truncate files_queue`;
+    const dry = await invoke("repopulate-files-queue", { bucket: BUCKET, dryRun: true, batchSize: 7 });
+    expect(dry.status).toBe(200);
+    expect(dry.body).toMatchObject({ missing: before.n, inserted: 0, done: true });
+    expect(await db.sql`select 1 from files_queue`).toHaveLength(0);
+    const r = await invoke("repopulate-files-queue", { bucket: BUCKET, batchSize: 7 });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ inserted: before.n, scanned: before.n, done: true });
+    const [c] = await db.sql`select * from files_queue_coherence where bucket_id = ${BUCKET}`;
+    expect(c).toMatchObject({ missing_in_queue: "0", queued_without_object: "0" });
+    expect(Number(c.queue_count)).toBe(before.n);
+    expect(c.queue_size).toBe(c.storage_size);
+  });
+});
