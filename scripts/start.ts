@@ -1,0 +1,104 @@
+// npm start: the whole system on this machine, no Docker and no keys (see README "npm start").
+// Embedded PGlite (or DATABASE_URL), the gateway on 127.0.0.1:54321, every edge function in one
+// Deno process, the pg_net sender and pg_cron ticker, the offline embeddings provider and the
+// Légifrance stand-in unless real credentials are given; then a guided demo on faq_items.
+// Ctrl-C / SIGTERM stops everything it started.
+import { fileURLToPath } from "node:url";
+import { startLocalStack, type LocalStack } from "../packages/local-stack/index.ts";
+import { readState } from "../packages/local-stack/state.ts";
+import { runGuidedDemo } from "../packages/local-stack/demo.ts";
+import { startPisteStandIn, type PisteStandIn } from "../packages/legifrance/stand-in.ts";
+
+const dataDir = fileURLToPath(new URL("../.local", import.meta.url));
+const env = process.env;
+const say = (line: string) => console.log(line);
+
+const running = readState(dataDir).state;
+if (running) {
+  console.error(`The local stack is already running (pid ${running.pid}, ${running.apiUrl}). Stop it first (Ctrl-C in its terminal).`);
+  process.exit(1);
+}
+
+let stack: LocalStack | null = null;
+let piste: PisteStandIn | null = null;
+let stopping = false;
+
+async function shutdown(signal: string, code = 0): Promise<never> {
+  if (stopping) {
+    console.error("forced exit");
+    process.exit(1);
+  }
+  stopping = true;
+  say(`\n${signal}: stopping the local stack…`);
+  await stack?.stop();
+  await piste?.stop();
+  say("stopped (database, gateway, functions, pg_net sender, cron ticker).");
+  process.exit(code);
+}
+process.on("SIGINT", () => void shutdown("SIGINT"));
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGHUP", () => void shutdown("SIGHUP"));
+
+try {
+  const functionEnv: Record<string, string> = {};
+  const pass = (...names: string[]) => names.forEach((n) => env[n] && (functionEnv[n] = env[n]!));
+
+  // Embeddings: real OpenAI with a key (the user's choice), else the offline lexical provider.
+  pass("OPENAI_API_KEY", "OPENAI_BASE_URL", "EMBEDDING_MODEL", "EMBEDDING_DIMENSIONS", "EMBEDDING_PROVIDER");
+  const embeddingProvider = env.EMBEDDING_PROVIDER ?? (env.OPENAI_API_KEY ? "openai" : "offline");
+  functionEnv.EMBEDDING_PROVIDER = embeddingProvider;
+
+  // Légifrance: the real PISTE API with credentials, else the stand-in serving sample documents.
+  let legifrance: string;
+  if (env.PISTE_CLIENT_ID && env.PISTE_CLIENT_SECRET) {
+    pass("PISTE_CLIENT_ID", "PISTE_CLIENT_SECRET", "PISTE_OAUTH_URL", "PISTE_API_URL");
+    legifrance = "piste";
+  } else {
+    piste = await startPisteStandIn({ port: 0 });
+    Object.assign(functionEnv, {
+      PISTE_OAUTH_URL: piste.oauthUrl,
+      PISTE_API_URL: piste.apiUrl,
+      PISTE_CLIENT_ID: piste.clientId,
+      PISTE_CLIENT_SECRET: piste.clientSecret,
+    });
+    legifrance = "stand-in";
+  }
+  pass("LEGIFRANCE_BUCKET");
+
+  stack = await startLocalStack({
+    databaseUrl: env.DATABASE_URL || undefined,
+    dataDir,
+    port: env.API_PORT ? Number(env.API_PORT) : 54321,
+    functionEnv,
+    log: (line) => console.log(`  ${line}`),
+    statusExtra: {
+      EMBEDDING_PROVIDER: embeddingProvider,
+      LEGIFRANCE_PROVIDER: legifrance,
+      PISTE_API_URL: functionEnv.PISTE_API_URL ?? "(default)",
+    },
+  });
+  // From process start (tsx included), which is what a user waits for after `npm start`.
+  const readyS = (process.uptime()).toFixed(1);
+  const s = readState(dataDir).state!;
+  say("");
+  say(`Local stack ready in ${readyS} s (stack ${(stack.startupMs / 1000).toFixed(1)} s) — LOCAL ONLY, no Docker`);
+  say(`  API gateway      ${stack.apiUrl}   (/functions/v1/<name>, /storage/v1)`);
+  say(`  Database         ${stack.dbUrl}   (${s.database === "pglite" ? `embedded PGlite + pgvector, data in ${dataDir}/pglite` : "DATABASE_URL"})`);
+  say(`  Functions        ${stack.functions.join(", ") || "(none yet)"}   (one Deno process, pid ${stack.functionsPid})`);
+  for (const [name, err] of Object.entries(s.functionsFailed)) say(`    ! ${name} failed to load: ${err}`);
+  say(`  Storage          ${stack.storageRoot}`);
+  say(`  pg_net           ${s.pgNet}; pg_cron: ${s.pgCron}`);
+  say(`  Embeddings       ${embeddingProvider === "offline" ? "offline provider (deterministic, lexical — NOT semantic, local only)" : `OpenAI (${env.OPENAI_BASE_URL ?? "api"})`}`);
+  say(`  Légifrance       ${legifrance === "stand-in" ? `stand-in with sample documents at ${piste!.apiUrl} (NOT the real PISTE API)` : "real PISTE API"}`);
+  say(`  Keys             anon and service_role JWTs signed with a local secret (${dataDir}/jwt-secret): local-only`);
+  say(`  npm run status   prints API_URL, DB_URL, ANON_KEY, SERVICE_ROLE_KEY, … as KEY=value lines`);
+  say("");
+
+  if (env.LOCAL_STACK_DEMO !== "0") {
+    await runGuidedDemo(stack, say, embeddingProvider).catch((e) => say(`demo failed: ${e instanceof Error ? e.message : e}`));
+  }
+  say("Running. Ctrl-C to stop.");
+} catch (e) {
+  console.error(`npm start failed: ${e instanceof Error ? e.message : e}`);
+  await shutdown("error", 1);
+}
