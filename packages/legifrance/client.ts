@@ -105,10 +105,13 @@ export class PisteClient implements LegifranceApi {
   private async post(path: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
     let refreshedAfter401 = false;
     for (;;) {
-      const token = await this.accessToken();
+      let token = "";
       try {
         const text = await this.withRetries(path, async (s) => {
+          // The token is read after the rate limiter's wait, so a queued request never leaves with a
+          // token that aged in the queue.
           await this.limiter.acquire(signal);
+          token = await this.accessToken();
           return await this.doFetch(this.cfg.apiUrl + path, {
             method: "POST",
             headers: { "content-type": "application/json", accept: "application/json", authorization: `Bearer ${token}` },

@@ -32,6 +32,8 @@ export interface PisteFaults {
   /** Probability (0..1) that a request is slowed by `slowMs` more. */
   slowRate?: number;
   slowMs?: number;
+  /** Documents whose consult always answers 500 (a document that keeps failing). */
+  failIds?: string[];
   /** Requests per second allowed over any 1 s window (PISTE's quota); beyond it, 429 + Retry-After: 1. */
   quotaRps?: number;
 }
@@ -175,6 +177,7 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
     if (typeof id !== "string") return send(res, 400, { error: "Bad Request", message: `${field} is required` });
     const doc: CorpusDocument | undefined = byId.get(id);
     if (!doc || doc.consult.endpoint !== endpoint) return send(res, 404, { error: "Not Found", message: `no document ${id}` });
+    if (faults.failIds?.includes(id)) return send(res, 500, { error: "Internal Server Error", message: "injected failure for this document" });
     send(res, 200, doc.consult.response);
   };
 
