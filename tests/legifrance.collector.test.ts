@@ -1,0 +1,158 @@
+// The collector's MASSIVE and MAINTENANCE modes on the real PostgreSQL, uploading through the local
+// stack's Storage (supabase-js), against the PISTE stand-in with injected failures.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createLocalClient } from "../packages/local-stack/client.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import type { LocalStack } from "../packages/local-stack/index.ts";
+import { type PisteStandIn, startPisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { PisteClient } from "../packages/legifrance/client.ts";
+import { collectMaintenance, collectMassive, type CollectorDeps, stopMassive } from "../packages/legifrance/collector.ts";
+import { type ObjectStore, supabaseObjectStore } from "../packages/files-queue/object-store.ts";
+import { useTestDatabase, waitFor } from "./helpers/db.ts";
+
+const BUCKET = "agentbasic-legifrance-raw";
+const db = useTestDatabase();
+let stack: LocalStack;
+let piste: PisteStandIn;
+let store: ObjectStore;
+
+beforeAll(async () => {
+  piste = await startPisteStandIn({ generatedPerFond: 12, latencyMs: 5 });
+  stack = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG });
+  const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+  expect((await admin.storage.createBucket(BUCKET)).error).toBeNull();
+  store = supabaseObjectStore(admin);
+}, 90_000);
+
+afterAll(async () => {
+  await stack?.stop();
+  await piste?.stop();
+});
+
+beforeEach(async () => {
+  piste.setFaults({ tokenTtlMs: undefined, rate429: 0, rate500: 0, burst429: 0, burst500: 0, failIds: [], quotaRps: undefined, latencyMs: 5 });
+  await db.sql`delete from storage.objects`;
+  await db.sql`truncate files_queue, legifrance_collector_runs, legifrance_failed_documents`;
+  await db.sql`update legifrance_crawl_plan set next_page = 1, done = false, total_results = null, docs_collected = 0, page_size = 10`;
+});
+
+function deps(over: Partial<CollectorDeps> = {}, rps = 200): CollectorDeps {
+  const api = new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: piste.clientSecret, rps, backoffBaseMs: 20, maxRetries: 8 });
+  return { sql: db.sql, api, store, bucket: BUCKET, concurrency: 6, ...over };
+}
+
+async function storedIds(): Promise<string[]> {
+  const rows = await db.sql<{ name: string }[]>`select name from storage.objects where bucket_id = ${BUCKET} order by name`;
+  return rows.map((r) => r.name.replace(/^.*\//, "").replace(/\.json$/, "")).sort();
+}
+
+async function expectEverythingCollectedOnce() {
+  const expected = [...piste.documentIds()].sort();
+  expect(await storedIds()).toEqual(expected);
+  const [q] = await db.sql`select count(*)::int as n, count(distinct file_path)::int as d from files_queue`;
+  expect(q).toEqual({ n: expected.length, d: expected.length });
+  const [p] = await db.sql`select sum(docs_collected)::int as n, bool_and(done) as done from legifrance_crawl_plan`;
+  expect(p).toEqual({ n: expected.length, done: true });
+}
+
+describe("MASSIVE", () => {
+  it("a collector killed mid-run resumes from its persisted cursor without losing a document", async () => {
+    const ctl = new AbortController();
+    const first = collectMassive(deps({}, 40), { budgetMs: 60_000, signal: ctl.signal, leaseSeconds: 60 });
+    await waitFor("some documents stored", async () => (await storedIds()).length >= 25, 20_000, 20);
+    ctl.abort(new Error("killed"));
+    await expect(first).rejects.toThrow();
+    const [run] = await db.sql`select id, status from legifrance_collector_runs`;
+    expect(run.status).toBe("running");
+    const [mid] = await db.sql`select sum(next_page - 1)::int as pages from legifrance_crawl_plan`;
+    expect(mid.pages).toBeGreaterThan(0);
+
+    // Another start while the dead run's lease is valid gets nothing to do...
+    const blocked = await collectMassive(deps(), { budgetMs: 60_000 });
+    expect(blocked).toMatchObject({ acquired: false, runId: run.id, collected: 0 });
+    // ...and the continuation (same run id) resumes where it stopped.
+    const resumed = await collectMassive(deps(), { runId: run.id, budgetMs: 60_000 });
+    expect(resumed).toMatchObject({ acquired: true, done: true, failed: 0 });
+    await expectEverythingCollectedOnce();
+    const [done] = await db.sql`select status, invocations from legifrance_collector_runs where id = ${run.id}`;
+    expect(done).toEqual({ status: "completed", invocations: 2 });
+  });
+
+  it("stops at its budget with the cursor saved, and the next invocation finishes the plan", async () => {
+    const a = await collectMassive(deps({}, 60), { budgetMs: 400 });
+    expect(a).toMatchObject({ acquired: true, done: false });
+    expect(a.pages).toBeGreaterThan(0);
+    let r = a;
+    for (let i = 0; i < 50 && !r.done; i++) r = await collectMassive(deps(), { runId: a.runId, budgetMs: 60_000 });
+    expect(r.done).toBe(true);
+    await expectEverythingCollectedOnce();
+  });
+
+  it("two MASSIVE starts at once: one runs, the other does nothing", async () => {
+    const [x, y] = await Promise.all([collectMassive(deps(), { budgetMs: 60_000 }), collectMassive(deps(), { budgetMs: 60_000 })]);
+    expect([x.acquired, y.acquired].sort()).toEqual([false, true]);
+    expect(x.collected + y.collected).toBe(piste.documentIds().length);
+    await expectEverythingCollectedOnce();
+    const [n] = await db.sql`select count(*)::int as n from legifrance_collector_runs`;
+    expect(n.n).toBe(1);
+  });
+
+  it("a stop request ends the run before its next page", async () => {
+    const ctl = collectMassive(deps({}, 30), { budgetMs: 60_000 });
+    await waitFor("a first page", async () => (await storedIds()).length >= 10, 20_000, 20);
+    expect(await stopMassive(db.sql)).toBe(1);
+    const r = await ctl;
+    expect(r.stopped).toBe(true);
+    expect((await storedIds()).length).toBeLessThan(piste.documentIds().length);
+  });
+
+  it("token expiry mid-run is survived", async () => {
+    piste.setFaults({ tokenTtlMs: 250, latencyMs: 10 });
+    const r = await collectMassive(deps({}, 60), { budgetMs: 60_000 });
+    expect(r).toMatchObject({ done: true, failed: 0 });
+    expect(piste.stats().tokensIssued).toBeGreaterThan(2);
+    await expectEverythingCollectedOnce();
+    expect(await db.sql`select 1 from legifrance_failed_documents`).toHaveLength(0);
+  });
+
+  it("a 429 storm (Retry-After) and 500s end with zero failed documents", async () => {
+    piste.setFaults({ rate429: 0.4, retryAfterS: 0, rate500: 0.1 });
+    const before = piste.stats().status[429] ?? 0;
+    const r = await collectMassive(deps(), { budgetMs: 60_000 });
+    expect(r).toMatchObject({ done: true, failed: 0 });
+    expect((piste.stats().status[429] ?? 0) - before).toBeGreaterThan(10);
+    await expectEverythingCollectedOnce();
+    expect(await db.sql`select 1 from legifrance_failed_documents`).toHaveLength(0);
+  });
+
+  it("a document that keeps failing is recorded with its error, and collection goes on; a later success resolves it", async () => {
+    piste.setFaults({ failIds: ["JURITEXT000007022837"] });
+    const limited = new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: piste.clientSecret, rps: 200, backoffBaseMs: 5, maxRetries: 2 });
+    const r = await collectMassive(deps({ api: limited }), { budgetMs: 60_000 });
+    expect(r).toMatchObject({ done: true, failed: 1, collected: piste.documentIds().length - 1 });
+    const [f] = await db.sql`select category, document_id, error, resolved_at from legifrance_failed_documents`;
+    expect(f).toMatchObject({ category: "jurisprudence", document_id: "JURITEXT000007022837", resolved_at: null });
+    expect(f.error).toMatch(/500/);
+    expect(await storedIds()).not.toContain("JURITEXT000007022837");
+
+    piste.setFaults({ failIds: [] });
+    const m = await collectMaintenance(deps(), { pageSize: 100 });
+    expect(m.failed).toBe(0);
+    const [after] = await db.sql`select resolved_at is not null as resolved from legifrance_failed_documents`;
+    expect(after.resolved).toBe(true);
+  });
+});
+
+describe("MAINTENANCE", () => {
+  it("collects the newest page of each category, at the requested page size", async () => {
+    const r = await collectMaintenance(deps(), { pageSize: 50 });
+    expect(r.failed).toBe(0);
+    const ids = await storedIds();
+    // 12 generated + samples per fond, all under 50: everything, and the newest JURI decision included.
+    expect(ids).toContain("JURITEXT900000000011");
+    expect(ids).toEqual([...piste.documentIds()].sort());
+    const [run] = await db.sql`select mode, status, docs_collected::int from legifrance_collector_runs`;
+    expect(run).toEqual({ mode: "maintenance", status: "completed", docs_collected: ids.length });
+    expect(piste.stats().requests["/dila/legifrance/lf-engine-app/search"]).toBeGreaterThan(0);
+  });
+});
