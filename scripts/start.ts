@@ -3,9 +3,10 @@
 // Deno process, the pg_net sender and pg_cron ticker, the offline embeddings provider and the
 // Légifrance stand-in unless real credentials are given; then a guided demo on faq_items.
 // Ctrl-C / SIGTERM stops everything it started.
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { startLocalStack, type LocalStack } from "../packages/local-stack/index.ts";
-import { readState } from "../packages/local-stack/state.ts";
+import { processAlive, readState } from "../packages/local-stack/state.ts";
 import { runGuidedDemo } from "../packages/local-stack/demo.ts";
 import { startPisteStandIn, type PisteStandIn } from "../packages/legifrance/stand-in.ts";
 
@@ -38,6 +39,30 @@ async function shutdown(signal: string, code = 0): Promise<never> {
 process.on("SIGINT", () => void shutdown("SIGINT"));
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
 process.on("SIGHUP", () => void shutdown("SIGHUP"));
+
+// `npm start` runs us as npm → sh → tsx → node. A SIGTERM sent to npm kills npm and sh but never
+// reaches tsx, which would leave this stack running with nobody to stop it. So we watch the
+// launchers (up to the npm process, at most three levels) and stop when any of them is gone.
+function launchers(): number[] {
+  const out: number[] = [];
+  let pid = process.ppid;
+  for (let i = 0; i < 3 && pid > 1; i++) {
+    out.push(pid);
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    } catch {
+      break; // no procfs: only the direct parent is watched
+    }
+    if (/\((npm[^)]*)\)/.test(stat)) break;
+    pid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  }
+  return out;
+}
+const watched = launchers();
+setInterval(() => {
+  if (watched.some((pid) => !processAlive(pid))) void shutdown("launcher exited");
+}, 1000).unref();
 
 try {
   const functionEnv: Record<string, string> = {};

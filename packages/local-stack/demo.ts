@@ -51,7 +51,7 @@ async function settle(sql: postgres.Sql, deadlineMs: number): Promise<void> {
 function table(rows: Record<string, unknown>[]): string {
   if (rows.length === 0) return "  (no rows)";
   const cols = Object.keys(rows[0]);
-  const cell = (v: unknown) => (v === null || v === undefined ? "" : v instanceof Date ? v.toISOString() : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const cell = (v: unknown) => (v === null || v === undefined ? "" : v instanceof Date ? v.toISOString() : typeof v === "object" ? JSON.stringify(v) : String(v)).replace(/\s+/g, " ");
   const w = cols.map((c) => Math.min(48, Math.max(c.length, ...rows.map((r) => cell(r[c]).length))));
   const line = (vals: string[]) => "  " + vals.map((v, i) => v.slice(0, w[i]).padEnd(w[i])).join(" | ");
   return [line(cols), "  " + w.map((n) => "-".repeat(n)).join("-+-"), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join("\n");
