@@ -1,11 +1,16 @@
 // The gateway's /functions/v1 routes and the single Deno process behind them, driven with supabase-js.
+import { spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalClient } from "../packages/local-stack/client.ts";
 import { signRoleKey } from "../packages/local-stack/keys.ts";
 import { processAlive } from "../packages/local-stack/state.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { useTestDatabase } from "./helpers/db.ts";
+import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const db = useTestDatabase();
 let stack: LocalStack;
@@ -107,4 +112,32 @@ describe("functions through the gateway", () => {
     expect(processAlive(pid)).toBe(false);
     await expect(fetch(`${stack.apiUrl}/health`)).rejects.toThrow();
   });
+});
+
+describe("process tree", () => {
+  it("the Deno child exits when its Node parent is SIGKILLed (it watches its stdin pipe)", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "local-stack-kill-"));
+    const child = spawn(process.execPath, ["--import", "tsx", "tests/fixtures/stack-child.ts"], {
+      env: { ...process.env, STACK_DB_URL: db.url, STACK_DATA_DIR: dataDir },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      const ready = await new Promise<{ functionsPid: number; apiUrl: string }>((resolve, reject) => {
+        let buf = "";
+        child.stdout!.on("data", (d) => {
+          buf += d;
+          const line = buf.split("\n").find((l) => l.startsWith("{"));
+          if (line) resolve(JSON.parse(line));
+        });
+        child.once("exit", (code) => reject(new Error(`stack child exited early (${code})`)));
+      });
+      expect(processAlive(ready.functionsPid)).toBe(true);
+      expect((await fetch(`${ready.apiUrl}/health`)).status).toBe(200);
+      child.kill("SIGKILL");
+      await waitFor("the Deno child to exit", async () => !processAlive(ready.functionsPid), 10_000);
+    } finally {
+      child.kill("SIGKILL");
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
