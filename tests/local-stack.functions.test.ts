@@ -134,7 +134,7 @@ describe("process tree", () => {
       expect(processAlive(ready.functionsPid)).toBe(true);
       expect((await fetch(`${ready.apiUrl}/health`)).status).toBe(200);
       child.kill("SIGKILL");
-      await waitFor("the Deno child to exit", async () => !processAlive(ready.functionsPid), 10_000);
+      await waitFor("the Deno child to exit", () => Promise.resolve(!processAlive(ready.functionsPid)), 10_000);
     } finally {
       child.kill("SIGKILL");
       await rm(dataDir, { recursive: true, force: true });
