@@ -34,40 +34,55 @@ export async function hasCronStandIn(sql: postgres.Sql): Promise<boolean> {
   return row?.d === "local-stack pg_cron stand-in";
 }
 
+const parsed = new Map<string, Cron>();
+
+/**
+ * Is a job with this schedule due at `now`, given its previous run (or first sighting) at `since`?
+ * 'N seconds' (pg_cron's interval form, 1–59): N seconds have passed. A 5-field expression (UTC,
+ * as pg_cron's default cron.timezone): a matching minute lies in (since, now]. Throws on a bad schedule.
+ */
+export function scheduleDue(schedule: string, since: number, now: number): boolean {
+  const sec = SECONDS.exec(schedule);
+  if (sec) {
+    const n = Number(sec[1]);
+    if (n < 1 || n > 59) throw new Error("interval must be 1 to 59 seconds");
+    // A tick may land a few ms early; 50 ms of slack keeps a '1 seconds' job at one run a second.
+    return now - since >= n * 1000 - 50;
+  }
+  let c = parsed.get(schedule);
+  if (!c) {
+    c = new Cron(schedule, { paused: true, mode: "5-part", timezone: "Etc/UTC" });
+    parsed.set(schedule, c);
+  }
+  const next = c.nextRun(new Date(since));
+  return !!next && next.getTime() <= now;
+}
+
 export function startCronTicker(opts: CronTickerOptions): CronTicker {
   // One connection reads the job list; jobs run on a small pool of their own.
   const sql = postgres(opts.dbUrl, { max: 4, onnotice: () => {}, idle_timeout: 30 });
   const lastRun = new Map<string, number>(); // jobid -> ms of the last start (or first sighting)
   const running = new Set<string>();
-  const crons = new Map<string, { schedule: string; cron: Cron | null }>();
+  const invalid = new Set<string>();
   const runs = new Set<Promise<void>>();
   let stopped = false;
   let ticking = false;
 
   function isDue(job: JobRow, now: number): boolean {
-    const sec = SECONDS.exec(job.schedule);
     const last = lastRun.get(job.jobid);
     if (last === undefined) {
       lastRun.set(job.jobid, now);
-      // An interval job first runs one interval after it is scheduled; a cron expression may be
-      // due within this very second.
-      if (sec) return false;
+      // An interval job first runs one interval after it is first seen; a cron expression may be
+      // due within this very tick.
+      if (SECONDS.test(job.schedule)) return false;
     }
-    const since = last ?? now - (opts.tickMs ?? 1000);
-    if (sec) return now - since >= Number(sec[1]) * 1000 - 50;
-    let entry = crons.get(job.jobid);
-    if (!entry || entry.schedule !== job.schedule) {
-      let c: Cron | null = null;
-      try {
-        c = new Cron(job.schedule, { paused: true, mode: "5-part", timezone: "Etc/UTC" });
-      } catch (e) {
-        opts.log(`[cron] job ${job.jobid}: invalid schedule '${job.schedule}': ${e instanceof Error ? e.message : e}`);
-      }
-      entry = { schedule: job.schedule, cron: c };
-      crons.set(job.jobid, entry);
+    try {
+      return scheduleDue(job.schedule, last ?? now - (opts.tickMs ?? 1000), now);
+    } catch (e) {
+      if (!invalid.has(job.jobid)) opts.log(`[cron] job ${job.jobid}: invalid schedule '${job.schedule}': ${e instanceof Error ? e.message : e}`);
+      invalid.add(job.jobid);
+      return false;
     }
-    const next = entry.cron?.nextRun(new Date(since));
-    return !!next && next.getTime() <= now;
   }
 
   async function run(job: JobRow): Promise<void> {
@@ -102,7 +117,7 @@ export function startCronTicker(opts: CronTickerOptions): CronTicker {
       const jobs = await sql<JobRow[]>`select jobid::text, schedule, command from cron.job where active order by jobid`;
       const now = Date.now();
       const live = new Set(jobs.map((j) => j.jobid));
-      for (const id of [...lastRun.keys()]) if (!live.has(id)) (lastRun.delete(id), crons.delete(id));
+      for (const id of [...lastRun.keys()]) if (!live.has(id)) (lastRun.delete(id), invalid.delete(id));
       for (const job of jobs) {
         if (running.has(job.jobid) || !isDue(job, now)) continue;
         const p = run(job).finally(() => runs.delete(p));
