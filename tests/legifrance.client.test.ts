@@ -20,6 +20,10 @@ async function setup(opts: PisteStandInOptions = {}, client: Partial<Constructor
   return { piste, client: c };
 }
 
+const unexpected = (): PisteHttpError => {
+  throw new Error("expected the request to fail");
+};
+
 const consultAll = (client: PisteClient, ids: string[]) =>
   Promise.all(ids.map((id) => {
     const r = consultRouteFor(id)!;
@@ -93,7 +97,7 @@ describe("PISTE client", () => {
 
     piste.setFaults({ failIds: ["JURITEXT000007022837"] });
     const limited = new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: piste.clientSecret, maxRetries: 2, backoffBaseMs: 5 });
-    const err = await limited.consult("juri", { textId: "JURITEXT000007022837" }).catch((e) => e);
+    const err = await limited.consult("juri", { textId: "JURITEXT000007022837" }).then(unexpected, (e: PisteHttpError) => e);
     expect(err).toBeInstanceOf(PisteHttpError);
     expect(err.status).toBe(500);
     expect(limited.stats.requests).toBe(1 + 1 + 2); // token + first try + 2 retries
@@ -101,11 +105,11 @@ describe("PISTE client", () => {
 
   it("does not retry other 4xx, and bad credentials are an error, not a loop", async () => {
     const { piste, client } = await setup();
-    const notFound = await client.consult("getArticle", { id: "LEGIARTI999999999999" }).catch((e) => e);
+    const notFound = await client.consult("getArticle", { id: "LEGIARTI999999999999" }).then(unexpected, (e: PisteHttpError) => e);
     expect(notFound.status).toBe(404);
     expect(client.stats.retries).toBe(0);
     const bad = new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: "wrong", backoffBaseMs: 5 });
-    const e = await bad.search({ fond: "JURI", recherche: {} }).catch((x) => x);
+    const e = await bad.search({ fond: "JURI", recherche: {} }).then(unexpected, (x: PisteHttpError) => x);
     expect(e.status).toBe(401);
     expect(piste.stats().tokensIssued).toBe(1);
   });
@@ -135,7 +139,7 @@ describe("PISTE client", () => {
     const juri = documentIdsOf("JURI", await client.search(searchBody({ fond: "JURI", query: "", filters: [] }, 1, 3, true)));
     expect(juri.ids).toEqual(["JURITEXT900000000004", "JURITEXT900000000003", "JURITEXT900000000002"]);
     expect(juri.total).toBe(6);
-    const tooBig = await client.search(searchBody({ fond: "JURI", query: "", filters: [] }, 1, 101)).catch((e) => e);
+    const tooBig = await client.search(searchBody({ fond: "JURI", query: "", filters: [] }, 1, 101)).then(unexpected, (e: PisteHttpError) => e);
     expect(tooBig.status).toBe(400);
   });
 });
