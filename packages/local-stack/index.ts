@@ -2,6 +2,7 @@
 // without Docker"). One process tree: this Node process (PGlite + socket, gateway, Storage, pg_net
 // sender, pg_cron ticker) and one Deno child serving every edge function.
 import { existsSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,7 +14,7 @@ import { startGateway, storageCaller, type Gateway } from "./gateway.ts";
 import { localKeys } from "./keys.ts";
 import { migrate as runMigrations } from "./migrate.ts";
 import { startPgNetSender, type PgNetSender } from "./pg-net.ts";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "./pglite.ts";
+import { embeddedUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "./pglite.ts";
 import { type StackState, stateFile } from "./state.ts";
 import { createStorageHandler } from "./storage.ts";
 
@@ -58,27 +59,36 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   await mkdir(storageRoot, { recursive: true });
 
   const stoppers: Array<() => Promise<void>> = [];
+  // PGlite goes last, after every client of it (sender, ticker, functions, gateway) has stopped.
+  const pglite: { server: EmbeddedPostgres | null } = { server: null };
   const stopAll = async () => {
     for (const s of stoppers.splice(0).reverse()) {
       await s().catch((e) => log(`[stack] stop: ${e instanceof Error ? e.message : e}`));
     }
+    const server = pglite.server;
+    pglite.server = null;
+    await server?.stop().catch((e) => log(`[stack] stop PGlite: ${e instanceof Error ? e.message : e}`));
   };
 
+  let dbReady: Promise<unknown> = Promise.resolve();
   try {
     const keys = await localKeys(dataDir);
     const gatewayPort = opts.port ?? 54321;
 
-    // Database: the given one, or PGlite (first start initialises it: a few seconds, once).
-    let embedded: EmbeddedPostgres | null = null;
+    // Database: the given one, or PGlite. PGlite's first start runs initdb (a few seconds, once),
+    // so it starts in the background while the gateway and the Deno process come up; its URL is
+    // known up front (a fixed port, or a free one picked now).
     let dbUrl: string;
     if (opts.databaseUrl) {
       dbUrl = opts.databaseUrl;
     } else {
       const dbPort = opts.dbPort ?? (gatewayPort === 54321 ? 54322 : 0);
-      embedded = await startEmbeddedPostgres(join(dataDir, "pglite"), dbPort);
-      stoppers.push(() => embedded!.stop());
-      dbUrl = embedded.url;
-      log(`[db] PGlite (embedded, pgvector) at ${dbUrl}`);
+      const port = dbPort === 0 ? await freePort() : dbPort;
+      dbUrl = embeddedUrl(port);
+      dbReady = startEmbeddedPostgres(join(dataDir, "pglite"), port).then((e) => {
+        pglite.server = e;
+        log(`[db] PGlite (embedded, pgvector) at ${dbUrl}`);
+      });
     }
 
     // Functions: which exist and their JWT rule. The Deno process starts once the gateway's URL
@@ -109,11 +119,13 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       ...readEnvFile(join(functionsDir, ".env")),
       ...opts.functionEnv,
     };
-    const migrated = (opts.migrate ?? true)
-      ? runMigrations(dbUrl).then((out) => {
-        for (const line of out.split("\n")) if (line.trim() && !/deprecated/.test(line)) log(`[migrate] ${line.trim()}`);
-      })
-      : Promise.resolve();
+    const migrated = dbReady.then(() =>
+      (opts.migrate ?? true)
+        ? runMigrations(dbUrl).then((out) => {
+          for (const line of out.split("\n")) if (line.trim() && !/deprecated/.test(line)) log(`[migrate] ${line.trim()}`);
+        })
+        : undefined
+    );
     const functionsStarted = startFunctionsRuntime({ functionsDir, env, log }).then((r) => {
       stoppers.push(() => r.stop());
       runtime = r;
@@ -125,7 +137,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       return [m.value, f.value] as const;
     });
 
-    if (embedded) {
+    if (!opts.databaseUrl) {
       // PGlite has one backend session, started before the bootstrap's `alter database set
       // search_path` (which only affects new sessions); apply it now so `vector` and its operators
       // resolve for every client, as they will after the next restart.
@@ -141,7 +153,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       }
     });
 
-    const onPglite = embedded !== null;
+    const onPglite = !opts.databaseUrl;
     const sender: PgNetSender | null = await hasPgNetStandIn(sql)
       ? await startPgNetSender({ dbUrl, log, listen: !onPglite, concurrency: opts.pgNetConcurrency })
       : null;
@@ -188,9 +200,21 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       stop: () => (stopping ??= stopAll()),
     };
   } catch (e) {
+    await dbReady.catch(() => {}); // so a PGlite still starting is stopped too
     await stopAll();
     throw e;
   }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 async function hasPgNetStandIn(sql: postgres.Sql): Promise<boolean> {

@@ -16,6 +16,11 @@ export interface EmbeddedPostgres {
   stop(): Promise<void>;
 }
 
+// pglite-socket accepts any credentials; these are the conventional local ones.
+export function embeddedUrl(port: number): string {
+  return `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
+}
+
 export async function startEmbeddedPostgres(dataDir: string, port: number): Promise<EmbeddedPostgres> {
   await mkdir(dataDir, { recursive: true });
   const db = await PGlite.create({ dataDir, extensions: { vector } });
@@ -29,8 +34,7 @@ export async function startEmbeddedPostgres(dataDir: string, port: number): Prom
   }
   const actualPort = Number(server.getServerConn().split(":").pop());
   return {
-    // pglite-socket accepts any credentials; these are the conventional local ones.
-    url: `postgres://postgres:postgres@127.0.0.1:${actualPort}/postgres`,
+    url: embeddedUrl(actualPort),
     stop: async () => {
       await server.stop();
       await db.close();
