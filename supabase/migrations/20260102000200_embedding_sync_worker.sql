@@ -167,15 +167,23 @@ declare
   held bigint[];
   missing bigint[];
   applied bigint[];
+  -- p_chunks parsed once into parallel arrays; every statement below unnests them (cheap) instead
+  -- of re-parsing a payload of several megabytes.
+  c_j bigint[]; c_i int[]; c_c text[]; c_h text[]; c_t int[]; c_e text[];
 begin
   select coalesce(array_agg(q.id order by q.id), '{}') into held
   from (select q.id from embedding_sync_queue q
         where q.id = any (p_job_ids) and q.status = 'processing' and q.locked_by = p_worker
         order by q.id for update) q;
 
+  select coalesce(array_agg(x.j), '{}'), coalesce(array_agg(x.i), '{}'), coalesce(array_agg(x.c), '{}'),
+         coalesce(array_agg(x.h), '{}'), coalesce(array_agg(x.t), '{}'), coalesce(array_agg(x.e), '{}')
+    into c_j, c_i, c_c, c_h, c_t, c_e
+  from jsonb_to_recordset(coalesce(p_chunks, '[]'::jsonb)) as x(j bigint, i int, c text, h text, t int, e text);
+
   -- Chunks sent without an embedding must find one stored under the same hash and model.
   select coalesce(array_agg(distinct c.j), '{}') into missing
-  from jsonb_to_recordset(p_chunks) as c(j bigint, h text, e text)
+  from unnest(c_j, c_h, c_e) as c(j, h, e)
   where c.j = any (held) and c.e is null
     and not exists (select from documentation_embeddings d where d.content_hash = c.h and d.model = p_model);
 
@@ -196,23 +204,27 @@ begin
   select coalesce(array_agg(cand.id), '{}') into applied
   from cand join bumped using (source_table, source_id);
 
-  -- Deletes (and rows with no chunk any more): remove everything of the row.
+  -- Deletes: remove everything of the row.
   delete from documentation_embeddings d
   using embedding_sync_queue q
   where q.id = any (applied) and q.action = 'DELETE'
     and d.source_table = q.source_table and d.source_id = q.source_id;
 
   -- Upserts: write each chunk; an unchanged chunk (same index, hash and model) is left as is.
+  with chunks as (
+    select c.j, c.i, c.c, c.h, c.t, c.e, count(*) over (partition by c.j) as cnt
+    from unnest(c_j, c_i, c_c, c_h, c_t, c_e) as c(j, i, c, h, t, e)
+    where c.j = any (applied)
+  )
   insert into documentation_embeddings as d (source_table, source_id, chunk_index, content, content_hash,
     embedding, model, token_count, metadata, source_version, updated_at)
   select q.source_table, q.source_id, c.i, c.c, c.h,
          coalesce(c.e::vector, (select x.embedding from documentation_embeddings x
                                 where x.content_hash = c.h and x.model = p_model limit 1)),
-         p_model, c.t, jsonb_build_object('chunk_count', n.cnt), q.version, now()
-  from jsonb_to_recordset(p_chunks) as c(j bigint, i int, c text, h text, t int, e text)
+         p_model, c.t, jsonb_build_object('chunk_count', c.cnt), q.version, now()
+  from chunks c
   join embedding_sync_queue q on q.id = c.j
-  join (select c2.j, count(*) as cnt from jsonb_to_recordset(p_chunks) as c2(j bigint) group by c2.j) n on n.j = c.j
-  where c.j = any (applied) and q.action <> 'DELETE'
+  where q.action <> 'DELETE'
   on conflict (source_table, source_id, chunk_index) do update set
     content = excluded.content, content_hash = excluded.content_hash, embedding = excluded.embedding,
     model = excluded.model, token_count = excluded.token_count, metadata = excluded.metadata,
@@ -223,10 +235,10 @@ begin
   -- Stale chunks: indexes past the new chunk count. Unchanged chunks keep their old
   -- source_version, so staleness is by index, not by version.
   delete from documentation_embeddings d
-  using embedding_sync_queue q
-  where q.id = any (applied) and q.action <> 'DELETE'
-    and d.source_table = q.source_table and d.source_id = q.source_id
-    and d.chunk_index >= (select count(*) from jsonb_to_recordset(p_chunks) as c(j bigint) where c.j = q.id);
+  using embedding_sync_queue q,
+        (select x.j as id, count(*) as cnt from unnest(c_j) as x(j) where x.j = any (applied) group by x.j) n
+  where q.id = n.id and q.action <> 'DELETE'
+    and d.source_table = q.source_table and d.source_id = q.source_id and d.chunk_index >= n.cnt;
 
   update embedding_sync_queue q
   set status = 'completed', processed_at = clock_timestamp(), updated_at = clock_timestamp(),

@@ -1,0 +1,223 @@
+// npm run bench:embeddings -- the embedding-sync benchmark, on the real PostgreSQL of the test bed,
+// with the fake OpenAI server adding 300 ms to every request. Writes .bench/embeddings.json.
+//
+//   pipeline  20,000 rows through process-embedding-queue (the Deno function, via the local stack):
+//             k = 4 parallel invocations, batchSize 500, requests packed by OpenAI's limits.
+//   baseline  the same rows embedded the way Supabase's automatic-embeddings guide does it:
+//             10 parallel invocations, each embedding its jobs one row per provider call.
+//             At 300 ms a call it runs ~33 rows/s, so 20,000 rows would take ~10 minutes: it is
+//             measured on BASELINE_ROWS of the same rows and its rate extrapolated (said in the output).
+//   queue     claim + complete of the bare queue, 4 workers, no provider.
+//   latency   UPDATE commit -> new chunk searchable, through the webhook path.
+//   resync    resync of unchanged data: provider calls (target 0).
+//   rss       peak RSS (VmHWM) of the Deno process serving the functions.
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import postgres from "postgres";
+import { OpenAIEmbeddingProvider } from "../../packages/embeddings/openai.ts";
+import { contentHash, vectorLiteral } from "../../packages/embeddings/hash.ts";
+import { countTokens } from "../../packages/embeddings/tokens.ts";
+import { startLocalStack } from "../../packages/local-stack/index.ts";
+import { migrate } from "../../packages/local-stack/migrate.ts";
+import { startFakeOpenAI } from "../../packages/testkit/fake-openai.ts";
+import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts";
+
+const ROWS = Number(process.env.BENCH_ROWS ?? 20_000);
+const BASELINE_ROWS = Math.min(ROWS, Number(process.env.BENCH_BASELINE_ROWS ?? 2_000));
+const QUEUE_JOBS = 40_000;
+const LATENCY_SAMPLES = 40;
+const PROVIDER_LATENCY_MS = 300;
+const log = (m: string) => console.error(`[bench] ${m}`);
+
+const adminUrl = await ensureTestServer(log);
+const dbName = `bench_embeddings_${Date.now().toString(36)}`;
+const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+await admin.unsafe(`create database ${dbName}`);
+const url = databaseUrl(adminUrl, dbName);
+const sql = postgres(url, { max: 12, onnotice: () => {} });
+const fake = await startFakeOpenAI({ latencyMs: PROVIDER_LATENCY_MS });
+let stack: Awaited<ReturnType<typeof startLocalStack>> | undefined;
+
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+
+function rssMb(pid: number): { hwm: number; rss: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0);
+  return { hwm: kb("VmHWM") / 1024, rss: kb("VmRSS") / 1024 };
+}
+
+async function pending(): Promise<number> {
+  const [r] = await sql<{ n: number }[]>`select count(*)::int as n from embedding_sync_queue where status in ('pending', 'processing')`;
+  return r.n;
+}
+
+try {
+  log(`database ${dbName}: migrating`);
+  await migrate(url);
+  stack = await startLocalStack({
+    databaseUrl: url,
+    port: 0,
+    migrate: false,
+    dataDir: `.bench/local-stack-${dbName}`,
+    functionEnv: {
+      EMBEDDING_PROVIDER: "openai",
+      OPENAI_API_KEY: fake.apiKey,
+      OPENAI_BASE_URL: fake.url,
+      EMBEDDING_REQUEST_CONCURRENCY: "4",
+    },
+  });
+  const invoke = async (body: unknown) => {
+    const res = await fetch(`${stack!.apiUrl}/functions/v1/process-embedding-queue`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack!.serviceRoleKey}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const json = await res.json();
+    if (res.status !== 200) throw new Error(`process-embedding-queue ${res.status}: ${JSON.stringify(json)}`);
+    return json as Record<string, number>;
+  };
+  await sql`update cron.job set active = false`; // this benchmark drives every run itself
+
+  // Rows like FAQ answers: ~70 tokens of French-ish text each, all distinct.
+  await sql`create table bench_docs (id int primary key, title text not null, body text not null)`;
+  await sql`select register_embedding_source('bench_docs')`;
+  await sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
+  await sql`insert into bench_docs (id, title, body)
+            select g, 'Article ' || g || ' du code',
+                   'Le présent article ' || g || ' dispose que ' || md5(g::text) || ' et que la demande ' ||
+                   md5((g * 7)::text) || ' est instruite dans un délai de ' || (g % 90) || ' jours ouvrés.'
+            from generate_series(1, ${ROWS}) g`;
+  log(`${await pending()} jobs queued for ${ROWS} rows`);
+
+  // --- pipeline ---------------------------------------------------------------------------------
+  fake.resetStats();
+  let t0 = performance.now();
+  const runs = await Promise.all(Array.from({ length: 4 }, () => invoke({ action: "process", batchSize: 500 })));
+  const pipelineMs = performance.now() - t0;
+  const left = await pending();
+  if (left > 0) throw new Error(`pipeline left ${left} jobs`);
+  const pipelineRowsPerS = ROWS / (pipelineMs / 1000);
+  const pipelineRequests = fake.stats.ok;
+  const rss = rssMb(stack.functionsPid);
+  log(`pipeline: ${ROWS} rows in ${Math.round(pipelineMs)} ms, ${pipelineRequests} provider requests, ` +
+    `claimed ${runs.map((r) => r.claimed).join("+")}; functions VmHWM ${rss.hwm.toFixed(1)} MB`);
+
+  // --- unchanged resync ---------------------------------------------------------------------------
+  fake.resetStats();
+  const resync = await invoke({ action: "resync", forceResync: null });
+  await Promise.all(Array.from({ length: 4 }, () => invoke({ action: "process", batchSize: 500 })));
+  const unchangedResyncCalls = fake.stats.requests;
+  log(`unchanged resync: ${resync.enqueued} jobs, ${unchangedResyncCalls} provider calls`);
+
+  // --- baseline (same rows, one row per provider call, 10 parallel invocations) ---------------------
+  // Re-queues BASELINE_ROWS of the same rows and clears their chunks, so nothing is skipped.
+  await sql`delete from documentation_embeddings where source_table = 'bench_docs' and source_id::int <= ${BASELINE_ROWS}`;
+  await sql`update bench_docs set title = title || ' ' where id <= ${BASELINE_ROWS}`; // a real change: new jobs
+  const provider = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536 });
+  fake.resetStats();
+  t0 = performance.now();
+  let baselineDone = 0;
+  await Promise.all(Array.from({ length: 10 }, async (_, w) => {
+    const worker = `baseline-${w}`;
+    for (;;) {
+      // Like the guide's worker: take a small batch of jobs, then embed them one at a time.
+      const jobs = await sql<{ id: string; content: string }[]>`
+        select id, content from claim_embedding_jobs(${worker}, 10, 300)`;
+      if (jobs.length === 0) return;
+      for (const job of jobs) {
+        const { vectors } = await provider.embed([job.content]);
+        const chunk = { j: job.id, i: 0, c: job.content, h: contentHash(job.content), t: countTokens(job.content), e: vectorLiteral(vectors[0]) };
+        await sql`select * from apply_embedding_results(${worker}, ${provider.model}, ${`{${job.id}}`}::bigint[], ${JSON.stringify([chunk])}::text::jsonb)`;
+        baselineDone++;
+      }
+    }
+  }));
+  const baselineMs = performance.now() - t0;
+  const baselineRowsPerS = baselineDone / (baselineMs / 1000);
+  log(`baseline: ${baselineDone} rows in ${Math.round(baselineMs)} ms, ${fake.stats.ok} provider requests`);
+
+  // --- queue throughput ---------------------------------------------------------------------------
+  await sql`insert into embedding_sync_queue (source_table, source_id, action, content)
+            select 'bench_queue', g::text, 'INSERT', 'x' from generate_series(1, ${QUEUE_JOBS}) g`;
+  const workers = Array.from({ length: 4 }, () => postgres(url, { max: 1, onnotice: () => {} }));
+  t0 = performance.now();
+  let queueDone = 0;
+  await Promise.all(workers.map(async (c, w) => {
+    for (;;) {
+      const jobs = await c<{ id: string }[]>`select id from claim_embedding_jobs(${`q${w}`}, 500, 60)`;
+      if (jobs.length === 0) return;
+      const [{ n }] = await c<{ n: number }[]>`select complete_embedding_jobs(${`q${w}`}, ${`{${jobs.map((j) => j.id).join(",")}}`}::bigint[]) as n`;
+      queueDone += n;
+    }
+  }));
+  const queueMs = performance.now() - t0;
+  await Promise.all(workers.map((c) => c.end()));
+  const queueJobsPerS = queueDone / (queueMs / 1000);
+  log(`queue: ${queueDone} jobs claimed+completed in ${Math.round(queueMs)} ms`);
+
+  // --- latency through the webhook ----------------------------------------------------------------
+  await sql`alter table embedding_sync_queue enable trigger embedding_sync_queue_webhook`;
+  const latencies: number[] = [];
+  await Promise.all(Array.from({ length: LATENCY_SAMPLES }, async (_, i) => {
+    await new Promise((r) => setTimeout(r, i * 250 + Math.random() * 200)); // ~4 updates/s, irregular
+    const id = 1 + ((i * 7919) % ROWS);
+    const marker = `latence${i}x${Date.now()}`;
+    await sql`update bench_docs set body = body || ' ' || ${marker} where id = ${id}`; // autocommit
+    const committed = performance.now();
+    for (;;) {
+      const [hit] = await sql`select 1 from documentation_embeddings
+                              where source_table = 'bench_docs' and source_id = ${String(id)} and content like ${"%" + marker}`;
+      if (hit) break;
+      if (performance.now() - committed > 30_000) throw new Error(`update ${i} not searchable after 30 s`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    latencies.push(performance.now() - committed);
+  }));
+  const [{ calls }] = await sql`select count(*)::int as calls from net.http_request_queue where url like '%process-embedding-queue'`;
+  log(`latency: ${LATENCY_SAMPLES} updates, ${calls} webhook calls in total`);
+  const rssAfter = rssMb(stack.functionsPid);
+
+  const result = {
+    rows: ROWS,
+    provider_latency_ms: PROVIDER_LATENCY_MS,
+    pipeline_rows_per_s: Math.round(pipelineRowsPerS),
+    pipeline_provider_requests: pipelineRequests,
+    baseline_rows_per_s: Number(baselineRowsPerS.toFixed(1)),
+    baseline_rows_measured: baselineDone,
+    baseline_extrapolated: baselineDone < ROWS,
+    ratio: Number((pipelineRowsPerS / baselineRowsPerS).toFixed(1)),
+    queue_jobs_per_s: Math.round(queueJobsPerS),
+    latency_p50_ms: Math.round(percentile(latencies, 50)),
+    latency_p95_ms: Math.round(percentile(latencies, 95)),
+    unchanged_resync_provider_calls: unchangedResyncCalls,
+    peak_rss_mb: Number(Math.max(rss.hwm, rssAfter.hwm).toFixed(1)),
+  };
+  mkdirSync(".bench", { recursive: true });
+  writeFileSync(".bench/embeddings.json", JSON.stringify(result, null, 2) + "\n");
+
+  const rowsOut: [string, string, string][] = [
+    ["pipeline_rows_per_s", String(result.pipeline_rows_per_s), `${ROWS} rows, ${pipelineRequests} provider requests`],
+    ["baseline_rows_per_s", String(result.baseline_rows_per_s),
+      result.baseline_extrapolated ? `measured on ${baselineDone} of the ${ROWS} rows, rate extrapolated` : `${ROWS} rows`],
+    ["ratio", String(result.ratio), "target >= 30"],
+    ["queue_jobs_per_s", String(result.queue_jobs_per_s), "claim+complete, 4 workers; target >= 10,000"],
+    ["latency_p50_ms", String(result.latency_p50_ms), "UPDATE commit -> searchable, webhook; target <= 2,000"],
+    ["latency_p95_ms", String(result.latency_p95_ms), "target <= 5,000"],
+    ["unchanged_resync_provider_calls", String(result.unchanged_resync_provider_calls), "target 0"],
+    ["peak_rss_mb", String(result.peak_rss_mb), "Deno functions process VmHWM, batchSize 500; target <= 200"],
+  ];
+  const w0 = Math.max(...rowsOut.map((r) => r[0].length));
+  const w1 = Math.max(...rowsOut.map((r) => r[1].length));
+  console.log(`embedding sync benchmark (fake OpenAI +${PROVIDER_LATENCY_MS} ms/request, real PostgreSQL)`);
+  console.log(`${"metric".padEnd(w0)}  ${"value".padStart(w1)}  note`);
+  for (const [k, v, n] of rowsOut) console.log(`${k.padEnd(w0)}  ${v.padStart(w1)}  ${n}`);
+  console.log(`written to .bench/embeddings.json`);
+} finally {
+  await stack?.stop();
+  await fake.stop();
+  await sql.end({ timeout: 5 });
+  await admin.unsafe(`drop database if exists ${dbName} with (force)`);
+  await admin.end();
+}
