@@ -177,4 +177,43 @@ describe("collector -> Storage -> worker -> legal_documents -> embeddings", () =
     expect(Number(c.queue_count)).toBe(before.n);
     expect(c.queue_size).toBe(c.storage_size);
   });
+
+  it("repopulate continues itself through pg_net until the bucket is done", async () => {
+    await db.sql`truncate files_queue`;
+    const r = await invoke("repopulate-files-queue", { bucket: BUCKET, batchSize: 3, budgetMs: 1 });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ done: false, continued: true });
+    await waitFor("the continuations to restore the queue", async () => {
+      const [c] = await db.sql`select missing_in_queue::int as m from files_queue_coherence where bucket_id = ${BUCKET}`;
+      return c.m === 0;
+    }, 30_000, 100);
+    const [n] = await db.sql`select count(*)::int as n, count(distinct file_path)::int as d from files_queue`;
+    const [o] = await db.sql`select count(*)::int as n from storage.objects where bucket_id = ${BUCKET}`;
+    expect(n).toEqual({ n: o.n, d: o.n });
+  });
 });
+
+describe("MASSIVE through pg_net", () => {
+  it("re-invokes itself with its run id until the plan is done", async () => {
+    await db.sql`update legifrance_crawl_plan set page_size = 2`;
+    piste.setFaults({ latencyMs: 120 });
+    try {
+      const r = await invoke("legifrance-collector", { mode: "massive", restart: true, budgetMs: 1000 });
+      expect(r.status).toBe(200);
+      expect(r.body).toMatchObject({ acquired: true, done: false, continued: true });
+      const runId = (r.body as { runId: string }).runId;
+      const run = await waitFor("the run to complete", async () => {
+        const [x] = await db.sql`select status, invocations from legifrance_collector_runs where id = ${runId}`;
+        return x.status === "completed" ? x : null;
+      }, 60_000, 200);
+      expect(run.invocations).toBeGreaterThan(1);
+      const [p] = await db.sql`select bool_and(done) as done from legifrance_crawl_plan`;
+      expect(p.done).toBe(true);
+      const [again] = await db.sql`select count(*)::int as n from legifrance_collector_runs where mode = 'massive'`;
+      expect(again.n).toBe(2); // the first (continue: false) run and this one: continuations reuse the run
+    } finally {
+      piste.setFaults({ latencyMs: 0 });
+    }
+  });
+});
+

@@ -21,7 +21,8 @@ export const repopulateBodySchema = z.object({
   batchSize: z.number().int().min(1).max(100_000).default(10_000),
   cursor: z.string().max(1024).nullable().optional(),
   dryRun: z.boolean().default(false),
-  budgetMs: z.number().int().min(100).max(140_000).optional(),
+  /** Wall-clock budget of this invocation (default 100 s); at least one batch always runs. */
+  budgetMs: z.number().int().min(1).max(140_000).optional(),
 }).strict();
 export type RepopulateBody = z.infer<typeof repopulateBodySchema>;
 
