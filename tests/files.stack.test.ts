@@ -59,6 +59,11 @@ describe("files_queue follows Storage", () => {
     const body = JSON.stringify({ hello: "world" });
     const up = await admin.storage.from(BUCKET).upload("manual/one.json", body, { contentType: "application/json" });
     expect(up.error).toBeNull();
+    // Same xmin: the queue row was written by the very transaction that wrote the object row.
+    const [tx] = await db.sql`select q.xmin::text = o.xmin::text as same_tx from files_queue q
+                                join storage.objects o on o.name = q.file_path and o.bucket_id = q.bucket_id
+                               where q.file_path = 'manual/one.json'`;
+    expect(tx.same_tx).toBe(true);
     const [row] = await db.sql`select q.file_path, q.bucket_id, q.file_size, q.status, q.processed, (o.metadata->>'size')::bigint as object_size
                                  from files_queue q join storage.objects o on o.name = q.file_path and o.bucket_id = q.bucket_id
                                 where q.file_path = 'manual/one.json'`;
