@@ -31,11 +31,21 @@ export class OpenAIEmbeddingProvider implements EmbeddingProvider {
   async embed(inputs: string[], options: { signal?: AbortSignal } = {}): Promise<EmbeddingResult> {
     try {
       const res = await this.client.embeddings.create(
-        { model: this.model, input: inputs, ...(this.sendDimensions ? { dimensions: this.dimensions } : {}) },
+        {
+          model: this.model,
+          input: inputs,
+          // Asked for explicitly so the SDK hands back the base64 as is: decoding it straight into a
+          // Float32Array skips the SDK's number[] copy (a third of the memory at batchSize 500).
+          encoding_format: "base64",
+          ...(this.sendDimensions ? { dimensions: this.dimensions } : {}),
+        },
         { signal: options.signal },
       );
       const vectors = new Array<Float32Array>(inputs.length);
-      for (const d of res.data) vectors[d.index] = Float32Array.from(d.embedding);
+      for (const d of res.data) {
+        const e = d.embedding as unknown;
+        vectors[d.index] = typeof e === "string" ? base64ToFloat32(e) : Float32Array.from(e as number[]);
+      }
       for (let i = 0; i < inputs.length; i++) {
         if (!vectors[i]) throw new EmbeddingProviderError(`provider returned no embedding for input ${i}`, 502, true);
         if (vectors[i].length !== this.dimensions) {
@@ -51,6 +61,14 @@ export class OpenAIEmbeddingProvider implements EmbeddingProvider {
       throw toProviderError(e);
     }
   }
+}
+
+function base64ToFloat32(b64: string): Float32Array {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  // Little-endian float32, as OpenAI sends them (and as every platform we run on stores them).
+  return new Float32Array(bytes.buffer, 0, bytes.length >> 2);
 }
 
 function toProviderError(e: unknown): unknown {

@@ -1,0 +1,91 @@
+// Pure pieces of the embedding pipeline: chunking, packing, Retry-After, retry, offline provider, config.
+import { describe, expect, it } from "vitest";
+import { packRequests } from "../packages/embeddings/batching.ts";
+import { assertDimensionsMatch, createProvider, parseEmbeddingEnv } from "../packages/embeddings/config.ts";
+import { contentHash, vectorLiteral } from "../packages/embeddings/hash.ts";
+import { OfflineEmbeddingProvider, offlineEmbedding } from "../packages/embeddings/offline.ts";
+import { EmbeddingProviderError, OPENAI_LIMITS, parseRetryAfter } from "../packages/embeddings/provider.ts";
+import { RetriesExhaustedError, withRetry } from "../packages/embeddings/retry.ts";
+import { chunkText, countTokens } from "../packages/embeddings/tokens.ts";
+
+const cos = (a: Float32Array, b: Float32Array) => a.reduce((s, x, i) => s + x * b[i], 0);
+
+describe("chunkText", () => {
+  it("keeps a short text whole and cuts a long one into overlapping chunks within the limit", () => {
+    expect(chunkText("Bonjour le monde", 512, 64)).toEqual([{ index: 0, text: "Bonjour le monde", tokens: countTokens("Bonjour le monde") }]);
+    const long = Array.from({ length: 3000 }, (_, i) => `phrase ${i} sur l'été à Zürich`).join(". ");
+    const chunks = chunkText(long, 200, 20);
+    expect(chunks.length).toBeGreaterThan(10);
+    for (const c of chunks) expect(c.tokens).toBeLessThanOrEqual(200);
+    expect(chunks.map((c) => c.index)).toEqual(chunks.map((_, i) => i));
+    // Overlap: each chunk starts with the end of the previous one.
+    expect(chunks[0].text.slice(-80)).toContain(chunks[1].text.slice(0, 30));
+  });
+});
+
+describe("packRequests", () => {
+  it("respects the input count and token limits", () => {
+    const items = Array.from({ length: 5000 }, () => ({ text: "x", tokens: 100 }));
+    const groups = packRequests(items, OPENAI_LIMITS);
+    expect(groups.map((g) => g.length)).toEqual([2048, 2048, 904]);
+    const heavy = Array.from({ length: 100 }, () => ({ text: "x", tokens: 8000 }));
+    const hg = packRequests(heavy, OPENAI_LIMITS);
+    for (const g of hg) expect(g.length * 8000).toBeLessThanOrEqual(300_000);
+    expect(hg.flat()).toEqual(heavy.map((_, i) => i));
+    expect(() => packRequests([{ text: "x", tokens: 9000 }], OPENAI_LIMITS)).toThrow(/over the provider/);
+  });
+});
+
+describe("retry", () => {
+  it("reads Retry-After as seconds, HTTP date or retry-after-ms", () => {
+    expect(parseRetryAfter(new Headers({ "retry-after": "3" }))).toBe(3000);
+    expect(parseRetryAfter(new Headers({ "retry-after-ms": "250" }))).toBe(250);
+    expect(parseRetryAfter(new Headers({ "retry-after": new Date(Date.now() + 5000).toUTCString() }))).toBeGreaterThan(3000);
+    expect(parseRetryAfter(new Headers())).toBeUndefined();
+  });
+
+  it("waits exactly Retry-After, gives up at the deadline, never retries a 400", async () => {
+    const sleeps: number[] = [];
+    let calls = 0;
+    const v = await withRetry(() => {
+      if (++calls < 3) return Promise.reject(new EmbeddingProviderError("429", 429, true, 1234));
+      return Promise.resolve("ok");
+    }, { maxAttempts: 5, baseDelayMs: 10, maxDelayMs: 100, deadline: Date.now() + 60_000, sleep: (ms) => { sleeps.push(ms); return Promise.resolve(); } });
+    expect(v).toBe("ok");
+    expect(sleeps).toEqual([1234, 1234]);
+    await expect(withRetry(() => Promise.reject(new EmbeddingProviderError("429", 429, true, 10_000)),
+      { maxAttempts: 5, baseDelayMs: 10, maxDelayMs: 100, deadline: Date.now() + 1_000, sleep: () => Promise.resolve() }))
+      .rejects.toBeInstanceOf(RetriesExhaustedError);
+    let bad = 0;
+    await expect(withRetry(() => { bad++; return Promise.reject(new EmbeddingProviderError("400", 400, false)); },
+      { maxAttempts: 5, baseDelayMs: 10, maxDelayMs: 100, deadline: Date.now() + 1_000 })).rejects.toThrow("400");
+    expect(bad).toBe(1);
+  });
+});
+
+describe("offline provider", () => {
+  it("is deterministic, unit-length and lexical", async () => {
+    const p = new OfflineEmbeddingProvider(256);
+    const { vectors } = await p.embed(["contrat de travail", "contrat de travail", "le contrat de bail", "météo à Lyon"]);
+    expect(vectors[0]).toEqual(vectors[1]);
+    expect(cos(vectors[0], vectors[0])).toBeCloseTo(1, 5);
+    expect(cos(vectors[0], vectors[2])).toBeGreaterThan(cos(vectors[0], vectors[3]));
+    expect(offlineEmbedding("", 8)[0]).toBe(1);
+  });
+});
+
+describe("configuration", () => {
+  it("picks openai when a key is set, offline otherwise, and refuses a dimension mismatch", () => {
+    expect(parseEmbeddingEnv({}).EMBEDDING_PROVIDER).toBe("offline");
+    expect(parseEmbeddingEnv({ OPENAI_API_KEY: "sk-local-test" }).EMBEDDING_PROVIDER).toBe("openai");
+    expect(() => parseEmbeddingEnv({ EMBEDDING_PROVIDER: "openai" })).toThrow(/OPENAI_API_KEY/);
+    const p = createProvider(parseEmbeddingEnv({ EMBEDDING_DIMENSIONS: "768" }));
+    expect(() => assertDimensionsMatch(p, 1536)).toThrow(/EMBEDDING_DIMENSIONS=768 but documentation_embeddings.embedding is vector\(1536\)/);
+    expect(() => assertDimensionsMatch(createProvider(parseEmbeddingEnv({})), 1536)).not.toThrow();
+  });
+
+  it("hashes like SQL's sha256 and writes pgvector literals", () => {
+    expect(contentHash("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    expect(vectorLiteral(new Float32Array([0.5, -0.25, 0]))).toBe("[0.5,-0.25,0]");
+  });
+});
