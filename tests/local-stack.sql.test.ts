@@ -124,7 +124,9 @@ describe("pg_cron stand-in", () => {
 
     await db.sql`select cron.unschedule('tick-ok')`;
     await db.sql`select cron.unschedule('tick-fail')`;
-    await new Promise((r) => setTimeout(r, 300)); // a run already started may still finish
+    // A run already started may still finish; none starts after unschedule.
+    await waitFor("runs in progress to finish", async () =>
+      (await db.sql`select 1 from cron.job_run_details where status = 'running'`).length === 0);
     const [{ c: after }] = await db.sql`select count(*)::int as c from public.ticks`;
     // Over 2.5 s, an active '1 seconds' job would have run twice more.
     await new Promise((r) => setTimeout(r, 2500));

@@ -90,10 +90,13 @@ export function startCronTicker(opts: CronTickerOptions): CronTicker {
     lastRun.set(job.jobid, Date.now());
     let runid: string | null = null;
     try {
+      // Only if the job is still scheduled: cron.unschedule may have committed since the tick read it.
       const [r] = await sql<{ runid: string }[]>`
         insert into cron.job_run_details (jobid, job_pid, database, username, command, status, start_time)
-        values (${job.jobid}::bigint, ${process.pid}, current_database(), current_user, ${job.command}, 'running', now())
+        select ${job.jobid}::bigint, ${process.pid}, current_database(), current_user, ${job.command}, 'running', now()
+        where exists (select from cron.job where jobid = ${job.jobid}::bigint and active)
         returning runid::text`;
+      if (!r) return;
       runid = r.runid;
       const result = await sql.unsafe(job.command);
       const message = `${result.command ?? "OK"} ${result.count ?? ""}`.trim();

@@ -1,7 +1,7 @@
 // startLocalStack(): the Docker-free stand-in for `supabase start` (see DESIGN.md, "Running it
 // without Docker"). One process tree: this Node process (PGlite + socket, gateway, Storage, pg_net
 // sender, pg_cron ticker) and one Deno child serving every edge function.
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -12,13 +12,14 @@ import { listFunctions, readEnvFile, readVerifyJwt } from "./function-config.ts"
 import { startFunctionsRuntime, type FunctionsRuntime } from "./functions-runtime.ts";
 import { startGateway, storageCaller, type Gateway } from "./gateway.ts";
 import { localKeys } from "./keys.ts";
-import { migrate as runMigrations } from "./migrate.ts";
+import { applyPlatformBootstrap, pushMigrations } from "./migrate.ts";
 import { startPgNetSender, type PgNetSender } from "./pg-net.ts";
 import { embeddedUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "./pglite.ts";
 import { type StackState, stateFile } from "./state.ts";
 import { createStorageHandler } from "./storage.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+const migrationsDir = join(repoRoot, "supabase/migrations");
 
 export interface LocalStackOptions {
   databaseUrl?: string;            // a real Postgres (already migrated or not); else embedded PGlite
@@ -87,7 +88,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       dbUrl = embeddedUrl(port);
       dbReady = startEmbeddedPostgres(join(dataDir, "pglite"), port).then((e) => {
         pglite.server = e;
-        log(`[db] PGlite (embedded, pgvector) at ${dbUrl}`);
+        log(`[db] PGlite (embedded, pgvector) at ${dbUrl}, up in ${ms(t0)} ms`);
       });
     }
 
@@ -121,13 +122,15 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     };
     const migrated = dbReady.then(() =>
       (opts.migrate ?? true)
-        ? runMigrations(dbUrl).then((out) => {
+        ? migrateIfBehind(dbUrl).then((out) => {
           for (const line of out.split("\n")) if (line.trim() && !/deprecated/.test(line)) log(`[migrate] ${line.trim()}`);
+          log(`[migrate] done at ${ms(t0)} ms`);
         })
         : undefined
     );
     const functionsStarted = startFunctionsRuntime({ functionsDir, env, log }).then((r) => {
       stoppers.push(() => r.stop());
+      log(`[functions] Deno serving ${r.loaded.length} function(s) at ${ms(t0)} ms`);
       runtime = r;
       return r;
     });
@@ -205,6 +208,31 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     throw e;
   }
 }
+
+/**
+ * The platform bootstrap (idempotent), then `supabase db push` only when a file in
+ * supabase/migrations is not yet recorded in supabase_migrations.schema_migrations: the CLI's own
+ * check costs about two seconds of every start, and when everything is recorded it would do nothing.
+ */
+async function migrateIfBehind(dbUrl: string): Promise<string> {
+  await applyPlatformBootstrap(dbUrl);
+  const files = existsSync(migrationsDir)
+    ? readdirSync(migrationsDir).map((f) => /^(\d+)_.*\.sql$/.exec(f)?.[1]).filter((v): v is string => !!v)
+    : [];
+  const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
+  try {
+    const [{ reg }] = await sql<{ reg: string | null }[]>`select to_regclass('supabase_migrations.schema_migrations')::text as reg`;
+    if (reg) {
+      const applied = new Set((await sql<{ version: string }[]>`select version from supabase_migrations.schema_migrations`).map((r) => r.version));
+      if (files.every((v) => applied.has(v))) return `Local database is up to date (${files.length} migrations recorded).`;
+    }
+  } finally {
+    await sql.end({ timeout: 2 });
+  }
+  return await pushMigrations(dbUrl);
+}
+
+const ms = (t0: number) => Math.round(performance.now() - t0);
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
