@@ -20,7 +20,6 @@ beforeAll(async () => {
   piste = await startPisteStandIn({ generatedPerFond: 12, latencyMs: 5 });
   stack = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG });
   const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
-  expect((await admin.storage.createBucket(BUCKET)).error).toBeNull();
   store = supabaseObjectStore(admin);
 }, 90_000);
 

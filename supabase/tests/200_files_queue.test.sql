@@ -1,7 +1,7 @@
 -- files_queue and the collector's SQL: schema kept for the runbook, the Storage trigger, keyset
 -- repopulate, anti-join repair, alert, queue rules, RLS and security_invoker views.
 begin;
-select plan(39);
+select plan(40);
 
 -- The runbook's columns, and file_path unique on its own.
 select has_table('public', 'files_queue', 'files_queue exists');
@@ -28,7 +28,8 @@ select ok((select bool_and(coalesce(c.reloptions @> array['security_invoker=true
           'every files view is security_invoker');
 
 -- The trigger: watched bucket only, same transaction, size from metadata.
-insert into storage.buckets (id, name) values ('agentbasic-legifrance-raw', 'agentbasic-legifrance-raw'), ('elsewhere', 'elsewhere');
+select ok(exists (select from storage.buckets where id = 'agentbasic-legifrance-raw' and not public), 'the collector''s bucket exists and is private');
+insert into storage.buckets (id, name) values ('elsewhere', 'elsewhere');
 insert into storage.objects (bucket_id, name, metadata)
 select 'agentbasic-legifrance-raw', 'p/' || lpad(g::text, 4, '0') || '.json', jsonb_build_object('size', g) from generate_series(1, 250) g;
 insert into storage.objects (bucket_id, name, metadata) values ('elsewhere', 'e.json', '{"size": 1}');

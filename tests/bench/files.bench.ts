@@ -61,7 +61,7 @@ try {
   await sql`update cron.job set active = false`; // the bench drives every step itself
 
   log(`inserting ${OBJECTS} objects`);
-  await sql`insert into storage.buckets (id, name) values (${BUCKET}, ${BUCKET})`;
+  await sql`insert into storage.buckets (id, name) values (${BUCKET}, ${BUCKET}) on conflict do nothing`;
   await sql.begin(async (tx) => {
     // Bulk load without the enqueue trigger: the bench starts from an empty queue on purpose.
     await tx`set local session_replication_role = replica`;
