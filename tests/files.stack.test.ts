@@ -166,6 +166,15 @@ describe("collector -> Storage -> worker -> legal_documents -> embeddings", () =
     }, 30_000, 200);
     const [chunk] = await db.sql`select content from documentation_embeddings where source_table = 'legal_documents' and source_id = 'LEGIARTI000032041571'`;
     expect(chunk.content).toContain("Tout fait quelconque de l'homme");
+
+    // Deleting the file removes the document, and then its chunks: nothing deleted stays searchable.
+    expect((await admin.storage.from(BUCKET).remove(["legifrance/codes/LEGIARTI000032041571.json"])).error).toBeNull();
+    expect(await db.sql`select 1 from legal_documents where id = 'LEGIARTI000032041571'`).toHaveLength(0);
+    await waitFor("the deleted document's chunks to go", async () => {
+      await invoke("process-embedding-queue", { action: "process", batchSize: 50 });
+      const rows = await db.sql`select 1 from documentation_embeddings where source_table = 'legal_documents' and source_id = 'LEGIARTI000032041571'`;
+      return rows.length === 0;
+    }, 30_000, 200);
   });
 
   it("repopulate through the function restores exactly what a TRUNCATE removed", async () => {
