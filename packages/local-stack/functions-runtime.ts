@@ -25,9 +25,11 @@ export interface FunctionsRuntimeOptions {
 export async function startFunctionsRuntime(opts: FunctionsRuntimeOptions): Promise<FunctionsRuntime> {
   const names = listFunctions(opts.functionsDir);
   const deno = fileURLToPath(new URL("node_modules/.bin/deno", `file://${root}`));
-  // Explicit permissions: network (DB, gateway, providers), env, reading the repo and node_modules.
-  // No write and no subprocess: functions on the platform cannot do either.
-  const args = ["run", "--no-prompt", "--allow-net", "--allow-env", `--allow-read`, "--allow-sys", serverScript, opts.functionsDir, ...names];
+  // Explicit permissions: network (DB, gateway, providers), env, system info (postgres.js asks for
+  // the host name), reading the repo and the functions. No write and no subprocess: functions on
+  // the platform cannot do either.
+  const readable = [...new Set([root, opts.functionsDir])].join(",");
+  const args = ["run", "--no-prompt", "--allow-net", "--allow-env", `--allow-read=${readable}`, "--allow-sys", serverScript, opts.functionsDir, ...names];
   const child = spawn(deno, args, {
     cwd: root,
     // Like the hosted runtime, functions see only the platform variables and their secrets, plus

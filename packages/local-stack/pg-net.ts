@@ -21,7 +21,7 @@ interface QueuedRequest {
   id: string;
   method: string;
   url: string;
-  headers: Record<string, string> | null;
+  headers: Record<string, unknown> | null;
   body: Buffer | null;
   timeout_milliseconds: number;
 }
@@ -89,7 +89,8 @@ export async function startPgNetSender(opts: PgNetSenderOptions): Promise<PgNetS
     try {
       const res = await fetch(r.url, {
         method: r.method,
-        headers: r.headers ?? {},
+        // jsonb may hold numbers or booleans; HTTP headers are strings.
+        headers: Object.fromEntries(Object.entries(r.headers ?? {}).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)])),
         body: r.body && r.method !== "GET" && r.method !== "DELETE" ? new Uint8Array(r.body) : undefined,
         signal: AbortSignal.timeout(timeout),
       });
@@ -123,6 +124,13 @@ export async function startPgNetSender(opts: PgNetSenderOptions): Promise<PgNetS
     await sql.listen("net_http_request", () => void sweep());
   }
   const timer = setInterval(() => void sweep(), opts.sweepMs ?? (opts.listen ? 1000 : 100));
+  // pg_net keeps responses for 6 hours (pg_net.ttl) and then deletes them; so does the stand-in.
+  const ttl = async () => {
+    await sql`delete from net._http_response where created < now() - interval '6 hours'`
+      .catch((e) => !stopped && opts.log(`[pg_net] ttl cleanup failed: ${e instanceof Error ? e.message : e}`));
+  };
+  const ttlTimer = setInterval(() => void ttl(), 10 * 60_000);
+  void ttl();
   void sweep();
 
   return {
@@ -130,6 +138,7 @@ export async function startPgNetSender(opts: PgNetSenderOptions): Promise<PgNetS
     stop: async () => {
       stopped = true;
       clearInterval(timer);
+      clearInterval(ttlTimer);
       // Give requests in flight a moment to finish and be recorded; one still running after that
       // stays in the queue and is sent again on the next start (at-least-once, like a crash).
       await Promise.race([Promise.allSettled([...pending]), new Promise((r) => setTimeout(r, 3000))]);
