@@ -10,7 +10,7 @@ import { processAlive, readState } from "../packages/local-stack/state.ts";
 import { runGuidedDemo } from "../packages/local-stack/demo.ts";
 import { startPisteStandIn, type PisteStandIn } from "../packages/legifrance/stand-in.ts";
 
-const dataDir = fileURLToPath(new URL("../.local", import.meta.url));
+const dataDir = process.env.LOCAL_STACK_DATA_DIR || fileURLToPath(new URL("../.local", import.meta.url));
 const env = process.env;
 const say = (line: string) => console.log(line);
 
@@ -41,23 +41,24 @@ process.on("SIGTERM", () => void shutdown("SIGTERM"));
 process.on("SIGHUP", () => void shutdown("SIGHUP"));
 
 // `npm start` runs us as npm → sh → tsx → node. A SIGTERM sent to npm kills npm and sh but never
-// reaches tsx, which would leave this stack running with nobody to stop it. So we watch the
-// launchers (up to the npm process, at most three levels) and stop when any of them is gone.
+// reaches tsx, which would leave this stack running with nobody to stop it. So, when launched by
+// npm, we watch the launchers up to the npm process and stop when any of them is gone. (Started
+// any other way, signals are enough.)
 function launchers(): number[] {
   const out: number[] = [];
   let pid = process.ppid;
-  for (let i = 0; i < 3 && pid > 1; i++) {
+  for (let i = 0; i < 4 && pid > 1; i++) {
     out.push(pid);
     let stat: string;
     try {
       stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     } catch {
-      break; // no procfs: only the direct parent is watched
+      return []; // no procfs
     }
-    if (/\((npm[^)]*)\)/.test(stat)) break;
+    if (/^\d+ \(npm[^)]*\)/.test(stat)) return out;
     pid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
   }
-  return out;
+  return [];
 }
 const watched = launchers();
 setInterval(() => {
@@ -125,5 +126,8 @@ try {
   say("Running. Ctrl-C to stop.");
 } catch (e) {
   console.error(`npm start failed: ${e instanceof Error ? e.message : e}`);
+  if ((e as NodeJS.ErrnoException).code === "EADDRINUSE") {
+    console.error("A port is taken (another local stack, or `supabase start`?). Stop it, or set API_PORT (and DATABASE_URL) to run elsewhere.");
+  }
   await shutdown("error", 1);
 }

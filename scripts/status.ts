@@ -3,7 +3,7 @@
 import { fileURLToPath } from "node:url";
 import { readState } from "../packages/local-stack/state.ts";
 
-const dataDir = fileURLToPath(new URL("../.local", import.meta.url));
+const dataDir = process.env.LOCAL_STACK_DATA_DIR || fileURLToPath(new URL("../.local", import.meta.url));
 const { state, reason } = readState(dataDir);
 if (!state) {
   console.error(`Local stack is NOT running: ${reason}`);
