@@ -1,7 +1,8 @@
 // npm run bench:files -- the files-queue and collector benchmark, on the real PostgreSQL of the test bed.
 // Writes .bench/files.json and prints a table.
 //
-//   rebuild  1,300,000 objects in storage.objects, files_queue empty. Three ways, same run, same data:
+//   rebuild  1,300,000 objects in storage.objects, files_queue empty. Three ways, same run, same data
+//            (ours and the reference alternate BENCH_ROUNDS times, default 2, best of each kept):
 //            - ours: keyset batches of 100,000 (files_queue_repopulate_batch, as repopulate-files-queue runs them);
 //            - limit: one INSERT ... SELECT ... ON CONFLICT DO NOTHING (the reference, no batching at all);
 //            - runbook: batches of LIMIT 100000 OFFSET n with no ORDER BY; its restored count is reported.
@@ -20,6 +21,7 @@ import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts
 
 const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 1_300_000);
 const BATCH = 100_000;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const BUCKET = "agentbasic-legifrance-raw";
 const PER_FOND = Number(process.env.BENCH_DOCS_PER_FOND ?? 250);
 const log = (m: string) => console.error(`[bench] ${m}`);
@@ -75,28 +77,34 @@ try {
   await sql`vacuum analyze storage.objects`;
 
   // Rebuild -------------------------------------------------------------------------------------
-  await fresh();
-  log("rebuild: single INSERT ... SELECT (reference)");
-  let t0 = performance.now();
-  await sql.unsafe(`
-    INSERT INTO files_queue (file_path, bucket_id, file_size, status, processed, created_at)
-    SELECT name, bucket_id, (metadata->>'size')::bigint, 'pending', false, NOW()
-    FROM storage.objects WHERE bucket_id = '${BUCKET}'
-    ON CONFLICT (file_path) DO NOTHING`);
-  const rebuild_limit_s = seconds(t0);
-  if ((await count()) !== OBJECTS) throw new Error("reference insert did not restore every row");
+  // The machine is shared, so the reference and ours alternate ROUNDS times and each keeps its best.
+  let rebuild_limit_s = Infinity;
+  let rebuild_s = Infinity;
+  let rebuild_restored = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    await fresh();
+    log(`rebuild round ${round + 1}/${ROUNDS}: single INSERT ... SELECT (reference)`);
+    let t = performance.now();
+    await sql.unsafe(`
+      INSERT INTO files_queue (file_path, bucket_id, file_size, status, processed, created_at)
+      SELECT name, bucket_id, (metadata->>'size')::bigint, 'pending', false, NOW()
+      FROM storage.objects WHERE bucket_id = '${BUCKET}'
+      ON CONFLICT (file_path) DO NOTHING`);
+    rebuild_limit_s = Math.min(rebuild_limit_s, seconds(t));
+    if ((await count()) !== OBJECTS) throw new Error("reference insert did not restore every row");
 
-  await fresh();
-  log("rebuild: ours (keyset batches of 100,000)");
-  t0 = performance.now();
-  const ours = await repopulate(sql, { bucket: BUCKET, batchSize: BATCH, dryRun: false }, 3_600_000);
-  const rebuild_s = seconds(t0);
-  const rebuild_restored = await count();
-  if (ours.inserted !== rebuild_restored) throw new Error(`reported ${ours.inserted}, found ${rebuild_restored}`);
+    await fresh();
+    log(`rebuild round ${round + 1}/${ROUNDS}: ours (keyset batches of 100,000)`);
+    t = performance.now();
+    const ours = await repopulate(sql, { bucket: BUCKET, batchSize: BATCH, dryRun: false }, 3_600_000);
+    rebuild_s = Math.min(rebuild_s, seconds(t));
+    rebuild_restored = await count();
+    if (ours.inserted !== rebuild_restored) throw new Error(`reported ${ours.inserted}, found ${rebuild_restored}`);
+  }
 
   await fresh();
   log("rebuild: runbook (LIMIT/OFFSET batches, no ORDER BY)");
-  t0 = performance.now();
+  let t0 = performance.now();
   await runbookOffsetRepair();
   const rebuild_offset_s = seconds(t0);
   const rebuild_offset_restored = await count();
