@@ -130,6 +130,22 @@ describe("process pipeline", () => {
     fake.setFaults({ serverErrors: { count: 0 } });
   });
 
+  it("a slow provider times out: the jobs go back to the queue, none is left processing", async () => {
+    await makeTable("slow_items");
+    await db.sql`insert into slow_items (id, title) select g, 'lent ' || g from generate_series(1, 5) g`;
+    const impatient = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 300 });
+    fake.setFaults({ latencyMs: 2_000 });
+    try {
+      const r = await processEmbeddingQueue(db.sql, impatient, {
+        workerId: "impatient", batchSize: 10, budgetMs: 10_000, leaseSeconds: 30, concurrency: 1, maxAttempts: 2, retryBaseMs: 10, retryMaxMs: 50,
+      });
+      expect(r).toMatchObject({ claimed: 5, embedded: 0, retried: 5 });
+    } finally {
+      fake.setFaults({ latencyMs: 0 });
+    }
+    expect(await queueStatus("slow_items")).toEqual([{ status: "pending", n: 5 }]);
+  });
+
   it("fails only the job of a poisoned input; the rest of the batch is written", async () => {
     await makeTable("poison_items");
     await db.sql`insert into poison_items (id, title) select g, case when g = 7 then 'POISONED text' else 'sain ' || g end

@@ -4,6 +4,7 @@ import { packRequests } from "../packages/embeddings/batching.ts";
 import { assertDimensionsMatch, createProvider, parseEmbeddingEnv } from "../packages/embeddings/config.ts";
 import { contentHash, vectorLiteral } from "../packages/embeddings/hash.ts";
 import { OfflineEmbeddingProvider, offlineEmbedding } from "../packages/embeddings/offline.ts";
+import { base64ToFloat32 } from "../packages/embeddings/openai.ts";
 import { EmbeddingProviderError, OPENAI_LIMITS, parseRetryAfter } from "../packages/embeddings/provider.ts";
 import { RetriesExhaustedError, withRetry } from "../packages/embeddings/retry.ts";
 import { chunkText, countTokens } from "../packages/embeddings/tokens.ts";
@@ -87,5 +88,20 @@ describe("configuration", () => {
   it("hashes like SQL's sha256 and writes pgvector literals", () => {
     expect(contentHash("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     expect(vectorLiteral(new Float32Array([0.5, -0.25, 0]))).toBe("[0.5,-0.25,0]");
+  });
+});
+
+describe("vector encodings", () => {
+  it("vectorLiteral keeps 8 decimals, pgvector's syntax", () => {
+    expect(vectorLiteral(new Float32Array([1, -1, 0.03125, -0.000123456789, 0]))).toBe("[1,-1,0.03125,-0.00012346,0]");
+    const v = new Float32Array(1536).map((_, i) => Math.sin(i) / 40);
+    const back = vectorLiteral(v).slice(1, -1).split(",").map(Number);
+    back.forEach((x, i) => expect(Math.abs(x - v[i])).toBeLessThan(1e-8));
+  });
+
+  it("base64ToFloat32 reads OpenAI's base64 embeddings", () => {
+    const v = new Float32Array([0.5, -0.25, 1e-3, 0.123456]);
+    const b64 = Buffer.from(v.buffer).toString("base64");
+    expect(Array.from(base64ToFloat32(b64))).toEqual(Array.from(v));
   });
 });

@@ -63,10 +63,25 @@ export class OpenAIEmbeddingProvider implements EmbeddingProvider {
   }
 }
 
-function base64ToFloat32(b64: string): Float32Array {
-  const bin = atob(b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+const B64 = new Int16Array(128).fill(-1);
+for (let i = 0; i < 64; i++) B64["ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".charCodeAt(i)] = i;
+
+/** Base64 of little-endian float32s (OpenAI's encoding) straight into a Float32Array, no string copies. */
+export function base64ToFloat32(b64: string): Float32Array {
+  let len = b64.length;
+  while (len > 0 && b64.charCodeAt(len - 1) === 61) len--; // '=' padding
+  const bytes = new Uint8Array(Math.floor((len * 3) / 4));
+  let acc = 0, bits = 0, p = 0;
+  for (let i = 0; i < len; i++) {
+    const v = B64[b64.charCodeAt(i) & 127];
+    if (v < 0) throw new Error("invalid base64 in embedding");
+    acc = (acc << 6) | v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      bytes[p++] = (acc >> bits) & 0xff;
+    }
+  }
   // Little-endian float32, as OpenAI sends them (and as every platform we run on stores them).
   return new Float32Array(bytes.buffer, 0, bytes.length >> 2);
 }

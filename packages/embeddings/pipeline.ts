@@ -173,7 +173,9 @@ async function processBatch(
     try {
       const res = await withRetry(() => {
         result.providerCalls += 1;
-        return provider.embed(idx.map((i) => items[i].text));
+        // No request may outlive the jobs' lease: a hung provider gives the jobs back, never strands them.
+        const signal = AbortSignal.timeout(Math.max(1, leaseEnd - 5_000 - Date.now()));
+        return provider.embed(idx.map((i) => items[i].text), { signal });
       }, {
         maxAttempts: o.maxAttempts,
         baseDelayMs: o.retryBaseMs ?? 500,
