@@ -1,0 +1,177 @@
+// A PostgreSQL wire-protocol server for PGlite that is safe with many concurrent clients.
+//
+// PGlite has ONE backend, so clients must take turns. pglite-socket's multiplexer takes turns per
+// protocol *message*: two clients' extended-protocol sequences (Parse/Bind/Execute/Sync) then
+// interleave on the shared backend, and one client's Bind or error clobbers the other's unnamed
+// portal ("portal \"\" does not exist", or worse, another client's rows). This server takes turns
+// per *unit*: everything a client sends up to a Sync (or a simple Query, or a CopyDone/CopyFail)
+// runs in one exclusive section. After a unit, if the backend is inside a transaction block (or
+// the client stopped mid-sequence with a Flush), that client keeps the backend: only its units run
+// until it is back to idle. A client that disconnects while holding it is rolled back.
+import { createServer, type Server, type Socket } from "node:net";
+import type { PGlite } from "@electric-sql/pglite";
+
+const SSL_REQUEST = 80877103;
+const GSSENC_REQUEST = 80877104;
+const CANCEL_REQUEST = 80877102;
+const UNIT_END = new Set(["S", "Q", "c", "f"]); // Sync, Query, CopyDone, CopyFail
+
+interface Conn {
+  id: number;
+  socket: Socket;
+  buf: Buffer;
+  started: boolean;
+  pending: Buffer[];
+  closed: boolean;
+}
+
+interface Unit {
+  conn: Conn;
+  messages: Buffer[];
+  /** The client can go on without the backend (ended with Sync/Query/CopyDone/CopyFail). */
+  endsSequence: boolean;
+}
+
+export interface PGliteServer {
+  port: number;
+  stop(): Promise<void>;
+  stats(): { connections: number; queued: number };
+}
+
+export async function servePGlite(db: PGlite, host: string, port: number, maxConnections = 200): Promise<PGliteServer> {
+  const conns = new Set<Conn>();
+  const queue: Unit[] = [];
+  let owner: Conn | null = null;
+  let running = false;
+  let nextId = 1;
+  const rollback = encodeQuery("ROLLBACK");
+
+  async function pump(): Promise<void> {
+    if (running) return;
+    running = true;
+    try {
+      for (;;) {
+        const i = owner ? queue.findIndex((u) => u.conn === owner) : 0;
+        if (i < 0 || queue.length === 0) break;
+        const unit = queue.splice(i, 1)[0];
+        if (unit.conn.closed) continue;
+        const conn = unit.conn;
+        await db.runExclusive(async () => {
+          for (let m = 0; m < unit.messages.length; m++) {
+            // Flush PGlite's files once per unit, not once per message.
+            await db.execProtocolRawStream(new Uint8Array(unit.messages[m]), {
+              syncToFs: m === unit.messages.length - 1,
+              onRawData: (data) => {
+                if (!conn.closed && conn.socket.writable) conn.socket.write(Buffer.from(data));
+              },
+            });
+          }
+        }).catch((e) => {
+          // A protocol-level failure of PGlite itself: this client cannot continue.
+          conn.socket.destroy(e instanceof Error ? e : new Error(String(e)));
+        });
+        owner = db.isInTransaction() || !unit.endsSequence ? conn : null;
+        if (owner === conn && conn.closed) await release(conn);
+      }
+    } finally {
+      running = false;
+    }
+  }
+
+  /** A client gone while holding the backend: roll its transaction back and free the backend. */
+  async function release(conn: Conn): Promise<void> {
+    if (owner !== conn) return;
+    await db.runExclusive(() => db.execProtocolRawStream(rollback, { onRawData: () => {} })).catch(() => {});
+    owner = null;
+  }
+
+  function onData(conn: Conn, data: Buffer): void {
+    conn.buf = conn.buf.length ? Buffer.concat([conn.buf, data]) : data;
+    for (;;) {
+      if (!conn.started) {
+        if (conn.buf.length < 8) return;
+        const len = conn.buf.readInt32BE(0);
+        if (conn.buf.length < len) return;
+        const code = conn.buf.readInt32BE(4);
+        const msg = conn.buf.subarray(0, len);
+        conn.buf = conn.buf.subarray(len);
+        if (code === SSL_REQUEST || code === GSSENC_REQUEST) {
+          conn.socket.write("N"); // no TLS here: the client goes on in clear on localhost
+          continue;
+        }
+        if (code === CANCEL_REQUEST) {
+          conn.socket.end();
+          return;
+        }
+        conn.started = true;
+        queue.push({ conn, messages: [Buffer.from(msg)], endsSequence: true });
+        void pump();
+        continue;
+      }
+      if (conn.buf.length < 5) return;
+      const len = 1 + conn.buf.readInt32BE(1);
+      if (conn.buf.length < len) return;
+      const type = String.fromCharCode(conn.buf[0]);
+      const msg = Buffer.from(conn.buf.subarray(0, len));
+      conn.buf = conn.buf.subarray(len);
+      if (type === "X") {
+        // Terminate ends this client's session, never the shared backend.
+        conn.socket.end();
+        return;
+      }
+      conn.pending.push(msg);
+      if (UNIT_END.has(type) || type === "H") {
+        queue.push({ conn, messages: conn.pending, endsSequence: type !== "H" });
+        conn.pending = [];
+        void pump();
+      }
+    }
+  }
+
+  function onClose(conn: Conn): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    conns.delete(conn);
+    for (let i = queue.length - 1; i >= 0; i--) if (queue[i].conn === conn) queue.splice(i, 1);
+    if (owner === conn && !running) void release(conn).then(() => pump());
+    else if (owner === conn) {
+      // pump() releases it after the unit in flight.
+    }
+  }
+
+  const server: Server = createServer((socket) => {
+    if (conns.size >= maxConnections) {
+      socket.end();
+      return;
+    }
+    socket.setNoDelay(true);
+    const conn: Conn = { id: nextId++, socket, buf: Buffer.alloc(0), started: false, pending: [], closed: false };
+    conns.add(conn);
+    socket.on("data", (d: Buffer) => onData(conn, d));
+    socket.on("close", () => onClose(conn));
+    socket.on("error", () => onClose(conn));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address();
+  return {
+    port: typeof address === "object" && address ? address.port : port,
+    stats: () => ({ connections: conns.size, queued: queue.length }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        for (const c of conns) c.socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function encodeQuery(sql: string): Uint8Array {
+  const body = Buffer.from(sql + "\0", "utf8");
+  const out = Buffer.alloc(1 + 4 + body.length);
+  out.write("Q", 0, "ascii");
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return new Uint8Array(out);
+}
