@@ -93,7 +93,19 @@ describe("functions through the gateway", () => {
     const broken = await fetch(`${stack.apiUrl}/functions/v1/broken`, { method: "POST", headers: { authorization: `Bearer ${stack.serviceRoleKey}` } });
     expect(broken.status).toBe(503);
     expect((await broken.json()).message).toContain("deliberate import-time failure");
-    expect(stack.functions).toEqual(["echo", "public-echo", "record-call"]);
+    expect(stack.functions).toEqual(["crash", "echo", "public-echo", "record-call"]);
+  });
+
+  it("restarts the Deno process when a function takes it down", async () => {
+    const before = stack.functionsPid;
+    const r = await fetch(`${stack.apiUrl}/functions/v1/crash`, { method: "POST", headers: { authorization: `Bearer ${stack.serviceRoleKey}` } });
+    expect(r.status).toBeGreaterThanOrEqual(500);
+    await waitFor("the Deno process to come back", async () => {
+      const again = await fetch(`${stack.apiUrl}/functions/v1/echo`, { method: "POST", headers: { authorization: `Bearer ${stack.anonKey}` }, body: "{}" });
+      return again.status === 200;
+    }, 20_000, 200);
+    expect(stack.functionsPid).not.toBe(before);
+    expect(processAlive(before)).toBe(false);
   });
 
   it("writes the Vault entries that private.invoke_edge_function reads", async () => {

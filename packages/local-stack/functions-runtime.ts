@@ -20,6 +20,8 @@ export interface FunctionsRuntimeOptions {
   env: Record<string, string>;
   log: (line: string) => void;
   readyTimeoutMs?: number;
+  /** Called when the process exits on its own (a crash, a function calling Deno.exit), not via stop(). */
+  onUnexpectedExit?: (code: number | null) => void;
 }
 
 export async function startFunctionsRuntime(opts: FunctionsRuntimeOptions): Promise<FunctionsRuntime> {
@@ -77,12 +79,19 @@ export async function startFunctionsRuntime(opts: FunctionsRuntimeOptions): Prom
   });
 
   for (const [name, err] of Object.entries(ready.failed)) opts.log(`[functions] ${name} failed to load: ${err}`);
+  let stopping = false;
+  void exited.then((code) => {
+    if (!stopping) opts.onUnexpectedExit?.(code);
+  });
   return {
     url: `http://127.0.0.1:${ready.port}`,
     pid: child.pid!,
     loaded: ready.loaded,
     failed: ready.failed,
-    stop: () => killChild(child, exited),
+    stop: () => {
+      stopping = true;
+      return killChild(child, exited);
+    },
   };
 }
 

@@ -97,6 +97,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const verify = readVerifyJwt(configFile);
     const names = listFunctions(functionsDir);
     let runtime: FunctionsRuntime | null = null;
+    let updateState: (patch: Partial<StackState>) => Promise<void> = async () => {};
     const served = new Set(names);
     const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
     stoppers.push(() => sql.end({ timeout: 2 }));
@@ -128,8 +129,34 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         })
         : undefined
     );
-    const functionsStarted = startFunctionsRuntime({ functionsDir, env, log }).then((r) => {
-      stoppers.push(() => r.stop());
+    // The Deno process is supervised: if it dies on its own (a crash, a function calling
+    // Deno.exit), it is started again, as the platform starts a fresh worker.
+    let stopped = false;
+    const launch = (): Promise<FunctionsRuntime> =>
+      startFunctionsRuntime({
+        functionsDir,
+        env,
+        log,
+        onUnexpectedExit: (code) => {
+          if (stopped) return;
+          log(`[functions] Deno process exited unexpectedly (code ${code}); restarting`);
+          runtime = null;
+          setTimeout(() => {
+            if (stopped) return;
+            launch().then((r) => {
+              if (stopped) return void r.stop();
+              runtime = r;
+              log(`[functions] Deno restarted (pid ${r.pid})`);
+              void updateState({ functionsPid: r.pid });
+            }).catch((e) => log(`[functions] restart failed: ${e instanceof Error ? e.message : e}`));
+          }, 500);
+        },
+      });
+    stoppers.push(async () => {
+      stopped = true;
+      await runtime?.stop();
+    });
+    const functionsStarted = launch().then((r) => {
       log(`[functions] Deno serving ${r.loaded.length} function(s) at ${ms(t0)} ms`);
       runtime = r;
       return r;
@@ -184,6 +211,11 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     };
     const file = stateFile(dataDir);
     await writeFile(file, JSON.stringify(state, null, 2) + "\n", { mode: 0o600 });
+    updateState = async (patch) => {
+      if (stopped) return;
+      Object.assign(state, patch);
+      await writeFile(file, JSON.stringify(state, null, 2) + "\n", { mode: 0o600 }).catch(() => {});
+    };
     stoppers.push(async () => {
       if (existsSync(file)) await rm(file, { force: true });
     });
@@ -194,7 +226,10 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       dbUrl,
       anonKey: keys.anonKey,
       serviceRoleKey: keys.serviceRoleKey,
-      functionsPid: rt.pid,
+      // A getter: the pid changes if the supervisor restarts the Deno process.
+      get functionsPid() {
+        return runtime?.pid ?? rt.pid;
+      },
       functions: rt.loaded,
       startupMs,
       storageRoot,

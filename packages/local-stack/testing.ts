@@ -24,11 +24,10 @@ export async function startTestStack(opts: LocalStackOptions = {}): Promise<Loca
     dataDir,
   });
   const stop = stack.stop;
-  return {
-    ...stack,
-    stop: async () => {
-      await stop();
-      if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
-    },
+  // Mutated rather than spread: functionsPid is a live getter.
+  stack.stop = async () => {
+    await stop();
+    if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
   };
+  return stack;
 }
