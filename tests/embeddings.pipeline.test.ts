@@ -1,5 +1,7 @@
 // The process pipeline against the real PostgreSQL and the fake OpenAI server (real openai SDK).
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { vectorLiteral } from "../packages/embeddings/hash.ts";
+import { offlineEmbedding } from "../packages/embeddings/offline.ts";
 import { OpenAIEmbeddingProvider } from "../packages/embeddings/openai.ts";
 import { type ProcessOptions, processEmbeddingQueue } from "../packages/embeddings/pipeline.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../packages/testkit/fake-openai.ts";
@@ -144,6 +146,45 @@ describe("process pipeline", () => {
       fake.setFaults({ latencyMs: 0 });
     }
     expect(await queueStatus("slow_items")).toEqual([{ status: "pending", n: 5 }]);
+  });
+
+  it("a revoked key (401) stops the run after one batch; its jobs wait in the queue", async () => {
+    await makeTable("auth_items");
+    await db.sql`insert into auth_items (id, title) select g, 'clé ' || g from generate_series(1, 30) g`;
+    fake.setFaults({ unauthorized: true });
+    try {
+      const r = await run({ batchSize: 10 });
+      expect(r).toMatchObject({ claimed: 10, batches: 1, retried: 10, dead: 0 });
+      expect(r.fatalError).toMatch(/401/);
+    } finally {
+      fake.setFaults({ unauthorized: false });
+    }
+    expect(await queueStatus("auth_items")).toEqual([{ status: "pending", n: 30 }]);
+  });
+
+  it("search: match_documents and hybrid_search find the current content, for authenticated callers", async () => {
+    await makeTable("search_items");
+    await db.sql`insert into search_items (id, title, body) values
+      (1, 'Congés payés', 'Le salarié a droit à des congés payés chaque année.'),
+      (2, 'Bail commercial', 'Le locataire commercial peut demander le renouvellement du bail.'),
+      (3, 'Permis de construire', 'La demande de permis est déposée en mairie.')`;
+    await run();
+    const q = vectorLiteral(offlineEmbedding("renouvellement du bail commercial", 1536));
+    const hits = await db.sql.begin(async (tx) => {
+      await tx`set local role authenticated`;
+      return await tx`select source_id, similarity from match_documents(${q}::vector, 2, '{"source_table": "search_items"}')`;
+    });
+    expect(hits[0].source_id).toBe("2");
+    const hybrid = await db.sql.begin(async (tx) => {
+      await tx`set local role authenticated`;
+      return await tx`select source_id from hybrid_search('congés payés', ${q}::vector, 3, '{"source_table": "search_items"}')`;
+    });
+    expect(hybrid.map((h) => h.source_id)).toContain("1");
+    expect(hybrid.map((h) => h.source_id)).toContain("2");
+    await expect(db.sql.begin(async (tx) => {
+      await tx`set local role anon`;
+      return await tx`select * from match_documents(${q}::vector, 2)`;
+    })).rejects.toThrow(/permission denied/);
   });
 
   it("fails only the job of a poisoned input; the rest of the batch is written", async () => {

@@ -80,7 +80,10 @@ export function createProcessEmbeddingQueueHandler(source: Record<string, string
             lingerAfterWake: true,
           });
           const { claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches } = r;
-          return json({ claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches, provider: provider.name, model: provider.model });
+          return json({
+            claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches,
+            provider: provider.name, model: provider.model, ...(r.fatalError ? { error: r.fatalError } : {}),
+          });
         }
         case "resync": {
           const rows = await sql<{ source_table: string; enqueued: string; deletes: string }[]>`

@@ -34,6 +34,8 @@ export interface ProcessOptions {
 }
 
 export interface ProcessResult {
+  /** Set when the provider refused our credentials (401/403): the run stopped claiming. */
+  fatalError?: string;
   claimed: number;
   embedded: number;
   unchanged: number;
@@ -105,6 +107,10 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
     result.claimed += jobs.length;
     result.batches += 1;
     await processBatch(sql, provider, o, jobs, limit, result);
+    if (result.fatalError) {
+      o.log?.(`stopping: ${result.fatalError}`);
+      break;
+    }
     slowestBatchMs = Math.max(slowestBatchMs, Date.now() - batchStarted);
   }
   result.ms = Date.now() - started;
@@ -199,6 +205,8 @@ async function processBatch(
       }
       const last = e instanceof RetriesExhaustedError ? e.last : e instanceof EmbeddingProviderError ? e : undefined;
       const message = e instanceof Error ? e.message : String(e);
+      // A revoked or wrong key fails every request alike: stop claiming instead of burning attempts.
+      if (last?.status === 401 || last?.status === 403) result.fatalError = message;
       failJobs(idx.flatMap((i) => [...items[i].jobs]), {
         error: message,
         permanent: false,

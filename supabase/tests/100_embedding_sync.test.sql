@@ -1,6 +1,6 @@
 -- Embedding sync SQL: queue rules, trigger behaviour, guards, RLS and views.
 begin;
-select plan(46);
+select plan(48);
 
 -- Local-only Vault entries so the webhook has somewhere to go (nothing sends in this test).
 select vault.create_secret('http://127.0.0.1:9', 'project_url');
@@ -109,6 +109,16 @@ select is((select content from documentation_embeddings where source_id = '3'), 
 truncate faq_items;
 select is((select count(*)::int from documentation_embeddings where source_table = 'faq_items'), 0,
   'TRUNCATE removes the embeddings');
+
+-- A content function takes the row as jsonb and returns the text.
+create table public.laws (code text primary key, title text, articles jsonb);
+create function public.law_text(r jsonb) returns text language sql immutable
+  as $$ select (r->>'title') || ': ' || (select string_agg(a, ' / ') from jsonb_array_elements_text(r->'articles') a) $$;
+select lives_ok($$ select register_embedding_source('laws', content_function => 'public.law_text(jsonb)'::regprocedure) $$,
+  'register with a content function');
+insert into laws values ('L1', 'Code civil', '["art. 1", "art. 2"]');
+select is((select content from embedding_sync_queue where source_table = 'laws'), 'Code civil: art. 1 / art. 2',
+  'the content function''s text is queued');
 
 -- Webhook coalescing and schedules.
 create table public.burst_items (id int primary key, body text);

@@ -15,6 +15,7 @@
 //             fresh process before anything else runs; then again after the 4-parallel pipeline,
 //             where one local process serves all four at once (reported, not the target's figure).
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import postgres from "postgres";
 import { OpenAIEmbeddingProvider } from "../../packages/embeddings/openai.ts";
 import { contentHash, vectorLiteral } from "../../packages/embeddings/hash.ts";
@@ -206,6 +207,9 @@ try {
 
   const result = {
     rows: ROWS,
+    // The test machine is shared; the pipeline is CPU-bound (HNSW inserts), the baseline is not.
+    load_avg_1m_at_end: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
+    cpus: availableParallelism(),
     provider_latency_ms: PROVIDER_LATENCY_MS,
     pipeline_rows_per_s: Math.round(pipelineRowsPerS),
     pipeline_provider_requests: pipelineRequests,
@@ -238,7 +242,8 @@ try {
   ];
   const w0 = Math.max(...rowsOut.map((r) => r[0].length));
   const w1 = Math.max(...rowsOut.map((r) => r[1].length));
-  console.log(`embedding sync benchmark (fake OpenAI +${PROVIDER_LATENCY_MS} ms/request, real PostgreSQL)`);
+  console.log(`embedding sync benchmark (fake OpenAI +${PROVIDER_LATENCY_MS} ms/request, real PostgreSQL, ` +
+    `${result.cpus} CPUs, load average ${result.load_avg_1m_at_end} at the end)`);
   console.log(`${"metric".padEnd(w0)}  ${"value".padStart(w1)}  note`);
   for (const [k, v, n] of rowsOut) console.log(`${k.padEnd(w0)}  ${v.padStart(w1)}  ${n}`);
   console.log(`written to .bench/embeddings.json`);
