@@ -1,7 +1,7 @@
 -- files_queue and the collector's SQL: schema kept for the runbook, the Storage trigger, keyset
 -- repopulate, anti-join repair, alert, queue rules, RLS and security_invoker views.
 begin;
-select plan(40);
+select plan(47);
 
 -- The runbook's columns, and file_path unique on its own.
 select has_table('public', 'files_queue', 'files_queue exists');
@@ -88,6 +88,23 @@ select is(recover_stuck_files_queue(), 1::bigint, 'an expired lease is recovered
 -- The collector's single active MASSIVE run.
 select ok((select acquired from legifrance_start_run('massive')), 'a first massive run starts');
 select ok(not (select acquired from legifrance_start_run('massive')), 'a second one while the first holds its lease does not');
+select ok((select acquired from legifrance_start_run('massive', (select id from legifrance_collector_runs where status = 'running'))),
+          'the continuation (same run id) takes the run over');
+update legifrance_collector_runs set lease_until = now() - interval '1 second' where status = 'running';
+select ok((select acquired from legifrance_start_run('massive')), 'after the lease lapses a new run starts...');
+select is((select count(*)::int from legifrance_collector_runs where status = 'failed' and last_error like 'lease expired%'), 1,
+          '...and the dead one is closed as failed');
+
+-- The plan cursor advances once per page, even when a page is replayed after a crash.
+select ok(legifrance_advance_plan((select id from legifrance_collector_runs where status = 'running'), 'codes', 1, 250, 100, 0),
+          'page 1 advances the cursor');
+select ok(not legifrance_advance_plan((select id from legifrance_collector_runs where status = 'running'), 'codes', 1, 250, 100, 0),
+          'a replay of page 1 does not advance it again');
+select is((select next_page || ':' || docs_collected || ':' || done from legifrance_crawl_plan where category = 'codes'), '2:100:false',
+          'cursor at page 2, documents counted once');
+select legifrance_advance_plan((select id from legifrance_collector_runs where status = 'running'), 'codes', 2, 250, 100, 0);
+select legifrance_advance_plan((select id from legifrance_collector_runs where status = 'running'), 'codes', 3, 250, 50, 0);
+select ok((select done from legifrance_crawl_plan where category = 'codes'), 'the last page closes the category');
 
 select * from finish();
 rollback;
