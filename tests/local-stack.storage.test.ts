@@ -5,6 +5,7 @@ import { request } from "node:http";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalClient } from "../packages/local-stack/client.ts";
+import { signRoleKey } from "../packages/local-stack/keys.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { useTestDatabase } from "./helpers/db.ts";
@@ -150,6 +151,24 @@ describe("storage through supabase-js", () => {
     expect(r.status).toBe(200);
     expect(await r.text()).toBe("public!");
     expect((await fetch(anon.from("docs").getPublicUrl("fr/code-civil.json").data.publicUrl)).status).toBe(400);
+  });
+
+  it("RLS policies decide for authenticated users, with auth.uid() from the JWT, as on Supabase", async () => {
+    await db.sql.unsafe(`
+      create policy "own folder insert" on storage.objects for insert to authenticated
+        with check (bucket_id = 'docs' and (storage.foldername(name))[1] = auth.uid()::text);
+      create policy "own rows read" on storage.objects for select to authenticated
+        using (bucket_id = 'docs' and owner = auth.uid());`);
+    const secret = readFileSync(join(dirname(stack.storageRoot), "jwt-secret"), "utf8").trim();
+    const uid = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b";
+    const userKey = await signRoleKey(secret, "authenticated", { sub: uid });
+    const user = createLocalClient(stack.apiUrl, userKey).storage.from("docs");
+    expect((await user.upload(`${uid}/note.txt`, "mine", { contentType: "text/plain" })).error).toBeNull();
+    expect((await user.upload("someone-else/note.txt", "not mine", { contentType: "text/plain" })).error).not.toBeNull();
+    expect(await (await user.download(`${uid}/note.txt`)).data!.text()).toBe("mine");
+    expect((await user.download("fr/code-civil.json")).error).not.toBeNull(); // not theirs
+    expect(await db.sql`select name, owner::text, owner_id from storage.objects where name like '%note.txt'`)
+      .toEqual([{ name: `${uid}/note.txt`, owner: uid, owner_id: uid }]);
   });
 
   it("without any JWT, storage refuses everything but public reads", async () => {

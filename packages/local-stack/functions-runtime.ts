@@ -1,5 +1,6 @@
 // Starts the single Deno process that serves every edge function, and stops it without orphans.
 import { type ChildProcess, spawn } from "node:child_process";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { listFunctions } from "./function-config.ts";
 
@@ -28,10 +29,14 @@ export async function startFunctionsRuntime(opts: FunctionsRuntimeOptions): Prom
   const names = listFunctions(opts.functionsDir);
   const deno = fileURLToPath(new URL("node_modules/.bin/deno", `file://${root}`));
   // Explicit permissions: network (DB, gateway, providers), env, system info (postgres.js asks for
-  // the host name), reading the repo and the functions. No write and no subprocess: functions on
-  // the platform cannot do either.
-  const readable = [...new Set([root, opts.functionsDir])].join(",");
-  const args = ["run", "--no-prompt", "--allow-net", "--allow-env", `--allow-read=${readable}`, "--allow-sys", serverScript, opts.functionsDir, ...names];
+  // the host name), reading the repo and the functions, writing only the temp dir (the platform
+  // offers /tmp). No subprocess: functions on the platform cannot spawn one.
+  const tmp = tmpdir();
+  const readable = [...new Set([root, opts.functionsDir, tmp])].join(",");
+  const args = [
+    "run", "--no-prompt", "--allow-net", "--allow-env", `--allow-read=${readable}`, `--allow-write=${tmp}`, "--allow-sys",
+    serverScript, opts.functionsDir, ...names,
+  ];
   const child = spawn(deno, args, {
     cwd: root,
     // Like the hosted runtime, functions see only the platform variables and their secrets, plus

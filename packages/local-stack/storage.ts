@@ -277,6 +277,7 @@ export function createStorageHandler(ctx: StorageContext) {
       httpStatusCode: 200,
     };
     const owner = typeof caller.claims.sub === "string" ? caller.claims.sub : null;
+    const ownerUuid = owner && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(owner) ? owner : null;
     let previous: string | null = null;
     let row: { id: string };
     try {
@@ -289,14 +290,15 @@ export function createStorageHandler(ctx: StorageContext) {
           const [r] = await tx<{ id: string }[]>`
             update storage.objects set version = ${version}, metadata = ${tx.json(metadata)},
               user_metadata = ${userMetadata ? tx.json(userMetadata as postgres.JSONValue) : null},
-              updated_at = ${now}, last_accessed_at = ${now}, owner_id = coalesce(${owner}, owner_id)
+              updated_at = ${now}, last_accessed_at = ${now}, owner_id = coalesce(${owner}, owner_id),
+              owner = coalesce(${ownerUuid}::uuid, owner)
             where bucket_id = ${bucketId} and name = ${name} returning id`;
           if (!r) throw new HttpError(403, "Unauthorized", "new row violates row-level security policy");
           return r;
         }
         const [r] = await tx<{ id: string }[]>`
-          insert into storage.objects (bucket_id, name, owner_id, version, metadata, user_metadata, created_at, updated_at, last_accessed_at)
-          values (${bucketId}, ${name}, ${owner}, ${version}, ${tx.json(metadata)},
+          insert into storage.objects (bucket_id, name, owner_id, owner, version, metadata, user_metadata, created_at, updated_at, last_accessed_at)
+          values (${bucketId}, ${name}, ${owner}, ${ownerUuid}::uuid, ${version}, ${tx.json(metadata)},
                   ${userMetadata ? tx.json(userMetadata as postgres.JSONValue) : null}, ${now}, ${now}, ${now})
           returning id`;
         return r;
