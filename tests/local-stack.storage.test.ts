@@ -1,11 +1,12 @@
 // The /storage/v1 stand-in, driven with supabase-js and checked against storage.objects rows and
 // the files on disk.
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalClient } from "../packages/local-stack/client.ts";
 import { signRoleKey } from "../packages/local-stack/keys.ts";
+import { sweepOrphanFiles } from "../packages/local-stack/storage.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { useTestDatabase } from "./helpers/db.ts";
@@ -169,6 +170,25 @@ describe("storage through supabase-js", () => {
     expect((await user.download("fr/code-civil.json")).error).not.toBeNull(); // not theirs
     expect(await db.sql`select name, owner::text, owner_id from storage.objects where name like '%note.txt'`)
       .toEqual([{ name: `${uid}/note.txt`, owner: uid, owner_id: uid }]);
+  });
+
+  it("after a crash, files without a row are swept and files with one are kept", async () => {
+    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    expect((await s.upload("crash/kept.txt", "kept", { contentType: "text/plain" })).error).toBeNull();
+    // What an interrupted upload leaves: a version file (and a temp file) that no row points at.
+    const orphanDir = join(stack.storageRoot, "docs", "crash", "lost.txt");
+    mkdirSync(orphanDir, { recursive: true });
+    const orphan = join(orphanDir, "0b7e3f8a-1c2d-4e5f-8a9b-0c1d2e3f4a5b");
+    writeFileSync(orphan, "half-written");
+    writeFileSync(`${orphan}.tmp`, "temp");
+    const old = new Date(Date.now() - 3600_000);
+    for (const f of [orphan, `${orphan}.tmp`]) utimesSync(f, old, old);
+    const keptDir = join(stack.storageRoot, "docs", "crash", "kept.txt");
+    for (const f of readdirSync(keptDir)) utimesSync(join(keptDir, f), old, old);
+
+    expect(await sweepOrphanFiles(db.sql, stack.storageRoot)).toBe(2);
+    expect(existsSync(orphan) || existsSync(`${orphan}.tmp`)).toBe(false);
+    expect(await (await s.download("crash/kept.txt")).data!.text()).toBe("kept");
   });
 
   it("without any JWT, storage refuses everything but public reads", async () => {

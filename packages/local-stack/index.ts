@@ -16,7 +16,7 @@ import { applyPlatformBootstrap, pushMigrations } from "./migrate.ts";
 import { startPgNetSender, type PgNetSender } from "./pg-net.ts";
 import { embeddedUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "./pglite.ts";
 import { type StackState, stateFile } from "./state.ts";
-import { createStorageHandler } from "./storage.ts";
+import { createStorageHandler, sweepOrphanFiles } from "./storage.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 const migrationsDir = join(repoRoot, "supabase/migrations");
@@ -190,6 +190,10 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     if (sender) stoppers.push(() => sender.stop());
     const ticker: CronTicker | null = (await hasCronStandIn(sql)) ? startCronTicker({ dbUrl, log }) : null;
     if (ticker) stoppers.push(() => ticker.stop());
+    // In the background (a stop just cuts it short): files a crash left without a row (storage.ts).
+    void sweepOrphanFiles(sql, storageRoot)
+      .then((n) => n > 0 && log(`[storage] removed ${n} orphaned file(s) left by an interrupted write`))
+      .catch(() => {});
 
     const startupMs = Math.round(performance.now() - t0);
     const state: StackState = {

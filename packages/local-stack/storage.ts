@@ -15,7 +15,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { copyFile, link, mkdir, readdir, rename, rmdir, stat, unlink, writeFile } from "node:fs/promises";
-import { dirname, resolve, sep } from "node:path";
+import { dirname, join, resolve, sep } from "node:path";
 import { Readable } from "node:stream";
 import type postgres from "postgres";
 import { z } from "zod";
@@ -564,4 +564,56 @@ function infoJson(r: ObjectRow) {
     last_modified: md.lastModified ?? r.updated_at,
     created_at: r.created_at,
   };
+}
+
+const VERSION_FILE = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(\.tmp)?$/;
+
+/**
+ * Removes version files no row points at: what a crash between "file written" and "row committed"
+ * (or between "row deleted" and "file removed") leaves behind. Only files older than `minAgeMs`
+ * are considered, so uploads in flight are never touched. Returns how many files were removed.
+ */
+export async function sweepOrphanFiles(sql: postgres.Sql, rootDir: string, minAgeMs = 10 * 60_000): Promise<number> {
+  const root = resolve(rootDir);
+  let removed = 0;
+  let buckets: string[];
+  try {
+    buckets = (await readdir(root, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
+  } catch {
+    return 0;
+  }
+  const cutoff = Date.now() - minAgeMs;
+  for (const bucket of buckets) {
+    if (!BUCKET_ID.test(bucket)) continue;
+    const candidates: Array<{ path: string; name: string; version: string; tmp: boolean }> = [];
+    const walk = async (dir: string, parts: string[]): Promise<void> => {
+      for (const d of await readdir(dir, { withFileTypes: true })) {
+        const p = join(dir, d.name);
+        if (d.isDirectory()) await walk(p, [...parts, d.name]);
+        else {
+          const m = VERSION_FILE.exec(d.name);
+          if (m && parts.length > 0 && (await stat(p)).mtimeMs < cutoff) {
+            candidates.push({ path: p, name: parts.join("/"), version: m[1], tmp: !!m[2] });
+          }
+        }
+      }
+    };
+    await walk(join(root, bucket), []);
+    for (let i = 0; i < candidates.length; i += 1000) {
+      const batch = candidates.slice(i, i + 1000);
+      const live = await sql<{ name: string; version: string }[]>`
+        select o.name, o.version from storage.objects o
+        join unnest(${batch.map((c) => c.name)}::text[], ${batch.map((c) => c.version)}::text[]) as f(name, version)
+          on o.name = f.name and o.version = f.version
+        where o.bucket_id = ${bucket}`;
+      const keep = new Set(live.map((r) => `${r.name}\u0000${r.version}`));
+      for (const c of batch) {
+        if (c.tmp || !keep.has(`${c.name}\u0000${c.version}`)) {
+          await unlink(c.path).catch(() => {});
+          removed++;
+        }
+      }
+    }
+  }
+  return removed;
 }
