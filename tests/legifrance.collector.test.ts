@@ -142,6 +142,30 @@ describe("MASSIVE", () => {
   });
 });
 
+describe("MASSIVE when PISTE stays down", () => {
+  it("keeps the run and its cursor, counts the failing invocations, and resumes once PISTE is back", async () => {
+    const flaky = () => new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: piste.clientSecret, rps: 200, backoffBaseMs: 5, maxRetries: 1 });
+    const first = await collectMassive(deps({}, 100), { budgetMs: 300 });
+    expect(first.pages).toBeGreaterThan(0);
+    const [cursor] = await db.sql`select sum(next_page)::int as p from legifrance_crawl_plan`;
+
+    piste.setFaults({ rate500: 1 });
+    const down1 = await collectMassive(deps({ api: flaky() }), { runId: first.runId, budgetMs: 60_000 });
+    const down2 = await collectMassive(deps({ api: flaky() }), { runId: first.runId, budgetMs: 60_000 });
+    expect(down1).toMatchObject({ acquired: true, done: false, consecutiveErrors: 1, error: expect.stringMatching(/500/) });
+    expect(down2.consecutiveErrors).toBe(2);
+    const [run] = await db.sql`select status, consecutive_errors, last_error from legifrance_collector_runs where id = ${first.runId}`;
+    expect(run).toMatchObject({ status: "running", consecutive_errors: 2 });
+    expect((await db.sql`select sum(next_page)::int as p from legifrance_crawl_plan`)[0].p).toBe(cursor.p);
+
+    piste.setFaults({ rate500: 0 });
+    const back = await collectMassive(deps(), { runId: first.runId, budgetMs: 60_000 });
+    expect(back).toMatchObject({ done: true, failed: 0 });
+    expect(back.error).toBeUndefined();
+    await expectEverythingCollectedOnce();
+  });
+});
+
 describe("MAINTENANCE", () => {
   it("collects the newest page of each category, at the requested page size", async () => {
     const r = await collectMaintenance(deps(), { pageSize: 50 });

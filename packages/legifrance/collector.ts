@@ -41,6 +41,9 @@ export interface CollectResult {
   failed: number;
   done: boolean;
   stopped: boolean;
+  /** MASSIVE: the error that ended this invocation early, and how many invocations in a row failed. */
+  error?: string;
+  consecutiveErrors?: number;
 }
 
 const NEWEST_SORT: Record<string, string> = {
@@ -140,35 +143,44 @@ export async function collectMassive(deps: CollectorDeps, opts: MassiveOptions):
   if (!run.acquired) return result;
 
   let lastPageMs = 0;
-  for (;;) {
-    const [entry] = await deps.sql<PlanEntry[]>`
-      select category, fond, query, filters, page_size, next_page, total_results
-        from public.legifrance_crawl_plan where enabled and not done order by category limit 1`;
-    if (!entry) {
-      result.done = true;
-      await deps.sql`select public.legifrance_finish_run(${run.run_id}, 'completed')`;
-      return result;
-    }
-    const [state] = await deps.sql<{ status: string }[]>`select status from public.legifrance_collector_runs where id = ${run.run_id}`;
-    if (state?.status !== "running") {
-      result.stopped = true;
-      return result;
-    }
-    // Start a page only if it can finish inside the budget (estimated from the last one).
-    if (performance.now() - t0 + lastPageMs * 1.2 > opts.budgetMs) return result;
+  try {
+    for (;;) {
+      const [entry] = await deps.sql<PlanEntry[]>`
+        select category, fond, query, filters, page_size, next_page, total_results
+          from public.legifrance_crawl_plan where enabled and not done order by category limit 1`;
+      if (!entry) {
+        result.done = true;
+        await deps.sql`select public.legifrance_finish_run(${run.run_id}, 'completed')`;
+        return result;
+      }
+      const [state] = await deps.sql<{ status: string }[]>`select status from public.legifrance_collector_runs where id = ${run.run_id}`;
+      if (state?.status !== "running") {
+        result.stopped = true;
+        return result;
+      }
+      // Start a page only if it can finish inside the budget (estimated from the last one).
+      if (performance.now() - t0 + lastPageMs * 1.2 > opts.budgetMs) return result;
 
-    const tPage = performance.now();
-    const page = await deps.api.search(searchBody(entry, entry.next_page, entry.page_size), opts.signal);
-    const { ids, total } = documentIdsOf(entry.fond, page);
-    const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, opts.signal);
-    // An empty page past the end closes the category even if the announced total was larger.
-    const effectiveTotal = ids.length === 0 ? Math.min(total, (entry.next_page - 1) * entry.page_size) : total;
-    await deps.sql`select public.legifrance_advance_plan(${run.run_id}, ${entry.category}, ${entry.next_page}, ${effectiveTotal}, ${collected}, ${failed}, ${lease})`;
-    result.pages++;
-    result.collected += collected;
-    result.failed += failed;
-    lastPageMs = performance.now() - tPage;
-    deps.log?.(`massive ${entry.category} page ${entry.next_page}: ${collected} stored, ${failed} failed (${Math.round(lastPageMs)} ms)`);
+      const tPage = performance.now();
+      const page = await deps.api.search(searchBody(entry, entry.next_page, entry.page_size), opts.signal);
+      const { ids, total } = documentIdsOf(entry.fond, page);
+      const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, opts.signal);
+      // An empty page past the end closes the category even if the announced total was larger.
+      const effectiveTotal = ids.length === 0 ? Math.min(total, (entry.next_page - 1) * entry.page_size) : total;
+      await deps.sql`select public.legifrance_advance_plan(${run.run_id}, ${entry.category}, ${entry.next_page}, ${effectiveTotal}, ${collected}, ${failed}, ${lease})`;
+      result.pages++;
+      result.collected += collected;
+      result.failed += failed;
+      lastPageMs = performance.now() - tPage;
+      deps.log?.(`massive ${entry.category} page ${entry.next_page}: ${collected} stored, ${failed} failed (${Math.round(lastPageMs)} ms)`);
+    }
+  } catch (e) {
+    // A killed invocation (aborted) just dies: its lease and cursor are what the next one resumes from.
+    if (opts.signal?.aborted) throw e;
+    result.error = (e as Error).message ?? String(e);
+    const [r] = await deps.sql<{ n: number | null }[]>`select public.legifrance_run_error(${run.run_id}, ${result.error}) as n`;
+    result.consecutiveErrors = r?.n ?? 0;
+    return result;
   }
 }
 

@@ -24,6 +24,9 @@ export const collectorBodySchema = z.discriminatedUnion("mode", [
 ]);
 export type CollectorBody = z.infer<typeof collectorBodySchema>;
 
+/** Invocations in a row that fail (after the client's own retries) before a MASSIVE run is closed as failed. */
+const MAX_CONSECUTIVE_ERRORS = 3;
+
 const OFFICIAL_OAUTH = "https://oauth.piste.gouv.fr/api/oauth/token";
 const OFFICIAL_API = "https://api.piste.gouv.fr/dila/legifrance/lf-engine-app";
 
@@ -74,6 +77,10 @@ export function collectorHandler(ctx: () => FilesContext, env: () => Record<stri
       }
       const result = await collectMassive(deps, { runId: body.runId, budgetMs: body.budgetMs ?? cfg.LEGIFRANCE_BUDGET_MS });
       if (!result.acquired) return json({ ...result, error: "another massive run is active" }, 409);
+      if (result.error && (result.consecutiveErrors ?? 0) >= MAX_CONSECUTIVE_ERRORS) {
+        await sql`select public.legifrance_finish_run(${result.runId}, 'failed', ${result.error})`;
+        return json({ ...result, continued: false }, 502);
+      }
       let continued = false;
       if (!result.done && !result.stopped && body.continue) {
         continued = await continueViaPgNet(sql, "legifrance-collector", {

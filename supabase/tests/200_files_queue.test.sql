@@ -1,7 +1,7 @@
 -- files_queue and the collector's SQL: schema kept for the runbook, the Storage trigger, keyset
 -- repopulate, anti-join repair, alert, queue rules, RLS and security_invoker views.
 begin;
-select plan(47);
+select plan(50);
 
 -- The runbook's columns, and file_path unique on its own.
 select has_table('public', 'files_queue', 'files_queue exists');
@@ -105,6 +105,10 @@ select is((select next_page || ':' || docs_collected || ':' || done from legifra
 select legifrance_advance_plan((select id from legifrance_collector_runs where status = 'running'), 'codes', 2, 250, 100, 0);
 select legifrance_advance_plan((select id from legifrance_collector_runs where status = 'running'), 'codes', 3, 250, 50, 0);
 select ok((select done from legifrance_crawl_plan where category = 'codes'), 'the last page closes the category');
+select is(legifrance_run_error((select id from legifrance_collector_runs where status = 'running'), 'PISTE 503'), 1, 'a failing invocation is counted');
+select is(legifrance_run_error((select id from legifrance_collector_runs where status = 'running'), 'PISTE 503'), 2, 'consecutive failures add up');
+select legifrance_advance_plan((select id from legifrance_collector_runs where status = 'running'), 'jorf', 1, 10, 10, 0);
+select is((select consecutive_errors from legifrance_collector_runs where status = 'running'), 0, 'a completed page resets the count');
 
 select * from finish();
 rollback;
