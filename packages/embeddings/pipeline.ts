@@ -168,8 +168,10 @@ async function processBatch(
   const vectors = new Map<string, string>();
   const failures = new Map<string, JobFailure>();
   const leaseEnd = Math.min(...jobs.map((j) => new Date(j.lease_until).getTime()));
-  // Stop retrying well before the lease ends, so the jobs are given back, not found stuck.
-  const retryDeadline = Math.min(Date.now() + o.budgetMs, leaseEnd - 5_000);
+  // Stop retrying well before the lease ends, so the jobs are given back, not found stuck; the
+  // margin leaves time for the write (5 s, or a fifth of a short lease).
+  const margin = Math.min(5_000, o.leaseSeconds * 200);
+  const retryDeadline = Math.min(Date.now() + o.budgetMs, leaseEnd - margin);
 
   const failJobs = (jobIds: Iterable<string>, f: JobFailure) => {
     for (const id of jobIds) if (!failures.has(id) || f.permanent) failures.set(id, f);
@@ -180,7 +182,7 @@ async function processBatch(
       const res = await withRetry(() => {
         result.providerCalls += 1;
         // No request may outlive the jobs' lease: a hung provider gives the jobs back, never strands them.
-        const signal = AbortSignal.timeout(Math.max(1, leaseEnd - 5_000 - Date.now()));
+        const signal = AbortSignal.timeout(Math.max(1, leaseEnd - margin - Date.now()));
         return provider.embed(idx.map((i) => items[i].text), { signal });
       }, {
         maxAttempts: o.maxAttempts,
