@@ -195,13 +195,19 @@ export async function collectMaintenance(deps: CollectorDeps, opts: MaintenanceO
     select category, fond, query, filters, page_size, next_page, total_results
       from public.legifrance_crawl_plan where enabled order by category`;
   const result: CollectResult = { runId: run.run_id, acquired: true, pages: 0, collected: 0, failed: 0, done: true, stopped: false };
-  for (const entry of entries) {
-    const page = await deps.api.search(searchBody(entry, 1, opts.pageSize, true), opts.signal);
-    const { ids } = documentIdsOf(entry.fond, page);
-    const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, opts.signal);
-    result.pages++;
-    result.collected += collected;
-    result.failed += failed;
+  try {
+    for (const entry of entries) {
+      const page = await deps.api.search(searchBody(entry, 1, opts.pageSize, true), opts.signal);
+      const { ids } = documentIdsOf(entry.fond, page);
+      const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, opts.signal);
+      result.pages++;
+      result.collected += collected;
+      result.failed += failed;
+    }
+  } catch (e) {
+    // No cursor to keep: the next scheduled run starts over from the newest page anyway.
+    await deps.sql`select public.legifrance_finish_run(${run.run_id}, 'failed', ${(e as Error).message ?? String(e)})`;
+    throw e;
   }
   await deps.sql`
     update public.legifrance_collector_runs set docs_collected = ${result.collected}, docs_failed = ${result.failed} where id = ${run.run_id}`;
