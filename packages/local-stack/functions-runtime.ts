@@ -22,7 +22,7 @@ export interface FunctionsRuntimeOptions {
   log: (line: string) => void;
   readyTimeoutMs?: number;
   /** Called when the process exits on its own (a crash, a function calling Deno.exit), not via stop(). */
-  onUnexpectedExit?: (code: number | null) => void;
+  onUnexpectedExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
 }
 
 export async function startFunctionsRuntime(opts: FunctionsRuntimeOptions): Promise<FunctionsRuntime> {
@@ -50,7 +50,13 @@ export async function startFunctionsRuntime(opts: FunctionsRuntimeOptions): Prom
     },
     stdio: ["pipe", "pipe", "pipe"],
   });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  let exitSignal: NodeJS.Signals | null = null;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code, signal) => {
+      exitSignal = signal;
+      resolve(code);
+    })
+  );
 
   const ready = await new Promise<{ port: number; loaded: string[]; failed: Record<string, string> }>((resolve, reject) => {
     let buf = "";
@@ -86,7 +92,7 @@ export async function startFunctionsRuntime(opts: FunctionsRuntimeOptions): Prom
   for (const [name, err] of Object.entries(ready.failed)) opts.log(`[functions] ${name} failed to load: ${err}`);
   let stopping = false;
   void exited.then((code) => {
-    if (!stopping) opts.onUnexpectedExit?.(code);
+    if (!stopping) opts.onUnexpectedExit?.(code, exitSignal);
   });
   return {
     url: `http://127.0.0.1:${ready.port}`,

@@ -62,7 +62,9 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   const stoppers: Array<() => Promise<void>> = [];
   // PGlite goes last, after every client of it (sender, ticker, functions, gateway) has stopped.
   const pglite: { server: EmbeddedPostgres | null } = { server: null };
+  let shuttingDown = false;
   const stopAll = async () => {
+    shuttingDown = true;
     for (const s of stoppers.splice(0).reverse()) {
       await s().catch((e) => log(`[stack] stop: ${e instanceof Error ? e.message : e}`));
     }
@@ -137,14 +139,15 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         functionsDir,
         env,
         log,
-        onUnexpectedExit: (code) => {
-          if (stopped) return;
+        onUnexpectedExit: (code, signal) => {
+          // Ctrl-C reaches the whole process group, Deno included: that is a shutdown, not a crash.
+          if (stopped || shuttingDown || signal === "SIGINT" || signal === "SIGTERM" || signal === "SIGHUP") return;
           log(`[functions] Deno process exited unexpectedly (code ${code}); restarting`);
           runtime = null;
           setTimeout(() => {
-            if (stopped) return;
+            if (stopped || shuttingDown) return;
             launch().then((r) => {
-              if (stopped) return void r.stop();
+              if (stopped || shuttingDown) return void r.stop();
               runtime = r;
               log(`[functions] Deno restarted (pid ${r.pid})`);
               void updateState({ functionsPid: r.pid });

@@ -7,10 +7,39 @@
 // clients work, but one long transaction stalls all the others (hence the design rule: no
 // transaction across network I/O). LISTEN/NOTIFY does not cross connections here, so the pg_net
 // sender polls on PGlite.
-import { mkdir } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { PGlite } from "@electric-sql/pglite";
 import { vector } from "@electric-sql/pglite-pgvector";
 import { servePGlite } from "./pglite-server.ts";
+
+const PGLITE_VERSION: string = JSON.parse(
+  readFileSync(fileURLToPath(new URL("../../node_modules/@electric-sql/pglite/package.json", import.meta.url)), "utf8"),
+).version;
+
+// A fresh cluster (initdb output, before any SQL of ours), cached outside the data dir. initdb in
+// WASM is most of a first start (seconds, far more on a busy machine); unpacking this copy takes a
+// fraction of that, so only the very first start after an install pays for initdb, and deleting
+// .local to start over stays quick. The file name carries the PGlite version it was made with.
+const pristineCache = fileURLToPath(new URL(`../../node_modules/.cache/local-stack/pglite-${PGLITE_VERSION}-initdb.tar`, import.meta.url));
+
+async function pristineCluster(): Promise<Blob> {
+  if (existsSync(pristineCache)) return new Blob([await readFile(pristineCache)]);
+  // initdb in memory is faster than on disk; the dump is then unpacked into the data dir.
+  const fresh = await PGlite.create({ extensions: { vector } });
+  try {
+    const dump = await fresh.dumpDataDir("none");
+    const bytes = new Uint8Array(await dump.arrayBuffer());
+    await mkdir(dirname(pristineCache), { recursive: true });
+    const tmp = `${pristineCache}.${process.pid}.tmp`;
+    await writeFile(tmp, bytes).then(() => rename(tmp, pristineCache)).catch(() => {}); // a cache only
+    return new Blob([bytes]);
+  } finally {
+    await fresh.close();
+  }
+}
 
 export interface EmbeddedPostgres {
   url: string;
@@ -24,7 +53,9 @@ export function embeddedUrl(port: number): string {
 
 export async function startEmbeddedPostgres(dataDir: string, port: number): Promise<EmbeddedPostgres> {
   await mkdir(dataDir, { recursive: true });
-  const db = await PGlite.create({ dataDir, extensions: { vector } });
+  const db = existsSync(join(dataDir, "PG_VERSION"))
+    ? await PGlite.create({ dataDir, extensions: { vector } })
+    : await PGlite.create({ dataDir, extensions: { vector }, loadDataDir: await pristineCluster() });
   let server;
   try {
     server = await servePGlite(db, "127.0.0.1", port);
