@@ -4,6 +4,7 @@ import { connect } from "node:net";
 import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { pristineCluster } from "../packages/local-stack/pglite.ts";
 import { servePGlite, type PGliteServer } from "../packages/local-stack/pglite-server.ts";
 
 let db: PGlite;
@@ -17,7 +18,7 @@ const client = (max = 1) => {
 };
 
 beforeAll(async () => {
-  db = await PGlite.create();
+  db = await PGlite.create({ loadDataDir: await pristineCluster() }); // in memory, initdb skipped
   server = await servePGlite(db, "127.0.0.1", 0);
   url = `postgres://postgres:postgres@127.0.0.1:${server.port}/postgres`;
 }, 60_000);

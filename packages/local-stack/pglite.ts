@@ -25,7 +25,7 @@ const PGLITE_VERSION: string = JSON.parse(
 // .local to start over stays quick. The file name carries the PGlite version it was made with.
 const pristineCache = fileURLToPath(new URL(`../../node_modules/.cache/local-stack/pglite-${PGLITE_VERSION}-initdb.tar`, import.meta.url));
 
-async function pristineCluster(): Promise<Blob> {
+export async function pristineCluster(): Promise<Blob> {
   if (existsSync(pristineCache)) return new Blob([await readFile(pristineCache)]);
   // initdb in memory is faster than on disk; the dump is then unpacked into the data dir.
   const fresh = await PGlite.create({ extensions: { vector } });
