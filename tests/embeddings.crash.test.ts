@@ -47,7 +47,7 @@ it("SIGKILL mid-batch: the jobs return after the lease and are completed exactly
   });
   // Before the lease ends the jobs stay with the dead worker.
   if (new Date(held.until).getTime() > Date.now() + 500) expect((await rescue()).claimed).toBe(0);
-  await waitFor("the lease to expire", async () => Date.now() > new Date(held.until).getTime() + 100, 10_000);
+  await waitFor("the lease to expire", () => Promise.resolve(Date.now() > new Date(held.until).getTime() + 100), 10_000);
   fake.resetStats();
   const r = await rescue();
   expect(r).toMatchObject({ claimed: 60, embedded: 60, dead: 0 });
