@@ -79,6 +79,7 @@ describe("process-embedding-queue through the local stack", () => {
   });
 
   it("the cron path: the scheduled command alone drains the queue", async () => {
+    await quiet(); // no worker woken by the previous test may help
     await db.sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
     try {
       await db.sql`update faq_items set answer = answer || ' (cron)' where id <= 10`;
