@@ -14,7 +14,7 @@
 //             at batchSize 500 (the platform gives each invocation its own 256 MB), measured on a
 //             fresh process before anything else runs; then again after the 4-parallel pipeline,
 //             where one local process serves all four at once (reported, not the target's figure).
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import postgres from "postgres";
 import { OpenAIEmbeddingProvider } from "../../packages/embeddings/openai.ts";
@@ -41,6 +41,7 @@ const url = databaseUrl(adminUrl, dbName);
 const sql = postgres(url, { max: 12, onnotice: () => {} });
 const fake = await startFakeOpenAI({ latencyMs: PROVIDER_LATENCY_MS });
 let stack: Awaited<ReturnType<typeof startLocalStack>> | undefined;
+const stackDir = `.bench/local-stack-${dbName}`; // generated keys and storage of this run only
 
 function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -66,7 +67,7 @@ try {
     databaseUrl: url,
     port: 0,
     migrate: false,
-    dataDir: `.bench/local-stack-${dbName}`,
+    dataDir: stackDir,
     functionEnv: {
       EMBEDDING_PROVIDER: "openai",
       OPENAI_API_KEY: fake.apiKey,
@@ -249,6 +250,7 @@ try {
   console.log(`written to .bench/embeddings.json`);
 } finally {
   await stack?.stop();
+  rmSync(stackDir, { recursive: true, force: true });
   await fake.stop();
   await sql.end({ timeout: 5 });
   await admin.unsafe(`drop database if exists ${dbName} with (force)`);
