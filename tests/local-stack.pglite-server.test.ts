@@ -82,6 +82,17 @@ describe("PGlite server", () => {
     expect(bDoneAt).toBeGreaterThanOrEqual(committedAt);
   });
 
+  it("refuses COPY FROM STDIN with an error instead of letting it crash PGlite; COPY TO STDOUT works", async () => {
+    const a = client();
+    await a`create table copied (x int)`;
+    await expect(a`copy copied from stdin`.writable()).rejects.toThrow(/COPY FROM STDIN is not supported/);
+    await expect(a.unsafe("select 1; copy copied from stdin")).rejects.toThrow(/COPY FROM STDIN is not supported/);
+    let text = "";
+    for await (const chunk of await a`copy (select 42 as x) to stdout`.readable()) text += chunk;
+    expect(text).toBe("42\n");
+    expect((await client()`select count(*)::int as n from copied`)[0].n).toBe(0); // the backend lives on
+  });
+
   it("rolls back the transaction of a client that disconnects, and frees the backend", async () => {
     await client()`create table orphaned (x int)`;
     const sock = connect(server.port, "127.0.0.1");

@@ -68,8 +68,10 @@ export async function servePGlite(db: PGlite, host: string, port: number, maxCon
           }
         }).catch((e) => {
           // A protocol-level failure of PGlite itself: this client cannot continue.
+          if (process.env.PGLITE_SERVER_DEBUG) console.error("[pglite-server]", e);
           conn.socket.destroy(e instanceof Error ? e : new Error(String(e)));
         });
+        // The client keeps the backend inside a transaction block and after a Flush (mid-sequence).
         owner = db.isInTransaction() || !unit.endsSequence ? conn : null;
         if (owner === conn && conn.closed) await release(conn);
       }
@@ -119,7 +121,7 @@ export async function servePGlite(db: PGlite, host: string, port: number, maxCon
         conn.socket.end();
         return;
       }
-      conn.pending.push(msg);
+      conn.pending.push(refuseCopyFromStdin(type, msg));
       if (UNIT_END.has(type) || type === "H") {
         queue.push({ conn, messages: conn.pending, endsSequence: type !== "H" });
         conn.pending = [];
@@ -165,6 +167,34 @@ export async function servePGlite(db: PGlite, host: string, port: number, maxCon
         server.close(() => resolve());
       }),
   };
+}
+
+// PGlite's WASM backend exits (taking every client with it) when COPY FROM STDIN waits for input
+// over the wire protocol. Such a statement is swapped for one that fails with a clear error, so the
+// client gets an ordinary ErrorResponse (and an aborted transaction, as after any error).
+const COPY_FROM_STDIN = /(^|;)\s*copy\b[^;]*\bfrom\s+stdin\b/i;
+const COPY_REFUSAL = "do $refuse$ begin raise exception using errcode = '0A000', message = " +
+  "'COPY FROM STDIN is not supported by the local PGlite server: use INSERT, or a real PostgreSQL (DATABASE_URL)'; end $refuse$";
+
+function refuseCopyFromStdin(type: string, msg: Buffer): Buffer {
+  if (type === "Q") {
+    const sql = msg.subarray(5, msg.length - 1).toString("utf8");
+    return COPY_FROM_STDIN.test(sql) ? Buffer.from(encodeQuery(COPY_REFUSAL)) : msg;
+  }
+  if (type === "P") {
+    const nameEnd = msg.indexOf(0, 5);
+    const queryEnd = msg.indexOf(0, nameEnd + 1);
+    if (nameEnd < 0 || queryEnd < 0 || !COPY_FROM_STDIN.test(msg.subarray(nameEnd + 1, queryEnd).toString("utf8"))) return msg;
+    const name = msg.subarray(5, nameEnd + 1);
+    const query = Buffer.from(COPY_REFUSAL + "\0", "utf8");
+    const body = Buffer.concat([name, query, Buffer.from([0, 0])]); // no parameter types
+    const out = Buffer.alloc(5 + body.length);
+    out.write("P", 0, "ascii");
+    out.writeInt32BE(4 + body.length, 1);
+    body.copy(out, 5);
+    return out;
+  }
+  return msg;
 }
 
 function encodeQuery(sql: string): Uint8Array {
