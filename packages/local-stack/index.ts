@@ -88,7 +88,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       const dbPort = opts.dbPort ?? (gatewayPort === 54321 ? 54322 : 0);
       const port = dbPort === 0 ? await freePort() : dbPort;
       dbUrl = embeddedUrl(port);
-      dbReady = startEmbeddedPostgres(join(dataDir, "pglite"), port).then((e) => {
+      dbReady = startEmbeddedPostgres(join(dataDir, "pglite"), port, log).then((e) => {
         pglite.server = e;
         log(`[db] PGlite (embedded, pgvector) at ${dbUrl}, up in ${ms(t0)} ms`);
       });

@@ -38,7 +38,13 @@ export interface PGliteServer {
   stats(): { connections: number; queued: number };
 }
 
-export async function servePGlite(db: PGlite, host: string, port: number, maxConnections = 200): Promise<PGliteServer> {
+export async function servePGlite(
+  db: PGlite,
+  host: string,
+  port: number,
+  log: (line: string) => void = () => {},
+  maxConnections = 200,
+): Promise<PGliteServer> {
   const conns = new Set<Conn>();
   const queue: Unit[] = [];
   let owner: Conn | null = null;
@@ -67,8 +73,10 @@ export async function servePGlite(db: PGlite, host: string, port: number, maxCon
             });
           }
         }).catch((e) => {
-          // A protocol-level failure of PGlite itself: this client cannot continue.
-          if (process.env.PGLITE_SERVER_DEBUG) console.error("[pglite-server]", e);
+          // A protocol-level failure of PGlite itself: this client cannot continue. If the WASM
+          // backend exited, every client is lost: say so plainly.
+          const exited = (e as { name?: string }).name === "ExitStatus";
+          log(`[db] PGlite ${exited ? "backend EXITED (restart the stack)" : "protocol error"}: ${e instanceof Error ? e.message : e}`);
           conn.socket.destroy(e instanceof Error ? e : new Error(String(e)));
         });
         // The client keeps the backend inside a transaction block and after a Flush (mid-sequence).

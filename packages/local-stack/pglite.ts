@@ -51,14 +51,14 @@ export function embeddedUrl(port: number): string {
   return `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
 }
 
-export async function startEmbeddedPostgres(dataDir: string, port: number): Promise<EmbeddedPostgres> {
+export async function startEmbeddedPostgres(dataDir: string, port: number, log: (line: string) => void = () => {}): Promise<EmbeddedPostgres> {
   await mkdir(dataDir, { recursive: true });
   const db = existsSync(join(dataDir, "PG_VERSION"))
     ? await PGlite.create({ dataDir, extensions: { vector } })
     : await PGlite.create({ dataDir, extensions: { vector }, loadDataDir: await pristineCluster() });
   let server;
   try {
-    server = await servePGlite(db, "127.0.0.1", port);
+    server = await servePGlite(db, "127.0.0.1", port, log);
   } catch (e) {
     await db.close();
     throw new Error(`cannot serve PGlite on 127.0.0.1:${port}: ${e instanceof Error ? e.message : e}`);
