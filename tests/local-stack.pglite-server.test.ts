@@ -1,6 +1,6 @@
 // The PGlite wire-protocol multiplexer: many clients on one backend without clobbering each other's
 // extended-protocol state, transactions kept to their client, a vanished client rolled back.
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,7 +19,7 @@ const client = (max = 1) => {
 
 beforeAll(async () => {
   db = await PGlite.create({ loadDataDir: await pristineCluster() }); // in memory, initdb skipped
-  server = await servePGlite(db, "127.0.0.1", 0);
+  server = await servePGlite(db, "127.0.0.1", 0, { idleInTransactionMs: 1500 });
   url = `postgres://postgres:postgres@127.0.0.1:${server.port}/postgres`;
 }, 60_000);
 afterAll(async () => {
@@ -95,28 +95,47 @@ describe("PGlite server", () => {
 
   it("rolls back the transaction of a client that disconnects, and frees the backend", async () => {
     await client()`create table orphaned (x int)`;
-    const sock = connect(server.port, "127.0.0.1");
-    const user = Buffer.from("user\0postgres\0database\0postgres\0\0");
-    const startup = Buffer.alloc(8 + user.length);
-    startup.writeInt32BE(startup.length, 0);
-    startup.writeInt32BE(196608, 4);
-    user.copy(startup, 8);
-    const q = Buffer.from("begin; insert into orphaned values (1);\0");
-    const query = Buffer.concat([Buffer.from("Q"), Buffer.alloc(4), q]);
-    query.writeInt32BE(4 + q.length, 1);
-    let got = Buffer.alloc(0);
-    await new Promise<void>((resolve, reject) => {
-      sock.on("error", reject);
-      sock.on("data", (d) => {
-        got = Buffer.concat([got, d]);
-        // ReadyForQuery 'Z' with status 'T' (in a transaction block) after our query.
-        if (got.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x54]))) resolve();
-      });
-      sock.write(startup, () => sock.write(query));
-    });
+    const sock = await rawClientInTransaction("begin; insert into orphaned values (1);");
     sock.destroy();
     const [r] = await client()`select count(*)::int as n from orphaned`;
     expect(r.n).toBe(0);
     expect(db.isInTransaction()).toBe(false);
   });
+
+  it("disconnects a client idle in a transaction while others wait (idle_in_transaction timeout)", async () => {
+    await client()`create table forgotten (x int)`;
+    const other = client();
+    await other`select 1`;
+    const sock = await rawClientInTransaction("begin; insert into forgotten values (1);"); // a forgotten BEGIN
+    const closed = new Promise<void>((r) => sock.once("close", () => r()));
+    const t0 = performance.now();
+    const [r] = await other`select count(*)::int as n from forgotten`;
+    expect(r.n).toBe(0); // its insert was rolled back
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(1400);
+    await closed;
+  });
 });
+
+/** A raw wire-protocol client that runs `sql` (which opens a transaction) and then just sits there. */
+async function rawClientInTransaction(sql: string): Promise<Socket> {
+  const sock = connect(server.port, "127.0.0.1");
+  const user = Buffer.from("user\0postgres\0database\0postgres\0\0");
+  const startup = Buffer.alloc(8 + user.length);
+  startup.writeInt32BE(startup.length, 0);
+  startup.writeInt32BE(196608, 4);
+  user.copy(startup, 8);
+  const q = Buffer.from(sql + "\0");
+  const query = Buffer.concat([Buffer.from("Q"), Buffer.alloc(4), q]);
+  query.writeInt32BE(4 + q.length, 1);
+  let got = Buffer.alloc(0);
+  await new Promise<void>((resolve, reject) => {
+    sock.on("error", reject);
+    sock.on("data", (d) => {
+      got = Buffer.concat([got, d]);
+      // ReadyForQuery 'Z' with status 'T' (in a transaction block) after our query.
+      if (got.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x54]))) resolve();
+    });
+    sock.write(startup, () => sock.write(query));
+  });
+  return sock;
+}

@@ -38,13 +38,23 @@ export interface PGliteServer {
   stats(): { connections: number; queued: number };
 }
 
-export async function servePGlite(
-  db: PGlite,
-  host: string,
-  port: number,
-  log: (line: string) => void = () => {},
-  maxConnections = 200,
-): Promise<PGliteServer> {
+export interface ServeOptions {
+  log?: (line: string) => void;
+  maxConnections?: number;
+  /**
+   * A client that holds the backend inside a transaction and sends nothing for this long while
+   * others wait is disconnected (its transaction rolled back), like Postgres's
+   * idle_in_transaction_session_timeout: on a single backend, a forgotten BEGIN in a psql session
+   * would otherwise freeze every function and the stack itself.
+   */
+  idleInTransactionMs?: number;
+}
+
+export async function servePGlite(db: PGlite, host: string, port: number, opts: ServeOptions = {}): Promise<PGliteServer> {
+  const log = opts.log ?? (() => {});
+  const maxConnections = opts.maxConnections ?? 200;
+  const idleLimit = opts.idleInTransactionMs ?? 60_000;
+  let idleTimer: NodeJS.Timeout | null = null;
   const conns = new Set<Conn>();
   const queue: Unit[] = [];
   let owner: Conn | null = null;
@@ -58,7 +68,12 @@ export async function servePGlite(
     try {
       for (;;) {
         const i = owner ? queue.findIndex((u) => u.conn === owner) : 0;
-        if (i < 0 || queue.length === 0) break;
+        if (i < 0 || queue.length === 0) {
+          if (owner && queue.length > 0) armIdleTimer(owner);
+          break;
+        }
+        if (idleTimer) clearTimeout(idleTimer);
+        idleTimer = null;
         const unit = queue.splice(i, 1)[0];
         if (unit.conn.closed) continue;
         const conn = unit.conn;
@@ -86,6 +101,17 @@ export async function servePGlite(
     } finally {
       running = false;
     }
+  }
+
+  function armIdleTimer(holder: Conn): void {
+    if (idleTimer) return;
+    idleTimer = setTimeout(() => {
+      idleTimer = null;
+      if (owner !== holder || queue.length === 0) return;
+      log(`[db] a client held PGlite idle in a transaction for ${idleLimit} ms while others waited: disconnecting it (rolled back)`);
+      holder.socket.destroy();
+    }, idleLimit);
+    idleTimer.unref();
   }
 
   /** A client gone while holding the backend: roll its transaction back and free the backend. */
@@ -171,6 +197,7 @@ export async function servePGlite(
     stats: () => ({ connections: conns.size, queued: queue.length }),
     stop: () =>
       new Promise<void>((resolve) => {
+        if (idleTimer) clearTimeout(idleTimer);
         for (const c of conns) c.socket.destroy();
         server.close(() => resolve());
       }),

@@ -58,7 +58,7 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
     : await PGlite.create({ dataDir, extensions: { vector }, loadDataDir: await pristineCluster() });
   let server;
   try {
-    server = await servePGlite(db, "127.0.0.1", port, log);
+    server = await servePGlite(db, "127.0.0.1", port, { log });
   } catch (e) {
     await db.close();
     throw new Error(`cannot serve PGlite on 127.0.0.1:${port}: ${e instanceof Error ? e.message : e}`);
