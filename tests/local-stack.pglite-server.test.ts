@@ -82,6 +82,22 @@ describe("PGlite server", () => {
     expect(bDoneAt).toBeGreaterThanOrEqual(committedAt);
   });
 
+  it("delivers NOTIFY to the connections that LISTEN, on commit only", async () => {
+    const listener = client();
+    const got: string[] = [];
+    await listener.listen("net_http_request", (payload) => void got.push(payload));
+    const notifier = client();
+    await notifier`select pg_notify('net_http_request', 'one')`;
+    await notifier.begin(async (tx) => {
+      await tx`select pg_notify('net_http_request', 'rolled-back')`;
+      throw new Error("rollback");
+    }).catch(() => {});
+    await notifier.begin((tx) => tx`notify net_http_request, 'two'`);
+    await notifier`select pg_notify('other_channel', 'not for the listener')`;
+    for (let i = 0; i < 50 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(got).toEqual(["one", "two"]);
+  });
+
   it("refuses COPY FROM STDIN with an error instead of letting it crash PGlite; COPY TO STDOUT works", async () => {
     const a = client();
     await a`create table copied (x int)`;

@@ -188,7 +188,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
 
     const onPglite = !opts.databaseUrl;
     const sender: PgNetSender | null = await hasPgNetStandIn(sql)
-      ? await startPgNetSender({ dbUrl, log, listen: !onPglite, concurrency: opts.pgNetConcurrency })
+      ? await startPgNetSender({ dbUrl, log, listen: true, concurrency: opts.pgNetConcurrency })
       : null;
     if (sender) stoppers.push(() => sender.stop());
     const ticker: CronTicker | null = (await hasCronStandIn(sql)) ? startCronTicker({ dbUrl, log }) : null;

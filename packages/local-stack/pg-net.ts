@@ -2,8 +2,8 @@
 //
 // Like pg_net's background worker, it only ever sees committed rows of net.http_request_queue, so a
 // request made in a transaction that rolls back is never sent. It wakes on the NOTIFY that
-// net._enqueue issues (delivered at commit) and also sweeps periodically, because NOTIFY does not
-// cross connections on PGlite and a notification can be missed while reconnecting.
+// net._enqueue issues (delivered at commit, on PGlite too: pglite-server.ts routes notifications)
+// and also sweeps every second, because a notification can be missed while reconnecting.
 // At most `concurrency` requests are in flight; each honours its timeout_milliseconds. The answer
 // (or the timeout / error) goes to net._http_response under the request's id, and the request row
 // is deleted in the same transaction.

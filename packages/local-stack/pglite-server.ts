@@ -8,6 +8,10 @@
 // runs in one exclusive section. After a unit, if the backend is inside a transaction block (or
 // the client stopped mid-sequence with a Flush), that client keeps the backend: only its units run
 // until it is back to idle. A client that disconnects while holding it is rolled back.
+//
+// LISTEN/NOTIFY: the single backend emits every NotificationResponse into the output of whichever
+// client's unit committed the NOTIFY. The server takes them out of that stream and delivers them to
+// the connections that sent LISTEN for the channel, so LISTEN works across connections as usual.
 import { createServer, type Server, type Socket } from "node:net";
 import type { PGlite } from "@electric-sql/pglite";
 
@@ -23,6 +27,7 @@ interface Conn {
   started: boolean;
   pending: Buffer[];
   closed: boolean;
+  channels: Set<string>;
 }
 
 interface Unit {
@@ -77,13 +82,15 @@ export async function servePGlite(db: PGlite, host: string, port: number, opts: 
         const unit = queue.splice(i, 1)[0];
         if (unit.conn.closed) continue;
         const conn = unit.conn;
+        const framer = new Framer();
         await db.runExclusive(async () => {
           for (let m = 0; m < unit.messages.length; m++) {
             // Flush PGlite's files once per unit, not once per message.
             await db.execProtocolRawStream(new Uint8Array(unit.messages[m]), {
               syncToFs: m === unit.messages.length - 1,
               onRawData: (data) => {
-                if (!conn.closed && conn.socket.writable) conn.socket.write(Buffer.from(data));
+                const out = framer.feed(data, deliverNotification);
+                if (out.length && !conn.closed && conn.socket.writable) conn.socket.write(out);
               },
             });
           }
@@ -101,6 +108,13 @@ export async function servePGlite(db: PGlite, host: string, port: number, opts: 
     } finally {
       running = false;
     }
+  }
+
+  /** A NotificationResponse goes to the connections listening on its channel, not to the notifier. */
+  function deliverNotification(msg: Buffer): void {
+    const end = msg.indexOf(0, 9);
+    const channel = msg.subarray(9, end < 0 ? msg.length : end).toString("utf8");
+    for (const c of conns) if (c.channels.has(channel) && !c.closed && c.socket.writable) c.socket.write(msg);
   }
 
   function armIdleTimer(holder: Conn): void {
@@ -155,6 +169,7 @@ export async function servePGlite(db: PGlite, host: string, port: number, opts: 
         conn.socket.end();
         return;
       }
+      trackListen(conn, type, msg);
       conn.pending.push(refuseCopyFromStdin(type, msg));
       if (UNIT_END.has(type) || type === "H") {
         queue.push({ conn, messages: conn.pending, endsSequence: type !== "H" });
@@ -181,7 +196,7 @@ export async function servePGlite(db: PGlite, host: string, port: number, opts: 
       return;
     }
     socket.setNoDelay(true);
-    const conn: Conn = { id: nextId++, socket, buf: Buffer.alloc(0), started: false, pending: [], closed: false };
+    const conn: Conn = { id: nextId++, socket, buf: Buffer.alloc(0), started: false, pending: [], closed: false, channels: new Set() };
     conns.add(conn);
     socket.on("data", (d: Buffer) => onData(conn, d));
     socket.on("close", () => onClose(conn));
@@ -202,6 +217,54 @@ export async function servePGlite(db: PGlite, host: string, port: number, opts: 
         server.close(() => resolve());
       }),
   };
+}
+
+const LISTEN = /^\s*(listen|unlisten)\s+(?:"((?:[^"]|"")+)"|([A-Za-z_][\w$]*)|(\*))\s*;?\s*$/i;
+
+/** Which channels a connection listens on, from its LISTEN / UNLISTEN statements (simple or extended). */
+function trackListen(conn: Conn, type: string, msg: Buffer): void {
+  let sql: string;
+  if (type === "Q") sql = msg.subarray(5, msg.length - 1).toString("utf8");
+  else if (type === "P") {
+    const nameEnd = msg.indexOf(0, 5);
+    const queryEnd = msg.indexOf(0, nameEnd + 1);
+    if (nameEnd < 0 || queryEnd < 0) return;
+    sql = msg.subarray(nameEnd + 1, queryEnd).toString("utf8");
+  } else return;
+  const m = LISTEN.exec(sql);
+  if (!m) return;
+  // Unquoted identifiers fold to lower case, as Postgres does.
+  const channel = m[2] !== undefined ? m[2].replace(/""/g, '"') : m[3]?.toLowerCase();
+  if (m[1].toLowerCase() === "listen" && channel) conn.channels.add(channel);
+  else if (m[4]) conn.channels.clear();
+  else if (channel) conn.channels.delete(channel);
+}
+
+/**
+ * Splits the backend's output into whole messages: NotificationResponses ('A') are handed to
+ * `notify`, everything else is returned to be forwarded. A message split across chunks waits.
+ */
+class Framer {
+  private partial = Buffer.alloc(0);
+  feed(data: Uint8Array, notify: (msg: Buffer) => void): Buffer {
+    const buf = this.partial.length ? Buffer.concat([this.partial, data]) : Buffer.from(data);
+    const keep: Buffer[] = [];
+    let start = 0;
+    let pos = 0;
+    while (buf.length - pos >= 5) {
+      const len = 1 + buf.readInt32BE(pos + 1);
+      if (buf.length - pos < len) break;
+      if (buf[pos] === 0x41) {
+        if (pos > start) keep.push(buf.subarray(start, pos));
+        notify(Buffer.from(buf.subarray(pos, pos + len)));
+        start = pos + len;
+      }
+      pos += len;
+    }
+    if (pos > start) keep.push(buf.subarray(start, pos));
+    this.partial = Buffer.from(buf.subarray(pos));
+    return keep.length === 1 ? keep[0] : Buffer.concat(keep);
+  }
 }
 
 // PGlite's WASM backend exits (taking every client with it) when COPY FROM STDIN waits for input

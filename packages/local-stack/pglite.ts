@@ -5,8 +5,7 @@
 // PGlite has ONE backend. pglite-server.ts multiplexes client connections onto it one protocol
 // unit (up to a Sync) at a time and keeps a connection's open transaction to itself, so many
 // clients work, but one long transaction stalls all the others (hence the design rule: no
-// transaction across network I/O). LISTEN/NOTIFY does not cross connections here, so the pg_net
-// sender polls on PGlite.
+// transaction across network I/O). It also routes NOTIFY to the connections that LISTEN.
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
