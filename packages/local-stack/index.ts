@@ -1,5 +1,5 @@
 // startLocalStack(): the Docker-free stand-in for `supabase start` (see DESIGN.md, "Running it
-// without Docker"). One process tree: this Node process (PGlite + socket, gateway, Storage, pg_net
+// without Docker"). One process tree: this Node process (PGlite and its wire-protocol server, gateway, Storage, pg_net
 // sender, pg_cron ticker) and one Deno child serving every edge function.
 import { existsSync, readdirSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
