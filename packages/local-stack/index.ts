@@ -1,6 +1,6 @@
 // startLocalStack(): the Docker-free stand-in for `supabase start` (see DESIGN.md, "Running it
-// without Docker"). One process tree: this Node process (PGlite and its wire-protocol server, gateway, Storage, pg_net
-// sender, pg_cron ticker) and one Deno child serving every edge function.
+// without Docker"). One process tree: this Node process (PGlite and its wire-protocol server,
+// gateway, Storage, pg_net sender, pg_cron ticker) and one Deno child serving every edge function.
 import { existsSync, readdirSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { mkdir, rm, writeFile } from "node:fs/promises";
