@@ -44,8 +44,12 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 
 async function sendResponse(res: ServerResponse, r: Response, head = false): Promise<void> {
   const headers: Record<string, string> = { ...CORS };
+  // fetch() has already decoded a compressed upstream body, so its encoding and length no longer apply.
+  const decoded = r.headers.has("content-encoding");
   r.headers.forEach((v, k) => {
-    if (k !== "content-encoding" && k !== "transfer-encoding" && k !== "connection") headers[k] = v;
+    if (k === "content-encoding" || k === "transfer-encoding" || k === "connection") return;
+    if (k === "content-length" && decoded) return;
+    headers[k] = v;
   });
   res.writeHead(r.status, headers);
   if (!r.body || head) {
