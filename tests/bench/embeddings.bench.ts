@@ -31,6 +31,12 @@ const QUEUE_JOBS = 40_000;
 const LATENCY_SAMPLES = 40;
 const PROVIDER_LATENCY_MS = 300;
 const V8_FLAGS = process.env.BENCH_DENO_V8_FLAGS ?? "--max-old-space-size=128,--max-semi-space-size=4";
+const BENCH_VOCABULARY = "le la les un une des du de article code civil pénal travail commerce contrat bail salarié " +
+  "employeur demande délai jours mois tribunal juge appel cour cassation décision recours procédure acte notarié " +
+  "propriété vente achat prix paiement facture taxe impôt déclaration revenu société associé capital statuts " +
+  "assemblée gérant président conseil administration responsabilité dommage préjudice réparation assurance sinistre " +
+  "garantie clause résiliation préavis licenciement indemnité congé formation retraite pension sécurité sociale " +
+  "santé maladie accident famille mariage divorce enfant garde succession héritier testament donation";
 const log = (m: string) => console.error(`[bench] ${m}`);
 
 const adminUrl = await ensureTestServer(log);
@@ -93,15 +99,19 @@ try {
   };
   await sql`update cron.job set active = false`; // this benchmark drives every run itself
 
-  // Rows like FAQ answers: ~70 tokens of French-ish text each, all distinct.
+  // Rows like FAQ answers: ~70 tokens of French legal prose each, all distinct, drawn from a shared
+  // vocabulary as real rows are. (Rows padded with md5 hex would give near-random, mutually
+  // orthogonal vectors, the worst case for HNSW inserts and unlike any real corpus.)
   await sql`create table bench_docs (id int primary key, title text not null, body text not null)`;
   await sql`select register_embedding_source('bench_docs')`;
   await sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
   await sql`insert into bench_docs (id, title, body)
             select g, 'Article ' || g || ' du code',
-                   'Le présent article ' || g || ' dispose que ' || md5(g::text) || ' et que la demande ' ||
-                   md5((g * 7)::text) || ' est instruite dans un délai de ' || (g % 90) || ' jours ouvrés.'
-            from generate_series(1, ${ROWS}) g`;
+                   'Question ' || g || ' : ' || (
+                     select string_agg(w[1 + abs(hashtext(g || ':' || k)) % array_length(w, 1)], ' ')
+                     from generate_series(1, 45) k) || '.'
+            from generate_series(1, ${ROWS}) g,
+                 (select string_to_array(${BENCH_VOCABULARY}, ' ') as w) v`;
   log(`${await pending()} jobs queued for ${ROWS} rows`);
 
   // --- memory: one invocation at batchSize 500, on a fresh functions process ---------------------
