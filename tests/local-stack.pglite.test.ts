@@ -1,5 +1,5 @@
 // The embedded default: the stack on PGlite (no DATABASE_URL), as `npm start` runs it. Migrations
-// go through the real Supabase CLI over the pglite-socket port; everything else works the same.
+// go through the real Supabase CLI over the PGlite server's port; everything else works the same.
 import { mkdtempSync, readdirSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
