@@ -201,11 +201,13 @@ begin
   if p_batch is null or p_batch < 1 or p_batch > 100000 then
     raise exception 'batch size must be between 1 and 100000' using errcode = '22023';
   end if;
+  -- `name > coalesce(p_after, '')` rather than `p_after is null or name > p_after`: plpgsql reuses a
+  -- generic plan after a few calls, and only the former stays an index bound in it.
   -- The batch's upper bound comes from the (bucket_id, name) index alone; the batch is then the key
   -- range (p_after, v_upper], which the planner may read in physical order (bitmap heap scan).
   select count(*), max(k.name) into v_scanned, v_upper
     from (select o.name from storage.objects o
-           where o.bucket_id = p_bucket and (p_after is null or o.name > p_after)
+           where o.bucket_id = p_bucket and o.name > coalesce(p_after, '')
            order by o.name limit p_batch) k;
   if v_scanned = 0 then
     return query select 0::bigint, 0::bigint, p_after, true;
@@ -215,13 +217,13 @@ begin
   if p_dry_run then
     select count(*) into v_inserted
       from storage.objects o
-     where o.bucket_id = p_bucket and (p_after is null or o.name > p_after) and o.name <= v_upper
+     where o.bucket_id = p_bucket and o.name > coalesce(p_after, '') and o.name <= v_upper
        and not exists (select 1 from public.files_queue q where q.file_path = o.name);
   else
     insert into public.files_queue (file_path, bucket_id, file_size, status, processed, created_at)
     select o.name, o.bucket_id, (o.metadata ->> 'size')::bigint, 'pending', false, coalesce(o.created_at, now())
       from storage.objects o
-     where o.bucket_id = p_bucket and (p_after is null or o.name > p_after) and o.name <= v_upper
+     where o.bucket_id = p_bucket and o.name > coalesce(p_after, '') and o.name <= v_upper
     on conflict (file_path) do nothing;
     get diagnostics v_inserted = row_count;
   end if;
