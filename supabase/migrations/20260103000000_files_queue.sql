@@ -106,31 +106,45 @@ create trigger files_queue_enqueue
 -- Worker queue rules -----------------------------------------------------------------------------
 
 -- claim: up to p_batch due rows (pending and due, or processing with an expired lease), locked with
--- SKIP LOCKED so concurrent workers never claim the same row, leased for p_lease_seconds.
+-- SKIP LOCKED so concurrent workers never claim the same row, leased for p_lease_seconds. Each of the
+-- two scans reads its own partial index in order: with one OR condition PostgreSQL sorted the whole
+-- pending backlog on every claim (about 1 s behind 1.3 million rows, measured).
 create or replace function public.claim_files_queue(p_worker text, p_batch int default 20, p_lease_seconds int default 120)
 returns setof public.files_queue
-language sql
+language plpgsql
 set search_path = public, extensions
 as $$
-  with due as (
+declare
+  v_ids bigint[];
+begin
+  -- Expired leases first, then due pending rows.
+  select coalesce(array_agg(id), '{}') into v_ids from (
     select id from public.files_queue
-     where (status = 'pending' and run_at <= now())
-        or (status = 'processing' and lease_expires_at < now())
-     order by run_at, id
+     where status = 'processing' and lease_expires_at < now()
+     order by lease_expires_at
      limit greatest(p_batch, 0)
      for update skip locked
-  )
-  update public.files_queue q
-     set status = 'processing',
-         attempts = q.attempts + 1,
-         locked_by = p_worker,
-         locked_at = now(),
-         lease_expires_at = now() + make_interval(secs => p_lease_seconds),
-         updated_at = now()
-    from due
-   where q.id = due.id
-  returning q.*;
-$$;
+  ) e;
+  if cardinality(v_ids) < p_batch then
+    select v_ids || coalesce(array_agg(id), '{}') into v_ids from (
+      select id from public.files_queue
+       where status = 'pending' and run_at <= now()
+       order by run_at, id
+       limit p_batch - cardinality(v_ids)
+       for update skip locked
+    ) p;
+  end if;
+  return query
+    update public.files_queue q
+       set status = 'processing',
+           attempts = q.attempts + 1,
+           locked_by = p_worker,
+           locked_at = now(),
+           lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+           updated_at = now()
+     where q.id = any(v_ids)
+    returning q.*;
+end $$;
 
 -- complete: only the lease holder's rows, still processing, are completed. Returns the completed ids;
 -- a row re-uploaded meanwhile (reset to pending) is left for the next claim.

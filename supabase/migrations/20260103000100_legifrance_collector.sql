@@ -34,6 +34,9 @@ create table public.legifrance_collector_runs (
   invocations int not null default 1,
   docs_collected bigint not null default 0,
   docs_failed bigint not null default 0,
+  -- Failing invocations in a row: the run survives a few (PISTE down, Storage unavailable), and the
+  -- next invocation replays the unfinished page; a page that completes resets the count.
+  consecutive_errors int not null default 0,
   last_error text,
   started_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
@@ -120,11 +123,24 @@ begin
    where category = p_category and next_page = p_page
   returning true into v_ok;
   update public.legifrance_collector_runs
-     set docs_collected = docs_collected + p_collected, docs_failed = docs_failed + p_failed,
+     set docs_collected = docs_collected + p_collected, docs_failed = docs_failed + p_failed, consecutive_errors = 0,
          lease_until = greatest(lease_until, now() + make_interval(secs => p_lease_seconds)), updated_at = now()
    where id = p_run_id;
   return coalesce(v_ok, false);
 end $$;
+
+-- Records a failed invocation of a run; returns how many failed in a row (the caller closes the run
+-- as failed past its limit).
+create or replace function public.legifrance_run_error(p_run_id uuid, p_error text)
+returns int
+language sql
+set search_path = public, extensions
+as $$
+  update public.legifrance_collector_runs
+     set consecutive_errors = consecutive_errors + 1, last_error = left(p_error, 2000), updated_at = now()
+   where id = p_run_id and status = 'running'
+  returning consecutive_errors;
+$$;
 
 create or replace function public.legifrance_finish_run(p_run_id uuid, p_status text, p_error text default null)
 returns void
@@ -166,7 +182,7 @@ grant select on public.legifrance_collector_status to service_role;
 
 revoke all on function public.legifrance_start_run(text, uuid, int), public.legifrance_advance_plan(uuid, text, int, int, int, int, int),
   public.legifrance_finish_run(uuid, text, text), public.legifrance_record_failure(uuid, text, text, text, text),
-  public.legifrance_resolve_failures(text, text[]) from public;
+  public.legifrance_resolve_failures(text, text[]), public.legifrance_run_error(uuid, text) from public;
 grant execute on function public.legifrance_start_run(text, uuid, int), public.legifrance_advance_plan(uuid, text, int, int, int, int, int),
   public.legifrance_finish_run(uuid, text, text), public.legifrance_record_failure(uuid, text, text, text, text),
-  public.legifrance_resolve_failures(text, text[]) to service_role;
+  public.legifrance_resolve_failures(text, text[]), public.legifrance_run_error(uuid, text) to service_role;

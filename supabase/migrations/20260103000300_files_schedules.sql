@@ -11,14 +11,16 @@ security definer
 set search_path = public, extensions
 as $$
 declare
+  v_cap int := p_max_workers * p_batch;
   v_backlog bigint;
   k int;
 begin
-  select count(*) into v_backlog from (
-    select 1 from public.files_queue
-     where (status = 'pending' and run_at <= now()) or (status = 'processing' and lease_expires_at < now())
-     limit p_max_workers * p_batch
-  ) b;
+  -- Capped counts: a million-row backlog costs no more than a small one.
+  select (select count(*) from (select 1 from public.files_queue
+                                 where status = 'pending' and run_at <= now() limit v_cap) p)
+       + (select count(*) from (select 1 from public.files_queue
+                                 where status = 'processing' and lease_expires_at < now() limit v_cap) e)
+    into v_backlog;
   k := least(p_max_workers, ceil(v_backlog::numeric / p_batch))::int;
   for i in 1..k loop
     perform private.invoke_edge_function('process-files-queue', jsonb_build_object('batchSize', p_batch), 60000);
