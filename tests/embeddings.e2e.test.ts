@@ -62,7 +62,7 @@ async function pendingJobs(): Promise<number> {
 async function quiet() {
   await waitFor("woken workers to stop polling", async () => {
     const [r] = await db.sql`select clock_timestamp() > embedding_last_wake()
-                               + make_interval(secs => (wake_window_ms + 1500) / 1000.0) as quiet from embedding_sync_settings`;
+                               + make_interval(secs => (wake_window_ms + 3000) / 1000.0) as quiet from embedding_sync_settings`;
     return r.quiet;
   }, 15_000);
 }

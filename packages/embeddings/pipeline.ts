@@ -100,7 +100,8 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
     if (jobs.length === 0) {
       if (o.lingerAfterWake && (await recentlyWoken(sql)) && Date.now() + 500 < deadline) {
         await sleep(100);
-        continue;
+        // Asked again after the pause, so a worker never claims once its linger window has closed.
+        if (await recentlyWoken(sql)) continue;
       }
       break;
     }
