@@ -6,6 +6,9 @@
 # *source* package. The deb-src line reuses the mirror already in this machine's apt configuration,
 # so no host name is written here.
 set -euo pipefail
+# Everything this script and its tools print goes to stderr: callers read a URL from their own stdout, and
+# pg_ctlcluster prints to stdout (e.g. "Removed stale pid file." after a killed server).
+exec 1>&2
 
 PGVER=15
 PORT=${PGPORT:-5432}

@@ -15,6 +15,7 @@ deno lint --quiet
 
 step "test bed (PostgreSQL + migrated template)"
 TEST_DATABASE_URL=$(tsx scripts/testbed.ts)
+[[ "$TEST_DATABASE_URL" =~ ^postgres://[^[:space:]]+$ ]] || { echo "test bed printed no single admin URL: $TEST_DATABASE_URL" >&2; exit 1; }
 export TEST_DATABASE_URL TEST_TEMPLATE_READY=1
 
 step "vitest"

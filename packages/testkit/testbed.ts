@@ -61,7 +61,8 @@ export async function ensureTestServer(log: (m: string) => void = () => {}): Pro
   const isRoot = process.getuid?.() === 0;
   if (isRoot && existsSync("/etc/debian_version")) {
     log("provisioning PostgreSQL 15 + pgvector + pg_cron + pgTAP (first run only)");
-    execFileSync("bash", [provisionScript], { stdio: ["ignore", "inherit", "inherit"] });
+    // Its output goes to our stderr: `npm test` reads the admin URL from scripts/testbed.ts's stdout.
+    execFileSync("bash", [provisionScript], { stdio: ["ignore", 2, 2] });
     const after = await reachable(LOCAL_URL);
     if (after?.ok) return LOCAL_URL;
     throw new Error(`Provisioning finished but 127.0.0.1:5432 still lacks: ${after?.missing.join(", ") ?? "a reachable server"}`);
