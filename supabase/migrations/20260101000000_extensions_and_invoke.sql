@@ -55,3 +55,31 @@ begin
 end $$;
 
 revoke all on function private.invoke_edge_function(text, jsonb, int) from public;
+
+-- fan_out_edge_function: the dispatchers' one rule for parallel workers. From a backlog count it makes
+-- k = least(max_calls, ceil(backlog / batch_size)) calls, but at least min_calls, each with the same
+-- body, so each call drains about one batch. Returns k. Callers cap their backlog count at
+-- max_calls * batch_size, so a million-row backlog costs no more than a small one.
+create or replace function private.fan_out_edge_function(
+  function_name text,
+  backlog bigint,
+  batch_size int,
+  max_calls int,
+  body jsonb,
+  timeout_milliseconds int,
+  min_calls int default 0
+) returns int
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  k int := greatest(min_calls, least(max_calls, ceil(backlog::numeric / greatest(batch_size, 1))::int));
+begin
+  for i in 1..k loop
+    perform private.invoke_edge_function(function_name, body, timeout_milliseconds);
+  end loop;
+  return k;
+end $$;
+
+revoke all on function private.fan_out_edge_function(text, bigint, int, int, jsonb, int, int) from public;

@@ -11,8 +11,8 @@
 --    the safety net for anything a webhook missed (and for retries whose backoff expired).
 -- 3. pg_cron daily: cleanup (completed jobs > 7 days) and stuck-lease recovery.
 
--- Calls the function k times in parallel (k computed from the ready backlog), each with the
--- configured batch size. Returns k.
+-- Calls the function k times in parallel (k from the ready backlog, see private.fan_out_edge_function),
+-- each with the configured batch size. Returns k.
 create function private.fan_out_embedding_workers(min_calls int default 0)
 returns int
 language plpgsql
@@ -22,20 +22,14 @@ as $$
 declare
   st embedding_sync_settings;
   ready bigint;
-  k int;
 begin
   select * into st from embedding_sync_settings;
-  -- Counting stops at what max_workers could use, so a huge backlog costs a bounded scan.
   select count(*) into ready from (
     select 1 from embedding_sync_queue q where q.status = 'pending' and q.run_at <= now()
     limit st.max_workers * st.batch_size
   ) r;
-  k := greatest(min_calls, least(st.max_workers, ceil(ready::numeric / st.batch_size)::int));
-  for i in 1..k loop
-    perform private.invoke_edge_function('process-embedding-queue',
-      jsonb_build_object('action', 'process', 'batchSize', st.batch_size), 10000);
-  end loop;
-  return k;
+  return private.fan_out_edge_function('process-embedding-queue', ready, st.batch_size, st.max_workers,
+    jsonb_build_object('action', 'process', 'batchSize', st.batch_size), 10000, min_calls);
 end $$;
 
 create function private.wake_embedding_workers() returns trigger

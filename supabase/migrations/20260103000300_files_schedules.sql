@@ -2,8 +2,8 @@
 -- project URL and key from Vault): the collector's maintenance mode every 2 h, the files worker every
 -- minute fanned out by backlog, and an hourly coherence check that repairs drift when the alert is on.
 
--- k = least(p_max_workers, ceil(backlog / p_batch)) parallel calls of the worker; 0 when idle. The
--- backlog count is capped so that a million-row backlog costs no more than a small one.
+-- k = least(p_max_workers, ceil(backlog / p_batch)) parallel calls of the worker (see
+-- private.fan_out_edge_function); 0 when idle. The backlog is ready jobs plus expired leases.
 create or replace function private.dispatch_files_workers(p_max_workers int default 4, p_batch int default 50)
 returns int
 language plpgsql
@@ -13,19 +13,14 @@ as $$
 declare
   v_cap int := p_max_workers * p_batch;
   v_backlog bigint;
-  k int;
 begin
-  -- Capped counts: a million-row backlog costs no more than a small one.
   select (select count(*) from (select 1 from public.files_queue
                                  where status = 'pending' and run_at <= now() limit v_cap) p)
        + (select count(*) from (select 1 from public.files_queue
                                  where status = 'processing' and lease_expires_at < now() limit v_cap) e)
     into v_backlog;
-  k := least(p_max_workers, ceil(v_backlog::numeric / p_batch))::int;
-  for i in 1..k loop
-    perform private.invoke_edge_function('process-files-queue', jsonb_build_object('batchSize', p_batch), 60000);
-  end loop;
-  return k;
+  return private.fan_out_edge_function('process-files-queue', v_backlog, p_batch, p_max_workers,
+    jsonb_build_object('batchSize', p_batch), 60000);
 end $$;
 revoke all on function private.dispatch_files_workers(int, int) from public;
 

@@ -1,6 +1,6 @@
 -- The platform the migrations rely on: hosted Supabase's, or the local bootstrap's stand-ins.
 begin;
-select plan(9);
+select plan(15);
 
 select has_role('anon');
 select has_role('authenticated');
@@ -14,6 +14,19 @@ select throws_ok(
   $$ select private.invoke_edge_function('../etc', '{}') $$,
   '22023', null, 'a function name that is not a slug is refused'
 );
+
+-- The dispatchers' fan-out rule: k = least(max_calls, ceil(backlog / batch_size)), at least min_calls.
+select vault.create_secret('http://127.0.0.1:9', 'project_url');
+select vault.create_secret('local-test-key', 'service_role_key');
+delete from net.http_request_queue;
+select is(private.fan_out_edge_function('probe', 0, 50, 4, '{}', 1000), 0, 'fan-out: no backlog, no call');
+select is(private.fan_out_edge_function('probe', 0, 50, 4, '{}', 1000, 1), 1, 'fan-out: min_calls is honoured when idle');
+select is(private.fan_out_edge_function('probe', 101, 50, 4, '{"n":1}', 1000), 3, 'fan-out: ceil(101 / 50) = 3 calls');
+select is(private.fan_out_edge_function('probe', 1000000, 50, 4, '{}', 1000), 4, 'fan-out: capped at max_calls');
+select is((select count(*)::int from net.http_request_queue where url = 'http://127.0.0.1:9/functions/v1/probe'), 8,
+  'fan-out: one pg_net request per call');
+select is((select count(*)::int from net.http_request_queue where convert_from(body, 'UTF8')::jsonb = '{"n":1}'::jsonb), 3,
+  'fan-out: each call carries the body');
 
 select * from finish();
 rollback;
