@@ -1,6 +1,6 @@
 -- Embedding sync SQL: queue rules, trigger behaviour, guards, RLS and views.
 begin;
-select plan(48);
+select plan(51);
 
 -- Local-only Vault entries so the webhook has somewhere to go (nothing sends in this test).
 select vault.create_secret('http://127.0.0.1:9', 'project_url');
@@ -109,6 +109,20 @@ select is((select content from documentation_embeddings where source_id = '3'), 
 truncate faq_items;
 select is((select count(*)::int from documentation_embeddings where source_table = 'faq_items'), 0,
   'TRUNCATE removes the embeddings');
+
+-- A table wired only with the runbook's bare trigger gets the TRUNCATE trigger too (event trigger).
+create table public.notes (id int primary key, body text);
+create trigger sync_notes after insert or update or delete on public.notes
+  for each row execute function add_to_embedding_queue();
+select ok(exists (select from pg_trigger where tgrelid = 'public.notes'::regclass
+                    and tgfoid = 'private.embedding_source_truncated()'::regprocedure),
+  'a bare add_to_embedding_queue() trigger gets a TRUNCATE trigger alongside');
+insert into notes values (1, 'first'), (2, 'second');
+select is((select count(*)::int from embedding_sync_queue where source_table = 'notes' and status = 'pending'), 2,
+  'bare trigger: two pending jobs');
+truncate notes;
+select is((select count(*)::int from embedding_sync_queue where source_table = 'notes' and status = 'pending'), 0,
+  'TRUNCATE of a bare-trigger table drops its pending jobs');
 
 -- A content function takes the row as jsonb and returns the text.
 create table public.laws (code text primary key, title text, articles jsonb);
