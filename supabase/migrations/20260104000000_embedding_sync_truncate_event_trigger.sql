@@ -22,9 +22,10 @@ begin
     from pg_catalog.pg_event_trigger_ddl_commands() c
     join pg_catalog.pg_trigger t on t.oid = c.objid
     where c.classid = 'pg_catalog.pg_trigger'::regclass
-      and t.tgfoid = 'public.add_to_embedding_queue()'::regprocedure
+      -- to_regprocedure: null rather than an error (in every CREATE TRIGGER) if a function was dropped.
+      and t.tgfoid = pg_catalog.to_regprocedure('public.add_to_embedding_queue()')
       and not exists (select from pg_catalog.pg_trigger x where x.tgrelid = t.tgrelid
-                        and x.tgfoid = 'private.embedding_source_truncated()'::regprocedure)
+                        and x.tgfoid = pg_catalog.to_regprocedure('private.embedding_source_truncated()'))
   loop
     begin
       execute format('create trigger embedding_sync_truncate after truncate on %s
