@@ -17,6 +17,8 @@ const lines: Record<string, string | number> = {
   DATABASE: state.database,
   ANON_KEY: state.anonKey,
   SERVICE_ROLE_KEY: state.serviceRoleKey,
+  PUBLISHABLE_KEY: state.publishableKey,
+  SECRET_KEY: state.secretKey,
   KEYS: "local-only",
   FUNCTIONS: state.functions.join(","),
   PG_NET: state.pgNet,

@@ -6,6 +6,7 @@ import type { SupabaseClient } from "@supabase/supabase-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createProcessEmbeddingQueueHandler } from "../packages/embeddings/handler.ts";
 import { createLocalClient } from "../packages/local-stack/client.ts";
+import { signUserJwt } from "../packages/local-stack/keys.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { startTestStack } from "../packages/local-stack/testing.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../packages/testkit/fake-openai.ts";
@@ -16,6 +17,7 @@ let fake: FakeOpenAI;
 let stack: LocalStack;
 let admin: SupabaseClient;
 let anon: SupabaseClient;
+let user: SupabaseClient;
 const FN = "process-embedding-queue";
 
 beforeAll(async () => {
@@ -24,8 +26,10 @@ beforeAll(async () => {
     databaseUrl: db.url,
     functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url },
   });
-  admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
-  anon = createLocalClient(stack.apiUrl, stack.anonKey);
+  // The 2026 scheme: a secret key for the service, a publishable key (+ a user's ES256 JWT) for clients.
+  admin = createLocalClient(stack.apiUrl, stack.secretKey);
+  anon = createLocalClient(stack.apiUrl, stack.publishableKey);
+  user = createLocalClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, crypto.randomUUID()) });
   // The 5-minute schedule would fire on its own; here each path is driven explicitly.
   await db.sql`update cron.job set active = false`;
   await db.sql`create table faq_items (id bigint primary key, question text not null, answer text not null,
@@ -68,6 +72,11 @@ async function quiet() {
 }
 
 describe("process-embedding-queue through the local stack", () => {
+  it("Vault holds only the 2026 scheme's secret key: no legacy service_role JWT for the paths below", async () => {
+    const rows = await db.sql`select name from vault.decrypted_secrets order by name`;
+    expect(rows.map((r) => r.name)).toEqual(["project_url", "secret_key"]);
+  });
+
   it("the webhook path: an insert wakes the function, which drains the queue", async () => {
     await db.sql`insert into faq_items (id, question, answer) select g, 'Question ' || g, 'Réponse ' || g from generate_series(1, 30) g`;
     await waitFor("webhook drained 30 rows", async () => (await embeddedIds()).length === 30 && (await pendingJobs()) === 0, 30_000);
@@ -105,7 +114,8 @@ describe("process-embedding-queue through the local stack", () => {
       expect(r.body).toMatchObject({ claimed: 6, embedded: 1, deleted: 5, dead: 0 });
       expect(await embeddedIds()).toHaveLength(25);
 
-      const status = await invoke({ action: "status" }, anon); // status is open to any JWT
+      expect((await invoke({ action: "status" }, anon)).status).toBe(403); // reads need a signed-in user
+      const status = await invoke({ action: "status" }, user);
       expect(status.status).toBe(200);
       expect(status.body.queue).toEqual([expect.objectContaining({ source_table: "faq_items", pending: 0, processing: 0, failed: 0 })]);
 

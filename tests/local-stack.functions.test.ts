@@ -110,10 +110,11 @@ describe("functions through the gateway", () => {
 
   it("writes the Vault entries that private.invoke_edge_function reads", async () => {
     const rows = await db.sql<{ name: string; decrypted_secret: string }[]>`
-      select name, decrypted_secret from vault.decrypted_secrets where name in ('project_url', 'service_role_key') order by name`;
+      select name, decrypted_secret from vault.decrypted_secrets order by name`;
+    // The 2026 scheme: a secret key (sent as apikey), no legacy service_role JWT.
     expect(rows).toEqual([
       { name: "project_url", decrypted_secret: stack.apiUrl },
-      { name: "service_role_key", decrypted_secret: stack.serviceRoleKey },
+      { name: "secret_key", decrypted_secret: stack.secretKey },
     ]);
   });
 

@@ -12,8 +12,10 @@ export function readEnv(): EnvSource {
 export const platformEnvSchema = z.object({
   SUPABASE_URL: z.url(),
   SUPABASE_DB_URL: z.string().min(1),
-  SUPABASE_ANON_KEY: z.string().min(1),
-  SUPABASE_SERVICE_ROLE_KEY: z.string().min(1),
+  // Legacy keys: still provided by the platform, but a project may run on the new keys alone
+  // (SUPABASE_SECRET_KEYS / SUPABASE_PUBLISHABLE_KEYS, read by core/auth.ts).
+  SUPABASE_ANON_KEY: z.string().min(1).optional(),
+  SUPABASE_SERVICE_ROLE_KEY: z.string().min(1).optional(),
 });
 
 /** Parses env against a schema; a missing or bad variable is a clear error naming it, never its value. */

@@ -1,6 +1,8 @@
-// What every edge function entry does at its boundary: method check, caller role, zod-validated body,
-// JSON answers. Runtime-agnostic (Fetch API only), so it runs under Deno and Node alike.
+// What every edge function entry does at its boundary: method check, authentication, the role the
+// action needs, a zod-validated body, JSON answers. Runtime-agnostic (Fetch API only), so it runs under Deno and Node alike.
 import { z } from "zod";
+import { type AuthConfig, authConfigFromEnv, authenticate, type Caller, type Role, roleSatisfies } from "./auth.ts";
+import { readEnv } from "./env.ts";
 
 export function json(body: unknown, status = 200, headers: HeadersInit = {}): Response {
   return new Response(JSON.stringify(body), {
@@ -13,45 +15,27 @@ export function errorResponse(status: number, error: string, details?: unknown):
   return json(details === undefined ? { error } : { error, details }, status);
 }
 
-export type CallerRole = "service_role" | "authenticated" | "anon" | "unknown";
-
-/**
- * The caller's role, read from the Bearer JWT's `role` claim. The gateway (hosted Supabase, or the
- * local stack) has already verified the signature when the function has verify_jwt = true, so only
- * the claims are read here. A missing or unreadable token is `null`.
- */
-export function callerRole(req: Request): CallerRole | null {
-  const auth = req.headers.get("authorization") ?? "";
-  const m = /^Bearer\s+([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)$/.exec(auth);
-  if (!m) return null;
-  try {
-    const payload = JSON.parse(new TextDecoder().decode(base64UrlDecode(m[2])));
-    const role = payload?.role;
-    return role === "service_role" || role === "authenticated" || role === "anon" ? role : "unknown";
-  } catch {
-    return null;
-  }
-}
-
-function base64UrlDecode(s: string): Uint8Array {
-  const b64 = s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4);
-  const bin = atob(b64);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-  return out;
+/** The authenticated caller's role, or null: for fixtures and simple functions. */
+export async function callerRole(req: Request): Promise<Role | null> {
+  const r = await authenticateRequest(req);
+  return r.ok ? r.value.role : null;
 }
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; response: Response };
 
-/** Reads and validates a JSON body. Invalid JSON or a schema mismatch is a 400 with the issues. */
-export async function parseJsonBody<S extends z.ZodType>(req: Request, schema: S): Promise<Parsed<z.infer<S>>> {
-  let raw: unknown;
+/** Reads a JSON body; an empty body is `{}`. `undefined` when it is not JSON. */
+async function readJson(req: Request): Promise<unknown> {
   try {
     const text = await req.text();
-    raw = text.trim() === "" ? {} : JSON.parse(text);
+    return text.trim() === "" ? {} : JSON.parse(text);
   } catch {
-    return { ok: false, response: errorResponse(400, "invalid JSON body") };
+    return undefined;
   }
+}
+
+/** Validates a parsed body; a schema mismatch is a 400 with the issues. */
+export function validateBody<S extends z.ZodType>(raw: unknown, schema: S): Parsed<z.infer<S>> {
+  if (raw === undefined) return { ok: false, response: errorResponse(400, "invalid JSON body") };
   const result = schema.safeParse(raw);
   if (!result.success) {
     return { ok: false, response: errorResponse(400, "invalid body", z.treeifyError(result.error)) };
@@ -59,24 +43,81 @@ export async function parseJsonBody<S extends z.ZodType>(req: Request, schema: S
   return { ok: true, value: result.data };
 }
 
+let cachedAuth: { key: string; config: AuthConfig } | null = null;
+const AUTH_VARS = [
+  "SUPABASE_SECRET_KEYS", "SUPABASE_SECRET_KEY", "SUPABASE_PUBLISHABLE_KEYS", "SUPABASE_PUBLISHABLE_KEY",
+  "SUPABASE_JWKS", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY",
+] as const;
+
+/** The function's AuthConfig from its environment, parsed again only when those variables change. */
+export function platformAuthConfig(env: Record<string, string | undefined> = readEnv()): AuthConfig {
+  const key = AUTH_VARS.map((v) => env[v] ?? "").join("\u0000");
+  if (cachedAuth?.key !== key) cachedAuth = { key, config: authConfigFromEnv(env) };
+  return cachedAuth.config;
+}
+
 /**
- * The common guard: only POST (405 otherwise, with Allow), a JWT (401 otherwise), and a validated
- * body. `requireServiceRole(body)` says whether this body needs the service role (403 otherwise).
+ * The caller, or the 401 (500 for a malformed platform variable) to answer with. `env` is the
+ * function's environment (default: the process's).
+ */
+export async function authenticateRequest(req: Request, env?: Record<string, string | undefined>): Promise<Parsed<Caller>> {
+  let cfg: AuthConfig;
+  try {
+    cfg = platformAuthConfig(env);
+  } catch (e) {
+    return { ok: false, response: errorResponse(500, "authentication is misconfigured", (e as Error).message) };
+  }
+  const r = await authenticate(req, cfg);
+  if (!r.ok) return { ok: false, response: errorResponse(401, "unauthorized", r.error) };
+  return { ok: true, value: r.caller };
+}
+
+/** The role an action needs, read from the raw (not yet validated) body, so rights are checked before the body. */
+export type RequiredRole = (raw: unknown) => Role;
+export const serviceOnly: RequiredRole = () => "service_role";
+
+/**
+ * Reads the field that names the action (`action`, `mode`) of a raw body, and says which role it needs:
+ * the listed read-only actions need an authenticated caller, everything else (unknown or missing actions
+ * included) the service role.
+ */
+export function readsNeedAuthenticated(field: string, reads: string[]): RequiredRole {
+  return (raw) => {
+    const v = raw && typeof raw === "object" ? (raw as Record<string, unknown>)[field] : undefined;
+    return typeof v === "string" && reads.includes(v) ? "authenticated" : "service_role";
+  };
+}
+
+/**
+ * Every function's boundary, in this order (one rule for all functions):
+ *   405 for a method other than POST (with Allow);
+ *   401 without a valid credential (apikey or Bearer, both key schemes: see auth.ts);
+ *   403 when the caller's role is below what the action needs (read from the raw body, before validating it);
+ *   400 for invalid JSON or a body the schema refuses, with the issues.
  */
 export async function guardRequest<S extends z.ZodType>(
   req: Request,
   schema: S,
-  requireServiceRole: (body: z.infer<S>) => boolean = () => true,
-): Promise<Parsed<{ body: z.infer<S>; role: CallerRole }>> {
+  requiredRole: RequiredRole = serviceOnly,
+  env?: Record<string, string | undefined>,
+): Promise<Parsed<{ body: z.infer<S>; caller: Caller }>> {
   if (req.method !== "POST") {
     return { ok: false, response: json({ error: "method not allowed" }, 405, { allow: "POST" }) };
   }
-  const role = callerRole(req);
-  if (!role) return { ok: false, response: errorResponse(401, "missing or invalid JWT") };
-  const parsed = await parseJsonBody(req, schema);
-  if (!parsed.ok) return parsed;
-  if (role !== "service_role" && requireServiceRole(parsed.value)) {
-    return { ok: false, response: errorResponse(403, "this action requires the service role") };
+  const auth = await authenticateRequest(req, env);
+  if (!auth.ok) return auth;
+  const caller = auth.value;
+  const raw = await readJson(req);
+  const needed = requiredRole(raw);
+  if (!roleSatisfies(caller.role, needed)) {
+    return {
+      ok: false,
+      response: errorResponse(403, "forbidden", needed === "service_role"
+        ? `this action requires the service role (a secret key); the caller is ${caller.role}`
+        : `this action requires a signed-in user or the service role; the caller is ${caller.role}`),
+    };
   }
-  return { ok: true, value: { body: parsed.value, role } };
+  const parsed = validateBody(raw, schema);
+  if (!parsed.ok) return parsed;
+  return { ok: true, value: { body: parsed.value, caller } };
 }

@@ -4,7 +4,7 @@ import { z } from "zod";
 import type postgres from "postgres";
 import { connectDb } from "../core/db.ts";
 import { parseEnv, platformEnvSchema, readEnv } from "../core/env.ts";
-import { errorResponse, guardRequest, json } from "../core/http.ts";
+import { errorResponse, guardRequest, json, readsNeedAuthenticated } from "../core/http.ts";
 import { assertDimensionsMatch, createProvider, type EmbeddingEnv, parseEmbeddingEnv } from "./config.ts";
 import { processEmbeddingQueue } from "./pipeline.ts";
 import type { EmbeddingProvider } from "./provider.ts";
@@ -56,7 +56,7 @@ export function createProcessEmbeddingQueueHandler(source: Record<string, string
   };
 
   return async function handle(req: Request): Promise<Response> {
-    const guarded = await guardRequest(req, processQueueBodySchema, (b) => b.action !== "status");
+    const guarded = await guardRequest(req, processQueueBodySchema, readsNeedAuthenticated("action", ["status"]), source);
     if (!guarded.ok) return guarded.response;
     const body = guarded.value.body;
     let rt: Runtime;

@@ -4,7 +4,8 @@
 import { createClient } from "@supabase/supabase-js";
 import type postgres from "postgres";
 import { connectDb } from "../core/db.ts";
-import { parseEnv, platformEnvSchema } from "../core/env.ts";
+import { serviceKeyFromEnv } from "../core/auth.ts";
+import { parseEnv, platformEnvSchema, readEnv } from "../core/env.ts";
 import { type ObjectStore, supabaseObjectStore } from "./object-store.ts";
 
 export interface FilesContext {
@@ -17,7 +18,7 @@ export function lazyContext(): () => FilesContext {
   return () => {
     if (ctx) return ctx;
     const env = parseEnv(platformEnvSchema);
-    const supabase = createClient(env.SUPABASE_URL, env.SUPABASE_SERVICE_ROLE_KEY, {
+    const supabase = createClient(env.SUPABASE_URL, serviceKeyFromEnv(readEnv()), {
       auth: { persistSession: false, autoRefreshToken: false },
     });
     ctx = { sql: connectDb(env.SUPABASE_DB_URL, { max: 4 }), store: supabaseObjectStore(supabase) };

@@ -1,7 +1,7 @@
 // legifrance-collector's request handling: body validation, PISTE configuration from the environment,
 // and the MASSIVE self-continuation through pg_net.
 import { z } from "zod";
-import { errorResponse, guardRequest, json } from "../core/http.ts";
+import { errorResponse, guardRequest, json, readsNeedAuthenticated } from "../core/http.ts";
 import { parseEnv, readEnv } from "../core/env.ts";
 import { continueViaPgNet, type FilesContext } from "../files-queue/context.ts";
 import { bucketNameSchema } from "../files-queue/repopulate.ts";
@@ -45,7 +45,7 @@ export const collectorEnvSchema = z.object({
 export function collectorHandler(ctx: () => FilesContext, env: () => Record<string, string | undefined> = readEnv) {
   let client: PisteClient | null = null;
   return async (req: Request): Promise<Response> => {
-    const g = await guardRequest(req, collectorBodySchema, (b) => b.mode !== "status");
+    const g = await guardRequest(req, collectorBodySchema, readsNeedAuthenticated("mode", ["status"]), env());
     if (!g.ok) return g.response;
     const body = g.value.body;
     try {

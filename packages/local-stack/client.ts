@@ -14,10 +14,12 @@ class NoRealtime {
   }
 }
 
-export function createLocalClient(apiUrl: string, key: string): SupabaseClient {
+/** `accessToken`: a signed-in user's JWT, sent as Authorization beside the (publishable) key. */
+export function createLocalClient(apiUrl: string, key: string, opts: { accessToken?: string } = {}): SupabaseClient {
   const g = globalThis as { WebSocket?: unknown };
+  const token = opts.accessToken;
   return createClient(apiUrl, key, {
-    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    ...(token ? { accessToken: () => Promise.resolve(token) } : { auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false } }),
     ...(g.WebSocket ? {} : { realtime: { transport: NoRealtime as never } }),
   });
 }

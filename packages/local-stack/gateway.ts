@@ -1,18 +1,22 @@
 // The API gateway on 127.0.0.1:54321: the routes supabase-js calls.
 //   /functions/v1/<name>[/…]  → the Deno functions process (verify_jwt enforced here, as on the platform)
 //   /storage/v1/…             → the Storage stand-in (storage.ts)
+//   /auth/v1/.well-known/jwks.json → the project's public signing keys (ES256), as Supabase Auth serves them
 //   /health                   → {"ok":true}
-// PostgREST and Auth are not part of the local stack: /rest/v1 and /auth/v1 answer 501 saying so.
+// PostgREST and the rest of Auth are not part of the local stack: /rest/v1 and /auth/v1 answer 501 saying so.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
-import { bearerToken, verifyJwt } from "./keys.ts";
+import type { JSONWebKeySet } from "jose";
+import { type AuthConfig, authenticate, verifyJwt } from "../core/auth.ts";
 import { FUNCTION_NAME } from "./function-config.ts";
 import type { StorageCaller } from "./storage.ts";
 
 export interface GatewayOptions {
   port: number;
-  jwtSecret: string;
+  /** Credentials the gateway accepts (both key schemes); see keys.ts gatewayAuthConfig. */
+  auth: AuthConfig;
+  jwks: JSONWebKeySet;
   /** Internal URL of the Deno functions process; null while it is not running. */
   functionsUrl: () => string | null;
   /** Function names served (loaded or failed to load); anything else is a 404. */
@@ -80,13 +84,11 @@ function toWebRequest(req: IncomingMessage, url: string): Request {
   });
 }
 
-/** The verified role of a request (Authorization Bearer first, then apikey), for Storage. */
-export async function storageCaller(jwtSecret: string, req: Request): Promise<StorageCaller | null> {
-  const token = bearerToken(req.headers.get("authorization")) ?? req.headers.get("apikey");
-  const v = await verifyJwt(jwtSecret, token);
-  if (!v) return null;
-  if (v.role !== "anon" && v.role !== "authenticated" && v.role !== "service_role") return null;
-  return { role: v.role, claims: v.claims };
+/** The verified caller of a Storage request (any of the accepted credentials), or null. */
+export async function storageCaller(auth: AuthConfig, req: Request): Promise<StorageCaller | null> {
+  const r = await authenticate(req, auth);
+  if (!r.ok) return null;
+  return { role: r.caller.role, claims: (r.caller.claims ?? { role: r.caller.role }) as Record<string, unknown> };
 }
 
 export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
@@ -121,9 +123,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         return sendJson(res, 404, { code: "NOT_FOUND", message: "Requested function was not found" });
       }
       if (opts.verifyJwt(name)) {
-        const token = bearerToken(req.headers.authorization);
+        // As on the platform: verify_jwt wants a JWT in Authorization; an opaque sb_… key is refused,
+        // which is why our functions set verify_jwt = false and authenticate in code.
+        const token = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "")?.[1];
         if (!token) return sendJson(res, 401, { code: 401, message: "Missing authorization header" });
-        if (!(await verifyJwt(opts.jwtSecret, token))) return sendJson(res, 401, { code: 401, message: "Invalid JWT" });
+        if (!(await verifyJwt(token, opts.auth)).ok) return sendJson(res, 401, { code: 401, message: "Invalid JWT" });
       }
       const base = opts.functionsUrl();
       if (!base) return sendJson(res, 503, { code: "UNAVAILABLE", message: "functions runtime is not running" });
@@ -145,6 +149,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       const r = await opts.storage(toWebRequest(req, `http://local${path}${search}`), path.slice("/storage/v1/".length));
       return await sendResponse(res, r, method === "HEAD");
     }
+
+    if (path === "/auth/v1/.well-known/jwks.json" && (method === "GET" || method === "HEAD")) return sendJson(res, 200, opts.jwks);
 
     if (path.startsWith("/rest/v1") || path.startsWith("/auth/v1") || path.startsWith("/realtime/v1")) {
       return sendJson(res, 501, {

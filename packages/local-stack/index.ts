@@ -11,7 +11,7 @@ import { hasCronStandIn, startCronTicker, type CronTicker } from "./cron.ts";
 import { listFunctions, readEnvFile, readVerifyJwt } from "./function-config.ts";
 import { startFunctionsRuntime, type FunctionsRuntime } from "./functions-runtime.ts";
 import { startGateway, storageCaller, type Gateway } from "./gateway.ts";
-import { localKeys } from "./keys.ts";
+import { functionKeyEnv, gatewayAuthConfig, type LocalKeys, localKeys } from "./keys.ts";
 import { applyPlatformBootstrap, pushMigrations } from "./migrate.ts";
 import { startPgNetSender, type PgNetSender } from "./pg-net.ts";
 import { embeddedUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "./pglite.ts";
@@ -39,7 +39,9 @@ export interface LocalStackOptions {
 export interface LocalStack {
   apiUrl: string;                  // http://127.0.0.1:<port>
   dbUrl: string;                   // postgres://… (the given one, or the PGlite socket)
-  anonKey: string; serviceRoleKey: string;   // local-only HS256 JWTs with a `role` claim
+  anonKey: string; serviceRoleKey: string;   // local-only legacy HS256 JWTs with a `role` claim
+  publishableKey: string; secretKey: string; // local-only sb_publishable_… / sb_secret_… keys
+  keys: LocalKeys;                 // all of the above, the JWKS and the ES256 signing key (signUserJwt)
   functionsPid: number;            // pid of the single Deno process serving every function (for RSS)
   stop(): Promise<void>;           // stops everything it started; no orphans
   // Extensions beyond the shared contract:
@@ -103,10 +105,12 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const served = new Set(names);
     const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
     stoppers.push(() => sql.end({ timeout: 2 }));
-    const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(keys.jwtSecret, req) });
+    const auth = gatewayAuthConfig(keys);
+    const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(auth, req) });
     const gateway: Gateway = await startGateway({
       port: gatewayPort,
-      jwtSecret: keys.jwtSecret,
+      auth,
+      jwks: keys.jwks,
       functionsUrl: () => runtime?.url ?? null,
       functionNames: () => served,
       verifyJwt: (name) => verify.get(name) ?? true,
@@ -118,8 +122,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const env: Record<string, string> = {
       SUPABASE_URL: gateway.url,
       SUPABASE_DB_URL: dbUrl,
-      SUPABASE_ANON_KEY: keys.anonKey,
-      SUPABASE_SERVICE_ROLE_KEY: keys.serviceRoleKey,
+      ...functionKeyEnv(keys),
       ...readEnvFile(join(functionsDir, ".env")),
       ...opts.functionEnv,
     };
@@ -177,9 +180,10 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       await sql`select set_config('search_path', '"$user", public, extensions', false)`;
     }
 
-    // Vault entries that private.invoke_edge_function (cron jobs, webhooks) reads.
+    // Vault entries that private.invoke_edge_function (cron jobs, webhooks) reads: the 2026 scheme, a
+    // secret key (sent as apikey). A legacy `service_role_key` entry is used only when no `secret_key` exists.
     await sql.begin(async (tx) => {
-      for (const [name, value] of [["project_url", gateway.url], ["service_role_key", keys.serviceRoleKey]] as const) {
+      for (const [name, value] of [["project_url", gateway.url], ["secret_key", keys.secretKey]] as const) {
         const [row] = await tx<{ id: string }[]>`select id from vault.secrets where name = ${name}`;
         if (row) await tx`select vault.update_secret(${row.id}::uuid, ${value})`;
         else await tx`select vault.create_secret(${value}, ${name}, 'written by the local stack (local-only)')`;
@@ -207,6 +211,8 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       dbUrl,
       anonKey: keys.anonKey,
       serviceRoleKey: keys.serviceRoleKey,
+      publishableKey: keys.publishableKey,
+      secretKey: keys.secretKey,
       functionsPid: rt.pid,
       functions: rt.loaded,
       functionsFailed: rt.failed,
@@ -233,6 +239,9 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       dbUrl,
       anonKey: keys.anonKey,
       serviceRoleKey: keys.serviceRoleKey,
+      publishableKey: keys.publishableKey,
+      secretKey: keys.secretKey,
+      keys,
       // A getter: the pid changes if the supervisor restarts the Deno process.
       get functionsPid() {
         return runtime?.pid ?? rt.pid;

@@ -12,6 +12,8 @@ export interface StackState {
   dbUrl: string;
   anonKey: string;
   serviceRoleKey: string;
+  publishableKey: string;
+  secretKey: string;
   functionsPid: number;
   functions: string[];
   functionsFailed: Record<string, string>;

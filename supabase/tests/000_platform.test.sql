@@ -1,6 +1,6 @@
 -- The platform the migrations rely on: hosted Supabase's, or the local bootstrap's stand-ins.
 begin;
-select plan(15);
+select plan(19);
 
 select has_role('anon');
 select has_role('authenticated');
@@ -27,6 +27,20 @@ select is((select count(*)::int from net.http_request_queue where url = 'http://
   'fan-out: one pg_net request per call');
 select is((select count(*)::int from net.http_request_queue where convert_from(body, 'UTF8')::jsonb = '{"n":1}'::jsonb), 3,
   'fan-out: each call carries the body');
+
+-- The key goes in the header it belongs in: a legacy JWT as Bearer, a secret key as apikey (preferred).
+delete from net.http_request_queue;
+select private.invoke_edge_function('probe', '{}');
+select is((select headers->>'Authorization' from net.http_request_queue), 'Bearer local-test-key',
+  'legacy service_role_key in Vault: sent as Authorization: Bearer');
+select ok((select not headers ? 'apikey' from net.http_request_queue), 'legacy key: no apikey header');
+select vault.create_secret('sb_secret_local_test_only', 'secret_key');
+delete from net.http_request_queue;
+select private.invoke_edge_function('probe', '{}');
+select is((select headers->>'apikey' from net.http_request_queue), 'sb_secret_local_test_only',
+  'secret_key in Vault: sent as apikey');
+select ok((select not headers ? 'Authorization' from net.http_request_queue),
+  'secret key: never sent as a Bearer JWT (the gateway would refuse it)');
 
 select * from finish();
 rollback;

@@ -28,6 +28,24 @@ create schema if not exists extensions;
 grant usage on schema extensions to anon, authenticated, service_role;
 grant usage on schema public to anon, authenticated, service_role;
 
+-- Hosted Supabase's default privileges: whatever postgres creates in public is granted in full to
+-- anon, authenticated and service_role. Tests must see what hosted exposes, so every migration
+-- revokes by name what the API roles must not have (the pgTAP allow-list test checks the result).
+do $$
+declare
+  kind record;
+begin
+  for kind in select * from (values ('r', 'tables'), ('f', 'functions'), ('S', 'sequences')) as k(code, noun) loop
+    if not exists (
+      select from pg_default_acl d
+      where d.defaclrole = 'postgres'::regrole and d.defaclnamespace = 'public'::regnamespace
+        and d.defaclobjtype = kind.code::"char"
+    ) then
+      execute format('alter default privileges for role postgres in schema public grant all on %s to anon, authenticated, service_role', kind.noun);
+    end if;
+  end loop;
+end $$;
+
 do $$
 begin
   if not exists (select from pg_extension where extname = 'vector') then

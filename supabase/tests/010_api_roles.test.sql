@@ -1,0 +1,41 @@
+-- The exact allow-list of what anon and authenticated may reach in schema public, under hosted
+-- Supabase's default privileges (ALL to both on new objects; the platform bootstrap applies them).
+-- A grant not listed here fails the test and is named in its diagnostics.
+begin;
+select plan(2);
+
+create temp view api_reach as
+  select 'function' as kind, p.proname::text as name, r.rolname::text as role
+  from pg_proc p cross join (values ('anon'), ('authenticated')) r(rolname)
+  where p.pronamespace = 'public'::regnamespace
+    and not exists (select from pg_depend d where d.objid = p.oid and d.deptype = 'e')
+    and has_function_privilege(r.rolname, p.oid, 'execute')
+  union
+  select case c.relkind when 'v' then 'view' when 'm' then 'view' when 'S' then 'sequence' else 'table' end,
+         c.relname::text, r.rolname::text
+  from pg_class c cross join (values ('anon'), ('authenticated')) r(rolname)
+  where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')
+    and not exists (select from pg_depend d where d.objid = c.oid and d.deptype = 'e')
+    and case when c.relkind = 'S' then has_sequence_privilege(r.rolname, c.oid, 'usage,select,update')
+             else has_table_privilege(r.rolname, c.oid, 'select,insert,update,delete,truncate,references,trigger') end;
+
+create temp table api_allowed (kind text, name text, role text);
+insert into api_allowed values
+  ('function', 'embedding_dimensions', 'anon'),
+  ('function', 'embedding_dimensions', 'authenticated'),
+  ('function', 'hybrid_search', 'authenticated'),
+  ('function', 'match_documents', 'authenticated');
+
+select is_empty(
+  $$ select kind || ' ' || name || ' to ' || role from api_reach
+     except select kind || ' ' || name || ' to ' || role from api_allowed $$,
+  'anon and authenticated reach nothing in public beyond the allow-list'
+);
+select is_empty(
+  $$ select kind || ' ' || name || ' to ' || role from api_allowed
+     except select kind || ' ' || name || ' to ' || role from api_reach $$,
+  'everything on the allow-list is granted (search works for signed-in users)'
+);
+
+select * from finish();
+rollback;
