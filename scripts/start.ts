@@ -117,7 +117,7 @@ try {
   say(`  Embeddings       ${embeddingProvider === "offline" ? "offline provider (deterministic, lexical — NOT semantic, local only)" : `OpenAI (${env.OPENAI_BASE_URL ?? "api"})`}`);
   say(`  Légifrance       ${legifrance === "stand-in" ? `stand-in with sample documents at ${piste!.apiUrl} (NOT the real PISTE API)` : "real PISTE API"}`);
   say(`  Keys             anon and service_role JWTs signed with a local secret (${dataDir}/jwt-secret): local-only`);
-  say(`  npm run status   prints API_URL, DB_URL, ANON_KEY, SERVICE_ROLE_KEY, … as KEY=value lines`);
+  say(`  npm run status   prints API_URL, DB_URL, PUBLISHABLE_KEY, SECRET_KEY, ANON_KEY, SERVICE_ROLE_KEY, … as KEY=value lines`);
   say("");
 
   if (env.LOCAL_STACK_DEMO !== "0") {

@@ -64,6 +64,13 @@ describe("npm start / npm run status", () => {
     expect(s.vars.API_URL).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(s.vars.ANON_KEY.split(".")).toHaveLength(3);
     expect(s.vars.SERVICE_ROLE_KEY).not.toBe(s.vars.ANON_KEY);
+    expect(s.vars.PUBLISHABLE_KEY).toMatch(/^sb_publishable_[A-Za-z0-9_-]{20,}$/);
+    expect(s.vars.SECRET_KEY).toMatch(/^sb_secret_[A-Za-z0-9_-]{20,}$/);
+    // The secret key from `npm run status` is what a script would use: it reaches a service-only action.
+    const cleanup = await fetch(`${s.vars.API_URL}/functions/v1/process-embedding-queue`, {
+      method: "POST", headers: { apikey: s.vars.SECRET_KEY, "content-type": "application/json" }, body: '{"action":"cleanup"}',
+    });
+    expect(cleanup.status).toBe(200);
     const health = await fetch(`${s.vars.API_URL}/health`);
     expect(health.status).toBe(200);
     // The demo rows are in the database the stack serves.
