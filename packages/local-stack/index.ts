@@ -103,7 +103,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const served = new Set(names);
     const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
     stoppers.push(() => sql.end({ timeout: 2 }));
-    const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(keys.jwtSecret, req) });
+    const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(keys.jwtSecret, req), signingSecret: keys.jwtSecret });
     const gateway: Gateway = await startGateway({
       port: gatewayPort,
       jwtSecret: keys.jwtSecret,
