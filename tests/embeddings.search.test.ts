@@ -28,23 +28,23 @@ afterAll(async () => {
   await fake?.stop();
 });
 
-const FILTER = { source_table: "fr_law" };
+const FILTER = JSON.stringify({ source_table: "fr_law" });
 
 describe("hybrid_search with a null embedding", () => {
   it("is a text-only search: only rows matching the text, scored by their full-text rank", async () => {
     const hits = await db.sql<{ source_id: string; score: number }[]>`
-      select source_id, score from hybrid_search('permis de construire', null, 10, ${FILTER})`;
+      select source_id, score from hybrid_search('permis de construire', null, 10, ${FILTER}::text::jsonb)`;
     // Every hit contains one of the words; the two documents about building permits come first.
     expect(hits.map((h) => h.source_id).slice(0, 2).sort()).toEqual(["19", "20"]);
     expect(hits.map((h) => h.source_id).sort()).toEqual(["19", "20", "22"]);
     expect(hits.map((h) => h.score)).toEqual([1 / 51, 1 / 52, 1 / 53]);
-    expect(await db.sql`select * from hybrid_search('xyzzy plugh', null, 10, ${FILTER})`).toEqual([]);
-    expect(await db.sql`select * from hybrid_search(null, null, 10, ${FILTER})`).toEqual([]);
+    expect(await db.sql`select * from hybrid_search('xyzzy plugh', null, 10, ${FILTER}::text::jsonb)`).toEqual([]);
+    expect(await db.sql`select * from hybrid_search(null, null, 10, ${FILTER}::text::jsonb)`).toEqual([]);
   });
 
   it("an embedding without text is a vector-only search", async () => {
     const q = vectorLiteral(offlineEmbedding("vitesse des véhicules en agglomération", 1536));
-    const hits = await db.sql`select source_id, score from hybrid_search(null, ${q}::vector, 3, ${FILTER})`;
+    const hits = await db.sql`select source_id, score from hybrid_search(null, ${q}::vector, 3, ${FILTER}::text::jsonb)`;
     expect(hits.map((h) => h.source_id)[0]).toBe("21");
     expect(hits.map((h) => h.score)).toEqual([1 / 51, 1 / 52, 1 / 53]);
   });
@@ -78,7 +78,7 @@ describe("natural questions in full text", () => {
         where source_table = 'fr_law' and fts @@ websearch_to_tsquery('french', ${q})
         order by ts_rank_cd(fts, websearch_to_tsquery('french', ${q})) desc limit ${K}`).map((r) => r.source_id));
     const after = await score(async (q) =>
-      (await db.sql<{ source_id: string }[]>`select source_id from hybrid_search(${q}, null, ${K}, ${FILTER})`).map((r) => r.source_id));
+      (await db.sql<{ source_id: string }[]>`select source_id from hybrid_search(${q}, null, ${K}, ${FILTER}::text::jsonb)`).map((r) => r.source_id));
     console.log(`\nfull-text branch, ${questions.length} French questions over ${corpus.length} documents:`);
     console.table({ "before (websearch_to_tsquery, every word)": before, "after (any meaningful word, ts_rank_cd)": after });
 

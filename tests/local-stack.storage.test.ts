@@ -258,7 +258,7 @@ describe("signed URLs", () => {
     const many = await s.createSignedUrls(["other.txt", "missing.txt"], 60);
     expect(many.error).toBeNull();
     expect(many.data!.map((d) => [d.path, d.error])).toEqual([["other.txt", null], ["missing.txt", "Object not found"]]);
-    expect(await (await fetch(many.data![0].signedUrl)).text()).toBe("autre");
+    expect(await (await fetch(many.data![0].signedUrl!)).text()).toBe("autre");
 
     // Anon has no RLS policy on this bucket: it may not sign.
     const anon = createLocalClient(stack.apiUrl, stack.anonKey).storage.from("signed-docs");
