@@ -143,6 +143,24 @@ describe("process-embedding-queue through the local stack", () => {
     expect(unknownTable.status).toBe(400);
   });
 
+  it("{ action: 'resync' } keeps working after a source table is dropped (even with no event trigger to clean up)", async () => {
+    await db.sql`create table dropped_notes (id int primary key, body text)`;
+    await db.sql`select register_embedding_source('dropped_notes')`;
+    await db.sql`alter event trigger embedding_sync_forget_dropped disable`;
+    try {
+      await db.sql`drop table dropped_notes`;
+    } finally {
+      await db.sql`alter event trigger embedding_sync_forget_dropped enable`;
+    }
+    const r = await invoke({ action: "resync" });
+    expect(r.status).toBe(200);
+    expect(r.body.tables).toEqual(expect.arrayContaining([
+      { source_table: "dropped_notes", enqueued: 0, deletes: 0 },
+      expect.objectContaining({ source_table: "faq_items" }),
+    ]));
+    await db.sql`select unregister_embedding_source('dropped_notes')`;
+  });
+
   it("refuses to run when EMBEDDING_DIMENSIONS does not match the table", async () => {
     const handle = createProcessEmbeddingQueueHandler({
       SUPABASE_URL: stack.apiUrl, SUPABASE_DB_URL: db.url, SUPABASE_ANON_KEY: stack.anonKey,
