@@ -109,6 +109,25 @@ describe("source lifecycle", () => {
     expect((await footprint("new_notes")).chunks).toBe(0);
   });
 
+  it("column changes follow (key renamed, text column added) or are refused when they would break every write", async () => {
+    await makeNotes("col_notes"); // default content: its text columns
+    await db.sql`alter table col_notes rename column id to note_id`;
+    await db.sql`alter table col_notes add column author text`;
+    await db.sql`insert into col_notes (note_id, body, author) values (3, 'note trois', 'Camille')`;
+    expect(await db.sql`select source_id, content from embedding_sync_queue where source_table = 'col_notes' and status = 'pending'`)
+      .toEqual([{ source_id: "3", content: "body: note trois\nauthor: Camille" }]);
+
+    await db.sql`create table picked_notes (id int primary key, body text, tag text)`;
+    await db.sql`select register_embedding_source('picked_notes', content_columns => array['body'], metadata_columns => array['tag'])`;
+    for (const ddl of ["alter table picked_notes rename column body to texte", "alter table picked_notes drop column tag"]) {
+      const err = await db.sql.unsafe(ddl).then(() => null, (e) => e);
+      expect(err?.message, ddl).toMatch(/this ALTER TABLE breaks the embedding of picked_notes/);
+      expect(err.hint).toMatch(/register_embedding_source\('picked_notes'.*unregister_embedding_source\('picked_notes'\)/s);
+    }
+    await db.sql`insert into picked_notes values (1, 'toujours embarqué', 'a')`; // writes keep working
+    expect(await db.sql`select content from embedding_sync_queue where source_table = 'picked_notes'`).toEqual([{ content: "body: toujours embarqué" }]);
+  });
+
   it("unregister_embedding_source removes the registration, triggers, jobs and chunks; later writes enqueue nothing", async () => {
     await makeNotes("bye_notes");
     await db.sql`create trigger sync_bye after insert or update or delete on bye_notes for each row execute function add_to_embedding_queue()`;

@@ -4,7 +4,8 @@
 --   (event trigger on sql_drop). Where event triggers are not allowed, coverage and resync skip the
 --   missing table and say so instead of failing (a dropped table's oid rendered as a number used to
 --   break them for every table).
--- * Renaming a source (ALTER TABLE … RENAME / SET SCHEMA) renames it everywhere (ddl_command_end).
+-- * Renaming a source (ALTER TABLE … RENAME / SET SCHEMA) renames it everywhere (ddl_command_end), and
+--   column changes rebuild its cached expressions (or are refused when they would break its writes).
 -- * unregister_embedding_source(table) stops embedding a table and removes everything of it.
 -- * CREATE TRIGGER … EXECUTE FUNCTION add_to_embedding_queue() on a table that cannot be embedded (no
 --   single-column primary key, or nothing to embed) is refused at CREATE TRIGGER time, with the way out,
@@ -84,8 +85,13 @@ begin
   end loop;
 end $$;
 
--- ddl_command_end on ALTER TABLE: a renamed (or moved) source keeps working under its new name, in the
--- queue, the versions, the chunks (so filter {"source_table": new name} finds them) and the views.
+-- ddl_command_end on ALTER TABLE of a source:
+-- * a renamed (or moved) source keeps working under its new name, in the queue, the versions, the
+--   chunks (so filter {"source_table": new name} finds them) and the views;
+-- * its cached expressions are rebuilt from its settings, so a renamed key, a new text column (default
+--   content) or any column change is followed. When the settings name a column that is gone (a content,
+--   metadata or filter column renamed or dropped) the ALTER is refused, saying what to re-register:
+--   otherwise every later write to the table would fail.
 create function private.embedding_follow_rename() returns event_trigger
 language plpgsql
 security definer
@@ -93,26 +99,45 @@ set search_path = ''
 as $$
 declare
   r record;
+  pk text;
+  v_row_sql text;
+  v_meta_sql text;
 begin
   if pg_catalog.to_regclass('public.embedding_sources') is null then
     return;
   end if;
   for r in
-    select s.source_table as old_name, private.embedding_table_name(s.relid) as new_name
+    select s.*, private.embedding_table_name(s.relid) as new_name
     from public.embedding_sources s
     where s.relid in (select c.objid from pg_catalog.pg_event_trigger_ddl_commands() c
                       where c.classid = 'pg_catalog.pg_class'::regclass)
-      and private.embedding_table_name(s.relid) is distinct from s.source_table
   loop
     begin
-      update public.embedding_sources set source_table = r.new_name, updated_at = now() where source_table = r.old_name;
-      update public.embedding_sync_queue set source_table = r.new_name where source_table = r.old_name;
-      update public.embedding_sync_versions set source_table = r.new_name where source_table = r.old_name;
-      update public.documentation_embeddings set source_table = r.new_name where source_table = r.old_name;
+      pk := private.embedding_pk_column(r.relid);
+      v_row_sql := private.embedding_row_sql(r.relid, pk, r.content_columns, r.content_function, r.publish_filter);
+      v_meta_sql := private.embedding_metadata_sql(r.relid, r.metadata_columns);
+      execute pg_catalog.format('select %s, %s from %s r limit 0', v_row_sql, coalesce(v_meta_sql, 'null'), r.relid::regclass);
     exception when others then
-      -- e.g. the new name was registered before: keep the old name (still found by oid) rather than fail the ALTER.
-      raise warning 'embedding sync: % was renamed to % but its index keeps the old name (%)', r.old_name, r.new_name, sqlerrm;
+      raise exception 'embedding sync: this ALTER TABLE breaks the embedding of % (%)', r.source_table, sqlerrm
+        using errcode = 'dependent_objects_still_exist',
+              hint = pg_catalog.format('call register_embedding_source(%L, …) with the new columns first, '
+                  || 'or select unregister_embedding_source(%L)', r.source_table, r.source_table);
     end;
+    if v_row_sql is distinct from r.row_sql or v_meta_sql is distinct from r.metadata_sql or pk is distinct from r.pk_column then
+      update public.embedding_sources set pk_column = pk, row_sql = v_row_sql, metadata_sql = v_meta_sql, updated_at = now()
+      where source_table = r.source_table;
+    end if;
+    if r.new_name is distinct from r.source_table then
+      begin
+        update public.embedding_sources set source_table = r.new_name, updated_at = now() where source_table = r.source_table;
+        update public.embedding_sync_queue set source_table = r.new_name where source_table = r.source_table;
+        update public.embedding_sync_versions set source_table = r.new_name where source_table = r.source_table;
+        update public.documentation_embeddings set source_table = r.new_name where source_table = r.source_table;
+      exception when others then
+        -- e.g. the new name was registered before: keep the old name (still found by oid) rather than fail the ALTER.
+        raise warning 'embedding sync: % was renamed to % but its index keeps the old name (%)', r.source_table, r.new_name, sqlerrm;
+      end;
+    end if;
   end loop;
 end $$;
 
