@@ -57,11 +57,11 @@ begin
     || (select string_agg(format('%L, r.%I', c, c), ', ') from unnest(metadata_columns) c) || '))';
 end $$;
 
--- One row's fingerprint of its metadata, as stored in embedding_sync_versions.metadata_hash. No SET
--- clause (every name is qualified) so that it is inlined: it runs once per applied or resynced row.
+-- One row's fingerprint of its metadata, as stored in embedding_sync_versions.metadata_hash.
 create function private.embedding_metadata_hash(m jsonb) returns text
-language sql immutable parallel safe
-as $$ select pg_catalog.md5(coalesce(m, '{}'::pg_catalog.jsonb)::pg_catalog.text) $$;
+language sql immutable
+set search_path = ''
+as $$ select pg_catalog.md5(coalesce(m, '{}'::jsonb)::text) $$;
 
 drop function public.register_embedding_source(regclass, text[], regprocedure, text, int, int);
 

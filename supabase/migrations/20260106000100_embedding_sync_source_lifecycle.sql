@@ -11,6 +11,12 @@
 --   single-column primary key, or nothing to embed) is refused at CREATE TRIGGER time, with the way out,
 --   instead of failing every later INSERT.
 
+-- One row's metadata fingerprint (20260106000000), without its SET clause so that it is inlined: it
+-- runs once per applied or resynced row. Every name in it is qualified.
+create or replace function private.embedding_metadata_hash(m jsonb) returns text
+language sql immutable parallel safe
+as $$ select pg_catalog.md5(coalesce(m, '{}'::pg_catalog.jsonb)::pg_catalog.text) $$;
+
 -- Everything of one source, in an order that also fences a worker in flight: its jobs go first (a
 -- worker's apply then finds its jobs gone and writes nothing), then the chunks and versions.
 create function private.embedding_forget_source(p_source_table text) returns bigint
