@@ -80,3 +80,11 @@ end $$;
 revoke all on function public.embedding_question_tsquery(text) from public, anon;
 -- Granted like the searches it serves, so callers can see how a question is matched.
 grant execute on function public.embedding_question_tsquery(text) to authenticated, service_role;
+
+-- A metadata filter with the HNSW index: the index hands back ef_search (40) nearest candidates and the
+-- filter applies after, so a filter matching 1 chunk in 20 could return none. pgvector >= 0.8's
+-- iterative scan goes on scanning the index until enough candidates pass the filter (in exact
+-- distance order, up to hnsw.max_scan_tuples), so `filter` returns a full page when one exists.
+alter function public.match_documents(extensions.vector, int, jsonb) set hnsw.iterative_scan = strict_order;
+alter function public.hybrid_search(text, extensions.vector, int, jsonb, double precision, double precision, int)
+  set hnsw.iterative_scan = strict_order;
