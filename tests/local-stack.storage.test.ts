@@ -254,6 +254,9 @@ describe("signed URLs", () => {
     expect(elsewhere.status).toBe(400);
     const forged = await fetch(data!.signedUrl.replace(/token=[^&]+/, `token=${token.slice(0, -4)}AAAA`));
     expect(forged.status).toBe(400);
+    // And the token is no API key.
+    const asKey = await fetch(`${stack.apiUrl}/storage/v1/bucket`, { headers: { apikey: token, authorization: `Bearer ${token}` } });
+    expect(asKey.status).toBe(401);
 
     const many = await s.createSignedUrls(["other.txt", "missing.txt"], 60);
     expect(many.error).toBeNull();

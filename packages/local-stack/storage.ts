@@ -12,7 +12,7 @@
 // version on disk first, then commits the row that points at it, then deletes the old version.
 // A crash before the commit leaves an unreferenced file (harmless); a crash after it leaves the
 // old version behind (harmless). Reads always follow the row, whose file always exists.
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, createHmac, randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { copyFile, link, mkdir, readdir, rename, rmdir, stat, unlink, writeFile } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
@@ -33,7 +33,7 @@ export interface StorageContext {
   /** Verifies the request's JWT (apikey or Authorization); null when missing or invalid. */
   caller: (req: Request) => Promise<StorageCaller | null>;
   maxUploadBytes?: number;
-  /** Signs signed-URL tokens (HS256, as Storage does with the project's JWT secret); random per process if absent. */
+  /** Signed-URL tokens are HS256 under a key derived from this (the project's JWT secret); random per process if absent. */
   signingSecret?: string;
 }
 
@@ -195,7 +195,10 @@ function fileObject(r: ObjectRow) {
 export function createStorageHandler(ctx: StorageContext) {
   const root = resolve(ctx.root);
   const maxUpload = ctx.maxUploadBytes ?? 50 * 1024 * 1024;
-  const signingKey = ctx.signingSecret ? new TextEncoder().encode(ctx.signingSecret) : crypto.getRandomValues(new Uint8Array(32));
+  // A key derived from the secret, not the secret itself: a signed-URL token must never pass as an API JWT.
+  const signingKey: Uint8Array = ctx.signingSecret
+    ? createHmac("sha256", ctx.signingSecret).update("local-storage signed URLs").digest()
+    : crypto.getRandomValues(new Uint8Array(32));
 
   /** Runs `fn` in a transaction as the caller's role, so RLS applies as on Supabase. */
   async function asCaller<T>(caller: StorageCaller, fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
