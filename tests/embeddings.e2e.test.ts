@@ -120,8 +120,12 @@ describe("process-embedding-queue through the local stack", () => {
       expect(status.body.queue).toEqual([expect.objectContaining({ source_table: "faq_items", pending: 0, processing: 0, failed: 0 })]);
 
       fake.resetStats();
+      // Nothing changed since the last embedding: a resync enqueues nothing.
       const resync = await invoke({ action: "resync", forceResync: "faq_items" });
-      expect(resync.body).toMatchObject({ enqueued: 25, deletes: 0 });
+      expect(resync.body).toMatchObject({ enqueued: 0, deletes: 0 });
+      // force (a model change) enqueues every row; the unchanged hashes still cost no provider call.
+      const forced = await invoke({ action: "resync", forceResync: "faq_items", force: true });
+      expect(forced.body).toMatchObject({ enqueued: 25, deletes: 0 });
       const again = await invoke({ action: "process", batchSize: 500 });
       expect(again.body).toMatchObject({ claimed: 25, embedded: 0, unchanged: 25 });
       expect(fake.stats.requests).toBe(0);
@@ -147,6 +151,24 @@ describe("process-embedding-queue through the local stack", () => {
     }
     const unknownTable = await invoke({ action: "resync", forceResync: "no_such_table" });
     expect(unknownTable.status).toBe(400);
+  });
+
+  it("{ action: 'resync' } keeps working after a source table is dropped (even with no event trigger to clean up)", async () => {
+    await db.sql`create table dropped_notes (id int primary key, body text)`;
+    await db.sql`select register_embedding_source('dropped_notes')`;
+    await db.sql`alter event trigger embedding_sync_forget_dropped disable`;
+    try {
+      await db.sql`drop table dropped_notes`;
+    } finally {
+      await db.sql`alter event trigger embedding_sync_forget_dropped enable`;
+    }
+    const r = await invoke({ action: "resync" });
+    expect(r.status).toBe(200);
+    expect(r.body.tables).toEqual(expect.arrayContaining([
+      { source_table: "dropped_notes", enqueued: 0, deletes: 0 },
+      expect.objectContaining({ source_table: "faq_items" }),
+    ]));
+    await db.sql`select unregister_embedding_source('dropped_notes')`;
   });
 
   it("refuses to run when EMBEDDING_DIMENSIONS does not match the table", async () => {

@@ -32,7 +32,7 @@ beforeEach(async () => {
   piste.setFaults({ tokenTtlMs: undefined, rate429: 0, rate500: 0, burst429: 0, burst500: 0, failIds: [], quotaRps: undefined, latencyMs: 5 });
   await db.sql`delete from storage.objects`;
   await db.sql`truncate files_queue, legifrance_collector_runs, legifrance_failed_documents`;
-  await db.sql`update legifrance_crawl_plan set next_page = 1, done = false, total_results = null, docs_collected = 0, page_size = 10`;
+  await db.sql`update legifrance_crawl_plan set next_page = 1, done = false, total_results = null, docs_collected = 0, maintenance_docs_collected = 0, page_size = 10`;
 });
 
 function deps(over: Partial<CollectorDeps> = {}, rps = 200): CollectorDeps {
@@ -176,6 +176,11 @@ describe("MAINTENANCE", () => {
     expect(ids).toEqual([...piste.documentIds()].sort());
     const [run] = await db.sql`select mode, status, docs_collected::int from legifrance_collector_runs`;
     expect(run).toEqual({ mode: "maintenance", status: "completed", docs_collected: ids.length });
+    // The status view shows those documents per category, not 0.
+    const status = await db.sql<{ category: string; docs_collected: number; maintenance_docs_collected: number }[]>`
+      select category, docs_collected::int, maintenance_docs_collected::int from legifrance_collector_status order by category`;
+    expect(status.reduce((n, s) => n + s.docs_collected, 0)).toBe(ids.length);
+    expect(status.every((s) => s.docs_collected > 0 && s.docs_collected === s.maintenance_docs_collected)).toBe(true);
     expect(piste.stats().requests["/dila/legifrance/lf-engine-app/search"]).toBeGreaterThan(0);
   });
 });

@@ -233,3 +233,58 @@ describe("storage through supabase-js", () => {
     expect(statSync(join(stack.storageRoot, "docs")).isDirectory()).toBe(true);
   });
 });
+
+describe("signed URLs", () => {
+  it("createSignedUrl / createSignedUrls: a token-holder downloads without a JWT until it expires; RLS decides who may sign", async () => {
+    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    expect((await admin.createBucket("signed-docs", { public: false })).error).toBeNull();
+    const s = admin.from("signed-docs");
+    expect((await s.upload("dossier/été 2024.txt", "contenu signé", { contentType: "text/plain" })).error).toBeNull();
+    expect((await s.upload("other.txt", "autre", { contentType: "text/plain" })).error).toBeNull();
+
+    const { data, error } = await s.createSignedUrl("dossier/été 2024.txt", 60);
+    expect(error).toBeNull();
+    const r = await fetch(data!.signedUrl); // no apikey, no Authorization
+    expect(r.status).toBe(200);
+    expect(await r.text()).toBe("contenu signé");
+
+    // The token is bound to its object and cannot be forged.
+    const token = new URL(data!.signedUrl).searchParams.get("token")!;
+    const elsewhere = await fetch(`${stack.apiUrl}/storage/v1/object/sign/signed-docs/other.txt?token=${token}`);
+    expect(elsewhere.status).toBe(400);
+    const forged = await fetch(data!.signedUrl.replace(/token=[^&]+/, `token=${token.slice(0, -4)}AAAA`));
+    expect(forged.status).toBe(400);
+    // And the token is no API key.
+    const asKey = await fetch(`${stack.apiUrl}/storage/v1/bucket`, { headers: { apikey: token, authorization: `Bearer ${token}` } });
+    expect(asKey.status).toBe(401);
+
+    const many = await s.createSignedUrls(["other.txt", "missing.txt"], 60);
+    expect(many.error).toBeNull();
+    expect(many.data!.map((d) => [d.path, d.error])).toEqual([["other.txt", null], ["missing.txt", "Object not found"]]);
+    expect(await (await fetch(many.data![0].signedUrl!)).text()).toBe("autre");
+
+    // Anon has no RLS policy on this bucket: it may not sign.
+    const anon = createLocalClient(stack.apiUrl, stack.anonKey).storage.from("signed-docs");
+    expect((await anon.createSignedUrl("other.txt", 60)).error).not.toBeNull();
+
+    // Expiry: a one-second URL works, then is refused (polled with a deadline).
+    const short = await s.createSignedUrl("other.txt", 1);
+    expect((await fetch(short.data!.signedUrl)).status).toBe(200);
+    const deadline = Date.now() + 5_000;
+    let last: Response;
+    for (;;) {
+      last = await fetch(short.data!.signedUrl);
+      if (last.status !== 200 || Date.now() > deadline) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    expect(last.status).toBe(400);
+    expect((await last.json()).message).toMatch(/expired/);
+  });
+
+  it("signed upload URLs answer 501 with a clear message, never a misleading 404", async () => {
+    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("signed-docs");
+    const r = await s.createSignedUploadUrl("new.txt");
+    expect(r.error).not.toBeNull();
+    expect(r.error!.message).toMatch(/not implemented by the local Storage/);
+  });
+});

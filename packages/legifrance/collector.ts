@@ -200,6 +200,8 @@ export async function collectMaintenance(deps: CollectorDeps, opts: MaintenanceO
       const page = await deps.api.search(searchBody(entry, 1, opts.pageSize, true), opts.signal);
       const { ids } = documentIdsOf(entry.fond, page);
       const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, opts.signal);
+      // Per category, so legifrance_collector_status shows what maintenance collected.
+      await deps.sql`select public.legifrance_record_maintenance_page(${run.run_id}, ${entry.category}, ${collected}, ${failed})`;
       result.pages++;
       result.collected += collected;
       result.failed += failed;
@@ -209,8 +211,6 @@ export async function collectMaintenance(deps: CollectorDeps, opts: MaintenanceO
     await deps.sql`select public.legifrance_finish_run(${run.run_id}, 'failed', ${(e as Error).message ?? String(e)})`;
     throw e;
   }
-  await deps.sql`
-    update public.legifrance_collector_runs set docs_collected = ${result.collected}, docs_failed = ${result.failed} where id = ${run.run_id}`;
   await deps.sql`select public.legifrance_finish_run(${run.run_id}, 'completed')`;
   return result;
 }

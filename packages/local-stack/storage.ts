@@ -12,11 +12,12 @@
 // version on disk first, then commits the row that points at it, then deletes the old version.
 // A crash before the commit leaves an unreferenced file (harmless); a crash after it leaves the
 // old version behind (harmless). Reads always follow the row, whose file always exists.
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, createHmac, randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { copyFile, link, mkdir, readdir, rename, rmdir, stat, unlink, writeFile } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
 import { Readable } from "node:stream";
+import { jwtVerify, SignJWT } from "jose";
 import type postgres from "postgres";
 import { z } from "zod";
 
@@ -32,6 +33,8 @@ export interface StorageContext {
   /** Verifies the request's JWT (apikey or Authorization); null when missing or invalid. */
   caller: (req: Request) => Promise<StorageCaller | null>;
   maxUploadBytes?: number;
+  /** Signed-URL tokens are HS256 under a key derived from this (the project's JWT secret); random per process if absent. */
+  signingSecret?: string;
 }
 
 class HttpError extends Error {
@@ -145,6 +148,9 @@ const moveBody = z.object({
   destinationKey: z.string(),
   destinationBucket: z.string().nullish(),
 });
+const signBody = z.object({ expiresIn: z.number().int().min(1).max(10 * 365 * 24 * 3600) });
+const signManyBody = signBody.extend({ paths: z.array(z.string()).min(1).max(1000) });
+const signedTokenClaims = z.object({ url: z.string(), exp: z.number() });
 const removeBody = z.object({
   prefixes: z.array(z.union([z.string(), z.object({ path: z.string() }).transform((o) => o.path)])).min(1).max(1000),
 });
@@ -189,6 +195,10 @@ function fileObject(r: ObjectRow) {
 export function createStorageHandler(ctx: StorageContext) {
   const root = resolve(ctx.root);
   const maxUpload = ctx.maxUploadBytes ?? 50 * 1024 * 1024;
+  // A key derived from the secret, not the secret itself: a signed-URL token must never pass as an API JWT.
+  const signingKey: Uint8Array = ctx.signingSecret
+    ? createHmac("sha256", ctx.signingSecret).update("local-storage signed URLs").digest()
+    : crypto.getRandomValues(new Uint8Array(32));
 
   /** Runs `fn` in a transaction as the caller's role, so RLS applies as on Supabase. */
   async function asCaller<T>(caller: StorageCaller, fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
@@ -338,6 +348,30 @@ export function createStorageHandler(ctx: StorageContext) {
     if (md.eTag) headers.set("etag", String(md.eTag));
     if (head) return new Response(null, { status: 200, headers });
     return new Response(Readable.toWeb(createReadStream(path)) as ReadableStream, { status: 200, headers });
+  }
+
+  // Signed URLs, as Storage makes them: the caller must be able to read the object now (RLS); the
+  // token (HS256: { url: "<bucket>/<name>", exp }) then lets anyone download it until it expires.
+  async function signedPath(caller: StorageCaller, bucketId: string, name: string, expiresIn: number): Promise<string> {
+    await findObject(caller, bucketId, name);
+    const token = await new SignJWT({ url: `${bucketId}/${name}` }).setProtectedHeader({ alg: "HS256", typ: "JWT" })
+      .setIssuedAt().setExpirationTime(Math.floor(Date.now() / 1000) + expiresIn).sign(signingKey);
+    return `/object/sign/${bucketId}/${name}?token=${token}`;
+  }
+
+  async function signedDownload(req: Request, bucketId: string, name: string, head: boolean): Promise<Response> {
+    const token = new URL(req.url).searchParams.get("token");
+    if (!token) throw new HttpError(400, "InvalidRequest", "missing token query parameter");
+    let claims: z.infer<typeof signedTokenClaims>;
+    try {
+      const { payload } = await jwtVerify(token, signingKey, { algorithms: ["HS256"] });
+      claims = signedTokenClaims.parse(payload);
+    } catch (e) {
+      const expired = (e as { code?: string }).code === "ERR_JWT_EXPIRED";
+      throw new HttpError(400, "InvalidJWT", expired ? "the signed URL has expired" : "invalid signed URL token");
+    }
+    if (claims.url !== `${bucketId}/${name}`) throw new HttpError(400, "InvalidSignature", "the token was signed for another object");
+    return await download(await findObject(null, bucketId, name), head);
   }
 
   async function list(caller: StorageCaller, bucketId: string, body: z.infer<typeof listBody>): Promise<Response> {
@@ -492,6 +526,10 @@ export function createStorageHandler(ctx: StorageContext) {
       return await download(await findObject(null, bucketId, name), method === "HEAD");
     }
 
+    if (seg[0] === "object" && seg[1] === "sign" && seg.length >= 4 && (method === "GET" || method === "HEAD")) {
+      return await signedDownload(req, validBucketId(seg[2]), validObjectName(seg.slice(3).join("/")), method === "HEAD");
+    }
+
     const caller = await ctx.caller(req);
     if (!caller) throw new HttpError(401, "Unauthorized", "missing or invalid JWT (apikey / Authorization)");
 
@@ -499,6 +537,25 @@ export function createStorageHandler(ctx: StorageContext) {
     if (seg[0] !== "object") throw new HttpError(404, "not_found", "Route not found");
 
     const [, a, b] = seg;
+    if (a === "sign" && method === "POST" && seg.length >= 4) {
+      const { expiresIn } = await readJson(req, signBody);
+      return ok({ signedURL: await signedPath(caller, validBucketId(b), validObjectName(seg.slice(3).join("/")), expiresIn) });
+    }
+    if (a === "sign" && method === "POST" && seg.length === 3) {
+      const bucketId = validBucketId(b);
+      const body = await readJson(req, signManyBody);
+      return ok(await Promise.all(body.paths.map(async (path) => {
+        try {
+          return { error: null, path, signedURL: await signedPath(caller, bucketId, validObjectName(path), body.expiresIn) };
+        } catch (e) {
+          if (e instanceof HttpError) return { error: e.message, path, signedURL: null };
+          throw e;
+        }
+      })));
+    }
+    if (a === "upload" && b === "sign") {
+      throw new HttpError(501, "NotImplemented", "signed upload URLs (createSignedUploadUrl) are not implemented by the local Storage; upload with a JWT instead");
+    }
     if (method === "POST" && a === "list" && seg.length === 3) return await list(caller, validBucketId(b), await readJson(req, listBody));
     if (method === "POST" && a === "move" && seg.length === 2) return await move(caller, await readJson(req, moveBody), false);
     if (method === "POST" && a === "copy" && seg.length === 2) return await move(caller, await readJson(req, moveBody), true);

@@ -23,6 +23,7 @@ create temp table api_allowed (kind text, name text, role text);
 insert into api_allowed values
   ('function', 'embedding_dimensions', 'anon'),
   ('function', 'embedding_dimensions', 'authenticated'),
+  ('function', 'embedding_question_tsquery', 'authenticated'),  -- hybrid_search's text branch, as the caller
   ('function', 'hybrid_search', 'authenticated'),
   ('function', 'match_documents', 'authenticated');
 
