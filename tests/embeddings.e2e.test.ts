@@ -110,8 +110,12 @@ describe("process-embedding-queue through the local stack", () => {
       expect(status.body.queue).toEqual([expect.objectContaining({ source_table: "faq_items", pending: 0, processing: 0, failed: 0 })]);
 
       fake.resetStats();
+      // Nothing changed since the last embedding: a resync enqueues nothing.
       const resync = await invoke({ action: "resync", forceResync: "faq_items" });
-      expect(resync.body).toMatchObject({ enqueued: 25, deletes: 0 });
+      expect(resync.body).toMatchObject({ enqueued: 0, deletes: 0 });
+      // force (a model change) enqueues every row; the unchanged hashes still cost no provider call.
+      const forced = await invoke({ action: "resync", forceResync: "faq_items", force: true });
+      expect(forced.body).toMatchObject({ enqueued: 25, deletes: 0 });
       const again = await invoke({ action: "process", batchSize: 500 });
       expect(again.body).toMatchObject({ claimed: 25, embedded: 0, unchanged: 25 });
       expect(fake.stats.requests).toBe(0);

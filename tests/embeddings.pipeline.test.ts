@@ -284,12 +284,30 @@ describe("process pipeline", () => {
     expect(fake.stats[`byStatus`][400]).toBeUndefined();
   });
 
-  it("resync of unchanged data makes 0 provider calls", async () => {
+  it("resync of unchanged data enqueues nothing; a forced resync makes 0 provider calls", async () => {
     await makeTable("stable_items");
     await db.sql`insert into stable_items (id, title) select g, 'stable ' || g from generate_series(1, 200) g`;
     await run({ batchSize: 500 });
     fake.resetStats();
-    const resync = await db.sql`select * from resync_embedding_sources('stable_items')`;
+    for (let i = 0; i < 2; i++) {
+      expect(await db.sql`select * from resync_embedding_sources('stable_items')`)
+        .toEqual([{ source_table: "stable_items", enqueued: "0", deletes: "0" }]);
+    }
+    // Changes the triggers never saw (disabled): resync finds exactly them, set-based.
+    await db.sql`alter table stable_items disable trigger user`;
+    await db.sql`update stable_items set title = 'changed ' || id where id <= 3`;
+    await db.sql`delete from stable_items where id = 200`;
+    await db.sql`alter table stable_items enable trigger user`;
+    expect(await db.sql`select * from resync_embedding_sources('stable_items')`)
+      .toEqual([{ source_table: "stable_items", enqueued: "3", deletes: "1" }]);
+    expect(await run({ batchSize: 500 })).toMatchObject({ claimed: 4, embedded: 3, deleted: 1 });
+    expect(await db.sql`select * from resync_embedding_sources('stable_items')`)
+      .toEqual([{ source_table: "stable_items", enqueued: "0", deletes: "0" }]);
+    await db.sql`insert into stable_items (id, title) values (200, 'stable 200')`;
+    await run({ batchSize: 500 });
+    fake.resetStats();
+    // force: true keeps the old behaviour (a model change): every row again, no provider call.
+    const resync = await db.sql`select * from resync_embedding_sources('stable_items', true)`;
     expect(resync).toEqual([{ source_table: "stable_items", enqueued: "200", deletes: "0" }]);
     const r = await run({ batchSize: 500 });
     expect(r).toMatchObject({ claimed: 200, embedded: 0, unchanged: 200, providerCalls: 0 });

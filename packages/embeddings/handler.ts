@@ -11,7 +11,12 @@ import type { EmbeddingProvider } from "./provider.ts";
 
 export const processQueueBodySchema = z.discriminatedUnion("action", [
   z.object({ action: z.literal("process"), batchSize: z.number().int().min(1).max(500).default(50) }),
-  z.object({ action: z.literal("resync"), forceResync: z.string().min(1).max(200).nullable().default(null) }),
+  z.object({
+    action: z.literal("resync"),
+    forceResync: z.string().min(1).max(200).nullable().default(null),
+    // true: re-enqueue every row (a model change); default: only rows whose text or metadata changed.
+    force: z.boolean().default(false),
+  }),
   z.object({ action: z.literal("status") }),
   z.object({ action: z.literal("cleanup") }),
 ]);
@@ -87,7 +92,7 @@ export function createProcessEmbeddingQueueHandler(source: Record<string, string
         }
         case "resync": {
           const rows = await sql<{ source_table: string; enqueued: string; deletes: string }[]>`
-            select * from public.resync_embedding_sources(${body.forceResync})`;
+            select * from public.resync_embedding_sources(${body.forceResync}, ${body.force})`;
           return json({
             tables: rows.map((r) => ({ source_table: r.source_table, enqueued: Number(r.enqueued), deletes: Number(r.deletes) })),
             enqueued: rows.reduce((n, r) => n + Number(r.enqueued), 0),

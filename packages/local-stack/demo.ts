@@ -61,7 +61,7 @@ export async function runGuidedDemo(stack: LocalStack, say: (line: string) => vo
   const sql = postgres(stack.dbUrl, { max: 2, onnotice: () => {} });
   try {
     const [have] = await sql<{ register: boolean; status_view: boolean; search: boolean; dims: boolean }[]>`
-      select to_regprocedure('public.register_embedding_source(regclass,text[],regprocedure,text,int,int)') is not null as register,
+      select to_regprocedure('public.register_embedding_source(regclass,text[],regprocedure,text,int,int,text[])') is not null as register,
              to_regclass('public.embedding_sync_status') is not null as status_view,
              exists (select from pg_proc where proname = 'hybrid_search' and pronamespace = 'public'::regnamespace) as search,
              to_regprocedure('public.embedding_dimensions()') is not null as dims`;
