@@ -287,6 +287,7 @@ export function sampleDocuments(): CorpusDocument[] {
         "<ol><li>de l'emballage&nbsp;;</li><li>des instructions de montage&nbsp;;</li><li>de l'installation.</li></ol>",
       dateDebut: day(2016, 7, 1), dateFin: day(2022, 1, 1),
     }),
+    // Made up: a version that starts in the future, with ISO date-times.
     articleDoc({
       id: "LEGIARTI000051234567", num: "L3121-99", codeId: "LEGITEXT000006072050", codeTitle: "Code du travail",
       sectionId: "LEGISCTA000051234500", sectionTitle: "Durée du travail", etat: "VIGUEUR_DIFF",
