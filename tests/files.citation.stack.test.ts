@@ -61,7 +61,7 @@ async function drainEmbeddings() {
 
 async function search(text: string, filter: Record<string, unknown>) {
   const v = `[${Array.from(offlineEmbedding(text, 1536)).join(",")}]`;
-  return db.sql<{ source_id: string; metadata: Record<string, unknown> }[]>`
+  return await db.sql<{ source_id: string; metadata: Record<string, unknown> }[]>`
     select source_id, metadata from hybrid_search(${text}, ${v}::extensions.vector, 10, ${db.sql.json(filter as never)})`;
 }
 

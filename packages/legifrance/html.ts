@@ -29,7 +29,9 @@ export function decodeText(s: string): string {
 
 /** HTML to plain text that keeps paragraphs, list items, table rows and line breaks. */
 export function htmlToText(html: string): string {
-  let out = "";
+  // Output as pieces, never rescanned: a JORF text can be megabytes, and re-reading the whole string
+  // on every tag made the conversion quadratic.
+  const out: string[] = [];
   let pending = 0; // newlines owed before the next text
   let skip = 0;
   let pre = 0;
@@ -39,18 +41,30 @@ export function htmlToText(html: string): string {
   const lists: { ordered: boolean; n: number }[] = [];
   let items = 0; // depth of open <li>
 
+  const last = () => {
+    for (let i = out.length - 1; i >= 0; i--) if (out[i]) return out[i][out[i].length - 1];
+    return "";
+  };
+  const trimEnd = () => {
+    while (out.length) {
+      const t = out[out.length - 1].replace(/[ \t]+$/, "");
+      if (t) return void (out[out.length - 1] = t);
+      out.pop();
+    }
+  };
   const brk = (n: number) => {
-    if (cell) return void (/\S$/.test(out) && (out += " "));
-    if (afterMarker || !out) return;
+    if (cell) return void (/\S/.test(last()) && out.push(" "));
+    if (afterMarker || !out.length) return;
     // Inside a list item, paragraphs are lines: the item stays one block.
     pending = Math.max(pending, items > 0 ? 1 : n);
   };
   const emit = (s: string) => {
     if (pending) {
-      out = out.replace(/[ \t]+$/, "") + "\n".repeat(pending);
+      trimEnd();
+      out.push("\n".repeat(pending));
       pending = 0;
     }
-    out += s;
+    out.push(s);
   };
 
   const parser = new Parser({
@@ -61,7 +75,10 @@ export function htmlToText(html: string): string {
       if (name === "br") {
         if (cell) return brk(1);
         if (pending) pending = Math.max(pending, 1);
-        else if (out) out = out.replace(/[ \t]+$/, "") + "\n";
+        else if (out.length) {
+          trimEnd();
+          out.push("\n");
+        }
         return;
       }
       if (name === "ul" || name === "ol") {
@@ -87,7 +104,7 @@ export function htmlToText(html: string): string {
       }
       if (CELL.has(name)) {
         if (cellsInRow++ > 0) emit(" | ");
-        else if (pending || !out) emit("");
+        else if (pending || !out.length) emit("");
         cell++;
         return;
       }
@@ -98,7 +115,8 @@ export function htmlToText(html: string): string {
       if (skip) return;
       let s = spaces(raw);
       if (!pre) s = s.replace(/\s+/g, " ");
-      if (!pre && (pending || !out || out.endsWith("\n") || out.endsWith(" "))) s = s.replace(/^ /, "");
+      const end = last();
+      if (!pre && (pending || end === "" || end === "\n" || end === " ")) s = s.replace(/^ /, "");
       if (!s) return;
       afterMarker = false;
       emit(s);
@@ -114,7 +132,7 @@ export function htmlToText(html: string): string {
       }
       if (CELL.has(name)) {
         cell = Math.max(cell - 1, 0);
-        out = out.replace(/ +$/, "");
+        trimEnd();
         return;
       }
       if (name === "li") {
@@ -129,7 +147,7 @@ export function htmlToText(html: string): string {
   parser.write(html);
   parser.end();
 
-  return out
+  return out.join("")
     .split("\n").map((l) => l.replace(/[ \t]+$/, "")).join("\n")
     .replace(/\n{3,}/g, "\n\n")
     .trim();
