@@ -158,6 +158,10 @@ describe("dates, URLs, hash", () => {
     expect(toDate("2016-10-01")).toBe("2016-10-01");
     expect(toDate("2016-10-01T00:00:00.000+0000")).toBe("2016-10-01");
     expect(toDate("2016-10-01T00:00:00Z")).toBe("2016-10-01");
+    expect(toDate("2016-10-01T00:00:00.000+0200")).toBe("2016-10-01"); // the day as written, whatever the offset
+    expect(toDate(Date.UTC(2016, 8, 30, 22))).toBe("2016-10-01"); // Paris midnight in epoch ms
+    expect(toDate(Date.UTC(2016, 0, 31, 23))).toBe("2016-02-01"); // Paris midnight in winter
+    expect(toDate("2016-13-45")).toBeNull();
     expect(toDate("2999-01-01")).toBeNull();
     expect(toDate(32472144000000)).toBeNull();
     expect(toDate("not a date")).toBeNull();

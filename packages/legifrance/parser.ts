@@ -61,17 +61,27 @@ export interface Modification {
 }
 
 // Dates come as epoch ms (most endpoints) or ISO strings; 2999-01-01 is Légifrance's "no end".
+// A legal date is a calendar day in France: an ISO string is read as the day it writes (whatever
+// its offset), and epoch ms as the day in Europe/Paris, which is right both for UTC midnight and for
+// Paris midnight (22:00 or 23:00 UTC the day before).
 const dateish = z.union([z.number(), z.string()]).nullable().optional();
 const nstr = z.string().nullable().optional();
+const parisDay = new Intl.DateTimeFormat("en-CA", { timeZone: "Europe/Paris", year: "numeric", month: "2-digit", day: "2-digit" });
 
 export function toDate(v: number | string | null | undefined): string | null {
   if (v === null || v === undefined || v === "") return null;
-  const d = typeof v === "number" || /^-?\d{6,}$/.test(v)
-    ? new Date(Number(v))
-    : new Date(/^\d{4}-\d{2}-\d{2}$/.test(v) ? v + "T00:00:00Z" : v.replace(/([+-]\d{2})(\d{2})$/, "$1:$2"));
-  if (Number.isNaN(d.getTime())) return null;
-  if (d.getUTCFullYear() >= 2999) return null;
-  return d.toISOString().slice(0, 10);
+  let day: string;
+  if (typeof v === "number" || /^-?\d{6,}$/.test(v)) {
+    const d = new Date(Number(v));
+    if (Number.isNaN(d.getTime())) return null;
+    day = parisDay.format(d);
+  } else {
+    const m = /^(\d{4}-\d{2}-\d{2})(?:$|[T ])/.exec(v.trim());
+    if (!m || Number.isNaN(new Date(m[1] + "T00:00:00Z").getTime())) return null;
+    day = m[1];
+  }
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) return null;
+  return day >= "2999-01-01" ? null : day;
 }
 
 /** A title or label from the API: entities decoded, blank means absent. */
