@@ -204,6 +204,16 @@ describe("files already in Storage (legifrance-document/v1) keep parsing", () =>
     expect(art).toMatchObject({ title: "Code civil - Article 1240", start_date: "2016-10-01", end_date: null, section_path: "De la responsabilité extracontractuelle en général" });
   });
 
+  it("citation fields of an unexpected type are dropped, never a reason to refuse a file", () => {
+    const text = readFileSync(new URL("LEGIARTI000032041571.json", dir), "utf8");
+    const env = JSON.parse(text);
+    Object.assign(env.data.article, { fullSectionsTitre: 42, sectionParentTitre: { x: 1 }, lienModifications: "MODIFIE" });
+    env.data.article.context.titresTM = [{ id: 1, titre: ["x"] }];
+    expect(parsed(JSON.stringify(env))).toMatchObject({ number: "1240", section_path: null, modifications: null });
+    env.data.article.lienModifications = [{ textCid: 7, textTitle: "Loi", linkType: null, dateDebutCible: { y: 1 } }];
+    expect(parsed(JSON.stringify(env)).modifications).toEqual([{ title: "Loi", link_type: null, text_id: null, article_num: null, date: null }]);
+  });
+
   it("an unknown envelope format is refused with the reason, not misread", () => {
     const text = readFileSync(new URL(files[0], dir), "utf8").replace("legifrance-document/v1", "legifrance-document/v9");
     expect(parseCollectedFile(text)).toMatchObject({ ok: false, reason: expect.stringMatching(/format/) });

@@ -66,6 +66,9 @@ export interface Modification {
 // Paris midnight (22:00 or 23:00 UTC the day before).
 const dateish = z.union([z.number(), z.string()]).nullable().optional();
 const nstr = z.string().nullable().optional();
+// Fields read for the citation only: a value of an unexpected type is dropped (null), never a reason
+// to refuse a file that parsed before they were read.
+const extra = z.string().nullable().optional().catch(null);
 const parisDay = new Intl.DateTimeFormat("en-CA", { timeZone: "Europe/Paris", year: "numeric", month: "2-digit", day: "2-digit" });
 
 export function toDate(v: number | string | null | undefined): string | null {
@@ -96,12 +99,12 @@ function body(html: string | null | undefined, plain: string | null | undefined)
 }
 
 const modificationLink = z.object({
-  textCid: nstr,
-  textTitle: nstr,
-  linkType: nstr,
-  articleNum: nstr,
-  datePubliTexte: dateish,
-  dateDebutCible: dateish,
+  textCid: extra,
+  textTitle: extra,
+  linkType: extra,
+  articleNum: extra,
+  datePubliTexte: dateish.catch(null),
+  dateDebutCible: dateish.catch(null),
 });
 
 function modifications(links: z.infer<typeof modificationLink>[] | null | undefined): Modification[] | null {
@@ -127,11 +130,11 @@ const articleResponse = z.object({
     textTitles: z.array(z.object({ id: nstr, cid: nstr, titre: nstr, titreLong: nstr })).nullable().optional(),
     context: z.object({
       titreTxt: z.array(z.object({ cid: nstr, titre: nstr })).nullable().optional(),
-      titresTM: z.array(z.object({ id: nstr, titre: nstr })).nullable().optional(),
+      titresTM: z.array(z.object({ id: extra, titre: extra })).nullable().optional().catch(null),
     }).nullable().optional(),
-    fullSectionsTitre: nstr,
-    sectionParentTitre: nstr,
-    lienModifications: z.array(modificationLink).nullable().optional(),
+    fullSectionsTitre: extra,
+    sectionParentTitre: extra,
+    lienModifications: z.array(modificationLink).nullable().optional().catch(null),
   }),
 });
 
@@ -158,7 +161,7 @@ const textSection: z.ZodType<TextSection> = z.lazy(() =>
 const consolidatedResponse = z.object({
   id: z.string(),
   title: nstr,
-  titreLong: nstr,
+  titreLong: extra,
   nor: nstr,
   textNumber: nstr,
   etat: nstr,
