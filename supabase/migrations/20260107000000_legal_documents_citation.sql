@@ -58,8 +58,26 @@ create trigger legal_documents_set_in_force
   before insert or update of legal_status, start_date, end_date on public.legal_documents
   for each row execute function private.legal_documents_set_in_force();
 
-update public.legal_documents
-   set in_force = public.legal_document_in_force(legal_status, start_date, end_date, current_date);
+-- Backfill. in_force is not embedded text (and not yet chunk metadata: that registration comes in a
+-- later migration), so the embedding-sync row trigger has nothing to do here; it is paused for this
+-- statement only, which makes it ~10x faster (1.3 million rows: about half a minute, not five).
+do $$
+declare
+  t record;
+begin
+  for t in select tgname from pg_trigger
+            where tgrelid = 'public.legal_documents'::regclass and not tgisinternal
+              and tgfoid = 'public.add_to_embedding_queue()'::regprocedure loop
+    execute format('alter table public.legal_documents disable trigger %I', t.tgname);
+  end loop;
+  update public.legal_documents
+     set in_force = public.legal_document_in_force(legal_status, start_date, end_date, current_date);
+  for t in select tgname from pg_trigger
+            where tgrelid = 'public.legal_documents'::regclass and not tgisinternal
+              and tgfoid = 'public.add_to_embedding_queue()'::regprocedure loop
+    execute format('alter table public.legal_documents enable trigger %I', t.tgname);
+  end loop;
+end $$;
 
 -- The rows whose in_force a new day can flip: in force with an end date (it may have passed), and
 -- not yet in force with a status that has dates to wait for. Partial indexes keep the daily job off
