@@ -60,7 +60,9 @@ describe("PISTE client", () => {
   });
 
   it("survives a token that dies before its announced expiry (401): one refresh, then the replay succeeds", async () => {
-    const { piste, client } = await setup({ tokenTtlMs: 300, latencyMs: 20 }, { rps: 50 });
+    // At 50 requests/s the corpus (31 documents) takes about 0.62 s: tokens of 0.4 s die once or twice
+    // during the run, and a replay (queued behind the others) leaves before its new token dies.
+    const { piste, client } = await setup({ tokenTtlMs: 400, latencyMs: 20 }, { rps: 50 });
     const ids = piste.documentIds();
     const docs = await consultAll(client, ids);
     expect(docs).toHaveLength(ids.length);

@@ -4,11 +4,14 @@
 // - A file that does not parse (malformed JSON, unknown shape, not one of the collector's paths) fails
 //   alone and for good, with the reason: retrying cannot fix its bytes.
 // - A download error is transient: the row backs off and is retried, then dead-lettered.
+// - A row is written only when its parse_hash (the parsed document's hash) or its file changed, so a
+//   resync of unchanged files (public.resync_legal_documents) rewrites and re-embeds nothing.
+// - in_force is not written here: a trigger computes it from the status and dates (SQL decides).
 import { z } from "zod";
 import pLimit from "p-limit";
 import type postgres from "postgres";
 import { errorResponse, guardRequest, json } from "../core/http.ts";
-import { type LegalDocument, parseCollectedFile } from "../legifrance/parser.ts";
+import { documentHash, type LegalDocument, parseCollectedFile } from "../legifrance/parser.ts";
 import { parseDocumentPath } from "../legifrance/ids.ts";
 import type { FilesContext } from "./context.ts";
 import type { ObjectStore } from "./object-store.ts";
@@ -31,6 +34,8 @@ export interface WorkerResult {
   stored: number;
   failed: number;
   superseded: number;
+  /** Stored files whose parsed result was already in legal_documents (no write, no re-embedding). */
+  unchanged: number;
   batches: number;
   ms: number;
 }
@@ -42,7 +47,7 @@ export async function processFilesQueue(
   const t0 = performance.now();
   const worker = deps.workerId ?? `files-${crypto.randomUUID()}`;
   const { sql, store } = deps;
-  const r: WorkerResult = { claimed: 0, stored: 0, failed: 0, superseded: 0, batches: 0, ms: 0 };
+  const r: WorkerResult = { claimed: 0, stored: 0, failed: 0, superseded: 0, unchanged: 0, batches: 0, ms: 0 };
   const limit = pLimit(opts.concurrency ?? 8);
   let lastMs = 0;
   while (performance.now() - t0 + lastMs * 1.5 < opts.budgetMs) {
@@ -79,7 +84,7 @@ export async function processFilesQueue(
       }
     }
     if (good.length) {
-      const docs = good.map((o) => ({ ...o.doc, file_path: o.row.file_path }));
+      const docs = good.map((o) => ({ ...o.doc, parse_hash: documentHash(o.doc), file_path: o.row.file_path }));
       await sql.begin(async (tx) => {
         // Only rows this worker still leases are written: a file re-uploaded meanwhile is pending
         // again and its newer content will be processed by the next claim.
@@ -89,26 +94,27 @@ export async function processFilesQueue(
         const keep = docs.filter((_, i) => doneIds.has(String(good[i].row.id)));
         r.superseded += docs.length - keep.length;
         if (keep.length) {
-          await tx`
+          const written = await tx`
             insert into public.legal_documents as d (id, category, fond, doc_type, title, number, legal_status,
-              start_date, end_date, parent_id, parent_title, url, content, file_path, collected_at)
+              start_date, end_date, parent_id, parent_title, parent_title_long, section_path, url, modifications,
+              content, parse_hash, file_path, collected_at)
             select x.id, x.category, x.fond, x.doc_type, x.title, x.number, x.legal_status,
-                   x.start_date, x.end_date, x.parent_id, x.parent_title, x.url, x.content, x.file_path, now()
+                   x.start_date, x.end_date, x.parent_id, x.parent_title, x.parent_title_long, x.section_path, x.url,
+                   x.modifications, x.content, x.parse_hash, x.file_path, now()
               from jsonb_to_recordset(${tx.json(keep as unknown as postgres.JSONValue)}) as x(
                 id text, category text, fond text, doc_type text, title text, number text, legal_status text,
-                start_date date, end_date date, parent_id text, parent_title text, url text, content text, file_path text)
+                start_date date, end_date date, parent_id text, parent_title text, parent_title_long text,
+                section_path text, url text, modifications jsonb, content text, parse_hash text, file_path text)
             on conflict (id) do update set
               category = excluded.category, fond = excluded.fond, doc_type = excluded.doc_type, title = excluded.title,
               number = excluded.number, legal_status = excluded.legal_status, start_date = excluded.start_date,
               end_date = excluded.end_date, parent_id = excluded.parent_id, parent_title = excluded.parent_title,
-              url = excluded.url, content = excluded.content, file_path = excluded.file_path,
+              parent_title_long = excluded.parent_title_long, section_path = excluded.section_path,
+              url = excluded.url, modifications = excluded.modifications, content = excluded.content,
+              parse_hash = excluded.parse_hash, file_path = excluded.file_path,
               collected_at = excluded.collected_at, updated_at = now()
-            where (d.category, d.fond, d.doc_type, d.title, d.number, d.legal_status, d.start_date, d.end_date,
-                   d.parent_id, d.parent_title, d.url, d.content, d.file_path)
-                  is distinct from
-                  (excluded.category, excluded.fond, excluded.doc_type, excluded.title, excluded.number, excluded.legal_status,
-                   excluded.start_date, excluded.end_date, excluded.parent_id, excluded.parent_title, excluded.url,
-                   excluded.content, excluded.file_path)`;
+            where (d.parse_hash, d.file_path) is distinct from (excluded.parse_hash, excluded.file_path)`;
+          r.unchanged += keep.length - written.count;
         }
         r.stored += keep.length;
       });

@@ -1,13 +1,26 @@
 // Turns a collected file (the collector's envelope around a /consult answer) into plain text and
 // metadata for legal_documents. Each consult shape has its own zod schema; a file that matches none
 // is refused with the reason, and only that file fails.
+//
+// Compatibility: the files already in Storage (1.3 million) are `legifrance-document/v1` envelopes
+// around the raw /consult answer. The parser only ever reads more out of the same raw answer, so a
+// parser change never makes them unreadable; a new envelope format must be added to
+// ENVELOPE_FORMATS next to v1, never replace it (tests/fixtures/legifrance-v1 holds files written
+// by the v1 collector, and they must keep parsing).
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import { LEGIFRANCE_ID } from "./ids.ts";
+import { decodeText, htmlToText } from "./html.ts";
 
+export { htmlToText };
+
+/** The format the collector writes today. */
 export const ENVELOPE_FORMAT = "legifrance-document/v1";
+/** Every format the parser reads. */
+export const ENVELOPE_FORMATS = [ENVELOPE_FORMAT] as const;
 
 export const envelopeSchema = z.object({
-  format: z.literal(ENVELOPE_FORMAT),
+  format: z.enum(ENVELOPE_FORMATS),
   id: z.string().regex(LEGIFRANCE_ID),
   category: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/),
   fond: z.string().nullable().optional(),
@@ -28,37 +41,81 @@ export interface LegalDocument {
   end_date: string | null;
   parent_id: string | null;
   parent_title: string | null;
+  /** Long title of the parent text (textTitles[].titreLong), for a citation. */
+  parent_title_long: string | null;
+  /** Where the article sits in its text: fullSectionsTitre, else sectionParentTitre. */
+  section_path: string | null;
+  /** Légifrance URL of this exact version (LEGIARTI/JORFARTI/... ids are version ids). */
   url: string | null;
+  /** The texts that modified this version (lienModifications), or null when the API gives none. */
+  modifications: Modification[] | null;
   content: string;
 }
 
-// Dates come as epoch ms (most endpoints) or ISO strings; 2999-01-01 is Légifrance's "no end".
-const dateish = z.union([z.number(), z.string()]).nullable().optional();
-const nstr = z.string().nullable().optional();
-
-function toDate(v: number | string | null | undefined): string | null {
-  if (v === null || v === undefined || v === "") return null;
-  const d = typeof v === "number" ? new Date(v) : new Date(v.length === 10 ? v + "T00:00:00Z" : v);
-  if (Number.isNaN(d.getTime())) return null;
-  if (d.getUTCFullYear() >= 2999) return null;
-  return d.toISOString().slice(0, 10);
+export interface Modification {
+  title: string | null;
+  link_type: string | null;
+  text_id: string | null;
+  article_num: string | null;
+  date: string | null;
 }
 
-/** HTML to plain text: tags dropped, block ends become newlines, the common entities decoded. */
-export function htmlToText(html: string): string {
-  return html
-    .replace(/<\s*br\s*\/?>/gi, "\n")
-    .replace(/<\/(p|div|li|h\d|tr)>/gi, "\n")
-    .replace(/<[^>]*>/g, "")
-    .replace(/&nbsp;/g, " ")
-    .replace(/&lt;/g, "<")
-    .replace(/&gt;/g, ">")
-    .replace(/&quot;/g, '"')
-    .replace(/&#39;|&apos;/g, "'")
-    .replace(/&amp;/g, "&")
-    .replace(/[ \t]+\n/g, "\n")
-    .replace(/\n{3,}/g, "\n\n")
-    .trim();
+// Dates come as epoch ms (most endpoints) or ISO strings; 2999-01-01 is Légifrance's "no end".
+// A legal date is a calendar day in France: an ISO string is read as the day it writes (whatever
+// its offset), and epoch ms as the day in Europe/Paris, which is right both for UTC midnight and for
+// Paris midnight (22:00 or 23:00 UTC the day before).
+const dateish = z.union([z.number(), z.string()]).nullable().optional();
+const nstr = z.string().nullable().optional();
+// Fields read for the citation only: a value of an unexpected type is dropped (null), never a reason
+// to refuse a file that parsed before they were read.
+const extra = z.string().nullable().optional().catch(null);
+const parisDay = new Intl.DateTimeFormat("en-CA", { timeZone: "Europe/Paris", year: "numeric", month: "2-digit", day: "2-digit" });
+
+export function toDate(v: number | string | null | undefined): string | null {
+  if (v === null || v === undefined || v === "") return null;
+  let day: string;
+  if (typeof v === "number" || /^-?\d{6,}$/.test(v)) {
+    const d = new Date(Number(v));
+    if (Number.isNaN(d.getTime())) return null;
+    day = parisDay.format(d);
+  } else {
+    const m = /^(\d{4}-\d{2}-\d{2})(?:$|[T ])/.exec(v.trim());
+    if (!m || Number.isNaN(new Date(m[1] + "T00:00:00Z").getTime())) return null;
+    day = m[1];
+  }
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) return null;
+  return day >= "2999-01-01" ? null : day;
+}
+
+/** A title or label from the API: entities decoded, blank means absent. */
+function label(v: string | null | undefined): string | null {
+  const t = v ? decodeText(v) : "";
+  return t || null;
+}
+
+/** The body of a document: its HTML when there is one (it keeps lists and tables), else its plain text. */
+function body(html: string | null | undefined, plain: string | null | undefined): string {
+  return (html?.trim() ? htmlToText(html) : "") || decodeText(plain ?? "");
+}
+
+const modificationLink = z.object({
+  textCid: extra,
+  textTitle: extra,
+  linkType: extra,
+  articleNum: extra,
+  datePubliTexte: dateish.catch(null),
+  dateDebutCible: dateish.catch(null),
+});
+
+function modifications(links: z.infer<typeof modificationLink>[] | null | undefined): Modification[] | null {
+  if (!links?.length) return null;
+  return links.map((l) => ({
+    title: label(l.textTitle),
+    link_type: label(l.linkType),
+    text_id: l.textCid && LEGIFRANCE_ID.test(l.textCid) ? l.textCid : null,
+    article_num: label(l.articleNum),
+    date: toDate(l.dateDebutCible ?? l.datePubliTexte),
+  }));
 }
 
 const articleResponse = z.object({
@@ -71,7 +128,13 @@ const articleResponse = z.object({
     dateDebut: dateish,
     dateFin: dateish,
     textTitles: z.array(z.object({ id: nstr, cid: nstr, titre: nstr, titreLong: nstr })).nullable().optional(),
-    context: z.object({ titreTxt: z.array(z.object({ cid: nstr, titre: nstr })).nullable().optional() }).nullable().optional(),
+    context: z.object({
+      titreTxt: z.array(z.object({ cid: nstr, titre: nstr })).nullable().optional(),
+      titresTM: z.array(z.object({ id: extra, titre: extra })).nullable().optional().catch(null),
+    }).nullable().optional(),
+    fullSectionsTitre: extra,
+    sectionParentTitre: extra,
+    lienModifications: z.array(modificationLink).nullable().optional().catch(null),
   }),
 });
 
@@ -98,6 +161,7 @@ const textSection: z.ZodType<TextSection> = z.lazy(() =>
 const consolidatedResponse = z.object({
   id: z.string(),
   title: nstr,
+  titreLong: extra,
   nor: nstr,
   textNumber: nstr,
   etat: nstr,
@@ -108,15 +172,28 @@ const consolidatedResponse = z.object({
   sections: z.array(textSection).nullable().optional(),
 });
 
+// Légifrance's public paths per id kind. LEGIARTI articles live under /codes in a code and under
+// /loda in a law or decree; the fond the collector recorded tells which.
 const URL_KIND: Record<string, string> = {
-  LEGIARTI: "codes/article_lc", JORFARTI: "jorf/article_jo", KALIARTI: "conv_coll/article",
-  JURITEXT: "juri/id", CETATEXT: "ceta/id", CONSTEXT: "cons/id", JUFITEXT: "jufi/id",
-  CNILTEXT: "cnil/id", JORFTEXT: "jorf/id", KALITEXT: "conv_coll/id",
+  JORFARTI: "jorf/article_jo", KALIARTI: "conv_coll/article", JURITEXT: "juri/id", CETATEXT: "ceta/id",
+  CONSTEXT: "cons/id", JUFITEXT: "jufi/id", CNILTEXT: "cnil/id", JORFTEXT: "jorf/id", KALITEXT: "conv_coll/id",
+  KALICONT: "conv_coll/id",
 };
 
-export function legifranceUrl(id: string): string | null {
-  const kind = URL_KIND[id.slice(0, 8)];
+/** The Légifrance URL of this exact version; built only from a validated id. */
+export function legifranceUrl(id: string, fond?: string | null): string | null {
+  if (!LEGIFRANCE_ID.test(id)) return null;
+  const prefix = id.slice(0, 8);
+  const loda = /^LODA/.test(fond ?? "");
+  const kind = prefix === "LEGIARTI" ? (loda ? "loda/article_lc" : "codes/article_lc")
+    : prefix === "LEGITEXT" ? (loda ? "loda/id" : "codes/texte_lc")
+    : URL_KIND[prefix];
   return kind ? `https://www.legifrance.gouv.fr/${kind}/${id}` : null;
+}
+
+/** A stable hash of the parsed document: the worker rewrites a row only when it changes. */
+export function documentHash(doc: LegalDocument): string {
+  return createHash("sha256").update(JSON.stringify(doc)).digest("hex");
 }
 
 function issues(e: z.ZodError): string {
@@ -139,28 +216,33 @@ export function parseCollectedFile(text: string): ParseResult {
 }
 
 export function parseEnvelope(env: Envelope): ParseResult {
-  const base = { id: env.id, category: env.category, fond: env.fond ?? null, url: legifranceUrl(env.id) };
+  const base = { id: env.id, category: env.category, fond: env.fond ?? null, url: legifranceUrl(env.id, env.fond) };
   switch (env.endpoint) {
     case "getArticle": {
       const r = articleResponse.safeParse(env.data);
       if (!r.success) return { ok: false, reason: `unknown getArticle shape: ${issues(r.error)}` };
       const a = r.data.article;
-      const content = (a.texte?.trim() || htmlToText(a.texteHtml ?? "")).trim();
+      const content = body(a.texteHtml, a.texte);
       if (!content) return { ok: false, reason: "article has no text" };
       const parent = a.textTitles?.[0];
-      const parentTitle = parent?.titre ?? a.context?.titreTxt?.[0]?.titre ?? null;
+      const parentTitle = label(parent?.titre) ?? label(a.context?.titreTxt?.[0]?.titre);
+      const tm = (a.context?.titresTM ?? []).map((t) => label(t.titre)).filter((t): t is string => !!t);
+      const num = label(a.num);
       return {
         ok: true,
         doc: {
           ...base,
           doc_type: "article",
-          title: parentTitle && a.num ? `${parentTitle} - Article ${a.num}` : a.num ? `Article ${a.num}` : parentTitle,
-          number: a.num ?? null,
+          title: parentTitle && num ? `${parentTitle} - Article ${num}` : num ? `Article ${num}` : parentTitle,
+          number: num,
           legal_status: a.etat ?? null,
           start_date: toDate(a.dateDebut),
           end_date: toDate(a.dateFin),
           parent_id: parent?.cid ?? parent?.id ?? a.context?.titreTxt?.[0]?.cid ?? null,
           parent_title: parentTitle,
+          parent_title_long: label(parent?.titreLong) ?? parentTitle,
+          section_path: label(a.fullSectionsTitre) ?? (tm.length ? tm.join(" > ") : null) ?? label(a.sectionParentTitre),
+          modifications: modifications(a.lienModifications),
           content,
         },
       };
@@ -170,20 +252,23 @@ export function parseEnvelope(env: Envelope): ParseResult {
       const r = decisionResponse.safeParse(env.data);
       if (!r.success) return { ok: false, reason: `unknown ${env.endpoint} shape: ${issues(r.error)}` };
       const t = r.data.text;
-      const content = (t.texte?.trim() || htmlToText(t.texteHtml ?? "")).trim();
+      const content = body(t.texteHtml, t.texte);
       if (!content) return { ok: false, reason: "decision has no text" };
       return {
         ok: true,
         doc: {
           ...base,
           doc_type: "decision",
-          title: t.titre ?? null,
-          number: t.numeroAffaire?.[0] ?? t.num ?? null,
+          title: label(t.titre),
+          number: label(t.numeroAffaire?.[0] ?? t.num),
           legal_status: t.etat ?? t.solution ?? null,
           start_date: toDate(t.dateTexte),
           end_date: null,
           parent_id: null,
-          parent_title: t.juridiction ?? null,
+          parent_title: label(t.juridiction),
+          parent_title_long: null,
+          section_path: null,
+          modifications: null,
           content,
         },
       };
@@ -196,13 +281,14 @@ export function parseEnvelope(env: Envelope): ParseResult {
       const parts: string[] = [];
       const addArticles = (arts: z.infer<typeof textArticle>[] | null | undefined) => {
         for (const a of arts ?? []) {
-          const body = htmlToText(a.content ?? a.texte ?? "");
-          if (body) parts.push(a.num ? `Article ${a.num}\n${body}` : body);
+          const text = body(a.content, a.texte);
+          if (text) parts.push(a.num ? `Article ${label(a.num)}\n${text}` : text);
         }
       };
       const walk = (sections: TextSection[] | null | undefined) => {
         for (const s of sections ?? []) {
-          if (s.title) parts.push(s.title);
+          const title = label(s.title);
+          if (title) parts.push(title);
           addArticles(s.articles);
           walk(s.sections);
         }
@@ -216,13 +302,16 @@ export function parseEnvelope(env: Envelope): ParseResult {
         doc: {
           ...base,
           doc_type: "text",
-          title: t.title ?? null,
-          number: t.textNumber ?? t.nor ?? null,
+          title: label(t.title),
+          number: label(t.textNumber ?? t.nor),
           legal_status: t.etat ?? null,
           start_date: toDate(t.dateDebutVersion ?? t.dateTexte),
           end_date: toDate(t.dateFinVersion),
           parent_id: null,
           parent_title: null,
+          parent_title_long: label(t.titreLong) ?? label(t.title),
+          section_path: null,
+          modifications: null,
           content,
         },
       };
