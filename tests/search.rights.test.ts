@@ -2,7 +2,7 @@
 // each user only their own rows; search_documents (through runSearch, as the function runs it),
 // match_documents and hybrid_search, as each user and as the service role. Plus the query cache and
 // the index-model refusal.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { Caller } from "../packages/core/auth.ts";
 import { vectorLiteral } from "../packages/embeddings/hash.ts";
 import { OfflineEmbeddingProvider, offlineEmbedding } from "../packages/embeddings/offline.ts";
