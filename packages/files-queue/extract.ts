@@ -25,7 +25,7 @@ export function kindOfPath(path: string): DocumentKind | null {
 }
 
 function tidy(text: string): string {
-  return text.replace(/\u0000/g, "").replace(/[ \t\f\v\u00a0]+/g, " ").replace(/ *\n */g, "\n").replace(/\n{3,}/g, "\n\n").trim();
+  return text.replaceAll("\u0000", "").replace(/[ \t\f\v\u00a0]+/g, " ").replace(/ *\n */g, "\n").replace(/\n{3,}/g, "\n\n").trim();
 }
 
 function fileTitle(path: string): string {

@@ -80,7 +80,7 @@ grant update (response, status, answered_at, updated_at) on table public.convers
 grant insert (conversation_entry_id, user_id, rating, comment) on table public.feedback to authenticated;
 grant update (rating, comment, updated_at) on table public.feedback to authenticated;
 grant all on table public.conversations, public.feedback, public.search_settings to service_role;
-grant usage on sequence public.feedback_id_seq to authenticated, service_role;
+grant usage on sequence public.feedback_id_seq to service_role;  -- identity columns need no sequence grant for inserts
 
 -- Each question with its answer, its feedback and its sources. A user sees their own (RLS of the
 -- tables underneath); the service role sees all.
