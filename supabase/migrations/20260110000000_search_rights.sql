@@ -30,11 +30,13 @@ grant execute on function public.embedding_source_key(text) to authenticated, se
 -- grants and under the source table's RLS, so the table's own policies answer. A table the caller has
 -- no SELECT grant on, or a source nobody registered, answers false (never an error: one unreadable
 -- table must not break every search).
+-- COST is high on purpose: the planner then prefers index scans that check only matching rows.
 create function public.can_read_source_row(p_source_table text, p_source_id text)
 returns boolean
 language plpgsql
 stable
 security invoker
+cost 10000
 set search_path = ''
 as $$
 declare
@@ -81,10 +83,77 @@ grant execute on function public.read_source_row(text, text) to authenticated, s
 -- Signed-in users read chunks through this policy only. anon has no grant: a project that opens search
 -- to anonymous visitors (SEARCH_ALLOW_ANON=true) grants select on documentation_embeddings and execute
 -- on search_documents to anon, and the same policy then shows them only rows anon may read.
+--
+-- The policy's expression is generated from embedding_sources (refreshed by a trigger whenever a
+-- source is registered or removed): one CASE branch per table, calling that table's own small SQL
+-- function `private.can_read_source_<oid>(id)`, security invoker, so the table's RLS answers. A SQL
+-- function's plan is cached for the whole query, which makes the check cost microseconds per
+-- candidate row; the generic can_read_source_row above (dynamic SQL) re-plans on every call, far too
+-- slow for a policy. The functions are not inlined (SET clause), so a table the caller has no grant on
+-- is only touched after has_table_privilege said yes: it is invisible, never an error.
 grant select on public.documentation_embeddings to authenticated;
 create policy documentation_embeddings_readable_source on public.documentation_embeddings
   for select to authenticated, anon
-  using (public.can_read_source_row(source_table, source_id));
+  using (false);
+
+create function private.refresh_embedding_read_policy() returns void
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  src record;
+  fn text;
+  branches text := '';
+  keep text[] := '{}';
+begin
+  for src in
+    select s.source_table, s.relid, s.relid::regclass::text as rel, s.pk_column,
+           pg_catalog.format_type(a.atttypid, a.atttypmod) as pk_type
+      from public.embedding_sources s
+      join pg_catalog.pg_attribute a on a.attrelid = s.relid and a.attname = s.pk_column
+     order by s.source_table
+  loop
+    fn := 'can_read_source_' || src.relid::text;
+    keep := keep || fn;
+    execute format(
+      'create or replace function private.%I(p_id text) returns boolean language sql stable security invoker '
+      'set search_path = '''' as %L',
+      fn, format('select exists (select 1 from %s r where r.%I = p_id::%s)', src.rel, src.pk_column, src.pk_type));
+    execute format('revoke all on function private.%I(text) from public', fn);
+    execute format('grant execute on function private.%I(text) to anon, authenticated, service_role', fn);
+    branches := branches || format(
+      ' when %L then case when pg_catalog.has_table_privilege(%s::oid, ''select'') then private.%I(source_id) else false end',
+      src.source_table, src.relid::text, fn);
+  end loop;
+  execute format('alter policy documentation_embeddings_readable_source on public.documentation_embeddings using (%s)',
+    case when branches = '' then 'false' else 'case source_table' || branches || ' else false end' end);
+  -- Functions of sources that are gone.
+  for fn in
+    select p.proname from pg_catalog.pg_proc p
+     where p.pronamespace = 'private'::regnamespace and p.proname like 'can\_read\_source\_%' and p.proname <> all (keep)
+  loop
+    execute format('drop function private.%I(text)', fn);
+  end loop;
+end $$;
+revoke all on function private.refresh_embedding_read_policy() from public;
+
+create function private.embedding_sources_refresh_read_policy() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  perform private.refresh_embedding_read_policy();
+  return null;
+end $$;
+revoke all on function private.embedding_sources_refresh_read_policy() from public;
+
+create trigger embedding_sources_refresh_read_policy
+  after insert or delete or update of relid, pk_column, source_table on public.embedding_sources
+  for each statement execute function private.embedding_sources_refresh_read_policy();
+
+select private.refresh_embedding_read_policy();
 
 -- Query-embedding cache: the same normalized question embeds once per model and dimension. Only the
 -- hash of the query is kept, not its text. Service only (the search function writes it).
@@ -135,28 +204,28 @@ begin
     set search_path = public, extensions
     set hnsw.iterative_scan = 'relaxed_order'
     as $b$
-      with params as (
-        select least(greatest(match_count, 1), 200) as lim,
-               websearch_to_tsquery('french', coalesce(query_text, '')) as tsq,
-               coalesce(filter, '{}'::jsonb) as f
-      ), semantic as (
+      -- The tsquery and the filters are written inline (no CTE of parameters), so the planner sees
+      -- them as stable expressions: the GIN and HNSW indexes serve the scans, and the rights check
+      -- (the RLS policy, evaluated per row) only ever runs on index matches, never on the table.
+      with semantic as (
         select n.id, n.dist, row_number() over (order by n.dist) as rank_ix
         from (select c.id, c.embedding <=> query_embedding as dist
-              from documentation_embeddings c, params p
+              from documentation_embeddings c
               where mode in ('vector', 'hybrid') and query_embedding is not null
-                and (p.f->>'source_table' is null or c.source_table = p.f->>'source_table')
-                and c.metadata @> (p.f - 'source_table')
+                and (filter->>'source_table' is null or c.source_table = filter->>'source_table')
+                and c.metadata @> (coalesce(filter, '{}'::jsonb) - 'source_table')
               order by c.embedding <=> query_embedding
-              limit (select lim * 2 from params)) n
+              limit least(greatest(match_count, 1), 200) * 2) n
       ), full_text as (
         select t.id, t.rank, row_number() over (order by t.rank desc, t.id) as rank_ix
-        from (select c.id, ts_rank_cd(c.fts, p.tsq) as rank
-              from documentation_embeddings c, params p
-              where mode in ('text', 'hybrid') and c.fts @@ p.tsq
-                and (p.f->>'source_table' is null or c.source_table = p.f->>'source_table')
-                and c.metadata @> (p.f - 'source_table')
+        from (select c.id, ts_rank_cd(c.fts, websearch_to_tsquery('french', query_text)) as rank
+              from documentation_embeddings c
+              where mode in ('text', 'hybrid')
+                and c.fts @@ websearch_to_tsquery('french', query_text)
+                and (filter->>'source_table' is null or c.source_table = filter->>'source_table')
+                and c.metadata @> (coalesce(filter, '{}'::jsonb) - 'source_table')
               order by rank desc, c.id
-              limit (select lim * 2 from params)) t
+              limit least(greatest(match_count, 1), 200) * 2) t
       )
       select e.id, e.source_table, e.source_id, e.chunk_index, e.content, e.metadata,
              (case mode
@@ -171,7 +240,7 @@ begin
       join documentation_embeddings e on e.id = coalesce(ft.id, se.id)
       where mode in ('vector', 'text', 'hybrid')
       order by score desc, e.id
-      limit (select lim from params)
+      limit least(greatest(match_count, 1), 200)
     $b$;
     revoke all on function public.search_documents(text, extensions.vector(%1$s), int, text, jsonb, int)
       from public, anon, authenticated;

@@ -200,6 +200,7 @@ try {
   await stack?.stop();
   await sql.end({ timeout: 5 });
   rmSync(stackDir, { recursive: true, force: true });
-  await admin.unsafe(`drop database if exists ${dbName} with (force)`);
+  if (process.env.BENCH_KEEP_DB) log(`kept database ${dbName} (BENCH_KEEP_DB)`);
+  else await admin.unsafe(`drop database if exists ${dbName} with (force)`);
   await admin.end({ timeout: 5 });
 }
