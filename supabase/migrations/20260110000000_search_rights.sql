@@ -118,7 +118,7 @@ begin
     keep := keep || fn;
     execute format(
       'create or replace function private.%I(p_id text) returns boolean language sql stable security invoker '
-      'set search_path = '''' as %L',
+      'cost 1000 set search_path = '''' as %L',
       fn, format('select exists (select 1 from %s r where r.%I = p_id::%s)', src.rel, src.pk_column, src.pk_type));
     execute format('revoke all on function private.%I(text) from public', fn);
     execute format('grant execute on function private.%I(text) to anon, authenticated, service_role', fn);
@@ -199,48 +199,55 @@ begin
       rrf_k int default 50
     ) returns table (id bigint, source_table text, source_id text, chunk_index int, content text,
                      metadata jsonb, score double precision, similarity double precision)
-    language sql stable
+    language plpgsql stable
     security invoker
     set search_path = public, extensions
     set hnsw.iterative_scan = 'relaxed_order'
     as $b$
+    begin
+      -- EXECUTE plans the query for these very values (a custom plan): a generic plan, which a SQL
+      -- function gets, cannot see that the filter is empty and sorts the whole table instead of
+      -- walking the HNSW index.
+      return query execute $q$
       -- The tsquery and the filters are written inline (no CTE of parameters), so the planner sees
       -- them as stable expressions: the GIN and HNSW indexes serve the scans, and the rights check
       -- (the RLS policy, evaluated per row) only ever runs on index matches, never on the table.
       with semantic as (
         select n.id, n.dist, row_number() over (order by n.dist) as rank_ix
-        from (select c.id, c.embedding <=> query_embedding as dist
+        from (select c.id, c.embedding <=> $2 as dist
               from documentation_embeddings c
-              where mode in ('vector', 'hybrid') and query_embedding is not null
-                and (filter->>'source_table' is null or c.source_table = filter->>'source_table')
-                and c.metadata @> (coalesce(filter, '{}'::jsonb) - 'source_table')
-              order by c.embedding <=> query_embedding
-              limit least(greatest(match_count, 1), 200) * 2) n
+              where $4 in ('vector', 'hybrid') and $2 is not null
+                and ($5->>'source_table' is null or c.source_table = $5->>'source_table')
+                and c.metadata @> (coalesce($5, '{}'::jsonb) - 'source_table')
+              order by c.embedding <=> $2
+              limit least(greatest($3, 1), 200) * 2) n
       ), full_text as (
         select t.id, t.rank, row_number() over (order by t.rank desc, t.id) as rank_ix
-        from (select c.id, ts_rank_cd(c.fts, websearch_to_tsquery('french', query_text)) as rank
+        from (select c.id, ts_rank_cd(c.fts, websearch_to_tsquery('french', $1)) as rank
               from documentation_embeddings c
-              where mode in ('text', 'hybrid')
-                and c.fts @@ websearch_to_tsquery('french', query_text)
-                and (filter->>'source_table' is null or c.source_table = filter->>'source_table')
-                and c.metadata @> (coalesce(filter, '{}'::jsonb) - 'source_table')
+              where $4 in ('text', 'hybrid')
+                and c.fts @@ websearch_to_tsquery('french', $1)
+                and ($5->>'source_table' is null or c.source_table = $5->>'source_table')
+                and c.metadata @> (coalesce($5, '{}'::jsonb) - 'source_table')
               order by rank desc, c.id
-              limit least(greatest(match_count, 1), 200) * 2) t
+              limit least(greatest($3, 1), 200) * 2) t
       )
       select e.id, e.source_table, e.source_id, e.chunk_index, e.content, e.metadata,
-             (case mode
+             (case $4
                 when 'vector' then 1 - se.dist
                 when 'text' then ft.rank
-                else coalesce(1.0 / (rrf_k + ft.rank_ix), 0.0) + coalesce(1.0 / (rrf_k + se.rank_ix), 0.0)
+                else coalesce(1.0 / ($6 + ft.rank_ix), 0.0) + coalesce(1.0 / ($6 + se.rank_ix), 0.0)
               end)::double precision as score,
-             case when query_embedding is null then null
-                  else (1 - (e.embedding <=> query_embedding))::double precision end as similarity
+             case when $2 is null then null
+                  else (1 - (e.embedding <=> $2))::double precision end as similarity
       from full_text ft
       full outer join semantic se on se.id = ft.id
       join documentation_embeddings e on e.id = coalesce(ft.id, se.id)
-      where mode in ('vector', 'text', 'hybrid')
+      where $4 in ('vector', 'text', 'hybrid')
       order by score desc, e.id
-      limit least(greatest(match_count, 1), 200)
+      limit least(greatest($3, 1), 200)
+      $q$ using query_text, query_embedding, match_count, mode, filter, rrf_k;
+    end
     $b$;
     revoke all on function public.search_documents(text, extensions.vector(%1$s), int, text, jsonb, int)
       from public, anon, authenticated;
