@@ -75,6 +75,9 @@ interface Row {
   source?: Record<string, unknown> | null;
 }
 
+/** Full-text matches checked against a user's rights (the best ones by rank). */
+const TEXT_CANDIDATES = 200;
+
 /** Runs one search for `caller` and logs it. */
 export async function runSearch(
   deps: { sql: postgres.Sql; provider: EmbeddingProvider },
@@ -90,12 +93,22 @@ export async function runSearch(
     embedding = q.vector;
     cached = q.cached;
   }
+  // Under RLS the full-text branch cannot use its GIN index (see search_documents), so for a caller
+  // whose rights are checked, the best full-text matches are found first without RLS, and only those
+  // candidates are checked with the caller's rights. Ids alone reveal nothing to the caller.
+  let candidates: string[] | null = null;
+  if (caller.role !== "service_role" && body.mode !== "vector") {
+    const [c] = await sql<{ ids: string[] }[]>`
+      select coalesce(array_agg(s.id), '{}') as ids
+      from public.search_documents(${body.query}, null, ${TEXT_CANDIDATES}, 'text', ${sql.json(body.filter as postgres.JSONValue)}) s`;
+    candidates = c.ids;
+  }
   const rows = await withCallerRights(sql, caller, async (tx) => {
     const found = await tx<Row[]>`
       select s.id, s.source_table, s.source_id, s.chunk_index, s.content, s.metadata, s.score, s.similarity
         ${body.includeSource ? tx`, public.read_source_row(s.source_table, s.source_id) as source` : tx``}
       from public.search_documents(${body.query}, ${embedding}::extensions.vector, ${body.matchCount},
-                                   ${body.mode}, ${tx.json(body.filter as postgres.JSONValue)}) s`;
+                                   ${body.mode}, ${tx.json(body.filter as postgres.JSONValue)}, 50, ${candidates}::bigint[]) s`;
     return found;
   });
   const results: SearchResult[] = rows.map((r) => ({

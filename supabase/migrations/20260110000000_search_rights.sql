@@ -30,13 +30,11 @@ grant execute on function public.embedding_source_key(text) to authenticated, se
 -- grants and under the source table's RLS, so the table's own policies answer. A table the caller has
 -- no SELECT grant on, or a source nobody registered, answers false (never an error: one unreadable
 -- table must not break every search).
--- COST is high on purpose: the planner then prefers index scans that check only matching rows.
 create function public.can_read_source_row(p_source_table text, p_source_id text)
 returns boolean
 language plpgsql
 stable
 security invoker
-cost 10000
 set search_path = ''
 as $$
 declare
@@ -118,7 +116,7 @@ begin
     keep := keep || fn;
     execute format(
       'create or replace function private.%I(p_id text) returns boolean language sql stable security invoker '
-      'cost 1000 set search_path = '''' as %L',
+      'set search_path = '''' as %L',
       fn, format('select exists (select 1 from %s r where r.%I = p_id::%s)', src.rel, src.pk_column, src.pk_type));
     execute format('revoke all on function private.%I(text) from public', fn);
     execute format('grant execute on function private.%I(text) to anon, authenticated, service_role', fn);
@@ -185,6 +183,11 @@ grant all on table public.query_embedding_cache to service_role;
 --   reciprocal rank (k = rrf_k). `similarity` is the cosine similarity whenever an embedding is given,
 --   so a log can tell a weak best match (an unanswered question) in every mode.
 --   filter: {"source_table": "..."} and/or keys contained in the chunk's metadata.
+--   text_candidates: chunk ids the full-text branch is limited to. Under RLS PostgreSQL may not use the
+--   GIN index for `@@` (the operator is not leakproof, so the policy must run first, on every row), so
+--   the search function finds the best full-text matches as the service role and passes their ids; the
+--   policy then runs on those candidates only (a primary-key lookup). Passing ids reveals nothing: a
+--   caller still sees only rows the policy lets through.
 do $$
 declare
   dims constant int := public.embedding_dimensions();
@@ -196,7 +199,8 @@ begin
       match_count int default 8,
       mode text default 'hybrid',
       filter jsonb default '{}'::jsonb,
-      rrf_k int default 50
+      rrf_k int default 50,
+      text_candidates bigint[] default null
     ) returns table (id bigint, source_table text, source_id text, chunk_index int, content text,
                      metadata jsonb, score double precision, similarity double precision)
     language plpgsql stable
@@ -204,54 +208,55 @@ begin
     set search_path = public, extensions
     set hnsw.iterative_scan = 'relaxed_order'
     as $b$
+    declare
+      f jsonb := coalesce(filter, '{}'::jsonb);
+      conds text := '';
+      semantic text := 'select null::bigint as id, null::float8 as dist, null::bigint as rank_ix where false';
+      full_text text := 'select null::bigint as id, null::real as rank, null::bigint as rank_ix where false';
     begin
-      -- EXECUTE plans the query for these very values (a custom plan): a generic plan, which a SQL
-      -- function gets, cannot see that the filter is empty and sorts the whole table instead of
-      -- walking the HNSW index.
-      return query execute $q$
-      -- The tsquery and the filters are written inline (no CTE of parameters), so the planner sees
-      -- them as stable expressions: the GIN and HNSW indexes serve the scans, and the rights check
-      -- (the RLS policy, evaluated per row) only ever runs on index matches, never on the table.
-      with semantic as (
-        select n.id, n.dist, row_number() over (order by n.dist) as rank_ix
-        from (select c.id, c.embedding <=> $2 as dist
-              from documentation_embeddings c
-              where $4 in ('vector', 'hybrid') and $2 is not null
-                and ($5->>'source_table' is null or c.source_table = $5->>'source_table')
-                and c.metadata @> (coalesce($5, '{}'::jsonb) - 'source_table')
-              order by c.embedding <=> $2
-              limit least(greatest($3, 1), 200) * 2) n
-      ), full_text as (
-        select t.id, t.rank, row_number() over (order by t.rank desc, t.id) as rank_ix
-        from (select c.id, ts_rank_cd(c.fts, websearch_to_tsquery('french', $1)) as rank
-              from documentation_embeddings c
-              where $4 in ('text', 'hybrid')
-                and c.fts @@ websearch_to_tsquery('french', $1)
-                and ($5->>'source_table' is null or c.source_table = $5->>'source_table')
-                and c.metadata @> (coalesce($5, '{}'::jsonb) - 'source_table')
-              order by rank desc, c.id
-              limit least(greatest($3, 1), 200) * 2) t
-      )
-      select e.id, e.source_table, e.source_id, e.chunk_index, e.content, e.metadata,
-             (case $4
-                when 'vector' then 1 - se.dist
-                when 'text' then ft.rank
-                else coalesce(1.0 / ($6 + ft.rank_ix), 0.0) + coalesce(1.0 / ($6 + se.rank_ix), 0.0)
-              end)::double precision as score,
-             case when $2 is null then null
-                  else (1 - (e.embedding <=> $2))::double precision end as similarity
-      from full_text ft
-      full outer join semantic se on se.id = ft.id
-      join documentation_embeddings e on e.id = coalesce(ft.id, se.id)
-      where $4 in ('vector', 'text', 'hybrid')
-      order by score desc, e.id
-      limit least(greatest($3, 1), 200)
-      $q$ using query_text, query_embedding, match_count, mode, filter, rrf_k;
+      if mode not in ('vector', 'text', 'hybrid') then
+        raise exception 'mode must be vector, text or hybrid' using errcode = '22023';
+      end if;
+      -- Only the filters that are there: a generic "metadata @> '{}'" looks selective to the planner
+      -- and makes it sort the whole table instead of walking the HNSW index.
+      if f ? 'source_table' then conds := conds || ' and c.source_table = $5->>''source_table'''; end if;
+      if (f - 'source_table') <> '{}'::jsonb then conds := conds || ' and c.metadata @> ($5 - ''source_table'')'; end if;
+      if mode in ('vector', 'hybrid') and query_embedding is not null then
+        semantic := 'select n.id, n.dist, row_number() over (order by n.dist) as rank_ix
+          from (select c.id, c.embedding <=> $2 as dist from documentation_embeddings c where true' || conds || '
+                order by c.embedding <=> $2 limit least(greatest($3, 1), 200) * 2) n';
+      end if;
+      if mode in ('text', 'hybrid') then
+        full_text := 'select t.id, t.rank, row_number() over (order by t.rank desc, t.id) as rank_ix
+          from (select c.id, ts_rank_cd(c.fts, websearch_to_tsquery(''french'', $1)) as rank
+                from documentation_embeddings c
+                where c.fts @@ websearch_to_tsquery(''french'', $1)'
+                || case when text_candidates is not null then ' and c.id = any($7)' else '' end || conds || '
+                order by rank desc, c.id limit least(greatest($3, 1), 200) * 2) t';
+      end if;
+      return query execute format($q$
+        with semantic as materialized (%%s), full_text as materialized (%%s),
+        fused as materialized (
+          select coalesce(ft.id, se.id) as id,
+                 (case $4
+                    when 'vector' then 1 - se.dist
+                    when 'text' then ft.rank
+                    else coalesce(1.0 / ($6 + ft.rank_ix), 0.0) + coalesce(1.0 / ($6 + se.rank_ix), 0.0)
+                  end)::double precision as score
+          from full_text ft full outer join semantic se on se.id = ft.id
+        )
+        select e.id, e.source_table, e.source_id, e.chunk_index, e.content, e.metadata, f.score,
+               case when $2 is null then null else (1 - (e.embedding <=> $2))::double precision end
+        from fused f join documentation_embeddings e on e.id = f.id
+        order by f.score desc, e.id
+        limit least(greatest($3, 1), 200)
+      $q$, semantic, full_text)
+      using query_text, query_embedding, match_count, mode, f, rrf_k, text_candidates;
     end
     $b$;
-    revoke all on function public.search_documents(text, extensions.vector(%1$s), int, text, jsonb, int)
+    revoke all on function public.search_documents(text, extensions.vector(%1$s), int, text, jsonb, int, bigint[])
       from public, anon, authenticated;
-    grant execute on function public.search_documents(text, extensions.vector(%1$s), int, text, jsonb, int)
+    grant execute on function public.search_documents(text, extensions.vector(%1$s), int, text, jsonb, int, bigint[])
       to authenticated, service_role;
   $f$, dims);
 end $$;
