@@ -193,6 +193,36 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
     const row = await waitFor("the legal_documents row", async () => (await db.sql`select id, title from legal_documents where id = ${doc.id}`)[0]);
     expect(row.title).toBeTruthy();
   },
+  search: async (url) => {
+    // A user's search through the bundle: the offline provider embeds the query, RLS decides.
+    const owner = crypto.randomUUID();
+    await db.sql`create table deploy_memos (id int primary key, owner uuid not null, body text not null)`;
+    await db.sql`alter table deploy_memos enable row level security`;
+    await db.sql`create policy own on deploy_memos for select to authenticated using (owner = auth.uid())`;
+    await db.sql`grant select on deploy_memos to authenticated`;
+    await db.sql`select register_embedding_source('deploy_memos', content_columns => array['body'])`;
+    await db.sql`insert into deploy_memos values (1, ${owner}, 'le mémo de déploiement du propriétaire'),
+                                                 (2, ${crypto.randomUUID()}, 'le mémo de déploiement d''un autre')`;
+    const { processEmbeddingQueue } = await import("../packages/embeddings/pipeline.ts");
+    const { OfflineEmbeddingProvider } = await import("../packages/embeddings/offline.ts");
+    await processEmbeddingQueue(db.sql, new OfflineEmbeddingProvider(1536), { workerId: "deploy", batchSize: 10, budgetMs: 30_000, leaseSeconds: 60, concurrency: 1, maxAttempts: 3 });
+    const jwt = await signUserJwt(stack.keys, owner);
+    const r = await post(url, { query: "mémo de déploiement", includeSource: true, filter: { source_table: "deploy_memos" } }, { apikey: stack.publishableKey, authorization: `Bearer ${jwt}` });
+    expect(r.status).toBe(200);
+    expect(r.body.results.map((x: { source_id: string }) => x.source_id)).toEqual(["1"]);
+    expect(r.body.results[0].source).toMatchObject({ id: 1, owner });
+    const [log] = await db.sql`select user_id::text, question from conversations where id = ${r.body.logId}`;
+    expect(log).toEqual({ user_id: owner, question: "mémo de déploiement" });
+  },
+  conversations: async (url) => {
+    const owner = crypto.randomUUID();
+    const [entry] = await db.sql`insert into conversations (user_id, question) values (${owner}, 'une question') returning id`;
+    const jwt = await signUserJwt(stack.keys, owner);
+    const headers = { apikey: stack.publishableKey, authorization: `Bearer ${jwt}` };
+    expect((await post(url, { action: "answer", logId: entry.id, response: "une réponse" }, headers)).status).toBe(200);
+    const l = await post(url, { action: "list" }, headers);
+    expect(l.body.entries).toEqual([expect.objectContaining({ logId: entry.id, question: "une question", response: "une réponse" })]);
+  },
 };
 
 describe("deploy readiness: every function bundles from its own files and runs", () => {

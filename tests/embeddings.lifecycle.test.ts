@@ -63,8 +63,8 @@ describe("source lifecycle", () => {
     });
     expect(await footprint("notes")).toEqual({ sources: 0, jobs: 0, versions: 0, chunks: 0 });
     expect(await searchTables()).toEqual(["keep_notes"]);
-    expect(await db.sql`select source_table, rows::int from embedding_sync_coverage where source_table <> 'legal_documents'`).toEqual([{ source_table: "keep_notes", rows: 2 }]);
-    expect(await db.sql`select source_table, enqueued::int from resync_embedding_sources(null) where source_table <> 'legal_documents'`).toEqual([{ source_table: "keep_notes", enqueued: 0 }]);
+    expect(await db.sql`select source_table, rows::int from embedding_sync_coverage where source_table in ('notes', 'keep_notes')`).toEqual([{ source_table: "keep_notes", rows: 2 }]);
+    expect(await db.sql`select source_table, enqueued::int from resync_embedding_sources(null) where source_table in ('notes', 'keep_notes')`).toEqual([{ source_table: "keep_notes", enqueued: 0 }]);
     expect(await db.sql`select source_table from embedding_sync_status`).toEqual([{ source_table: "keep_notes" }]);
   });
 

@@ -11,6 +11,8 @@ import { type ObjectStore, supabaseObjectStore } from "./object-store.ts";
 export interface FilesContext {
   sql: postgres.Sql;
   store: ObjectStore;
+  /** The function's environment (for handler settings such as CLIENT_DOCUMENTS_MAX_BYTES). */
+  env?: Record<string, string | undefined>;
 }
 
 export function lazyContext(): () => FilesContext {
@@ -21,7 +23,7 @@ export function lazyContext(): () => FilesContext {
     const supabase = createClient(env.SUPABASE_URL, serviceKeyFromEnv(readEnv()), {
       auth: { persistSession: false, autoRefreshToken: false },
     });
-    ctx = { sql: connectDb(env.SUPABASE_DB_URL, { max: 4 }), store: supabaseObjectStore(supabase) };
+    ctx = { sql: connectDb(env.SUPABASE_DB_URL, { max: 4 }), store: supabaseObjectStore(supabase), env: readEnv() };
     return ctx;
   };
 }

@@ -8,6 +8,8 @@ export interface ObjectStore {
   put(bucket: string, path: string, body: string, contentType: string): Promise<void>;
   /** Reads an object's bytes as UTF-8 text. */
   get(bucket: string, path: string): Promise<string>;
+  /** Reads an object's raw bytes (PDFs). */
+  getBytes(bucket: string, path: string): Promise<Uint8Array>;
 }
 
 export class ObjectStoreError extends Error {
@@ -29,6 +31,11 @@ export function supabaseObjectStore(client: SupabaseClient): ObjectStore {
       const { data, error } = await client.storage.from(bucket).download(path);
       if (error || !data) throw new ObjectStoreError(`download ${bucket}/${path}: ${error?.message ?? "no data"}`, statusOf(error));
       return await data.text();
+    },
+    async getBytes(bucket, path) {
+      const { data, error } = await client.storage.from(bucket).download(path);
+      if (error || !data) throw new ObjectStoreError(`download ${bucket}/${path}: ${error?.message ?? "no data"}`, statusOf(error));
+      return new Uint8Array(await data.arrayBuffer());
     },
   };
 }

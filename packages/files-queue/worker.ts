@@ -1,19 +1,21 @@
-// process-files-queue: claims files_queue rows (SQL: claim_files_queue, SKIP LOCKED + lease), downloads
-// each file from Storage, parses it, and upserts legal_documents, completing the rows in the same
-// transaction. No transaction is open while files are downloaded.
-// - A file that does not parse (malformed JSON, unknown shape, not one of the collector's paths) fails
-//   alone and for good, with the reason: retrying cannot fix its bytes.
+// process-files-queue: claims files_queue rows (SQL: claim_files_queue, SKIP LOCKED + lease), and hands
+// each file to its bucket's handler (files_queue_watched_buckets.handler): the handler downloads and
+// parses it with no transaction open, then writes its rows in the transaction that completes the queue
+// rows. Handlers: legifrance (collected JSON -> legal_documents), client-documents (PDF, Markdown, text
+// -> client_documents + pages).
+// - A file that cannot be parsed (malformed, unknown shape, bad path, no text, too large) fails alone
+//   and for good, with the reason: retrying cannot fix its bytes.
 // - A download error is transient: the row backs off and is retried, then dead-lettered.
-// - A row is written only when its parse_hash (the parsed document's hash) or its file changed, so a
+// - A handler writes a row only when its parsed result changed (legal_documents.parse_hash), so a
 //   resync of unchanged files (public.resync_legal_documents) rewrites and re-embeds nothing.
-// - in_force is not written here: a trigger computes it from the status and dates (SQL decides).
 import { z } from "zod";
 import pLimit from "p-limit";
 import type postgres from "postgres";
 import { errorResponse, guardRequest, json } from "../core/http.ts";
-import { documentHash, type LegalDocument, parseCollectedFile } from "../legifrance/parser.ts";
-import { parseDocumentPath } from "../legifrance/ids.ts";
 import type { FilesContext } from "./context.ts";
+import { clientDocumentsHandler } from "./handlers/client-documents.ts";
+import { legifranceHandler } from "./handlers/legifrance.ts";
+import type { ClaimedFile, FileFailure, FileHandler } from "./handlers/types.ts";
 import type { ObjectStore } from "./object-store.ts";
 
 export const workerBodySchema = z.object({
@@ -23,98 +25,90 @@ export const workerBodySchema = z.object({
 }).strict();
 export type WorkerBody = z.infer<typeof workerBodySchema>;
 
-interface Claimed {
-  id: string;
-  file_path: string;
-  bucket_id: string;
-}
-
 export interface WorkerResult {
   claimed: number;
   stored: number;
   failed: number;
   superseded: number;
-  /** Stored files whose parsed result was already in legal_documents (no write, no re-embedding). */
+  /** Stored files whose parsed result was already written (no write, no re-embedding). */
   unchanged: number;
   batches: number;
   ms: number;
 }
 
+export interface WorkerOptions {
+  batchSize: number;
+  budgetMs: number;
+  concurrency?: number;
+  leaseSeconds?: number;
+  /** Client documents over this size fail alone (default 20 MB; CLIENT_DOCUMENTS_MAX_BYTES). */
+  maxClientDocumentBytes?: number;
+}
+
+type AnyHandler = FileHandler<any>;
+
+export function fileHandlers(opts: { maxClientDocumentBytes?: number } = {}): Record<string, AnyHandler> {
+  return {
+    "legifrance": legifranceHandler,
+    "client-documents": clientDocumentsHandler({ maxBytes: opts.maxClientDocumentBytes }),
+  };
+}
+
+type Outcome = { row: ClaimedFile; handler: string; value: unknown } | ({ row: ClaimedFile } & FileFailure);
+
 export async function processFilesQueue(
   deps: { sql: postgres.Sql; store: ObjectStore; workerId?: string },
-  opts: { batchSize: number; budgetMs: number; concurrency?: number; leaseSeconds?: number },
+  opts: WorkerOptions,
 ): Promise<WorkerResult> {
   const t0 = performance.now();
   const worker = deps.workerId ?? `files-${crypto.randomUUID()}`;
   const { sql, store } = deps;
+  const handlers = fileHandlers(opts);
   const r: WorkerResult = { claimed: 0, stored: 0, failed: 0, superseded: 0, unchanged: 0, batches: 0, ms: 0 };
   const limit = pLimit(opts.concurrency ?? 8);
   let lastMs = 0;
   while (performance.now() - t0 + lastMs * 1.5 < opts.budgetMs) {
     const tb = performance.now();
-    const rows = await sql<Claimed[]>`
-      select id, file_path, bucket_id from public.claim_files_queue(${worker}, ${opts.batchSize}, ${opts.leaseSeconds ?? 120})`;
+    const rows = await sql<ClaimedFile[]>`
+      select id, file_path, bucket_id, file_size from public.claim_files_queue(${worker}, ${opts.batchSize}, ${opts.leaseSeconds ?? 120})`;
     if (rows.length === 0) break;
     r.batches++;
     r.claimed += rows.length;
+    const buckets = await sql<{ bucket_id: string; handler: string }[]>`
+      select bucket_id, handler from public.files_queue_watched_buckets where bucket_id = any(${[...new Set(rows.map((x) => x.bucket_id))]})`;
+    const handlerOf = new Map(buckets.map((b) => [b.bucket_id, b.handler]));
 
-    const outcomes = await Promise.all(rows.map((row) => limit(async () => {
-      const path = parseDocumentPath(row.file_path);
-      if (!path) return { row, error: `not a collected Légifrance path: ${row.file_path}`, permanent: true };
-      let text: string;
+    const outcomes: Outcome[] = await Promise.all(rows.map((row) => limit(async (): Promise<Outcome> => {
+      const name = handlerOf.get(row.bucket_id);
+      const handler = name ? handlers[name] : undefined;
+      if (!name || !handler) return { row, error: `bucket ${row.bucket_id} is not watched by any handler`, permanent: true };
       try {
-        text = await store.get(row.bucket_id, row.file_path);
+        const p = await handler.prepare(row, { store, sql });
+        return "value" in p ? { row, handler: name, value: p.value } : { row, ...p };
       } catch (e) {
         return { row, error: (e as Error).message, permanent: false };
       }
-      const parsed = parseCollectedFile(text);
-      if (!parsed.ok) return { row, error: parsed.reason, permanent: true };
-      if (parsed.doc.id !== path.id || parsed.doc.category !== path.category) {
-        return { row, error: `file content (${parsed.doc.category}/${parsed.doc.id}) does not match its path`, permanent: true };
-      }
-      return { row, doc: parsed.doc };
     })));
 
-    const good = outcomes.filter((o): o is { row: Claimed; doc: LegalDocument } => "doc" in o && !!o.doc);
     for (const o of outcomes) {
-      if ("error" in o && o.error) {
+      if ("error" in o) {
         const [f] = await sql<{ status: string | null }[]>`
           select public.fail_files_queue(${worker}, ${o.row.id}, ${o.error}, ${o.permanent}) as status`;
         if (f?.status) r.failed++;
       }
     }
+    const good = outcomes.filter((o): o is Extract<Outcome, { handler: string }> => "handler" in o);
     if (good.length) {
-      const docs = good.map((o) => ({ ...o.doc, parse_hash: documentHash(o.doc), file_path: o.row.file_path }));
       await sql.begin(async (tx) => {
         // Only rows this worker still leases are written: a file re-uploaded meanwhile is pending
         // again and its newer content will be processed by the next claim.
         const done = await tx<{ id: string }[]>`
           select id from public.complete_files_queue(${worker}, ${good.map((o) => o.row.id)}::bigint[]) as id`;
         const doneIds = new Set(done.map((d) => String(d.id)));
-        const keep = docs.filter((_, i) => doneIds.has(String(good[i].row.id)));
-        r.superseded += docs.length - keep.length;
-        if (keep.length) {
-          const written = await tx`
-            insert into public.legal_documents as d (id, category, fond, doc_type, title, number, legal_status,
-              start_date, end_date, parent_id, parent_title, parent_title_long, section_path, url, modifications,
-              content, parse_hash, file_path, collected_at)
-            select x.id, x.category, x.fond, x.doc_type, x.title, x.number, x.legal_status,
-                   x.start_date, x.end_date, x.parent_id, x.parent_title, x.parent_title_long, x.section_path, x.url,
-                   x.modifications, x.content, x.parse_hash, x.file_path, now()
-              from jsonb_to_recordset(${tx.json(keep as unknown as postgres.JSONValue)}) as x(
-                id text, category text, fond text, doc_type text, title text, number text, legal_status text,
-                start_date date, end_date date, parent_id text, parent_title text, parent_title_long text,
-                section_path text, url text, modifications jsonb, content text, parse_hash text, file_path text)
-            on conflict (id) do update set
-              category = excluded.category, fond = excluded.fond, doc_type = excluded.doc_type, title = excluded.title,
-              number = excluded.number, legal_status = excluded.legal_status, start_date = excluded.start_date,
-              end_date = excluded.end_date, parent_id = excluded.parent_id, parent_title = excluded.parent_title,
-              parent_title_long = excluded.parent_title_long, section_path = excluded.section_path,
-              url = excluded.url, modifications = excluded.modifications, content = excluded.content,
-              parse_hash = excluded.parse_hash, file_path = excluded.file_path,
-              collected_at = excluded.collected_at, updated_at = now()
-            where (d.parse_hash, d.file_path) is distinct from (excluded.parse_hash, excluded.file_path)`;
-          r.unchanged += keep.length - written.count;
+        const keep = good.filter((o) => doneIds.has(String(o.row.id)));
+        r.superseded += good.length - keep.length;
+        for (const name of new Set(keep.map((o) => o.handler))) {
+          r.unchanged += await handlers[name].write(tx, keep.filter((o) => o.handler === name));
         }
         r.stored += keep.length;
       });
@@ -125,15 +119,22 @@ export async function processFilesQueue(
   return r;
 }
 
-export function workerHandler(ctx: () => FilesContext, defaultBudgetMs = 100_000) {
+const workerEnvSchema = z.object({
+  CLIENT_DOCUMENTS_MAX_BYTES: z.coerce.number().int().min(1).max(1024 * 1024 * 1024).optional(),
+});
+
+export function workerHandler(ctx: () => FilesContext, defaultBudgetMs = 100_000, env?: Record<string, string | undefined>) {
   return async (req: Request): Promise<Response> => {
-    const g = await guardRequest(req, workerBodySchema);
+    const g = await guardRequest(req, workerBodySchema, undefined, env);
     if (!g.ok) return g.response;
     const body = g.value.body;
     try {
-      const { sql, store } = ctx();
+      const { sql, store, env: source } = ctx();
+      const cfg = workerEnvSchema.safeParse(env ?? source ?? {});
+      if (!cfg.success) return errorResponse(500, "invalid CLIENT_DOCUMENTS_MAX_BYTES");
       const result = await processFilesQueue({ sql, store }, {
         batchSize: body.batchSize, budgetMs: body.budgetMs ?? defaultBudgetMs, concurrency: body.concurrency,
+        maxClientDocumentBytes: cfg.data.CLIENT_DOCUMENTS_MAX_BYTES,
       });
       return json(result);
     } catch (e) {

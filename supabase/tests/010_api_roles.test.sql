@@ -25,7 +25,24 @@ insert into api_allowed values
   ('function', 'embedding_dimensions', 'authenticated'),
   ('function', 'embedding_question_tsquery', 'authenticated'),  -- hybrid_search's text branch, as the caller
   ('function', 'hybrid_search', 'authenticated'),
-  ('function', 'match_documents', 'authenticated');
+  -- their candidates, chosen with the indexes (ids only); the caller's RLS decides on them
+  ('function', 'embedding_filter_candidates', 'authenticated'),
+  ('function', 'embedding_text_candidates', 'authenticated'),
+  ('function', 'match_documents', 'authenticated'),
+  -- issue 12: search with each reader's rights (RLS of documentation_embeddings delegates to the
+  -- source tables), the user's own conversation log, and client documents for the client's members.
+  ('function', 'search_documents', 'authenticated'),
+  ('function', 'can_read_source_row', 'authenticated'),
+  ('function', 'read_source_row', 'authenticated'),
+  ('function', 'embedding_source_key', 'authenticated'),
+  ('table', 'documentation_embeddings', 'authenticated'),
+  ('table', 'conversations', 'authenticated'),
+  ('table', 'feedback', 'authenticated'),
+  ('view', 'user_questions_complete', 'authenticated'),
+  ('table', 'clients', 'authenticated'),
+  ('table', 'client_memberships', 'authenticated'),
+  ('table', 'client_documents', 'authenticated'),
+  ('table', 'client_document_pages', 'authenticated');
 
 select is_empty(
   $$ select kind || ' ' || name || ' to ' || role from api_reach

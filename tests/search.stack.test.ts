@@ -1,0 +1,193 @@
+// The assistant's side end to end, through the local stack (gateway + Storage + Deno functions) on the
+// real PostgreSQL with the offline embedding provider: client documents uploaded with storage-js
+// (PDFs generated here: several pages of French text, a scan without a text layer, an encrypted and a
+// corrupt one, a file over the size limit) -> files_queue -> process-files-queue -> client_documents
+// and pages -> process-embedding-queue -> search, as two users of two clients; then conversations.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { SupabaseClient } from "@supabase/supabase-js";
+import { createLocalClient } from "../packages/local-stack/client.ts";
+import type { LocalStack } from "../packages/local-stack/index.ts";
+import { signUserJwt } from "../packages/local-stack/keys.ts";
+import { startTestStack } from "../packages/local-stack/testing.ts";
+import { useTestDatabase, waitFor } from "./helpers/db.ts";
+import { corruptPdf, encryptedPdf, imageOnlyPdf, textPdf } from "./helpers/pdfs.ts";
+
+const BUCKET = "client-documents";
+const MAX_BYTES = 50_000;
+const db = useTestDatabase();
+let stack: LocalStack;
+let admin: SupabaseClient;
+const acme = crypto.randomUUID();
+const globex = crypto.randomUUID();
+const alice = crypto.randomUUID(); // member of acme
+const bob = crypto.randomUUID(); // member of globex
+
+const CONTRAT = [
+  ["Contrat de prestation de services - ACME", "Article 1 : objet du contrat.", "Le prestataire fournit une assistance juridique."],
+  ["Article 2 : durée et résiliation.", "Le délai de préavis est de trois mois avant l'échéance.", "La résiliation se fait par lettre recommandée."],
+  ["Article 3 : confidentialité.", "Les parties s'engagent à ne pas divulguer les informations échangées."],
+];
+const BAIL = [
+  ["Bail commercial - GLOBEX", "Le délai de préavis du preneur est de six mois."],
+  ["Le loyer est révisé chaque année selon l'indice des loyers commerciaux."],
+];
+
+async function call(name: string, body: unknown, headers: Record<string, string>) {
+  const r = await fetch(`${stack.apiUrl}/functions/v1/${name}`, {
+    method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body),
+  });
+  return { status: r.status, body: await r.json() };
+}
+const service = () => ({ apikey: stack.secretKey });
+const asUser = async (id: string) => ({ apikey: stack.publishableKey, authorization: `Bearer ${await signUserJwt(stack.keys, id)}` });
+
+async function upload(path: string, bytes: Uint8Array, contentType: string) {
+  const { error } = await admin.storage.from(BUCKET).upload(path, new Blob([Buffer.from(bytes)], { type: contentType }), { upsert: true, contentType });
+  expect(error).toBeNull();
+}
+
+/** Runs the files worker, then drains the embedding queue; returns what the embedding runs did. */
+async function processAll() {
+  const f = await call("process-files-queue", { batchSize: 50 }, service());
+  expect(f.status).toBe(200);
+  let embedded = 0;
+  let claimed = 0;
+  await waitFor("the embedding queue to drain", async () => {
+    const p = await call("process-embedding-queue", { action: "process", batchSize: 100 }, service());
+    embedded += p.body.embedded ?? 0;
+    claimed += p.body.claimed ?? 0;
+    const [q] = await db.sql`select count(*)::int as n from embedding_sync_queue where status in ('pending', 'processing')`;
+    return q.n === 0;
+  }, 60_000, 200);
+  return { files: f.body, embedded, claimed };
+}
+
+async function queueRow(path: string) {
+  const [r] = await db.sql`select status, last_error from files_queue where file_path = ${path}`;
+  return r;
+}
+
+beforeAll(async () => {
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536", CLIENT_DOCUMENTS_MAX_BYTES: String(MAX_BYTES) },
+  });
+  admin = createLocalClient(stack.apiUrl, stack.secretKey);
+  await db.sql`update cron.job set active = false`;
+  // This file drives the embedding worker itself, so it can count what each step embeds.
+  await db.sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
+  await db.sql`insert into clients (id, name) values (${acme}, 'ACME'), (${globex}, 'Globex')`;
+  await db.sql`insert into client_memberships (client_id, user_id) values (${acme}, ${alice}), (${globex}, ${bob})`;
+}, 90_000);
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe("client documents become searchable for their client only", () => {
+  it("uploads are queued in their own transaction; each bad file fails alone with its reason", async () => {
+    expect((await admin.storage.getBucket(BUCKET)).data).toMatchObject({ id: BUCKET, public: false });
+    await upload(`${acme}/contrat.pdf`, await textPdf(CONTRAT, "Contrat ACME"), "application/pdf");
+    await upload(`${globex}/bail.pdf`, await textPdf(BAIL), "application/pdf");
+    await upload(`${acme}/notes.md`, new TextEncoder().encode("# Notes internes\n\nLe délai de préavis a été négocié à trois mois."), "text/markdown");
+    await upload(`${acme}/scan.pdf`, await imageOnlyPdf(), "application/pdf");
+    await upload(`${acme}/verrouille.pdf`, await encryptedPdf(), "application/pdf");
+    await upload(`${acme}/casse.pdf`, corruptPdf(), "application/pdf");
+    await upload(`${acme}/gros.txt`, new TextEncoder().encode("préavis ".repeat(MAX_BYTES / 8 + 10)), "text/plain");
+    const [q] = await db.sql`select count(*)::int as n from files_queue where bucket_id = ${BUCKET} and status = 'pending'`;
+    expect(q.n).toBe(7);
+
+    const { files } = await processAll();
+    expect(files).toMatchObject({ claimed: 7, stored: 3, failed: 4 });
+    expect(await queueRow(`${acme}/scan.pdf`)).toEqual({ status: "failed", last_error: "no extractable text" });
+    expect(await queueRow(`${acme}/verrouille.pdf`)).toEqual({ status: "failed", last_error: "encrypted PDF (password protected)" });
+    expect((await queueRow(`${acme}/casse.pdf`)).last_error).toMatch(/^corrupt PDF/);
+    expect((await queueRow(`${acme}/gros.txt`)).last_error).toMatch(/^file too large: \d+ bytes \(limit 50000\)/);
+
+    const docs = await db.sql`select client_id::text, path, title, pages, mimetype, size::int from client_documents order by path`;
+    expect(docs).toHaveLength(3);
+    expect(docs).toEqual(expect.arrayContaining([
+      expect.objectContaining({ client_id: acme, path: `${acme}/contrat.pdf`, title: "Contrat ACME", pages: 3, mimetype: "application/pdf" }),
+      expect.objectContaining({ client_id: acme, path: `${acme}/notes.md`, title: "Notes internes", pages: 1, mimetype: "text/markdown" }),
+      expect.objectContaining({ client_id: globex, path: `${globex}/bail.pdf`, pages: 2, mimetype: "application/pdf" }),
+    ]));
+    // Chunks carry the client and the page.
+    const chunks = await db.sql`select metadata from documentation_embeddings where source_table = 'client_document_pages'`;
+    expect(chunks).toHaveLength(6);
+    const page2 = chunks.map((c) => c.metadata).find((m) => m.path === `${acme}/contrat.pdf` && m.page === 2);
+    expect(page2).toMatchObject({ client_id: acme, page: 2 });
+  });
+
+  it("two users of two clients, each searching: their client's documents, never the other's", async () => {
+    for (const [who, client, expected] of [[alice, acme, "trois mois"], [bob, globex, "six mois"]] as const) {
+      const r = await call("search", { query: "délai de préavis", matchCount: 20, includeSource: true }, await asUser(who));
+      expect(r.status).toBe(200);
+      expect(r.body.results.length).toBeGreaterThan(0);
+      expect(r.body.results.every((x: { metadata: { client_id: string } }) => x.metadata.client_id === client)).toBe(true);
+      expect(r.body.results[0].content).toContain(expected);
+      expect(r.body.results[0].source).toMatchObject({ client_id: client });
+      // Asking for the other client's exact words finds nothing of theirs.
+      const other = await call("search", { query: expected === "trois mois" ? "indice des loyers commerciaux" : "ne pas divulguer les informations", mode: "text" }, await asUser(who));
+      expect(other.body.results).toEqual([]);
+    }
+    // The service role sees both clients; a user of no client sees none of them.
+    const s = await call("search", { query: "délai de préavis", matchCount: 20, filter: { source_table: "client_document_pages" } }, service());
+    expect(new Set(s.body.results.map((x: { metadata: { client_id: string } }) => x.metadata.client_id))).toEqual(new Set([acme, globex]));
+    const stranger = await call("search", { query: "délai de préavis", matchCount: 20 }, await asUser(crypto.randomUUID()));
+    expect(stranger.body.results).toEqual([]);
+    // A filter on chunk metadata: one page of one document.
+    const p = await call("search", { query: "confidentialité", filter: { page: 3 } }, await asUser(alice));
+    expect(p.body.results.map((x: { metadata: { page: number } }) => x.metadata.page)).toEqual([3]);
+  });
+
+  it("re-uploading re-embeds only the changed page; deleting removes the row and its chunks", async () => {
+    const changed = CONTRAT.map((p, i) => i === 1 ? ["Article 2 : durée et résiliation.", "Le délai de préavis est désormais de deux mois."] : p);
+    await upload(`${acme}/contrat.pdf`, await textPdf(changed, "Contrat ACME"), "application/pdf");
+    const r = await processAll();
+    expect(r.files).toMatchObject({ claimed: 1, stored: 1 });
+    expect(r.claimed).toBe(1); // one page changed: one job, the other pages enqueued nothing
+    expect(r.embedded).toBe(1);
+    const [c] = await db.sql`select e.content from documentation_embeddings e join client_document_pages p on p.id::text = e.source_id
+                             where e.source_table = 'client_document_pages' and p.page = 2 and p.client_id = ${acme} and e.metadata->>'path' like '%contrat.pdf'`;
+    expect(c.content).toContain("deux mois");
+
+    const { error } = await admin.storage.from(BUCKET).remove([`${acme}/contrat.pdf`]);
+    expect(error).toBeNull();
+    expect(await db.sql`select 1 from client_documents where path = ${`${acme}/contrat.pdf`}`).toHaveLength(0);
+    await processAll();
+    const left = await db.sql`select 1 from documentation_embeddings where metadata->>'path' = ${`${acme}/contrat.pdf`}`;
+    expect(left).toHaveLength(0);
+    const [notes] = await db.sql`select count(*)::int as n from documentation_embeddings where metadata->>'path' = ${`${acme}/notes.md`}`;
+    expect(notes.n).toBe(1);
+  });
+});
+
+describe("the search and conversations functions", () => {
+  it("bad bodies 400, wrong method 405, no credential 401, anon 403", async () => {
+    const u = await asUser(alice);
+    for (const body of [{}, { query: "" }, { query: "x".repeat(2001) }, { query: "a", matchCount: 51 }, { query: "a", mode: "fuzzy" }, { query: "a", conversationId: "nope" }]) {
+      const r = await call("search", body, u);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+    }
+    expect((await fetch(`${stack.apiUrl}/functions/v1/search`, { method: "GET", headers: u })).status).toBe(405);
+    expect((await call("search", { query: "préavis" }, {})).status).toBe(401);
+    expect((await call("search", { query: "préavis" }, { apikey: stack.publishableKey })).status).toBe(403);
+  });
+
+  it("conversation round trip through the functions: search, answer, feedback, list, archive", async () => {
+    const u = await asUser(alice);
+    const s = await call("search", { query: "Quel est le délai de préavis négocié ?" }, u);
+    expect(s.status).toBe(200);
+    expect((await call("conversations", { action: "answer", logId: s.body.logId, response: "Trois mois." }, u)).status).toBe(200);
+    expect((await call("conversations", { action: "feedback", logId: s.body.logId, rating: -1, comment: "imprécis" }, u)).status).toBe(200);
+    // Bob cannot touch it.
+    const b = await asUser(bob);
+    expect((await call("conversations", { action: "feedback", logId: s.body.logId, rating: 1 }, b)).status).toBe(404);
+    const l = await call("conversations", { action: "list", conversationId: s.body.conversationId }, u);
+    expect(l.body.entries).toEqual([expect.objectContaining({ question: "Quel est le délai de préavis négocié ?", response: "Trois mois.", feedbackRating: -1 })]);
+    const [neg] = await db.sql`select comment, sources from search_negative_feedback where log_id = ${s.body.logId}`;
+    expect(neg.comment).toBe("imprécis");
+    expect(neg.sources.map((x: { source_id: string }) => x.source_id)).toEqual(s.body.results.map((x: { source_id: string }) => x.source_id));
+    expect((await call("conversations", { action: "archive", conversationId: s.body.conversationId }, u)).body).toEqual({ conversationId: s.body.conversationId, archived: 1 });
+    expect((await call("conversations", { action: "list", conversationId: s.body.conversationId }, b)).body.entries).toEqual([]);
+  });
+});
