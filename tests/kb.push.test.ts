@@ -96,7 +96,7 @@ describe("kb diff and push --mode replace", () => {
   it("copies parents before children with their chunks, records the push, and the target's queue then makes 0 provider calls", async () => {
     const r = await kb("push", "--from", "dev", "--to", "prod");
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain("chunks copied with their content hash");
+    expect(r.stdout).toContain("chunks copied (text-embedding-3-small, 1536-d)");
     const [d, p] = [await rows(dev.sql), await rows(prod.sql)];
     expect(p).toEqual(d);
     expect(p.chunks).toHaveLength(30);

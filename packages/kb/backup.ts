@@ -158,7 +158,7 @@ export async function restoreBackup(sql: postgres.Sql, env: KbEnvironment, file:
         continue;
       }
       if (!deletesDone) await runDeletes();
-      const r = await upsertRows(tx, p, `jsonb_populate_recordset(null::${p.qualified}, $1::jsonb)`, "update", [JSON.stringify(line.rows)]);
+      const r = await upsertRows(tx, p, `jsonb_populate_recordset(null::${p.qualified}, $1::text::jsonb)`, "update", [JSON.stringify(line.rows)]);
       per(p.name).restored += r.inserted + r.updated;
       result.restored += r.inserted + r.updated;
     }

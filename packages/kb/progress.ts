@@ -8,7 +8,7 @@ export class Progress {
   private rows = 0;
   private bytes = 0;
   private readonly started = Date.now();
-  private lastPrint = 0;
+  private lastPrint = Date.now();
 
   constructor(
     private readonly label: string,

@@ -13,7 +13,7 @@ import { pipeline } from "node:stream/promises";
 import type postgres from "postgres";
 import { bumpSequences, deleteRows, lockTables, upsertRows } from "./apply.ts";
 import { BackupWriter, backupRows } from "./backup.ts";
-import { type Sql, checkMigrations, environmentLabel, quoteLiteral } from "./catalog.ts";
+import { type Sql, checkMigrations, connectKb, environmentLabel, quoteLiteral } from "./catalog.ts";
 import { type TableDiff, compare, rowHashes } from "./diff.ts";
 import { type KbEnvironment, KbError } from "./env.ts";
 import { Progress, fmtInt } from "./progress.ts";
@@ -118,6 +118,8 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
   const s = await src.reserve();
   try {
     await s`begin isolation level repeatable read, read only`;
+    // Each COPY runs on its own connection in this same snapshot (see copyRows).
+    const [{ snapshot }] = await s<{ snapshot: string }[]>`select pg_export_snapshot() as snapshot`;
     const sourceHashes = new Map<string, Map<string, string>>();
     const planned: PushResult["planned"] = {};
     for (const p of plans) {
@@ -143,7 +145,9 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
     let backup: BackupWriter | null = null;
     try {
       await tgt.begin(async (tx) => {
+        o.progress(`locking ${plans.map((p) => p.name).join(", ")} on the target against writers`);
         await lockTables(tx, plans);
+        o.progress("comparing again under the lock");
         // The plan above was made before the lock: this comparison, under it, is what is applied.
         const work = [] as { p: TablePlan; copy: string[]; deleted: string[]; sourceRows: number; targetKeys: Set<string> }[];
         for (const p of plans) {
@@ -170,13 +174,14 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
           if (!w.copy.length) continue;
           const stage = `pg_temp.kb_stage_${i++}`;
           await tx.unsafe(`create temp table ${stage.slice(8)} on commit drop as select ${columnList(w.p)} from ${w.p.qualified} with no data`);
-          await copyRows(s, tx, w.p, w.copy, w.copy.length === w.sourceRows, stage, o.progress);
+          await copyRows(o.from.dbUrl, snapshot, tx, w.p, w.copy, w.copy.length === w.sourceRows, stage, o.progress);
           const r = await upsertRows(tx, w.p, stage, o.mode === "upsert" ? "nothing" : "update");
           applied[w.p.name].inserted = r.inserted;
           applied[w.p.name].updated = r.updated;
           await bumpSequences(tx, w.p);
         }
         for (const w of [...work].reverse()) applied[w.p.name].deleted = await deleteRows(tx, w.p, w.deleted);
+        o.progress("recording the push in kb_sync_log and committing");
 
         const t = sum(Object.values(applied));
         const [row] = await tx<{ id: string }[]>`
@@ -213,13 +218,32 @@ function refuseEmptySource(o: PushOptions, plans: TablePlan[], sh: Map<string, M
   }
 }
 
-/** Streams the source rows with these keys into the target's stage table (COPY both ways). */
-async function copyRows(s: postgres.ReservedSql, tx: postgres.TransactionSql, p: TablePlan, keys: string[], all: boolean,
+/**
+ * Streams the source rows with these keys into the target's stage table (COPY both ways).
+ *
+ * The source side runs on a connection of its own, in the plan's exported snapshot, and that
+ * connection is thrown away afterwards: postgres.js pauses the socket when a COPY stream's buffer is
+ * full, and when that happens on the last chunk nothing resumes it, so the connection cannot run
+ * another query (seen as a hang on the next statement).
+ */
+async function copyRows(srcUrl: string, snapshot: string, tx: postgres.TransactionSql, p: TablePlan, keys: string[], all: boolean,
   stage: string, progress: (l: string) => void): Promise<void> {
   const filter = all ? undefined : `${keyExpr(p)} = any (${keyArray(keys)})`;
-  const readable = await s.unsafe(`copy (select ${columnList(p, "r.")} from ${p.qualified} r ${whereClause(p, filter)}) to stdout`).readable();
+  const c = connectKb(srcUrl, 1);
+  try {
+    await c`begin isolation level repeatable read, read only`;
+    await c`set transaction snapshot ${c.unsafe(quoteLiteral(snapshot))}`;
+    const readable = await c.unsafe(`copy (select ${columnList(p, "r.")} from ${p.qualified} r ${whereClause(p, filter)}) to stdout`).readable();
+    await pipeToStage(readable, tx, p, keys.length, stage, progress);
+  } finally {
+    await c.end({ timeout: 0 });
+  }
+}
+
+async function pipeToStage(readable: NodeJS.ReadableStream, tx: postgres.TransactionSql, p: TablePlan, rows: number, stage: string,
+  progress: (l: string) => void): Promise<void> {
   const writable = await tx.unsafe(`copy ${stage} (${columnList(p)}) from stdin`).writable();
-  const bar = new Progress(`copy ${p.name}`, keys.length, null, progress);
+  const bar = new Progress(`copy ${p.name}`, rows, null, progress);
   const count = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       let rows = 0;

@@ -1,6 +1,7 @@
 // Runs `npm run kb`'s entry (scripts/kb.ts) as the operator would: a child process, environments
 // given as <NAME>_DB_URL variables, backups in a throwaway directory.
 import { spawn } from "node:child_process";
+import { appendFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -22,8 +23,14 @@ export function runKb(args: string[], env: Record<string, string>, opts: { onSpa
     });
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
+    child.stdout.on("data", (d) => {
+      stdout += d;
+      if (process.env.KB_TEST_LOG) appendFileSync(process.env.KB_TEST_LOG, d);
+    });
+    child.stderr.on("data", (d) => {
+      stderr += d;
+      if (process.env.KB_TEST_LOG) appendFileSync(process.env.KB_TEST_LOG, d);
+    });
     child.on("error", reject);
     child.on("close", (code, signal) => resolve({ code: code ?? (signal ? 137 : -1), stdout, stderr }));
     if (child.pid) opts.onSpawn?.(child.pid);
