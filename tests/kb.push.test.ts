@@ -236,6 +236,24 @@ describe("chunks follow the model", () => {
   });
 });
 
+describe("environment labels", () => {
+  it("shows the target's label before writing and records the source's label, not its URL", async () => {
+    // public.environment_label() comes from another migration when the project has one.
+    await dev.sql`create function public.environment_label() returns text language sql as $$ select 'development' $$`;
+    await prod.sql`create function public.environment_label() returns text language sql as $$ select 'production' $$`;
+    await dev.sql`insert into kb_categories values (5, 'labelled')`;
+    const r = await kb("push", "--from", "dev", "--to", "prod", "--tables", "kb_categories");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`environment label "production"`);
+    expect(r.stdout.indexOf(`environment label "production"`)).toBeLessThan(r.stdout.indexOf("pushed in one transaction"));
+    const [log] = await prod.sql`select from_env, tables from kb_sync_log order by id desc limit 1`;
+    expect(log).toEqual({ from_env: "development", tables: ["kb_categories"] });
+    const s = await kb("status", "--env", "prod");
+    expect(s.stdout).toContain(`environment label "production"`);
+    expect(s.stdout).toMatch(/from development, replace: \+1 ~0 -0 \(kb_categories\)/);
+  });
+});
+
 describe("refusals change nothing", () => {
   it("refuses a credential column unless allowed by name", async () => {
     for (const db of [dev, prod]) await db.sql`alter table kb_categories add column api_key text`;

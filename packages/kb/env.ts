@@ -1,6 +1,6 @@
 // Environments for `npm run kb`: a name resolves to <NAME>_DB_URL (and, for --files, <NAME>_URL plus
 // <NAME>_SECRET_KEY or <NAME>_SERVICE_ROLE_KEY); `local` is the running local stack (.local/stack.json).
-// URLs and keys are never printed in full: redactUrl() is what every message uses.
+// Messages name an environment by its host and database, never by its URL or key.
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { readState } from "../local-stack/state.ts";
@@ -78,20 +78,4 @@ export function resolveEnvironment(
     isLocal: LOOPBACK.has(host),
     projectRef: ref,
   };
-}
-
-/** postgres://user:…@host:port/db — never the password, never a query string. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    const auth = u.username ? `${decodeURIComponent(u.username)}:…@` : "";
-    return `${u.protocol}//${auth}${u.host}${u.pathname}`;
-  } catch {
-    return "(unparseable URL)";
-  }
-}
-
-/** The first and last characters of a key, for messages that must say which one is used. */
-export function redactKey(key: string): string {
-  return key.length <= 12 ? "…" : `${key.slice(0, 6)}…${key.slice(-4)}`;
 }
