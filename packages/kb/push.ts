@@ -172,12 +172,19 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
         for (const w of work) {
           applied[w.p.name] = { inserted: 0, updated: 0, deleted: 0 };
           if (!w.copy.length) continue;
-          const stage = `pg_temp.kb_stage_${i++}`;
-          await tx.unsafe(`create temp table ${stage.slice(8)} on commit drop as select ${columnList(w.p)} from ${w.p.qualified} with no data`);
-          await copyRows(o.from.dbUrl, snapshot, tx, w.p, w.copy, w.copy.length === w.sourceRows, stage, o.progress);
-          const r = await upsertRows(tx, w.p, stage, o.mode === "upsert" ? "nothing" : "update");
-          applied[w.p.name].inserted = r.inserted;
-          applied[w.p.name].updated = r.updated;
+          if (w.copy.every((k) => !w.targetKeys.has(k))) {
+            // Only new rows: COPY straight into the table, as pg_dump | psql would (row triggers and
+            // constraints fire on COPY too); no staging table to write and read back.
+            await copyRows(o.from.dbUrl, snapshot, tx, w.p, w.copy, w.copy.length === w.sourceRows, w.p.qualified, o.progress);
+            applied[w.p.name].inserted = w.copy.length;
+          } else {
+            const stage = `pg_temp.kb_stage_${i++}`;
+            await tx.unsafe(`create temp table ${stage.slice(8)} on commit drop as select ${columnList(w.p)} from ${w.p.qualified} with no data`);
+            await copyRows(o.from.dbUrl, snapshot, tx, w.p, w.copy, w.copy.length === w.sourceRows, stage, o.progress);
+            const r = await upsertRows(tx, w.p, stage, o.mode === "upsert" ? "nothing" : "update");
+            applied[w.p.name].inserted = r.inserted;
+            applied[w.p.name].updated = r.updated;
+          }
           await bumpSequences(tx, w.p);
         }
         for (const w of [...work].reverse()) applied[w.p.name].deleted = await deleteRows(tx, w.p, w.deleted);
@@ -219,7 +226,8 @@ function refuseEmptySource(o: PushOptions, plans: TablePlan[], sh: Map<string, M
 }
 
 /**
- * Streams the source rows with these keys into the target's stage table (COPY both ways).
+ * Streams the source rows with these keys into `into` on the target: a stage table, or the table
+ * itself when every row is new (COPY both ways).
  *
  * The source side runs on a connection of its own, in the plan's exported snapshot, and that
  * connection is thrown away afterwards: postgres.js pauses the socket when a COPY stream's buffer is
@@ -227,33 +235,35 @@ function refuseEmptySource(o: PushOptions, plans: TablePlan[], sh: Map<string, M
  * another query (seen as a hang on the next statement).
  */
 async function copyRows(srcUrl: string, snapshot: string, tx: postgres.TransactionSql, p: TablePlan, keys: string[], all: boolean,
-  stage: string, progress: (l: string) => void): Promise<void> {
+  into: string, progress: (l: string) => void): Promise<void> {
   const filter = all ? undefined : `${keyExpr(p)} = any (${keyArray(keys)})`;
   const c = connectKb(srcUrl, 1);
   try {
     await c`begin isolation level repeatable read, read only`;
     await c`set transaction snapshot ${c.unsafe(quoteLiteral(snapshot))}`;
     const readable = await c.unsafe(`copy (select ${columnList(p, "r.")} from ${p.qualified} r ${whereClause(p, filter)}) to stdout`).readable();
-    await pipeToStage(readable, tx, p, keys.length, stage, progress);
+    const copied = await pipeInto(readable, tx, p, keys.length, into, progress);
+    if (copied !== keys.length) throw new Error(`${p.name}: copied ${copied} rows, expected ${keys.length} (the source changed under its snapshot?)`);
   } finally {
     await c.end({ timeout: 0 });
   }
 }
 
-async function pipeToStage(readable: NodeJS.ReadableStream, tx: postgres.TransactionSql, p: TablePlan, rows: number, stage: string,
-  progress: (l: string) => void): Promise<void> {
-  const writable = await tx.unsafe(`copy ${stage} (${columnList(p)}) from stdin`).writable();
+async function pipeInto(readable: NodeJS.ReadableStream, tx: postgres.TransactionSql, p: TablePlan, rows: number, into: string,
+  progress: (l: string) => void): Promise<number> {
+  const writable = await tx.unsafe(`copy ${into} (${columnList(p)}) from stdin`).writable();
   const bar = new Progress(`copy ${p.name}`, rows, null, progress);
   const count = new Transform({
     transform(chunk: Buffer, _enc, cb) {
-      let rows = 0;
-      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) rows++;
-      bar.add(rows, chunk.length);
+      // Text COPY ends every row with a newline (newlines in values are escaped).
+      let n = 0;
+      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) n++;
+      bar.add(n, chunk.length);
       cb(null, chunk);
     },
   });
   await pipeline(readable, count, writable);
-  bar.done();
+  return bar.done().rows;
 }
 
 function keyArray(keys: string[]): string {
