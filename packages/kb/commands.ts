@@ -57,7 +57,7 @@ export async function diffCommand(from: string, to: string, tables: string[] | u
     await checkMigrations(t, `target "${tgt.name}"`);
     // diff compares; it never copies, so a credential-looking column is compared like any other.
     const plans = await selectTables(s, t, { tables, allowCredentialColumns: await allColumns(s) });
-    const diffs = await diffTables(s, t, plans);
+    const diffs = await diffTables(s, t, plans, io.progress);
     const same = diffs.every(identical);
     if (io.json) io.out(JSON.stringify({ from: src.name, to: tgt.name, identical: same, tables: diffs.map(diffJson) }, null, 2));
     else {

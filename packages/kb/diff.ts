@@ -45,10 +45,12 @@ export function compare(table: string, s: RowHashes, t: RowHashes): TableDiff {
   };
 }
 
-export async function diffTables(src: Sql, tgt: Sql, plans: TablePlan[]): Promise<TableDiff[]> {
+export async function diffTables(src: Sql, tgt: Sql, plans: TablePlan[], progress: (l: string) => void = () => {}): Promise<TableDiff[]> {
   const out: TableDiff[] = [];
   for (const p of plans) {
+    const t0 = Date.now();
     const [s, t] = await Promise.all([rowHashes(src, p), rowHashes(tgt, p)]);
+    progress(`compared ${p.name}: ${s.size} source rows, ${t.size} target rows, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     out.push(compare(p.name, s, t));
   }
   return out;

@@ -123,7 +123,9 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
     const sourceHashes = new Map<string, Map<string, string>>();
     const planned: PushResult["planned"] = {};
     for (const p of plans) {
+      const t0 = Date.now();
       const [sh, th] = await Promise.all([rowHashes(s, p), rowHashes(tgt, p)]);
+      o.progress(`compared ${p.name}: ${fmtInt(sh.size)} source rows, ${fmtInt(th.size)} target rows, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       sourceHashes.set(p.name, sh);
       const c = plannedChanges(o.mode, compare(p.name, sh, th));
       planned[p.name] = { targetRows: th.size, inserted: c.inserted, updated: c.updated, deleted: c.deleted.length };
