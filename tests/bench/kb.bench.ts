@@ -51,6 +51,8 @@ function kb(args: string[]): { s: number; out: string } {
   });
   const s = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`kb ${args.join(" ")} failed (${r.status}): ${r.stderr}`);
+  // The command's own phases (comparison, each COPY), from its progress lines.
+  for (const l of r.stderr.split("\n")) if (/^compared |done in /.test(l)) log(`  kb: ${l}`);
   return { s, out: r.stdout };
 }
 
