@@ -222,6 +222,27 @@ describe("all or nothing", () => {
   });
 });
 
+describe("foreign keys stay on", () => {
+  it("writes parents before children and deletes children before parents, whatever order --tables gives", async () => {
+    await prod.sql`insert into kb_categories values (60, 'only in prod')`;
+    await prod.sql`insert into kb_articles (id, category_id, title, body) values (300, 60, 'Child in prod', 'Enfant.')`;
+    await dev.sql`insert into kb_categories values (70, 'new parent')`;
+    await dev.sql`insert into kb_articles (id, category_id, title, body) values (301, 70, 'New child', 'Nouvel enfant.')`;
+    const r = await kb("push", "--from", "dev", "--to", "prod", "--tables", "kb_articles,kb_categories", "--json");
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout);
+    expect(res.tables.slice(0, 2)).toEqual(["kb_categories", "kb_articles"]);
+    // Besides 60/70 and 300/301: category 4 and the two article edits of the rolled-back push above,
+    // and article 200, which overwrite kept and replace now deletes.
+    expect(res.applied.kb_categories).toEqual({ inserted: 2, updated: 0, deleted: 1 });
+    expect(res.applied.kb_articles).toEqual({ inserted: 1, updated: 2, deleted: 2 });
+    const left = await prod.sql`select (select count(*)::int from kb_categories where id in (60, 70)) as cats,
+                                       (select count(*)::int from kb_articles where id in (300, 301)) as arts`;
+    expect(left[0]).toEqual({ cats: 1, arts: 1 });
+    expect((await rows(prod.sql)).cats).toEqual((await rows(dev.sql)).cats);
+  });
+});
+
 describe("chunks follow the model", () => {
   it("when the target embeds with another model, chunks are not copied and the target embeds the rows itself", async () => {
     const r = await kb("push", "--from", "dev", "--to", "prod", "--target-model", "text-embedding-3-large", "--tables", "kb_categories,kb_articles");
