@@ -326,6 +326,15 @@ describe("refusals change nothing", () => {
     expect([e.code, e.stderr]).toEqual([2, expect.stringContaining("--mode must be replace, upsert or overwrite")]);
   });
 
+  it("restore refuses a backup taken of another database", async () => {
+    const file = readdirSync(backupDir).find((f) => f.endsWith(".jsonl.gz"))!;
+    const before = await rows(dev.sql);
+    const r = await kb("restore", join(backupDir, file), "--env", "dev");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/is a backup of 127\.0\.0\.1\/t_\w+, not of dev/);
+    expect(await rows(dev.sql)).toEqual(before);
+  });
+
   it("refuses a target without this project's migrations", async () => {
     const name = `kb_nomig_${Date.now().toString(36)}`;
     const admin = postgres(inject("adminUrl"), { max: 1, onnotice: () => {} });
