@@ -248,6 +248,7 @@ describe("chunks follow the model", () => {
     const r = await kb("push", "--from", "dev", "--to", "prod", "--target-model", "text-embedding-3-large", "--tables", "kb_categories,kb_articles");
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain("chunks not copied: source model text-embedding-3-small differs from the target's text-embedding-3-large");
+    expect(r.stdout).toMatch(/target kb_articles: \d+ of \d+ rows have no embedding yet/);
     const [{ n: changed }] = await prod.sql`select count(*)::int as n from embedding_sync_queue where status = 'pending' and source_table = 'kb_articles'`;
     expect(changed).toBeGreaterThan(0);
     const before = fake.stats.requests;

@@ -115,6 +115,7 @@ export async function pushCommand(a: PushArgs, io: CommandIO): Promise<number> {
       allowCredentialColumns: a.allowCredentialColumns, targetModel: a.targetModel, backupDir: io.backupDir,
       log, progress: io.progress,
     });
+    if (!r.dryRun) await reportCoverage(t, r.tables, log);
     const files = buckets.length
       ? await pushFiles(s, t, { from: src, to: tgt, buckets, mode: a.mode, dryRun: a.dryRun, log, progress: io.progress })
       : [];
@@ -122,6 +123,21 @@ export async function pushCommand(a: PushArgs, io: CommandIO): Promise<number> {
     if (io.json) io.out(JSON.stringify({ ...r, files }, null, 2));
     return 0;
   });
+}
+
+// After a push: the promoted sources' rows that have no chunk on the target yet. Rows the push
+// inserted or changed are in the target's queue already; others (the source had no chunks for
+// them) need `select resync_embedding_sources('<table>')` on the target.
+async function reportCoverage(t: Sql, tables: string[], log: (l: string) => void): Promise<void> {
+  const rows = await t<{ source_table: string; rows: string; rows_missing: string }[]>`
+    select c.source_table, c.rows::text, c.rows_missing::text from public.embedding_sync_coverage c
+    where c.source_table = any (${tables}) and c.rows_missing > 0`;
+  if (!rows.length) return;
+  const [q] = await t<{ n: string }[]>`
+    select count(*)::text as n from public.embedding_sync_queue where status = 'pending' and source_table = any (${tables})`;
+  for (const r of rows) log(`target ${r.source_table}: ${fmtInt(Number(r.rows_missing))} of ${fmtInt(Number(r.rows))} rows have no embedding yet`);
+  log(`${fmtInt(Number(q.n))} embedding jobs are pending on the target (process-embedding-queue embeds them; ` +
+    `rows not queued need select resync_embedding_sources('<table>'))`);
 }
 
 export async function restoreCommand(file: string, name: string, yes: boolean, io: CommandIO): Promise<number> {
