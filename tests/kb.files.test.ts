@@ -113,6 +113,18 @@ describe("kb push --files", () => {
     expect(await objects(prod.sql)).toEqual(await objects(dev.sql));
   });
 
+  it("`local` is the running local stack: its DB URL, API URL and key come from its state file", async () => {
+    const localEnv = { PROD_DB_URL: prod.url, PROD_URL: prodStack.apiUrl, PROD_SECRET_KEY: prodStack.serviceRoleKey,
+      LOCAL_STACK_DATA_DIR: devStack.dataDir, KB_BACKUP_DIR: backupDir };
+    const r = await runKb(["push", "--from", "local", "--to", "prod", "--allow-empty", "--files", BUCKET, "--dry-run"], localEnv);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`bucket ${BUCKET}: ${OBJECTS} objects in the source, 0 to copy (0 B), 0 to delete, ${OBJECTS} unchanged`);
+    const s = await runKb(["status", "--env", "local"], localEnv);
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stdout).toContain(`environment "local": host 127.0.0.1, database ${new URL(dev.url).pathname.slice(1)}`);
+    expect(s.stdout).not.toContain(devStack.serviceRoleKey);
+  });
+
   it("an unknown bucket or a missing key is refused before anything is written", async () => {
     const a = await runKb(["push", "--from", "dev", "--to", "prod", "--allow-empty", "--files", "no-such-bucket"], env);
     expect([a.code, a.stderr]).toEqual([2, expect.stringContaining("unknown bucket in the source: no-such-bucket")]);

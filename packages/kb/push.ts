@@ -65,9 +65,9 @@ export function plannedChanges(mode: PushMode, d: TableDiff): { copy: string[]; 
   };
 }
 
-export async function targetIdentity(tgt: Sql, env: KbEnvironment): Promise<{ label: string | null; line: string }> {
+export async function targetIdentity(tgt: Sql, env: KbEnvironment, role = "target"): Promise<{ label: string | null; line: string }> {
   const label = await environmentLabel(tgt);
-  const line = `target "${env.name}": host ${env.host}, database ${env.database}, project ref ${env.projectRef ?? "(none)"}, ` +
+  const line = `${role} "${env.name}": host ${env.host}, database ${env.database}, project ref ${env.projectRef ?? "(none)"}, ` +
     `environment label ${label ? `"${label}"` : "(no label)"}${env.isLocal ? " [local]" : ""}`;
   return { label, line };
 }

@@ -24,7 +24,7 @@ export interface StatusResult {
 
 export async function status(sql: Sql, env: KbEnvironment): Promise<StatusResult> {
   await checkMigrations(sql, `environment "${env.name}"`);
-  const { label, line } = await targetIdentity(sql, env);
+  const { label, line } = await targetIdentity(sql, env, "environment");
   const sources = await embeddingSourceNames(sql);
   const names: string[] = [];
   const queue = [...sources];
