@@ -127,6 +127,7 @@ describe("kb diff and push --mode replace", () => {
     const r = await kb("push", "--from", "dev", "--to", "prod", "--json");
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).totals).toEqual({ inserted: 0, updated: 0, deleted: 0 });
+    expect(JSON.parse(r.stdout).backupFile).toBeNull();
   });
 
   it("status shows rows, embeddings, the last push and the label", async () => {

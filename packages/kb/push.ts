@@ -8,6 +8,7 @@
 //    into temp tables, upsert parents first, delete children first, record kb_sync_log, commit.
 // The source is read in one REPEATABLE READ, READ ONLY transaction, so the plan and the copied rows
 // come from the same snapshot. Any failure rolls everything back: the target is exactly as before.
+import { basename } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type postgres from "postgres";
@@ -144,7 +145,6 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
     const applied: Record<string, TableCounts> = {};
     let backupFile: string | null = null;
     let logId: string | null = null;
-    let backup: BackupWriter | null = null;
     try {
       await tgt.begin(async (tx) => {
         o.progress(`locking ${plans.map((p) => p.name).join(", ")} on the target against writers`);
@@ -158,8 +158,9 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
           const c = plannedChanges(o.mode, compare(p.name, sh, th));
           work.push({ p, copy: c.copy, deleted: c.deleted, sourceRows: sh.size, targetKeys: new Set(th.keys()) });
         }
-        if (o.mode !== "upsert") {
-          backup = new BackupWriter(o.backupDir, {
+        // upsert never changes or deletes a target row, and a push that changes nothing has nothing to keep.
+        if (o.mode !== "upsert" && work.some((w) => w.copy.length || w.deleted.length)) {
+          const backup = new BackupWriter(o.backupDir, {
             env: o.to.name, host: o.to.host, database: o.to.database, projectRef: o.to.projectRef, label: targetLabel,
             mode: o.mode, tables: plans,
           });
@@ -196,7 +197,7 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
         const [row] = await tx<{ id: string }[]>`
           insert into public.kb_sync_log (from_env, mode, tables, rows_inserted, rows_updated, rows_deleted, per_table, chunks_copied, backup_file)
           values (${sourceLabel ?? o.from.name}, ${o.mode}, ${plans.map((p) => p.name)}, ${t.inserted}, ${t.updated}, ${t.deleted},
-                  ${tx.json(applied as unknown as postgres.JSONValue)}, ${chunksCopied}, ${backupFile ? backupFile.split("/").pop()! : null})
+                  ${tx.json(applied as unknown as postgres.JSONValue)}, ${chunksCopied}, ${backupFile ? basename(backupFile) : null})
           returning id::text`;
         logId = row.id;
       });
