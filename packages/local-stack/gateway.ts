@@ -2,12 +2,14 @@
 //   /functions/v1/<name>[/…]  → the Deno functions process (verify_jwt enforced here, as on the platform)
 //   /storage/v1/…             → the Storage stand-in (storage.ts)
 //   /health                   → {"ok":true}
+//   /dashboard[/…]            → the operator dashboard's static files (packages/ops/dashboard)
 // PostgREST and Auth are not part of the local stack: /rest/v1 and /auth/v1 answer 501 saying so.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { bearerToken, verifyJwt } from "./keys.ts";
 import { FUNCTION_NAME } from "./function-config.ts";
+import { dashboardAsset } from "../ops/dashboard-assets.ts";
 import type { StorageCaller } from "./storage.ts";
 
 export interface GatewayOptions {
@@ -111,6 +113,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return;
     }
     if (path === "/health") return sendJson(res, 200, { ok: true });
+    if (path === "/dashboard" || path.startsWith("/dashboard/")) {
+      const asset = await dashboardAsset(path);
+      return asset ? await sendResponse(res, asset, method === "HEAD") : sendJson(res, 404, { error: "not found" });
+    }
 
     if (path.startsWith("/functions/v1/")) {
       const rest = path.slice("/functions/v1/".length);

@@ -56,12 +56,12 @@ const database: Check = async (sql) => {
   return { status: "ok", detail: `${r.db} on PostgreSQL ${r.version}, ${latency} ms`, data: { database: r.db, server_version: r.version, latency_ms: latency } };
 };
 
-const environment: Check = async (_sql, settings) => {
+const environment: Check = (_sql, settings) => {
   const label = settings?.environment_label ?? null;
-  if (!settings) return { status: "fail", detail: "ops_settings is missing: is migration 20260109000000 applied?" };
-  return label
+  if (!settings) return Promise.resolve({ status: "fail", detail: "ops_settings is missing: is migration 20260109000000 applied?" });
+  return Promise.resolve(label
     ? { status: "ok", detail: `environment: ${label}`, data: { label } }
-    : { status: "warn", detail: "no environment label: select set_environment_label('production') (or staging, development, …)", data: { label: null } };
+    : { status: "warn", detail: "no environment label: select set_environment_label('production') (or staging, development, …)", data: { label: null } });
 };
 
 const extensions: Check = async (sql) => {
