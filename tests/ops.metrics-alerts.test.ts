@@ -76,11 +76,12 @@ describe("alerts", () => {
     const [cronJob] = await db.sql`select jobid from cron.job where jobname = 'process-files-queue'`;
     await db.sql`insert into cron.job_run_details (jobid, status, return_message, start_time) values (${cronJob.jobid}, 'failed', 'ERROR: x', now())`;
     await db.sql`select set_environment_label('staging')`;
+    await db.sql`select private.files_queue_check_coherence()`;
 
     const opened = await db.sql`select kind, subject from private.ops_check_alerts() order by kind, subject`;
     expect(opened.map((a) => `${a.kind}:${a.subject}`)).toEqual([
       "cron_failed:process-files-queue", "dead_letters:", "empty_knowledge_base:legal_documents",
-      // The metrics test left two queue rows without an object, in a bucket of one object.
+      // The metrics test left two queue rows without an object, which the hourly check found.
       "files_drift:agentbasic-legifrance-raw", "queue_age:", "stuck_jobs:",
     ]);
     const posts = await db.sql`select url, convert_from(body, 'utf8')::jsonb as body from net.http_request_queue where url = 'http://127.0.0.1:9/hook' order by id`;

@@ -145,18 +145,18 @@ const pgNet: Check = async (sql, s) => {
 const embeddingQueue: Check = async (sql, s) => {
   const [{ has_lane }] = await sql<{ has_lane: boolean }[]>`
     select exists (select from pg_attribute where attrelid = 'public.embedding_sync_queue'::regclass and attname = 'lane' and not attisdropped) as has_lane`;
-  const byStatus = Object.fromEntries((await sql<{ status: string; n: string }[]>`
-    select status, count(*) as n from embedding_sync_queue where status <> 'completed' group by status`).map((r) => [r.status, n(r.n)]));
+  // Every count goes through a status's partial index: completed jobs (the bulk) are never scanned.
+  const [r] = await sql<{ by_status: Record<string, number>; oldest: number | null; stuck: string; dead: string }[]>`
+    select ops_queue_backlog() as by_status,
+           extract(epoch from now() - (select min(created_at) from embedding_sync_queue where status = 'pending'))::float8 as oldest,
+           (select count(*) from embedding_sync_queue where status = 'processing' and lease_until < now()) as stuck,
+           (select count(*) from embedding_sync_queue where status = 'failed') as dead`;
+  const byStatus = r.by_status;
   const byLane = has_lane
     ? Object.fromEntries((await sql.unsafe<{ lane: string; n: string }[]>(
       `select lane::text as lane, count(*) as n from public.embedding_sync_queue where status = 'pending' group by lane`,
     )).map((r) => [r.lane, n(r.n)]))
     : null;
-  const [r] = await sql<{ oldest: number | null; stuck: string; dead: string }[]>`
-    select extract(epoch from now() - min(created_at) filter (where status = 'pending'))::float8 as oldest,
-           count(*) filter (where status = 'processing' and lease_until < now()) as stuck,
-           count(*) filter (where status = 'failed') as dead
-      from embedding_sync_queue where status <> 'completed'`;
   const oldest = r.oldest === null ? null : Math.round(r.oldest);
   const stuck = n(r.stuck), dead = n(r.dead);
   const data = { by_status: byStatus, pending_by_lane: byLane, oldest_pending_seconds: oldest, stuck, dead_letters: dead };
@@ -178,20 +178,20 @@ const embeddingQueue: Check = async (sql, s) => {
 };
 
 const files: Check = async (sql) => {
-  const rows = await sql<{ bucket_id: string; storage_count: string; queue_count: string; missing_in_queue: string; queued_without_object: string; alert: boolean; last_check: Date | null }[]>`
-    select c.bucket_id, c.storage_count, c.queue_count, c.missing_in_queue, c.queued_without_object,
-           files_queue_drift_alert(c.bucket_id) as alert,
-           (select max(k.checked_at) from files_queue_coherence_checks k where k.bucket_id = c.bucket_id) as last_check
-      from files_queue_coherence c order by c.bucket_id`;
+  const rows = await sql<{ bucket_id: string; storage_count: string; queue_count: string; last_check_at: Date | null; missing_in_queue: string | null; queued_without_object: string | null; drift_alert: boolean }[]>`
+    select * from ops_files_overview()`;
   const buckets = rows.map((r) => ({
-    bucket: r.bucket_id, storage: n(r.storage_count), queue: n(r.queue_count), missing_in_queue: n(r.missing_in_queue),
-    queued_without_object: n(r.queued_without_object), drift_alert: r.alert, last_coherence_check: r.last_check?.toISOString() ?? null,
+    bucket: r.bucket_id, storage: n(r.storage_count), queue: n(r.queue_count),
+    // From the latest hourly coherence check (its anti-joins are too slow to run on every call).
+    missing_in_queue: r.missing_in_queue === null ? null : n(r.missing_in_queue),
+    queued_without_object: r.queued_without_object === null ? null : n(r.queued_without_object),
+    drift_alert: r.drift_alert, last_coherence_check: r.last_check_at?.toISOString() ?? null,
   }));
   const drift = buckets.filter((b) => b.drift_alert).map((b) => b.bucket);
   // The coherence job runs hourly: no row in the last two hours means it is not running.
   const stale = buckets.filter((b) => !b.last_coherence_check || Date.now() - Date.parse(b.last_coherence_check) > 2 * 3600_000).map((b) => b.bucket);
   const line = buckets.map((b) => `${b.bucket}: ${b.storage} in Storage, ${b.queue} queued`).join("; ") || "no watched bucket";
-  const warns = [...drift.map((b) => `drift in ${b}`), ...stale.map((b) => `no coherence check in 2 h for ${b}`)];
+  const warns = [...drift.map((b) => `drift in ${b} at the last coherence check`), ...stale.map((b) => `no coherence check in 2 h for ${b}`)];
   return { status: warns.length ? "warn" : "ok", detail: warns.length ? `${warns.join(", ")} (${line})` : line, data: { buckets } };
 };
 
@@ -215,7 +215,7 @@ const collector: Check = async (sql) => {
 
 const knowledgeBase: Check = async (sql) => {
   const rows = await sql<{ source_table: string; rows: string; rows_with_embeddings: string }[]>`
-    select source_table, rows, rows_with_embeddings from embedding_coverage()`;
+    select source_table, rows, rows_with_embeddings from ops_knowledge_base()`;
   const sources = rows.map((r) => {
     const total = n(r.rows), embedded = n(r.rows_with_embeddings);
     return { source_table: r.source_table, rows: total, rows_with_embeddings: embedded, coverage: total ? Math.round((embedded / total) * 1000) / 1000 : null };
@@ -236,7 +236,9 @@ const provider: Check = async (sql, _s, opts) => {
     return { status: "fail", detail: (e as Error).message };
   }
   const [{ dims }] = await sql<{ dims: number | null }[]>`select embedding_dimensions() as dims`;
-  const models = (await sql<{ model: string }[]>`select distinct model from documentation_embeddings limit 10`).map((r) => r.model);
+  // The models of the latest chunks (primary key order): a scan of the whole table would not be cheap.
+  const models = (await sql<{ model: string }[]>`select distinct model from (select model from documentation_embeddings order by id desc limit 100) m`)
+    .map((r) => r.model);
   const p = createProvider(env);
   const data: Record<string, unknown> = { provider: env.EMBEDDING_PROVIDER, model: p.model, dimensions: p.dimensions, table_dimensions: dims, models_in_table: models };
   if (dims !== p.dimensions) return { status: "fail", detail: `EMBEDDING_DIMENSIONS=${p.dimensions} but documentation_embeddings.embedding is vector(${dims})`, data };
@@ -294,11 +296,13 @@ export async function runHealthChecks(sql: postgres.Sql, opts: HealthOptions): P
   const checks: CheckResult[] = await Promise.all(CHECKS.map(async ([name, check]): Promise<CheckResult> => {
     // The environment check needs only the settings row; when even that failed, say why once.
     if (name === "environment" && dbError) return { name, status: "fail", detail: `cannot read ops_settings: ${dbError}` };
+    const started = performance.now();
+    const ms = () => Math.round((performance.now() - started) * 10) / 10;
     try {
       const o = await withTimeout(check(sql, settings, opts), timeout);
-      return { name, status: o.status, detail: o.detail, ...(o.data ? { data: o.data } : {}) };
+      return { name, status: o.status, detail: o.detail, ...(o.data ? { data: o.data } : {}), ms: ms() };
     } catch (e) {
-      return { name, status: "fail", detail: `check failed: ${(e as Error).message}` };
+      return { name, status: "fail", detail: `check failed: ${(e as Error).message}`, ms: ms() };
     }
   }));
   return {

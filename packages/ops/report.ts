@@ -12,6 +12,8 @@ export const checkResultSchema = z.object({
   detail: z.string().nullable(),
   /** The numbers behind the line (dashboard, --json); absent when the caller may not see details. */
   data: z.record(z.string(), z.unknown()).optional(),
+  /** How long the check took; absent when the caller may not see details. */
+  ms: z.number().optional(),
 });
 export type CheckResult = z.infer<typeof checkResultSchema>;
 

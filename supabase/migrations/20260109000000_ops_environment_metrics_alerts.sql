@@ -63,6 +63,61 @@ alter table public.ops_metrics enable row level security;
 revoke all on table public.ops_metrics from anon, authenticated;
 grant select on table public.ops_metrics to service_role;
 
+-- The embedding backlog by status, without counting completed jobs (kept 7 days, the bulk of the
+-- table): each count goes through its status's partial index. Statuses with no job are left out.
+create or replace function public.ops_queue_backlog() returns jsonb
+language sql stable
+security invoker
+set search_path = public
+as $$
+  select coalesce(jsonb_object_agg(k, v) filter (where v > 0), '{}'::jsonb)
+    from (values ('pending', (select count(*) from public.embedding_sync_queue where status = 'pending')),
+                 ('processing', (select count(*) from public.embedding_sync_queue where status = 'processing')),
+                 ('failed', (select count(*) from public.embedding_sync_queue where status = 'failed'))) as x(k, v)
+$$;
+
+-- Rows per registered source and how many have chunks: a count of the table and an index scan of
+-- documentation_embeddings, cheap enough for health at any size. (embedding_coverage() evaluates each
+-- row's content for the publish filter: exact, but too slow to run on every health call.)
+create or replace function public.ops_knowledge_base()
+returns table (source_table text, rows bigint, rows_with_embeddings bigint)
+language plpgsql stable
+security invoker
+set search_path = public, extensions
+as $$
+declare
+  src record;
+begin
+  for src in select s.source_table, s.relid from public.embedding_sources s order by s.source_table loop
+    return query execute format(
+      'select %L::text, (select count(*) from %s), (select count(distinct e.source_id) from public.documentation_embeddings e where e.source_table = %L)',
+      src.source_table, src.relid::regclass, src.source_table);
+  end loop;
+end $$;
+
+-- Storage <-> files_queue per watched bucket, cheaply: live counts (index scans) next to the latest
+-- hourly coherence check (its anti-join counts and drift alert). The live anti-joins of
+-- files_queue_coherence take seconds on a million objects, too slow for health.
+create or replace function public.ops_files_overview()
+returns table (bucket_id text, storage_count bigint, queue_count bigint, last_check_at timestamptz,
+               missing_in_queue bigint, queued_without_object bigint, drift_alert boolean, repaired bigint, marked_deleted bigint)
+language sql stable
+security invoker
+set search_path = public
+as $$
+  select w.bucket_id,
+         (select count(*) from storage.objects o where o.bucket_id = w.bucket_id),
+         (select count(*) from public.files_queue q where q.bucket_id = w.bucket_id and q.status <> 'deleted'),
+         c.checked_at, c.missing_in_queue, c.queued_without_object, coalesce(c.alert, false), c.repaired, c.marked_deleted
+    from public.files_queue_watched_buckets w
+    left join lateral (select * from public.files_queue_coherence_checks k where k.bucket_id = w.bucket_id
+                        order by k.checked_at desc, k.id desc limit 1) c on true
+   order by w.bucket_id
+$$;
+
+revoke all on function public.ops_queue_backlog(), public.ops_knowledge_base(), public.ops_files_overview() from public, anon, authenticated;
+grant execute on function public.ops_queue_backlog(), public.ops_knowledge_base(), public.ops_files_overview() to service_role;
+
 -- Samples the minute that just ended. Cheap: counts over indexed statuses and one minute of rows;
 -- the Storage side is a plain count per watched bucket (the anti-joins stay in the hourly check).
 create or replace function private.ops_sample_metrics() returns public.ops_metrics
@@ -88,8 +143,7 @@ begin
   insert into public.ops_metrics (sampled_at, queue_by_status, queue_by_lane, files_coherence, files_inserted, jobs_completed)
   values (
     v_to,
-    (select coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
-       from (select status, count(*) as n from public.embedding_sync_queue where status <> 'completed' group by status) s),
+    public.ops_queue_backlog(),
     v_lanes,
     (select coalesce(jsonb_object_agg(w.bucket_id, jsonb_build_object(
               'storage', (select count(*) from storage.objects o where o.bucket_id = w.bucket_id),
@@ -155,13 +209,13 @@ declare
 begin
   select * into s from public.ops_settings;
 
+  -- Drift as the latest hourly coherence check found it (that check also repairs it).
   return query
-    select 'files_drift'::text, c.bucket_id,
-           format('files_queue drifts from Storage in %s: %s missing in queue, %s queued without object',
-                  c.bucket_id, c.missing_in_queue, c.queued_without_object)
-      from public.files_queue_coherence c
-     where c.missing_in_queue + c.queued_without_object > 1000
-        or (c.missing_in_queue + c.queued_without_object) > 0.10 * greatest(c.storage_count, 1);
+    select 'files_drift'::text, f.bucket_id,
+           format('files_queue drifted from Storage in %s: %s missing in queue, %s queued without object (checked %s)',
+                  f.bucket_id, f.missing_in_queue, f.queued_without_object, to_char(f.last_check_at, 'YYYY-MM-DD HH24:MI TZ'))
+      from public.ops_files_overview() f
+     where f.drift_alert;
 
   select count(*) into n from public.embedding_sync_queue where status = 'failed';
   if n >= s.dead_letters_warn then
@@ -188,7 +242,7 @@ begin
 
   return query
     select 'empty_knowledge_base'::text, c.source_table, format('empty knowledge base: %s has 0 rows', c.source_table)
-      from public.embedding_coverage() c
+      from public.ops_knowledge_base() c
      where c.rows = 0;
 end $$;
 revoke all on function public.ops_current_alerts() from public, anon, authenticated;

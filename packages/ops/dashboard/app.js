@@ -66,7 +66,8 @@
     const buckets = check(d.report, "files").buckets || [];
     fill("buckets", buckets.map((b) => el("tr", { "data-bucket": b.bucket }, [
       td(b.bucket), td(b.storage, "num", "storage"), td(b.queue, "num", "queue"), td(b.missing_in_queue, "num", "missing"),
-      td(b.queued_without_object, "num", "orphans"), el("td", {}, [badge(b.drift_alert ? "fail" : "ok")]),
+      td(b.queued_without_object, "num", "orphans"), el("td", {}, [badge(b.drift_alert ? "warn" : "ok")]),
+      td(b.last_coherence_check ? new Date(b.last_coherence_check).toLocaleTimeString() : "never", "muted"),
     ])));
     const plan = check(d.report, "collector").plan || [];
     fill("plan", plan.map((p) => {
