@@ -192,6 +192,7 @@ create table public.ops_alerts (
 create unique index ops_alerts_one_open on public.ops_alerts (kind, subject) where resolved_at is null;
 alter table public.ops_alerts enable row level security;
 revoke all on table public.ops_alerts from anon, authenticated;
+revoke all on sequence public.ops_alerts_id_seq from anon, authenticated;
 grant select on table public.ops_alerts to service_role;
 
 -- The conditions that hold right now, one row each. Shared by the hourly check and by health.
