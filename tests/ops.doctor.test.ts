@@ -1,6 +1,9 @@
 // `npm run doctor`: the same checks from a machine with only a database URL; a table, --json in the
 // function's shape, a non-zero exit when a check fails. And the function's build-time migration list.
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { CHECKS } from "../packages/ops/checks.ts";
@@ -53,6 +56,48 @@ describe("npm run doctor", () => {
     expect(r.stderr).toContain("NOWHERE_DB_URL is not set");
     expect(() => resolveDbUrl("../etc")).toThrow(/invalid environment name/);
     expect(() => resolveDbUrl("x", { X_DB_URL: "http://example.invalid" })).toThrow(/not a postgres/);
+  });
+});
+
+describe("npm run dashboard", () => {
+  it("serves the page and the health API against <NAME>_DB_URL, behind the session key it prints", async () => {
+    const child = spawn("node_modules/.bin/tsx", ["scripts/dashboard.ts", "--env", "qa", "--port", "0"], {
+      cwd: root, env: { ...process.env, QA_DB_URL: db.url }, stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      let out = "";
+      child.stdout!.on("data", (d) => (out += d));
+      const deadline = Date.now() + 30_000;
+      while (!/Session key.*: (\S+)/.test(out)) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`dashboard did not start: ${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const base = /(http:\/\/127\.0\.0\.1:\d+)\/dashboard/.exec(out)![1];
+      const key = /Session key.*: (\S+)/.exec(out)![1];
+      const page = await fetch(`${base}/dashboard`);
+      expect(page.headers.get("content-type")).toContain("text/html");
+      expect(await page.text()).toContain('<div id="env-label"');
+      const lib = await fetch(`${base}/dashboard/uPlot.iife.min.js`);
+      expect(await lib.text()).toContain("uPlot");
+      expect((await fetch(`${base}/dashboard/../package.json`)).status).toBe(404);
+      expect((await fetch(`${base}/functions/v1/health/dashboard`)).status).toBe(401);
+      expect((await fetch(`${base}/functions/v1/health`, { headers: { authorization: "Bearer wrong" } })).status).toBe(401);
+      const r = await fetch(`${base}/functions/v1/health/dashboard?hours=2`, { headers: { authorization: `Bearer ${key}` } });
+      expect(r.status).toBe(200);
+      const body = await r.json();
+      expect(body.report.environment).toBe("qa-env");
+      expect(body.report.checks.map((c: { name: string }) => c.name)).toEqual(CHECKS.map(([n]) => n));
+    } finally {
+      child.kill("SIGTERM");
+    }
+  });
+
+  it("--env local reads the running local stack's database URL", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ops-local-"));
+    writeFileSync(join(dir, "stack.json"), JSON.stringify({ pid: process.pid, dbUrl: "postgres://u:p@127.0.0.1:54322/postgres" }));
+    expect(resolveDbUrl("local", {}, dir)).toBe("postgres://u:p@127.0.0.1:54322/postgres");
+    expect(resolveDbUrl("local", { LOCAL_DB_URL: "postgres://x@h/db" }, dir)).toBe("postgres://x@h/db");
+    expect(() => resolveDbUrl("local", {}, join(dir, "none"))).toThrow(/local stack is not running/);
   });
 });
 
