@@ -55,6 +55,7 @@ beforeAll(async () => {
                            values ('legal_documents', 'LEGIARTI000000000009', 'INSERT', 'x', 'failed', 3, 'provider answered 400: input too long')
                            returning id`;
   deadJob = Number(d.id);
+  await db.sql`select private.ops_check_alerts()`;
   await db.sql`insert into ops_metrics (sampled_at, queue_by_status, files_coherence, files_inserted, jobs_completed)
                select date_trunc('minute', now()) - make_interval(mins => m),
                       jsonb_build_object('pending', 40 + (30 * sin(m / 15.0))::int, 'processing', 4 + m % 5, 'failed', case when m < 60 then 1 else 0 end),
@@ -133,6 +134,10 @@ describe("the dashboard at /dashboard", () => {
     const dead = await db.sql`select id from embedding_sync_dead_letter order by id desc`;
     expect((await cells("#dead-letters tbody tr")).map((r) => r[0])).toEqual(dead.map((d) => String(d.id)));
     expect(dead.map((d) => Number(d.id))).toEqual([deadJob]);
+
+    const alerts = await db.sql`select kind, message from ops_alerts where resolved_at is null order by opened_at desc, id desc`;
+    expect(alerts.map((a) => a.kind).sort()).toEqual(["dead_letters", "files_drift"]);
+    expect((await cells("#alerts tbody tr")).map((r) => [r[2], r[3]])).toEqual(alerts.map((a) => [a.kind, a.message]));
 
     mkdirSync(artifacts, { recursive: true });
     await page.screenshot({ path: `${artifacts}dashboard.png`, fullPage: true });

@@ -38,7 +38,7 @@ export async function dashboardData(sql: postgres.Sql, options: HealthOptions, h
       select id, source_table, source_id, action, retry_count, left(last_error, 300) as last_error, created_at
         from embedding_sync_dead_letter order by id desc limit 100`,
     sql<{ id: string; kind: string; subject: string; message: string; opened_at: Date }[]>`
-      select id, kind, subject, message, opened_at from ops_alerts where resolved_at is null order by opened_at desc`,
+      select id, kind, subject, message, opened_at from ops_alerts where resolved_at is null order by opened_at desc, id desc`,
   ]);
   return {
     report,
