@@ -69,7 +69,27 @@ async function call(name: string, body: unknown, headers: Headers): Promise<{ st
 
 describe("every function, every credential kind", () => {
   it("the functions under test are all the functions there are", () => {
-    expect(stack.functions.filter((f) => !FUNCTIONS.some((x) => x.name === f))).toEqual([]);
+    expect(stack.functions.filter((f) => f !== "health" && !FUNCTIONS.some((x) => x.name === f))).toEqual([]);
+  });
+
+  // health is a GET for monitors: any valid caller (anon included) gets the overall status and the
+  // environment, only the service role gets each check's detail; no credential or a bad one is a 401.
+  it("health: overall status for any valid caller, details for the service only", async () => {
+    const creds = await credentials();
+    for (const [kind, headers] of Object.entries(creds) as [Kind, Headers][]) {
+      const r = await fetch(`${stack.apiUrl}/functions/v1/health`, { headers });
+      expect([200, 503], kind).toContain(r.status);
+      const body = await r.json() as { status: string; checks: { name: string; detail: unknown }[] };
+      expect(body.checks.length, kind).toBeGreaterThan(5);
+      const detailed = body.checks.filter((c) => c.detail !== null).length;
+      if (expectedRole[kind] === "service") expect(detailed, kind).toBeGreaterThan(0);
+      else expect(detailed, kind).toBe(0);
+    }
+    expect((await fetch(`${stack.apiUrl}/functions/v1/health`)).status).toBe(401);
+    const bad = await fetch(`${stack.apiUrl}/functions/v1/health`, { headers: { apikey: "sb_secret_not_a_key_of_this_project" } });
+    expect(bad.status).toBe(401);
+    const retry = await fetch(`${stack.apiUrl}/functions/v1/health/retry`, { method: "POST", headers: creds["user JWT (ES256)"], body: '{"ids":[1]}' });
+    expect(retry.status).toBe(403);
   });
 
   for (const fn of FUNCTIONS) {

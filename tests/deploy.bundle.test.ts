@@ -144,6 +144,16 @@ function platformEnv(): Record<string, string> {
 
 // Each function, and a request whose answer can only come from the database it was pointed at.
 const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
+  "health": async (url) => {
+    await db.sql`select set_environment_label('deploy-check')`;
+    const r = await fetch(url, { headers: { apikey: stack.secretKey } });
+    const body = await r.json();
+    expect([200, 503]).toContain(r.status);
+    expect(body.environment).toBe("deploy-check");
+    const database = body.checks.find((c: { name: string }) => c.name === "database");
+    expect(database).toMatchObject({ status: "ok" });
+    expect(JSON.stringify(database.detail)).toContain(new URL(db.url).pathname.slice(1));
+  },
   "process-embedding-queue": async (url) => {
     await db.sql`create table deploy_notes (id bigint primary key, body text not null)`;
     await db.sql`select register_embedding_source('deploy_notes', content_columns => array['body'])`;

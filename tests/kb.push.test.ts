@@ -261,9 +261,9 @@ describe("chunks follow the model", () => {
 
 describe("environment labels", () => {
   it("shows the target's label before writing and records the source's label, not its URL", async () => {
-    // public.environment_label() comes from another migration when the project has one.
-    await dev.sql`create function public.environment_label() returns text language sql as $$ select 'development' $$`;
-    await prod.sql`create function public.environment_label() returns text language sql as $$ select 'production' $$`;
+    // The project's label, set the documented way (migration 20260109000000).
+    await dev.sql`select set_environment_label('development')`;
+    await prod.sql`select set_environment_label('production')`;
     await dev.sql`insert into kb_categories values (5, 'labelled')`;
     const r = await kb("push", "--from", "dev", "--to", "prod", "--tables", "kb_categories");
     expect(r.code, r.stderr).toBe(0);

@@ -24,7 +24,7 @@ export async function callerRole(req: Request): Promise<Role | null> {
 export type Parsed<T> = { ok: true; value: T } | { ok: false; response: Response };
 
 /** Reads a JSON body; an empty body is `{}`. `undefined` when it is not JSON. */
-async function readJson(req: Request): Promise<unknown> {
+export async function readJson(req: Request): Promise<unknown> {
   try {
     const text = await req.text();
     return text.trim() === "" ? {} : JSON.parse(text);

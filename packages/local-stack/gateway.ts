@@ -3,6 +3,7 @@
 //   /storage/v1/…             → the Storage stand-in (storage.ts)
 //   /auth/v1/.well-known/jwks.json → the project's public signing keys (ES256), as Supabase Auth serves them
 //   /health                   → {"ok":true}
+//   /dashboard[/…]            → the operator dashboard's static files (packages/ops/dashboard)
 // PostgREST and the rest of Auth are not part of the local stack: /rest/v1 and /auth/v1 answer 501 saying so.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -10,6 +11,7 @@ import { Readable } from "node:stream";
 import type { JSONWebKeySet } from "jose";
 import { type AuthConfig, authenticate, verifyJwt } from "../core/auth.ts";
 import { FUNCTION_NAME } from "./function-config.ts";
+import { dashboardAsset } from "../ops/dashboard-assets.ts";
 import type { StorageCaller } from "./storage.ts";
 
 export interface GatewayOptions {
@@ -113,6 +115,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return;
     }
     if (path === "/health") return sendJson(res, 200, { ok: true });
+    if (path === "/dashboard" || path.startsWith("/dashboard/")) {
+      const asset = await dashboardAsset(path);
+      return asset ? await sendResponse(res, asset, method === "HEAD") : sendJson(res, 404, { error: "not found" });
+    }
 
     if (path.startsWith("/functions/v1/")) {
       const rest = path.slice("/functions/v1/".length);
