@@ -10,7 +10,12 @@ import { processEmbeddingQueue } from "./pipeline.ts";
 import type { EmbeddingProvider } from "./provider.ts";
 
 export const processQueueBodySchema = z.discriminatedUnion("action", [
-  z.object({ action: z.literal("process"), batchSize: z.number().int().min(1).max(500).default(50) }),
+  z.object({
+    action: z.literal("process"),
+    batchSize: z.number().int().min(1).max(500).default(50),
+    // Set by the live wake: claim only live jobs (see claim_embedding_jobs).
+    lane: z.enum(["live", "bulk"]).optional(),
+  }),
   z.object({
     action: z.literal("resync"),
     forceResync: z.string().min(1).max(200).nullable().default(null),
@@ -83,10 +88,19 @@ export function createProcessEmbeddingQueueHandler(source: Record<string, string
             concurrency: env.EMBEDDING_REQUEST_CONCURRENCY,
             maxAttempts: env.EMBEDDING_MAX_ATTEMPTS,
             lingerAfterWake: true,
+            lane: body.lane,
           });
+          // Out of time with work left: one successor (same body) through pg_net, so a large backlog
+          // drains continuously instead of waiting for the 5-minute cron. SQL checks that jobs are ready.
+          let continued = false;
+          if (r.outOfBudget && r.batches > 0 && !r.fatalError) {
+            const [c] = await sql<{ id: string | null }[]>`
+              select private.continue_embedding_worker(${sql.json(body)}) as id`;
+            continued = c?.id != null;
+          }
           const { claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches } = r;
           return json({
-            claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches,
+            claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches, continued,
             provider: provider.name, model: provider.model, ...(r.fatalError ? { error: r.fatalError } : {}),
           });
         }

@@ -26,6 +26,13 @@ export interface ProcessOptions {
   retryMaxMs?: number;
   /** Keep polling while a webhook wake is recent (changes coalesced into it may still commit). */
   lingerAfterWake?: boolean;
+  /** Claim only this lane's jobs (a live-woken worker); default: live first with bulk's share. */
+  lane?: "live" | "bulk";
+  /**
+   * How long a live worker keeps polling after the last live wake (default 3 s): an editor's next
+   * change, seconds later, is then claimed by this invocation instead of waiting for a new one.
+   */
+  liveLingerMs?: number;
   /** Stop after this many batches (tests, benchmark baseline). */
   maxBatches?: number;
   log?: (line: string) => void;
@@ -47,6 +54,8 @@ export interface ProcessResult {
   providerCalls: number;
   batches: number;
   ms: number;
+  /** True when the run stopped because its time budget ran out (not because the queue was empty). */
+  outOfBudget: boolean;
 }
 
 interface ClaimedJob {
@@ -76,7 +85,7 @@ interface JobFailure {
 
 const emptyResult = (): ProcessResult => ({
   claimed: 0, embedded: 0, unchanged: 0, deleted: 0, retried: 0, dead: 0, superseded: 0,
-  tokens: 0, providerCalls: 0, batches: 0, ms: 0,
+  tokens: 0, providerCalls: 0, batches: 0, ms: 0, outOfBudget: false,
 });
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -93,15 +102,19 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
   for (;;) {
     if (o.maxBatches !== undefined && result.batches >= o.maxBatches) break;
     // Claim only when one more batch, as slow as the slowest so far, still ends inside the budget.
-    if (Date.now() + slowestBatchMs * 1.5 > deadline) break;
+    if (Date.now() + slowestBatchMs * 1.5 > deadline) {
+      result.outOfBudget = true;
+      break;
+    }
     const batchStarted = Date.now();
     const jobs = await sql<ClaimedJob[]>`
-      select * from public.claim_embedding_jobs(${o.workerId}, ${o.batchSize}, ${o.leaseSeconds})`;
+      select * from public.claim_embedding_jobs(${o.workerId}, ${o.batchSize}, ${o.leaseSeconds}, ${o.lane ?? null})`;
     if (jobs.length === 0) {
-      if (o.lingerAfterWake && (await recentlyWoken(sql)) && Date.now() + 500 < deadline) {
+      const woken = () => (o.lane === "live" ? recentlyWokenLive(sql, o.liveLingerMs ?? 3_000) : recentlyWoken(sql));
+      if (o.lingerAfterWake && (await woken()) && Date.now() + 500 < deadline) {
         await sleep(100);
         // Asked again after the pause, so a worker never claims once its linger window has closed.
-        if (await recentlyWoken(sql)) continue;
+        if (await woken()) continue;
       }
       break;
     }
@@ -123,6 +136,12 @@ async function recentlyWoken(sql: postgres.Sql): Promise<boolean> {
     select clock_timestamp() < public.embedding_last_wake()
              + make_interval(secs => (s.wake_window_ms + 1000) / 1000.0) as linger
     from public.embedding_sync_settings s`;
+  return !!r?.linger;
+}
+
+async function recentlyWokenLive(sql: postgres.Sql, lingerMs: number): Promise<boolean> {
+  const [r] = await sql<{ linger: boolean }[]>`
+    select clock_timestamp() < public.embedding_last_live_wake() + make_interval(secs => ${lingerMs / 1000}) as linger`;
   return !!r?.linger;
 }
 

@@ -4,8 +4,11 @@
 import type { SupabaseClient } from "@supabase/supabase-js";
 
 export interface ObjectStore {
-  /** Writes (upserts) an object. */
-  put(bucket: string, path: string, body: string, contentType: string): Promise<void>;
+  /**
+   * Writes (upserts) an object. `metadata` is the object's user metadata; `{ lane: "bulk" }` queues it
+   * in files_queue's bulk lane.
+   */
+  put(bucket: string, path: string, body: string, contentType: string, metadata?: Record<string, string>): Promise<void>;
   /** Reads an object's bytes as UTF-8 text. */
   get(bucket: string, path: string): Promise<string>;
   /** Reads an object's raw bytes (PDFs). */
@@ -20,10 +23,11 @@ export class ObjectStoreError extends Error {
 
 export function supabaseObjectStore(client: SupabaseClient): ObjectStore {
   return {
-    async put(bucket, path, body, contentType) {
+    async put(bucket, path, body, contentType, metadata) {
       const { error } = await client.storage.from(bucket).upload(path, new Blob([body], { type: contentType }), {
         upsert: true,
         contentType,
+        ...(metadata ? { metadata } : {}),
       });
       if (error) throw new ObjectStoreError(`upload ${bucket}/${path}: ${error.message}`, statusOf(error));
     },

@@ -70,7 +70,7 @@ export async function processFilesQueue(
   while (performance.now() - t0 + lastMs * 1.5 < opts.budgetMs) {
     const tb = performance.now();
     const rows = await sql<ClaimedFile[]>`
-      select id, file_path, bucket_id, file_size from public.claim_files_queue(${worker}, ${opts.batchSize}, ${opts.leaseSeconds ?? 120})`;
+      select id, file_path, bucket_id, file_size, lane from public.claim_files_queue(${worker}, ${opts.batchSize}, ${opts.leaseSeconds ?? 120})`;
     if (rows.length === 0) break;
     r.batches++;
     r.claimed += rows.length;
@@ -107,8 +107,15 @@ export async function processFilesQueue(
         const doneIds = new Set(done.map((d) => String(d.id)));
         const keep = good.filter((o) => doneIds.has(String(o.row.id)));
         r.superseded += good.length - keep.length;
-        for (const name of new Set(keep.map((o) => o.handler))) {
-          r.unchanged += await handlers[name].write(tx, keep.filter((o) => o.handler === name));
+        // A bulk file's rows queue bulk embedding jobs (a MASSIVE collection, a resync), so an
+        // editor's live change is never queued behind them. The setting lasts until commit.
+        for (const lane of ["live", "bulk"] as const) {
+          const inLane = keep.filter((o) => (o.row.lane ?? "live") === lane);
+          if (!inLane.length) continue;
+          await tx`select set_config('embedding_sync.lane', ${lane}, true)`;
+          for (const name of new Set(inLane.map((o) => o.handler))) {
+            r.unchanged += await handlers[name].write(tx, inLane.filter((o) => o.handler === name));
+          }
         }
         r.stored += keep.length;
       });

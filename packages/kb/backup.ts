@@ -134,6 +134,8 @@ export async function restoreBackup(sql: postgres.Sql, env: KbEnvironment, file:
   const per = (n: string) => (result.perTable[n] ??= { deleted: 0, restored: 0 });
   await sql.begin(async (tx) => {
     await lockTables(tx, plans);
+    // Like the push it undoes, a restore is bulk work for the embedding queue.
+    await tx.unsafe(`set local embedding_sync.lane = 'bulk'`);
     const inserted = new Map<string, string[]>();
     let deletesDone = false;
     const runDeletes = async () => {

@@ -89,7 +89,11 @@ export async function pushFiles(src: Sql, tgt: Sql, o: FilesOptions): Promise<Bu
       const dl = await from.storage.from(bucket).download(x.name);
       if (dl.error || !dl.data) throw new KbError(`download ${bucket}/${x.name} from ${o.from.name} failed: ${dl.error?.message ?? "no data"}`, 1);
       const body = new Uint8Array(await dl.data.arrayBuffer());
-      const up = await to.storage.from(bucket).upload(x.name, body, { upsert: true, contentType: x.mimetype ?? "application/octet-stream" });
+      const up = await to.storage.from(bucket).upload(x.name, body, {
+        upsert: true,
+        contentType: x.mimetype ?? "application/octet-stream",
+        metadata: { lane: "bulk" }, // a promotion: files_queue's bulk lane (see the files_queue lanes migration)
+      });
       if (up.error) throw new KbError(`upload ${bucket}/${x.name} to ${o.to.name} failed: ${up.error.message}`, 1);
       r.copied += 1;
       r.bytes += body.byteLength;

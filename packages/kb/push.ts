@@ -149,6 +149,8 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
       await tgt.begin(async (tx) => {
         o.progress(`locking ${plans.map((p) => p.name).join(", ")} on the target against writers`);
         await lockTables(tx, plans);
+        // A promotion is bulk work: its rows' embedding jobs must not delay the target's live edits.
+        await tx.unsafe(`set local embedding_sync.lane = 'bulk'`);
         o.progress("comparing again under the lock");
         // The plan above was made before the lock: this comparison, under it, is what is applied.
         const work = [] as { p: TablePlan; copy: string[]; deleted: string[]; sourceRows: number; targetKeys: Set<string> }[];

@@ -95,7 +95,10 @@ export function documentIdsOf(fond: string, page: unknown): { ids: unknown[]; to
 
 type DocOutcome = { ok: true; id: string } | { ok: false; id: string; error: string };
 
-async function collectDocument(deps: CollectorDeps, entry: Pick<PlanEntry, "category" | "fond">, rawId: unknown, runId: string | null, signal?: AbortSignal): Promise<DocOutcome> {
+/** MASSIVE uploads go to the files queue's bulk lane, so maintenance's fresh documents pass first. */
+type Lane = "live" | "bulk";
+
+async function collectDocument(deps: CollectorDeps, entry: Pick<PlanEntry, "category" | "fond">, rawId: unknown, runId: string | null, lane: Lane, signal?: AbortSignal): Promise<DocOutcome> {
   const check = checkLegifranceId(rawId);
   const shownId = typeof rawId === "string" ? rawId : JSON.stringify(rawId);
   if (!check.ok) {
@@ -107,7 +110,7 @@ async function collectDocument(deps: CollectorDeps, entry: Pick<PlanEntry, "cate
     if (!route) throw new Error(`no consult endpoint known for ${check.prefix} ids`);
     const data = await deps.api.consult(route.endpoint, { [route.field]: check.id }, signal);
     const envelope = { format: ENVELOPE_FORMAT, id: check.id, category: entry.category, fond: entry.fond, endpoint: route.endpoint, data };
-    await deps.store.put(deps.bucket, documentPath(entry.category, check.id), JSON.stringify(envelope), "application/json");
+    await deps.store.put(deps.bucket, documentPath(entry.category, check.id), JSON.stringify(envelope), "application/json", { lane });
     return { ok: true, id: check.id };
   } catch (e) {
     if (signal?.aborted) throw e;
@@ -117,9 +120,9 @@ async function collectDocument(deps: CollectorDeps, entry: Pick<PlanEntry, "cate
   }
 }
 
-async function collectPage(deps: CollectorDeps, entry: PlanEntry, ids: unknown[], runId: string | null, signal?: AbortSignal) {
+async function collectPage(deps: CollectorDeps, entry: PlanEntry, ids: unknown[], runId: string | null, lane: Lane, signal?: AbortSignal) {
   const limit = pLimit(deps.concurrency ?? 8);
-  const outcomes = await Promise.all(ids.map((id) => limit(() => collectDocument(deps, entry, id, runId, signal))));
+  const outcomes = await Promise.all(ids.map((id) => limit(() => collectDocument(deps, entry, id, runId, lane, signal))));
   const okIds = outcomes.filter((o) => o.ok).map((o) => o.id);
   if (okIds.length) await deps.sql`select public.legifrance_resolve_failures(${entry.category}, ${okIds}::text[])`;
   return { collected: okIds.length, failed: outcomes.length - okIds.length };
@@ -164,7 +167,7 @@ export async function collectMassive(deps: CollectorDeps, opts: MassiveOptions):
       const tPage = performance.now();
       const page = await deps.api.search(searchBody(entry, entry.next_page, entry.page_size), opts.signal);
       const { ids, total } = documentIdsOf(entry.fond, page);
-      const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, opts.signal);
+      const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, "bulk", opts.signal);
       // An empty page past the end closes the category even if the announced total was larger.
       const effectiveTotal = ids.length === 0 ? Math.min(total, (entry.next_page - 1) * entry.page_size) : total;
       await deps.sql`select public.legifrance_advance_plan(${run.run_id}, ${entry.category}, ${entry.next_page}, ${effectiveTotal}, ${collected}, ${failed}, ${lease})`;
@@ -199,7 +202,7 @@ export async function collectMaintenance(deps: CollectorDeps, opts: MaintenanceO
     for (const entry of entries) {
       const page = await deps.api.search(searchBody(entry, 1, opts.pageSize, true), opts.signal);
       const { ids } = documentIdsOf(entry.fond, page);
-      const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, opts.signal);
+      const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, "live", opts.signal);
       // Per category, so legifrance_collector_status shows what maintenance collected.
       await deps.sql`select public.legifrance_record_maintenance_page(${run.run_id}, ${entry.category}, ${collected}, ${failed})`;
       result.pages++;

@@ -9,6 +9,8 @@ export interface ClaimedFile {
   file_path: string;
   bucket_id: string;
   file_size: string | number | null;
+  /** The row's priority lane (files_queue.lane): bulk files write bulk embedding jobs. */
+  lane?: "live" | "bulk";
 }
 
 /** A file that cannot be handled: `permanent` when retrying cannot help (its bytes are wrong). */
