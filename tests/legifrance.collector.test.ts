@@ -8,6 +8,7 @@ import { type PisteStandIn, startPisteStandIn } from "../packages/legifrance/sta
 import { PisteClient } from "../packages/legifrance/client.ts";
 import { collectMaintenance, collectMassive, type CollectorDeps, stopMassive } from "../packages/legifrance/collector.ts";
 import { type ObjectStore, supabaseObjectStore } from "../packages/files-queue/object-store.ts";
+import { processFilesQueue } from "../packages/files-queue/worker.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const BUCKET = "agentbasic-legifrance-raw";
@@ -182,5 +183,40 @@ describe("MAINTENANCE", () => {
     expect(status.reduce((n, s) => n + s.docs_collected, 0)).toBe(ids.length);
     expect(status.every((s) => s.docs_collected > 0 && s.docs_collected === s.maintenance_docs_collected)).toBe(true);
     expect(piste.stats().requests["/dila/legifrance/lf-engine-app/search"]).toBeGreaterThan(0);
+  });
+});
+
+describe("lanes", () => {
+  it("MASSIVE's files and their documents' embedding jobs are bulk; MAINTENANCE's are live", async () => {
+    await db.sql`delete from legal_documents`;
+    await db.sql`truncate embedding_sync_queue`;
+    const drain = async () => {
+      for (;;) {
+        const r = await processFilesQueue({ sql: db.sql, store }, { batchSize: 50, budgetMs: 30_000 });
+        if (r.claimed === 0) return;
+        expect(r.failed).toBe(0);
+      }
+    };
+    const lanesOf = async (table: "files_queue" | "embedding_sync_queue") =>
+      Object.fromEntries((await db.sql.unsafe<{ lane: string; n: number }[]>(
+        table === "files_queue"
+          ? `select lane, count(*)::int as n from files_queue group by lane`
+          : `select lane, count(*)::int as n from embedding_sync_queue where source_table = 'legal_documents' group by lane`,
+      )).map((r) => [r.lane, r.n]));
+
+    const m = await collectMaintenance(deps(), { pageSize: 3 });
+    expect(m.collected).toBeGreaterThan(0);
+    expect(await lanesOf("files_queue")).toEqual({ live: m.collected });
+    await drain();
+    expect(await lanesOf("embedding_sync_queue")).toEqual({ live: m.collected });
+
+    const massive = await collectMassive(deps(), { budgetMs: 60_000 });
+    expect(massive.done).toBe(true);
+    const total = piste.documentIds().length;
+    // Every object was (re-)uploaded by MASSIVE: every file is queued in bulk.
+    expect(await lanesOf("files_queue")).toEqual({ bulk: total });
+    await drain();
+    // Documents MAINTENANCE had written are unchanged (no new job); the others' jobs are bulk.
+    expect(await lanesOf("embedding_sync_queue")).toEqual({ live: m.collected, bulk: total - m.collected });
   });
 });

@@ -23,7 +23,14 @@ export const retryBodySchema = z.object({ ids: z.array(z.number().int().positive
 
 export interface DashboardData {
   report: HealthReport;
-  series: Array<{ sampled_at: string; queue_by_status: Record<string, number>; files_inserted: number; jobs_completed: number }>;
+  series: Array<{
+    sampled_at: string;
+    queue_by_status: Record<string, number>;
+    /** {"live": {"pending": n, ...}, "bulk": {...}}: the backlog per priority lane. */
+    queue_by_lane: Record<string, Record<string, number>>;
+    files_inserted: number;
+    jobs_completed: number;
+  }>;
   dead_letters: Array<{ id: number; source_table: string; source_id: string; action: string; retry_count: number; last_error: string | null; created_at: string }>;
   alerts: Array<{ id: number; kind: string; subject: string; message: string; opened_at: string }>;
 }
@@ -32,8 +39,8 @@ export interface DashboardData {
 export async function dashboardData(sql: postgres.Sql, options: HealthOptions, hours: number): Promise<DashboardData> {
   const [report, series, dead, alerts] = await Promise.all([
     runHealthChecks(sql, options),
-    sql<{ sampled_at: Date; queue_by_status: Record<string, number>; files_inserted: number; jobs_completed: number }[]>`
-      select sampled_at, queue_by_status, files_inserted, jobs_completed from ops_metrics
+    sql<{ sampled_at: Date; queue_by_status: Record<string, number>; queue_by_lane: Record<string, Record<string, number>>; files_inserted: number; jobs_completed: number }[]>`
+      select sampled_at, queue_by_status, queue_by_lane, files_inserted, jobs_completed from ops_metrics
        where sampled_at > now() - make_interval(hours => ${hours}) order by sampled_at`,
     sql<{ id: string; source_table: string; source_id: string; action: string; retry_count: number; last_error: string | null; created_at: Date }[]>`
       select id, source_table, source_id, action, retry_count, left(last_error, 300) as last_error, created_at

@@ -7,7 +7,7 @@ select plan(50);
 select has_table('public', 'files_queue', 'files_queue exists');
 select columns_are('public', 'files_queue', array[
   'id', 'file_path', 'bucket_id', 'file_size', 'status', 'processed', 'created_at', 'attempts', 'max_attempts',
-  'last_error', 'run_at', 'locked_by', 'locked_at', 'lease_expires_at', 'processed_at', 'updated_at']);
+  'last_error', 'run_at', 'locked_by', 'locked_at', 'lease_expires_at', 'processed_at', 'updated_at', 'lane']);
 select col_is_unique('public', 'files_queue', array['file_path'], 'file_path is UNIQUE on its own');
 select col_type_is('public', 'files_queue', 'file_size', 'bigint', 'file_size is bigint');
 select col_type_is('public', 'files_queue', 'processed', 'boolean', 'processed is boolean');

@@ -101,7 +101,10 @@
   function showCharts(d) {
     const xs = d.series.map((s) => Date.parse(s.sampled_at) / 1000);
     const q = (k) => d.series.map((s) => Number((s.queue_by_status || {})[k] || 0));
-    chart("chart-backlog", "jobs by status", [["pending", "#3949ab"], ["processing", "#c26a00"], ["failed", "#b3261e"]], [xs, q("pending"), q("processing"), q("failed")]);
+    const lane = (l) => d.series.map((s) => Number(((s.queue_by_lane || {})[l] || {}).pending || 0));
+    chart("chart-backlog", "jobs by status", [["pending", "#3949ab"], ["processing", "#c26a00"], ["failed", "#b3261e"],
+      ["pending live", "#00838f"], ["pending bulk", "#8e7cc3"]],
+      [xs, q("pending"), q("processing"), q("failed"), lane("live"), lane("bulk")]);
     chart("chart-rate", "per minute", [["files inserted", "#2e7d32"], ["jobs completed", "#3949ab"]],
       [xs, d.series.map((s) => s.files_inserted), d.series.map((s) => s.jobs_completed)]);
   }

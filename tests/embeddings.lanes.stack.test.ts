@@ -1,0 +1,68 @@
+// Priority lanes through the local stack (gateway + pg_net stand-in + the real function) on the real
+// PostgreSQL, with the fake OpenAI server: the live worker that lingers for the next edit. (The
+// continuation, which needs a short budget, is in embeddings.lanes.continuation.test.ts.)
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { LocalStack } from "../packages/local-stack/index.ts";
+import { startTestStack } from "../packages/local-stack/testing.ts";
+import { type FakeOpenAI, startFakeOpenAI } from "../packages/testkit/fake-openai.ts";
+import { useTestDatabase, waitFor } from "./helpers/db.ts";
+
+const db = useTestDatabase();
+let fake: FakeOpenAI;
+let stack: LocalStack;
+
+beforeAll(async () => {
+  fake = await startFakeOpenAI({ latencyMs: 20 });
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url },
+  });
+  await db.sql`update cron.job set active = false`; // no schedule may drain anything here
+  await db.sql`create table notes (id bigint primary key, body text not null)`;
+  await db.sql`select register_embedding_source('notes', array['body'])`;
+}, 90_000);
+
+afterAll(async () => {
+  await stack?.stop();
+  await fake?.stop();
+});
+
+/** Calls made to process-embedding-queue so far: sent (answered) plus still queued or in flight. */
+async function functionCalls(): Promise<number> {
+  const [r] = await db.sql<{ n: number }[]>`
+    select (select count(*) from net.http_request_queue where url like '%/process-embedding-queue')::int
+         + (select count(*) from net._http_response)::int as n`;
+  return r.n;
+}
+
+const embedded = async (id: number, text: string) => {
+  const [r] = await db.sql`select count(*)::int as n from documentation_embeddings
+                           where source_table = 'notes' and source_id = ${String(id)} and content = ${"body: " + text}`;
+  return r.n > 0;
+};
+
+describe("lanes through the local stack", () => {
+  it("a live-woken worker lingers: an edit 1.5 s after the first is embedded by the same invocation", async () => {
+    await db.sql`update embedding_sync_settings set wake_window_ms = 2500`;
+    try {
+      const before = await functionCalls();
+      const t0 = Date.now();
+      await db.sql`insert into notes values (1, 'première version')`;
+      await waitFor("the first edit embedded", () => embedded(1, "première version"), 20_000);
+      // 1.5 s after the first edit: inside the wake window (no new call) and the worker's 3 s linger.
+      await new Promise((r) => setTimeout(r, Math.max(0, t0 + 1_500 - Date.now())));
+      await db.sql`update notes set body = 'deuxième version' where id = 1`;
+      await waitFor("the second edit embedded", () => embedded(1, "deuxième version"), 20_000);
+      // The second wake was coalesced: only the lingering worker could have claimed it.
+      expect((await functionCalls()) - before).toBe(1);
+      // It answers once its linger ends, having claimed both edits.
+      const body = await waitFor("the live worker's answer", async () => {
+        const [r] = await db.sql`select content::jsonb as b from net._http_response order by id desc limit 1`;
+        return r?.b;
+      }, 15_000);
+      expect(body).toMatchObject({ claimed: 2, continued: false });
+    } finally {
+      await db.sql`update embedding_sync_settings set wake_window_ms = 1000`;
+    }
+  });
+});
