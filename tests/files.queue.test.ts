@@ -229,3 +229,47 @@ describe("the worker's queue rules", () => {
     ]);
   });
 });
+
+describe("lanes", () => {
+  it("MASSIVE's bulk uploads never hold back a maintenance file; bulk keeps its share; repopulate keeps the lane", async () => {
+    await db.sql`truncate files_queue`;
+    await db.sql`delete from storage.objects where bucket_id = ${BUCKET}`;
+    await db.sql`insert into storage.objects (bucket_id, name, metadata, user_metadata)
+                 select ${BUCKET}, 'lanes/m' || lpad(g::text, 4, '0') || '.json', '{"size": 1}', '{"lane": "bulk"}'
+                   from generate_series(1, 500) g`;
+    await db.sql`insert into storage.objects (bucket_id, name, metadata, user_metadata)
+                 select ${BUCKET}, 'lanes/x' || g || '.json', '{"size": 1}', '{"lane": "live"}' from generate_series(1, 3) g`;
+    const [st] = await db.sql`select pending_live::int, pending_bulk::int from files_queue_status
+                              where bucket_id = ${BUCKET} and status = 'pending'`;
+    expect(st).toEqual({ pending_live: 3, pending_bulk: 500 });
+
+    const batch = await db.sql<{ file_path: string; lane: string }[]>`select file_path, lane from claim_files_queue('w', 20, 60)`;
+    // The 3 maintenance files, bulk's reserved 4 (20%) and the 13 live left unused.
+    expect(batch.filter((r) => r.lane === "live").map((r) => r.file_path).sort()).toEqual(["lanes/x1.json", "lanes/x2.json", "lanes/x3.json"]);
+    expect(batch.filter((r) => r.lane === "bulk")).toHaveLength(17);
+
+    // A steady stream of maintenance files: bulk still gets its 4 of every 20.
+    await db.sql`insert into storage.objects (bucket_id, name, metadata)
+                 select ${BUCKET}, 'lanes/y' || g || '.json', '{"size": 1}' from generate_series(1, 100) g`;
+    const next = await db.sql<{ lane: string }[]>`select lane from claim_files_queue('w', 20, 60)`;
+    expect(next.filter((r) => r.lane === "bulk")).toHaveLength(4);
+
+    // After a TRUNCATE, repopulate and repair take each object's lane from its metadata again.
+    await db.sql`truncate files_queue`;
+    await db.sql`select * from files_queue_repopulate_batch(${BUCKET}, null, 100000)`;
+    const lanes = await db.sql`select lane, count(*)::int as n from files_queue group by lane order by lane`;
+    expect(lanes).toEqual([{ lane: "bulk", n: 500 }, { lane: "live", n: 103 }]);
+    await db.sql`delete from files_queue where file_path like 'lanes/m%'`;
+    await db.sql`select files_queue_repair_missing(${BUCKET})`;
+    const [m] = await db.sql`select count(*)::int as n from files_queue where lane = 'bulk'`;
+    expect(m.n).toBe(500);
+  });
+
+  it("resync_legal_documents re-queues the bucket in the bulk lane", async () => {
+    await db.sql`update files_queue set status = 'completed', processed = true`;
+    await db.sql`select resync_legal_documents(${BUCKET})`;
+    const [r] = await db.sql`select count(*) filter (where lane = 'bulk')::int as bulk, count(*)::int as n from files_queue where status = 'pending'`;
+    expect(r.bulk).toBe(r.n);
+    expect(r.n).toBeGreaterThan(0);
+  });
+});
