@@ -237,5 +237,14 @@ describe("wakes", () => {
     const [bulk] = await db.sql`select private.continue_embedding_worker(${db.sql.json({ ...body, lane: "bulk" })}) as id`;
     expect(bulk.id).not.toBeNull();
     expect(await calls()).toEqual([{ ...body, lane: "bulk" }]);
+    // As many workers as max_workers hold jobs: no successor, the chains never outgrow the parallelism.
+    await db.sql`update embedding_sync_settings set max_workers = 1`;
+    try {
+      await claim("busy", 1);
+      const [full] = await db.sql`select private.continue_embedding_worker(${db.sql.json({ ...body, lane: "bulk" })}) as id`;
+      expect(full.id).toBeNull();
+    } finally {
+      await db.sql`update embedding_sync_settings set max_workers = 4`;
+    }
   });
 });

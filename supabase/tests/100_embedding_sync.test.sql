@@ -139,6 +139,8 @@ create table public.burst_items (id int primary key, body text);
 select register_embedding_source('burst_items');
 update private.embedding_sync_wake set last_wake_at = '-infinity';
 update private.embedding_sync_live_wake set last_wake_at = '-infinity';  -- row triggers' jobs are live (issue 9)
+-- A window longer than the burst, so a loaded machine (1,000 inserts over 1 s) cannot split it in two.
+update embedding_sync_settings set wake_window_ms = 60000;
 delete from net.http_request_queue;
 do $$ begin for i in 1..1000 loop insert into burst_items values (i, 'ligne ' || i); end loop; end $$;
 select is((select count(*)::int from net.http_request_queue where url like '%/functions/v1/process-embedding-queue'), 1,
