@@ -65,7 +65,8 @@ async function pendingJobs(): Promise<number> {
 // migration); a test that counts what its own call claims waits until no such poller is left.
 async function quiet() {
   await waitFor("woken workers to stop polling", async () => {
-    const [r] = await db.sql`select clock_timestamp() > embedding_last_wake()
+    // Both wakes: bulk fan-outs linger a window after theirs, live workers about 3 s after theirs.
+    const [r] = await db.sql`select clock_timestamp() > greatest(embedding_last_wake(), embedding_last_live_wake())
                                + make_interval(secs => (wake_window_ms + 3000) / 1000.0) as quiet from embedding_sync_settings`;
     return r.quiet;
   }, 15_000);
