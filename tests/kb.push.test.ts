@@ -106,8 +106,10 @@ describe("kb diff and push --mode replace", () => {
     expect(log.tables).toEqual(expect.arrayContaining(["kb_categories", "kb_articles", "documentation_embeddings", "legal_documents"]));
     expect(log.per_table.kb_articles).toEqual({ inserted: 30, updated: 0, deleted: 0 });
 
-    // The triggers fired: one job per promoted row, and every chunk is found unchanged.
+    // The triggers fired: one job per promoted row, all in the bulk lane (a promotion never delays the
+    // target's live edits), and every chunk is found unchanged.
     expect((await prod.sql`select count(*)::int as n from embedding_sync_queue where status = 'pending' and source_table = 'kb_articles'`)[0].n).toBe(30);
+    expect(await prod.sql`select distinct lane from embedding_sync_queue where status = 'pending'`).toEqual([{ lane: "bulk" }]);
     const before = fake.stats.requests;
     const q = await embedAll(prod.sql);
     expect(q.claimed).toBe(30);
