@@ -3,7 +3,7 @@
 -- Every job is in one of two lanes:
 --   live  a change made by a row trigger in an ordinary transaction (an editor's FAQ edit);
 --   bulk  work made in bulk: resync_embedding_sources, resync_legal_documents and the files worker's
---         writes for a bulk files_queue job, kb push.
+--         writes for a bulk files_queue job, kb push and restore.
 -- The lane comes from the transaction-local setting embedding_sync.lane ('bulk', or anything else for
 -- live), read when the job is queued. Bulk code sets it with set_config(..., true) (or `set local`):
 -- a function-level SET clause on a custom setting needs a superuser, which hosted projects do not have.
@@ -173,9 +173,9 @@ grant execute on function public.claim_embedding_jobs(text, int, int, text) to s
 
 -- resync_embedding_sources (20260106000000), every mode, queues bulk jobs. The body is unchanged; it
 -- moves to private and this wrapper sets the lane around it.
-alter function public.resync_embedding_sources(text, boolean) rename to resync_embedding_sources_in_lane;
-alter function public.resync_embedding_sources_in_lane(text, boolean) set schema private;
-revoke all on function private.resync_embedding_sources_in_lane(text, boolean) from public, anon, authenticated, service_role;
+alter function public.resync_embedding_sources(text, boolean) rename to resync_embedding_sources_body;
+alter function public.resync_embedding_sources_body(text, boolean) set schema private;
+revoke all on function private.resync_embedding_sources_body(text, boolean) from public, anon, authenticated, service_role;
 
 create function public.resync_embedding_sources(p_source_table text default null, p_force boolean default false)
 returns table (source_table text, enqueued bigint, deletes bigint)
@@ -186,7 +186,7 @@ as $$
 declare
   prev text := private.embedding_lane_begin_bulk();
 begin
-  return query select * from private.resync_embedding_sources_in_lane(p_source_table, p_force);
+  return query select * from private.resync_embedding_sources_body(p_source_table, p_force);
   perform private.embedding_lane_restore(prev);
 end $$;
 revoke all on function public.resync_embedding_sources(text, boolean) from public, anon, authenticated;
