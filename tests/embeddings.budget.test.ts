@@ -85,6 +85,38 @@ async function expectAllEmbeddedOnce(table: string, n: number) {
   expect([...fake.stats.inputCounts.values()].every((c) => c === 1)).toBe(true);
 }
 
+describe("the fake OpenAI server's quota", () => {
+  it("meters tokens per minute like OpenAI: headers on every answer, 429 with Retry-After and OpenAI's body past it", async () => {
+    fake.setFaults({ quota: { tpm: 1200, rpm: 100 } });
+    const input = "mot ".repeat(500).trim(); // 500 tokens
+    const post = () => fetch(`${fake.url}/embeddings`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${fake.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: MODEL, input: [input] }),
+    });
+    expect(countTokens(input)).toBe(500);
+    const ok = await post();
+    expect(ok.status).toBe(200);
+    await ok.arrayBuffer();
+    // (The bucket refills while the answer is written: 20 tokens/s, 100 requests/min.)
+    const h = (name: string) => ok.headers.get(`x-ratelimit-${name}`) ?? "";
+    expect([h("limit-tokens"), h("limit-requests"), h("remaining-requests")]).toEqual(["1200", "100", "99"]);
+    expect(Number(h("remaining-tokens"))).toBeGreaterThanOrEqual(700);
+    expect(Number(h("remaining-tokens"))).toBeLessThan(720);
+    expect(h("reset-tokens")).toMatch(/^2[45](\.\d+)?s$/); // 500 tokens at 20/s
+    expect(h("reset-requests")).toMatch(/^[1-6]\d\dms$/); // one request at 100/min
+    expect((await post()).status).toBe(200); // 200 left
+    const refused = await post();
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(15); // 300 short at 20/s
+    const body = await refused.json() as { error: { message: string; type: string; code: string } };
+    expect(body.error).toMatchObject({ type: "tokens", code: "rate_limit_exceeded" });
+    expect(body.error.message).toMatch(/^Rate limit reached for text-embedding-3-small .* on tokens per min \(TPM\): Limit 1200, Used 9\d\d, Requested 500\. Please try again in 1[45]\.?\d*s\./);
+    expect(fake.stats.rateLimited).toBe(1);
+    expect([...fake.stats.tokensBySecond.values()].reduce((a, b) => a + b, 0)).toBe(1000);
+  });
+});
+
 describe("provider budget shared by parallel invocations", () => {
   it("4 workers under a 30,000 TPM / 200 RPM quota: every job once, ≤ 2 429s, 0.8-1.05 of the quota", async () => {
     const tpm = 30_000;
