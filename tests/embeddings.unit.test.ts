@@ -5,9 +5,10 @@ import { assertDimensionsMatch, createProvider, parseEmbeddingEnv } from "../pac
 import { contentHash, vectorLiteral } from "../packages/embeddings/hash.ts";
 import { OfflineEmbeddingProvider, offlineEmbedding } from "../packages/embeddings/offline.ts";
 import { base64ToFloat32 } from "../packages/embeddings/openai.ts";
-import { EmbeddingProviderError, OPENAI_LIMITS, parseRetryAfter } from "../packages/embeddings/provider.ts";
+import { EmbeddingProviderError, OPENAI_LIMITS, parseRetryAfter, rateLimitHeaders } from "../packages/embeddings/provider.ts";
 import { RetriesExhaustedError, withRetry } from "../packages/embeddings/retry.ts";
 import { chunkText, countTokens } from "../packages/embeddings/tokens.ts";
+import { formatRateLimitDuration } from "../packages/testkit/fake-openai.ts";
 
 const cos = (a: Float32Array, b: Float32Array) => a.reduce((s, x, i) => s + x * b[i], 0);
 
@@ -85,9 +86,31 @@ describe("configuration", () => {
     expect(() => assertDimensionsMatch(createProvider(parseEmbeddingEnv({})), 1536)).not.toThrow();
   });
 
+  it("gives the openai provider its configured TPM/RPM budget; the offline provider has none", () => {
+    const env = parseEmbeddingEnv({ OPENAI_API_KEY: "sk-local-test", EMBEDDING_TPM_LIMIT: "1000000", EMBEDDING_RPM_LIMIT: "3000" });
+    expect(createProvider(env).budget).toEqual({ tpm: 1_000_000, rpm: 3000 });
+    expect(createProvider(parseEmbeddingEnv({ OPENAI_API_KEY: "sk-local-test" })).budget).toEqual({ tpm: undefined, rpm: undefined });
+    expect(createProvider(parseEmbeddingEnv({})).budget).toBeUndefined();
+    expect(() => parseEmbeddingEnv({ EMBEDDING_TPM_LIMIT: "0" })).toThrow(/EMBEDDING_TPM_LIMIT/);
+    expect(() => parseEmbeddingEnv({ EMBEDDING_RPM_LIMIT: "1.5" })).toThrow(/EMBEDDING_RPM_LIMIT/);
+  });
+
   it("hashes like SQL's sha256 and writes pgvector literals", () => {
     expect(contentHash("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     expect(vectorLiteral(new Float32Array([0.5, -0.25, 0]))).toBe("[0.5,-0.25,0]");
+  });
+});
+
+describe("rate-limit headers", () => {
+  it("keeps only x-ratelimit-* and retry-after, names lower-cased", () => {
+    const h = new Headers({ "X-RateLimit-Limit-Tokens": "1000000", "x-ratelimit-reset-requests": "20ms", "Retry-After": "2", "content-type": "application/json" });
+    expect(rateLimitHeaders(h)).toEqual({ "x-ratelimit-limit-tokens": "1000000", "x-ratelimit-reset-requests": "20ms", "retry-after": "2" });
+    expect(rateLimitHeaders(new Headers({ "content-type": "application/json" }))).toBeUndefined();
+    expect(rateLimitHeaders(undefined)).toBeUndefined();
+  });
+
+  it("the fake writes reset durations in OpenAI's format", () => {
+    expect([0, 0.02, 1, 1.5, 90.5, 360, 3600].map(formatRateLimitDuration)).toEqual(["0s", "20ms", "1s", "1.5s", "1m30.5s", "6m0s", "1h0m0s"]);
   });
 });
 

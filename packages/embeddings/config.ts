@@ -22,6 +22,10 @@ export const embeddingEnvSchema = z
     EMBEDDING_REQUEST_CONCURRENCY: intFromEnv(4, 1, 32),
     EMBEDDING_REQUEST_TIMEOUT_MS: intFromEnv(60_000, 100, 600_000),
     EMBEDDING_MAX_ATTEMPTS: intFromEnv(4, 1, 20),
+    /** The account's tokens/min and requests/min for the model; learned from the provider's
+     *  x-ratelimit-* headers when unset (and the learned values win once known). */
+    EMBEDDING_TPM_LIMIT: z.coerce.number().int().min(1).max(1e12).optional(),
+    EMBEDDING_RPM_LIMIT: z.coerce.number().int().min(1).max(1e9).optional(),
   })
   .transform((e) => ({
     ...e,
@@ -51,6 +55,8 @@ export function createProvider(env: EmbeddingEnv): EmbeddingProvider {
       model: env.EMBEDDING_MODEL,
       dimensions: env.EMBEDDING_DIMENSIONS,
       timeoutMs: env.EMBEDDING_REQUEST_TIMEOUT_MS,
+      tpmLimit: env.EMBEDDING_TPM_LIMIT,
+      rpmLimit: env.EMBEDDING_RPM_LIMIT,
     });
   }
   return new OfflineEmbeddingProvider(env.EMBEDDING_DIMENSIONS);

@@ -98,9 +98,10 @@ export function createProcessEmbeddingQueueHandler(source: Record<string, string
               select private.continue_embedding_worker(${sql.json(body)}) as id`;
             continued = c?.id != null;
           }
-          const { claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches } = r;
+          const { claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches, deferred, budgetWaitMs } = r;
           return json({
             claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches, continued,
+            deferred, budgetWaitMs,
             provider: provider.name, model: provider.model, ...(r.fatalError ? { error: r.fatalError } : {}),
           });
         }

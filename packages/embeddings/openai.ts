@@ -2,7 +2,10 @@
 // retry loop honours Retry-After within the worker's deadline and then gives jobs back to the
 // queue, which the SDK cannot know about.
 import OpenAI from "openai";
-import { EmbeddingProviderError, type EmbeddingLimits, type EmbeddingProvider, type EmbeddingResult, OPENAI_LIMITS, parseRetryAfter } from "./provider.ts";
+import {
+  EmbeddingProviderError, type EmbeddingLimits, type EmbeddingProvider, type EmbeddingResult, OPENAI_LIMITS, parseRetryAfter,
+  type ProviderBudget, rateLimitHeaders,
+} from "./provider.ts";
 
 export interface OpenAIProviderOptions {
   apiKey: string;
@@ -10,6 +13,9 @@ export interface OpenAIProviderOptions {
   model: string;
   dimensions: number;
   timeoutMs?: number;
+  /** Configured tokens/min and requests/min; learned from the response headers when absent. */
+  tpmLimit?: number;
+  rpmLimit?: number;
 }
 
 export class OpenAIEmbeddingProvider implements EmbeddingProvider {
@@ -17,6 +23,7 @@ export class OpenAIEmbeddingProvider implements EmbeddingProvider {
   readonly model: string;
   readonly dimensions: number;
   readonly limits: EmbeddingLimits = OPENAI_LIMITS;
+  readonly budget: ProviderBudget;
   private readonly client: OpenAI;
   // text-embedding-ada-002 has a fixed size and refuses the `dimensions` parameter.
   private readonly sendDimensions: boolean;
@@ -25,12 +32,14 @@ export class OpenAIEmbeddingProvider implements EmbeddingProvider {
     this.model = o.model;
     this.dimensions = o.dimensions;
     this.sendDimensions = o.model.startsWith("text-embedding-3");
+    this.budget = { tpm: o.tpmLimit, rpm: o.rpmLimit };
     this.client = new OpenAI({ apiKey: o.apiKey, baseURL: o.baseURL, maxRetries: 0, timeout: o.timeoutMs ?? 60_000 });
   }
 
   async embed(inputs: string[], options: { signal?: AbortSignal } = {}): Promise<EmbeddingResult> {
     try {
-      const res = await this.client.embeddings.create(
+      // withResponse(): the headers carry the account's rate limits, which the shared budget learns.
+      const { data: res, response } = await this.client.embeddings.create(
         {
           model: this.model,
           input: inputs,
@@ -40,7 +49,7 @@ export class OpenAIEmbeddingProvider implements EmbeddingProvider {
           ...(this.sendDimensions ? { dimensions: this.dimensions } : {}),
         },
         { signal: options.signal },
-      );
+      ).withResponse();
       const vectors = new Array<Float32Array>(inputs.length);
       for (const d of res.data) {
         const e = d.embedding as unknown;
@@ -56,7 +65,7 @@ export class OpenAIEmbeddingProvider implements EmbeddingProvider {
           );
         }
       }
-      return { vectors, tokens: res.usage?.total_tokens ?? 0 };
+      return { vectors, tokens: res.usage?.total_tokens ?? 0, rateLimits: rateLimitHeaders(response.headers) };
     } catch (e) {
       throw toProviderError(e);
     }
@@ -95,8 +104,9 @@ function toProviderError(e: unknown): unknown {
   if (e instanceof OpenAI.APIError) {
     const status = e.status;
     const retryable = status === 429 || status === 408 || status === 409 || (status !== undefined && status >= 500);
+    const headers = e.headers as Headers | undefined;
     return new EmbeddingProviderError(`OpenAI ${status ?? "error"}: ${e.message}`, status, retryable,
-      parseRetryAfter(e.headers as Headers | undefined));
+      parseRetryAfter(headers), rateLimitHeaders(headers));
   }
   return e;
 }

@@ -7,6 +7,7 @@
 import pLimit from "p-limit";
 import type postgres from "postgres";
 import { packRequests } from "./batching.ts";
+import { BudgetDeferredError, ProviderPacer } from "./budget.ts";
 import { contentHash, vectorLiteral } from "./hash.ts";
 import { type EmbeddingProvider, EmbeddingProviderError } from "./provider.ts";
 import { RetriesExhaustedError, withRetry } from "./retry.ts";
@@ -53,6 +54,10 @@ export interface ProcessResult {
   tokens: number;
   providerCalls: number;
   batches: number;
+  /** Jobs given back untried: the shared provider budget was spent past this run's deadline. */
+  deferred: number;
+  /** Time spent waiting for the shared provider budget (summed over parallel requests). */
+  budgetWaitMs: number;
   ms: number;
   /** True when the run stopped because its time budget ran out (not because the queue was empty). */
   outOfBudget: boolean;
@@ -81,11 +86,13 @@ interface JobFailure {
   error: string;
   permanent: boolean;
   retryAfterMs: number;
+  /** Never sent for lack of budget: given back without counting an attempt. */
+  deferred?: boolean;
 }
 
 const emptyResult = (): ProcessResult => ({
   claimed: 0, embedded: 0, unchanged: 0, deleted: 0, retried: 0, dead: 0, superseded: 0,
-  tokens: 0, providerCalls: 0, batches: 0, ms: 0, outOfBudget: false,
+  tokens: 0, providerCalls: 0, batches: 0, deferred: 0, budgetWaitMs: 0, ms: 0, outOfBudget: false,
 });
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -96,6 +103,7 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
   const result = emptyResult();
   const limit = pLimit(o.concurrency);
   let slowestBatchMs = 2_000;
+  const pacer = provider.budget && new ProviderPacer(sql, provider.name, provider.model, provider.budget, o.log);
 
   await sql`select public.recover_stuck_embedding_jobs()`;
 
@@ -120,13 +128,16 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
     }
     result.claimed += jobs.length;
     result.batches += 1;
-    await processBatch(sql, provider, o, jobs, limit, result);
+    await processBatch(sql, provider, o, jobs, limit, result, pacer);
     if (result.fatalError) {
       o.log?.(`stopping: ${result.fatalError}`);
       break;
     }
+    // The shared budget is spent beyond this run: another batch could only be deferred too.
+    if (result.deferred > 0) break;
     slowestBatchMs = Math.max(slowestBatchMs, Date.now() - batchStarted);
   }
+  result.budgetWaitMs = pacer?.waitedMs ?? 0;
   result.ms = Date.now() - started;
   return result;
 }
@@ -152,6 +163,7 @@ async function processBatch(
   jobs: ClaimedJob[],
   limit: ReturnType<typeof pLimit>,
   result: ProcessResult,
+  pacer: ProviderPacer | undefined,
 ): Promise<void> {
   const maxChunk = Math.min(provider.limits.maxTokensPerInput, 8191);
   const chunksByJob = new Map<string, PreparedChunk[]>();
@@ -198,12 +210,23 @@ async function processBatch(
   };
 
   const embedGroup = async (idx: number[]): Promise<void> => {
+    const requestTokens = idx.reduce((n, i) => n + items[i].tokens, 0);
     try {
-      const res = await withRetry(() => {
+      const res = await withRetry(async () => {
+        // Every attempt (retries too) waits its turn in the budget shared by all invocations; a
+        // turn that would come after the deadline (less a second to send it) is not taken.
+        await pacer?.reserve(requestTokens, retryDeadline - 1_000);
         result.providerCalls += 1;
         // No request may outlive the jobs' lease: a hung provider gives the jobs back, never strands them.
         const signal = AbortSignal.timeout(Math.max(1, leaseEnd - margin - Date.now()));
-        return provider.embed(idx.map((i) => items[i].text), { signal });
+        try {
+          const r = await provider.embed(idx.map((i) => items[i].text), { signal });
+          await pacer?.learn(r.rateLimits);
+          return r;
+        } catch (e) {
+          if (e instanceof EmbeddingProviderError) await pacer?.learn(e.rateLimits, e.status === 429, e.retryAfterMs);
+          throw e;
+        }
       }, {
         maxAttempts: o.maxAttempts,
         baseDelayMs: o.retryBaseMs ?? 500,
@@ -215,6 +238,10 @@ async function processBatch(
       idx.forEach((i, k) => vectors.set(hashes[i], vectorLiteral(res.vectors[k])));
       result.embedded += idx.length;
     } catch (e) {
+      if (e instanceof BudgetDeferredError) {
+        failJobs(idx.flatMap((i) => [...items[i].jobs]), { error: e.message, permanent: false, retryAfterMs: e.waitMs, deferred: true });
+        return;
+      }
       if (e instanceof EmbeddingProviderError && e.isBadInput) {
         if (idx.length === 1) {
           failJobs(items[idx[0]].jobs, { error: `provider refused the input: ${e.message}`, permanent: true, retryAfterMs: 0 });
@@ -268,12 +295,21 @@ async function processBatch(
   // Give back what failed, grouped by (error, permanence, delay) so each group is one statement.
   const groupsOfFailures = new Map<string, { f: JobFailure; ids: string[] }>();
   for (const [id, f] of failures) {
-    const key = `${f.permanent}|${f.retryAfterMs}|${f.error}`;
+    const key = `${f.permanent}|${f.deferred}|${f.retryAfterMs}|${f.error}`;
     const g = groupsOfFailures.get(key) ?? { f, ids: [] };
     g.ids.push(id);
     groupsOfFailures.set(key, g);
   }
   for (const { f, ids } of groupsOfFailures.values()) {
+    if (f.deferred) {
+      const rows = await sql<{ status: string }[]>`
+        select status from public.defer_embedding_jobs(${o.workerId}, ${pgTextArray(ids)}::bigint[], ${f.retryAfterMs / 1000}, ${f.error})`;
+      for (const r of rows) {
+        if (r.status === "pending") result.deferred += 1;
+        else result.superseded += 1;
+      }
+      continue;
+    }
     const rows = await sql<{ status: string }[]>`
       select status from public.fail_embedding_jobs(${o.workerId}, ${pgTextArray(ids)}::bigint[], ${f.error},
         ${f.retryAfterMs / 1000}, ${f.permanent})`;

@@ -12,6 +12,21 @@ export interface EmbeddingResult {
   vectors: Float32Array[];
   /** Tokens billed for the request, as the provider reports them. */
   tokens: number;
+  /** The response's rate-limit headers, for the shared budget to learn from. */
+  rateLimits?: RateLimitHeaders;
+}
+
+/** x-ratelimit-* headers (and retry-after) of one response, names lower-cased, values as sent. */
+export type RateLimitHeaders = Record<string, string>;
+
+/**
+ * The tokens/min and requests/min a provider meters, as configured (EMBEDDING_TPM_LIMIT,
+ * EMBEDDING_RPM_LIMIT). A provider with a budget (even an empty one: the limits are then learned
+ * from its headers) is paced through the database, shared by every invocation.
+ */
+export interface ProviderBudget {
+  tpm?: number;
+  rpm?: number;
 }
 
 export interface EmbeddingProvider {
@@ -19,6 +34,8 @@ export interface EmbeddingProvider {
   readonly model: string;
   readonly dimensions: number;
   readonly limits: EmbeddingLimits;
+  /** Set when the provider meters tokens and requests per minute; absent: never paced. */
+  readonly budget?: ProviderBudget;
   embed(inputs: string[], options?: { signal?: AbortSignal }): Promise<EmbeddingResult>;
 }
 
@@ -36,6 +53,7 @@ export class EmbeddingProviderError extends Error {
     readonly status: number | undefined,
     readonly retryable: boolean,
     readonly retryAfterMs?: number,
+    readonly rateLimits?: RateLimitHeaders,
   ) {
     super(message);
     this.name = "EmbeddingProviderError";
@@ -56,4 +74,19 @@ export function parseRetryAfter(headers: { get(name: string): string | null } | 
   if (/^\d+(\.\d+)?$/.test(v.trim())) return Math.max(0, Number(v) * 1000);
   const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** The rate-limit headers of a response (x-ratelimit-*, retry-after, retry-after-ms), or undefined. */
+export function rateLimitHeaders(headers: { forEach(cb: (value: string, name: string) => void): void } | undefined): RateLimitHeaders | undefined {
+  if (!headers) return undefined;
+  const out: RateLimitHeaders = {};
+  let any = false;
+  headers.forEach((value, name) => {
+    const n = name.toLowerCase();
+    if (n.startsWith("x-ratelimit-") || n === "retry-after" || n === "retry-after-ms") {
+      out[n] = value;
+      any = true;
+    }
+  });
+  return any ? out : undefined;
 }

@@ -32,4 +32,5 @@ export const SHIPPED_MIGRATIONS: readonly string[] = [
   "20260112000100",
   "20260113000000",
   "20260113000100",
+  "20260114000000",
 ];

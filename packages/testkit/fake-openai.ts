@@ -3,6 +3,9 @@
 // base64 -- the openai SDK asks for base64 by default -- usage, and OpenAI's error bodies), checks
 // the real limits (2048 inputs, 300k tokens per request, 8191 tokens per input) and can inject the
 // real failures: 401, 429 with Retry-After, 5xx, a 400 for a poisoned input, and latency.
+// With a `quota` it meters tokens and requests per minute as OpenAI does: a bucket per limit that
+// holds a minute's worth and refills continuously, x-ratelimit-* headers on every answer, and a
+// 429 with Retry-After and OpenAI's message when a request does not fit.
 // Vectors come from the offline provider, so search over fake-embedded rows is lexically sensible.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -17,6 +20,10 @@ export interface FakeOpenAIFaults {
   latencyMs?: number;
   /** The next `count` requests get 429 with `Retry-After: retryAfterSeconds`. */
   rateLimit?: { count: number; retryAfterSeconds: number };
+  /** Every request in the next `ms` gets 429 with `Retry-After: retryAfterSeconds` (a storm). */
+  rateLimitFor?: { ms: number; retryAfterSeconds: number };
+  /** Tokens and requests per minute (setting it refills both buckets). */
+  quota?: { tpm: number; rpm: number } | null;
   /** The next `count` requests get `status` (default 500). */
   serverErrors?: { count: number; status?: number };
   /** A request with an input containing one of these strings gets a 400 (as OpenAI does). */
@@ -40,6 +47,10 @@ export interface FakeOpenAIStats {
   inputCounts: Map<string, number>;
   /** Largest input seen, in tokens. */
   maxInputTokens: number;
+  /** 429 answers (quota and injected alike). */
+  rateLimited: number;
+  /** Tokens accepted (200 answers), by epoch second: a benchmark's utilization of the quota. */
+  tokensBySecond: Map<number, number>;
 }
 
 export interface FakeOpenAI {
@@ -64,7 +75,67 @@ const MODEL_DIMS: Record<string, number> = {
 
 const newStats = (): FakeOpenAIStats => ({
   requests: 0, ok: 0, byStatus: {}, inputs: 0, tokens: 0, batchSizes: [], inputCounts: new Map(), maxInputTokens: 0,
+  rateLimited: 0, tokensBySecond: new Map(),
 });
+
+/** Tokens accepted per minute between two instants (epoch ms), from `stats.tokensBySecond`. */
+export function acceptedTokensPerMinute(stats: FakeOpenAIStats, fromMs: number, toMs: number): number {
+  let tokens = 0;
+  for (const [second, n] of stats.tokensBySecond) if (second * 1000 >= fromMs - 999 && second * 1000 <= toMs) tokens += n;
+  return (tokens * 60_000) / Math.max(1, toMs - fromMs);
+}
+
+/** A duration the way OpenAI's x-ratelimit-reset-* headers write it (Go's format): 20ms, 1s, 6m0s, 1m30.5s. */
+export function formatRateLimitDuration(seconds: number): string {
+  if (!(seconds > 0)) return "0s";
+  if (seconds < 1) return `${Math.max(1, Math.round(seconds * 1000))}ms`;
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds - h * 3600) / 60);
+  const sec = `${Number((seconds - h * 3600 - m * 60).toFixed(3))}s`;
+  return h > 0 ? `${h}h${m}m${sec}` : m > 0 ? `${m}m${sec}` : sec;
+}
+
+/** OpenAI's per-minute buckets: a minute's worth at most, refilled continuously. */
+class QuotaBuckets {
+  private tokens: number;
+  private requests: number;
+  private at = Date.now();
+  constructor(readonly tpm: number, readonly rpm: number) {
+    this.tokens = tpm;
+    this.requests = rpm;
+  }
+  private refill() {
+    const now = Date.now();
+    const secs = (now - this.at) / 1000;
+    this.at = now;
+    this.tokens = Math.min(this.tpm, this.tokens + (this.tpm / 60) * secs);
+    this.requests = Math.min(this.rpm, this.requests + (this.rpm / 60) * secs);
+  }
+  /** Takes the request when it fits; otherwise says which limit refused it and for how long. */
+  take(tokens: number): { ok: true } | { ok: false; kind: "tokens" | "requests"; waitSeconds: number; used: number } {
+    this.refill();
+    if (this.requests < 1) {
+      return { ok: false, kind: "requests", waitSeconds: (1 - this.requests) / (this.rpm / 60), used: Math.ceil(this.rpm - this.requests) };
+    }
+    if (this.tokens < tokens) {
+      return { ok: false, kind: "tokens", waitSeconds: (tokens - this.tokens) / (this.tpm / 60), used: Math.ceil(this.tpm - this.tokens) };
+    }
+    this.tokens -= tokens;
+    this.requests -= 1;
+    return { ok: true };
+  }
+  headers(): Record<string, string> {
+    this.refill();
+    return {
+      "x-ratelimit-limit-requests": String(this.rpm),
+      "x-ratelimit-limit-tokens": String(this.tpm),
+      "x-ratelimit-remaining-requests": String(Math.max(0, Math.floor(this.requests))),
+      "x-ratelimit-remaining-tokens": String(Math.max(0, Math.floor(this.tokens))),
+      "x-ratelimit-reset-requests": formatRateLimitDuration((this.rpm - this.requests) / (this.rpm / 60)),
+      "x-ratelimit-reset-tokens": formatRateLimitDuration((this.tpm - this.tokens) / (this.tpm / 60)),
+    };
+  }
+}
 
 function openaiError(res: ServerResponse, status: number, message: string, type: string, extraHeaders: Record<string, string> = {}, code: string | null = null) {
   res.writeHead(status, { "content-type": "application/json", ...extraHeaders });
@@ -85,6 +156,8 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     serverErrors: opts.serverErrors && { ...opts.serverErrors },
   };
   let stats = newStats();
+  let quota = opts.quota ? new QuotaBuckets(opts.quota.tpm, opts.quota.rpm) : undefined;
+  let stormUntil = opts.rateLimitFor ? Date.now() + opts.rateLimitFor.ms : 0;
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? "").split("?")[0];
@@ -94,6 +167,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     stats.requests += 1;
     const fail = (status: number, message: string, type: string, headers: Record<string, string> = {}, code: string | null = null) => {
       stats.byStatus[status] = (stats.byStatus[status] ?? 0) + 1;
+      if (status === 429) stats.rateLimited += 1;
       openaiError(res, status, message, type, headers, code);
     };
     if (faults.latencyMs) await new Promise((r) => setTimeout(r, faults.latencyMs));
@@ -102,10 +176,13 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     if (faults.unauthorized || auth !== `Bearer ${apiKey}`) {
       return fail(401, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", {}, "invalid_api_key");
     }
-    if (faults.rateLimit && faults.rateLimit.count > 0) {
-      faults.rateLimit.count -= 1;
+    const injected429 = faults.rateLimit && faults.rateLimit.count > 0
+      ? faults.rateLimit.retryAfterSeconds
+      : Date.now() < stormUntil ? faults.rateLimitFor?.retryAfterSeconds : undefined;
+    if (injected429 !== undefined) {
+      if (faults.rateLimit && faults.rateLimit.count > 0) faults.rateLimit.count -= 1;
       return fail(429, "Rate limit reached for text-embedding-3-small on tokens per min (TPM). Please try again later.", "tokens",
-        { "retry-after": String(faults.rateLimit.retryAfterSeconds), "x-ratelimit-remaining-requests": "0" }, "rate_limit_exceeded");
+        { ...quota?.headers(), "retry-after": String(injected429), "x-ratelimit-remaining-requests": "0" }, "rate_limit_exceeded");
     }
     if (faults.serverErrors && faults.serverErrors.count > 0) {
       faults.serverErrors.count -= 1;
@@ -145,6 +222,19 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     if (total > OPENAI_LIMITS.maxTokensPerRequest) {
       return fail(400, `Requested ${total} tokens, max ${OPENAI_LIMITS.maxTokensPerRequest} tokens per request`, "max_tokens_per_request");
     }
+    if (quota) {
+      const taken = quota.take(total);
+      if (!taken.ok) {
+        const limit = taken.kind === "tokens" ? quota.tpm : quota.rpm;
+        const per = taken.kind === "tokens" ? "tokens per min (TPM)" : "requests per min (RPM)";
+        const wait = formatRateLimitDuration(taken.waitSeconds);
+        return fail(429,
+          `Rate limit reached for ${model} in organization org-fake on ${per}: Limit ${limit}, Used ${taken.used}, ` +
+            `Requested ${taken.kind === "tokens" ? total : 1}. Please try again in ${wait}. ` +
+            "Visit https://platform.openai.com/account/rate-limits to learn more.",
+          taken.kind, { ...quota.headers(), "retry-after": String(Math.max(1, Math.ceil(taken.waitSeconds))) }, "rate_limit_exceeded");
+      }
+    }
     if (faults.poison?.some((p) => (inputs as string[]).some((s) => s.includes(p)))) {
       return fail(400, "Invalid 'input': the input was rejected.", "invalid_request_error");
     }
@@ -165,7 +255,11 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     stats.batchSizes.push(inputs.length);
     for (const s of inputs as string[]) stats.inputCounts.set(s, (stats.inputCounts.get(s) ?? 0) + 1);
     stats.maxInputTokens = Math.max(stats.maxInputTokens, ...tokenCounts);
-    res.writeHead(200, { "content-type": "application/json", "openai-model": model, "x-request-id": `req_fake_${stats.requests}` });
+    const second = Math.floor(Date.now() / 1000);
+    stats.tokensBySecond.set(second, (stats.tokensBySecond.get(second) ?? 0) + total);
+    res.writeHead(200, {
+      "content-type": "application/json", "openai-model": model, "x-request-id": `req_fake_${stats.requests}`, ...quota?.headers(),
+    });
     res.end(JSON.stringify({ object: "list", data, model, usage: { prompt_tokens: total, total_tokens: total } }));
   };
 
@@ -185,6 +279,8 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
       return stats;
     },
     setFaults(f: FakeOpenAIFaults) {
+      if (f.quota !== undefined) quota = f.quota ? new QuotaBuckets(f.quota.tpm, f.quota.rpm) : undefined;
+      if (f.rateLimitFor) stormUntil = Date.now() + f.rateLimitFor.ms;
       // Copied, so the counters the server decrements are its own.
       faults = {
         ...faults,
