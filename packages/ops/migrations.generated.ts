@@ -30,4 +30,5 @@ export const SHIPPED_MIGRATIONS: readonly string[] = [
   "20260110999999",
   "20260112000000",
   "20260112000100",
+  "20260116000000",
 ];
