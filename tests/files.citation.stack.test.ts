@@ -36,6 +36,7 @@ beforeAll(async () => {
   });
   admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
   await db.sql`update cron.job set active = false`; // this file drives every step itself
+  await db.sql`alter table files_queue disable trigger files_queue_webhook`;
 }, 90_000);
 
 afterAll(async () => {

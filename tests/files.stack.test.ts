@@ -34,6 +34,8 @@ beforeAll(async () => {
   expect((await admin.storage.getBucket(BUCKET)).data).toMatchObject({ id: BUCKET, public: false });
   // The schedules would fire on their own during the test; this file drives every step itself.
   await db.sql`update cron.job set active = false`;
+  // So does the files queue's webhook, except in the test of the webhook itself.
+  await db.sql`alter table files_queue disable trigger files_queue_webhook`;
 }, 90_000);
 
 afterAll(async () => {
@@ -232,3 +234,33 @@ describe("MASSIVE through pg_net", () => {
   });
 });
 
+
+describe("the files queue's webhook", () => {
+  // Cron is off and nothing invokes the worker here: only the insert's webhook can have run it.
+  it("an upload is turned into its legal_documents row with no call from anyone: the insert wakes the worker", async () => {
+    const path = "legifrance/codes/LEGIARTI000032041571.json";
+    const original = await admin.storage.from(BUCKET).download(path).catch(() => null);
+    // The first test deleted this document's file; any collected article will do.
+    const [row] = await db.sql<{ name: string }[]>`
+      select name from storage.objects where bucket_id = ${BUCKET} and name like 'legifrance/codes/LEGIARTI%' order by name limit 1`;
+    const target = original?.data ? path : row.name;
+    const bytes = original?.data ?? (await admin.storage.from(BUCKET).download(target)).data!;
+    const id = target.replace(/^.*\//, "").replace(/\.json$/, "");
+    expect((await admin.storage.from(BUCKET).remove([target])).error).toBeNull();
+    expect(await db.sql`select 1 from legal_documents where id = ${id}`).toHaveLength(0);
+
+    await db.sql`alter table files_queue enable trigger files_queue_webhook`;
+    try {
+      expect((await admin.storage.from(BUCKET).upload(target, bytes, { contentType: "application/json" })).error).toBeNull();
+      const doc = await waitFor("the worker, woken by the insert, to store the document", async () => {
+        const [d] = await db.sql`select id from legal_documents where id = ${id}`;
+        return d;
+      }, 30_000, 100);
+      expect(doc.id).toBe(id);
+      const [q] = await db.sql`select status from files_queue where file_path = ${target}`;
+      expect(q.status).toBe("completed");
+    } finally {
+      await db.sql`alter table files_queue disable trigger files_queue_webhook`;
+    }
+  });
+});

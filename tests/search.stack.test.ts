@@ -76,6 +76,7 @@ beforeAll(async () => {
   await db.sql`update cron.job set active = false`;
   // This file drives the embedding worker itself, so it can count what each step embeds.
   await db.sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
+  await db.sql`alter table files_queue disable trigger files_queue_webhook`;
   await db.sql`insert into clients (id, name) values (${acme}, 'ACME'), (${globex}, 'Globex')`;
   await db.sql`insert into client_memberships (client_id, user_id) values (${acme}, ${alice}), (${globex}, ${bob})`;
 }, 90_000);

@@ -245,7 +245,7 @@ try {
     ["pipeline_rows_per_s", String(result.pipeline_rows_per_s), `${ROWS} rows, ${pipelineRequests} provider requests`],
     ["baseline_rows_per_s", String(result.baseline_rows_per_s),
       result.baseline_extrapolated ? `measured on ${baselineDone} of the ${ROWS} rows, rate extrapolated` : `${ROWS} rows`],
-    ["ratio", String(result.ratio), "target >= 30"],
+    ["ratio", String(result.ratio), "reported, no target: the baseline is latency-bound, the pipeline index-bound (issue #9)"],
     ["queue_jobs_per_s", String(result.queue_jobs_per_s), "claim+complete, 4 workers; target >= 10,000"],
     ["latency_p50_ms", String(result.latency_p50_ms), "UPDATE commit -> searchable, webhook; target <= 2,000"],
     ["latency_p95_ms", String(result.latency_p95_ms), "target <= 5,000"],

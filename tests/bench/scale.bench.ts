@@ -1,0 +1,356 @@
+// npm run bench:scale -- the embedding path at the users' real scale (issue #9), on the real PostgreSQL
+// of the test bed, with the fake OpenAI server and the PISTE stand-in. Writes .bench/scale.json.
+// Every part runs through the local stack's gateway, pg_net stand-in and Deno functions, woken the
+// way a deployment is woken (webhooks, continuations, the cron ticker); the benchmark only writes rows.
+//
+//   fifo       lanes and bulk segments off (the baseline): a 20,000-row backfill drains while one
+//              live edit a second is made to an FAQ table; each edit's commit -> searchable time.
+//   limit      the per-row index limit: the same 20,000 vectors inserted straight into an identical
+//              table with its HNSW index, by 4 writers.
+//   backfill   lanes and bulk segments on: a 100,000-row backfill drains while one live edit a second
+//              is made; backfill rate until every row is written AND indexed, and the edits' latency.
+//   quota      a fake provider limited to 1,000,000 tokens/min and 3,000 requests/min, and a backfill of
+//              more than 3 minutes of that quota drained by 4 workers; nothing configured, so the
+//              pipeline learns the limits from the x-ratelimit-* headers.
+//   legifrance 3,000 documents collected (MASSIVE) from the PISTE stand-in (150 ms latency, 20 req/s),
+//              from the collector's start until the last one is in documentation_embeddings.
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import postgres from "postgres";
+import { createLocalClient } from "../../packages/local-stack/client.ts";
+import { startLocalStack } from "../../packages/local-stack/index.ts";
+import { migrate } from "../../packages/local-stack/migrate.ts";
+import { generatedDocuments, sampleDocuments } from "../../packages/legifrance/corpus.ts";
+import { startPisteStandIn } from "../../packages/legifrance/stand-in.ts";
+import { type FakeOpenAI, startFakeOpenAI } from "../../packages/testkit/fake-openai.ts";
+import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts";
+
+const FIFO_ROWS = Number(process.env.BENCH_FIFO_ROWS ?? 20_000);
+const BACKFILL_ROWS = Number(process.env.BENCH_BACKFILL_ROWS ?? 100_000);
+const QUOTA = { tpm: 1_000_000, rpm: 3_000 };
+const QUOTA_MINUTES = 3.2; // the quota backfill holds this many minutes of the token quota
+const QUOTA_ROW_WORDS = 330; // ~500 tokens a row: one chunk each
+const E2E_DOCS = Number(process.env.BENCH_E2E_DOCS ?? 3_000);
+const PROVIDER_LATENCY_MS = 200;
+const FAQ_ROWS = 200;
+const BUCKET = "agentbasic-legifrance-raw";
+const VOCABULARY = ("le la les un une des du de article code civil pénal travail commerce contrat bail salarié " +
+  "employeur demande délai jours mois tribunal juge appel cour cassation décision recours procédure acte notarié " +
+  "propriété vente achat prix paiement facture taxe impôt déclaration revenu société associé capital statuts " +
+  "assemblée gérant président conseil administration responsabilité dommage préjudice réparation assurance sinistre " +
+  "garantie clause résiliation préavis licenciement indemnité congé formation retraite pension sécurité sociale " +
+  "santé maladie accident famille mariage divorce enfant garde succession héritier testament donation");
+const log = (m: string) => console.error(`[bench] ${m}`);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const seconds = (t0: number) => (performance.now() - t0) / 1000;
+
+const adminUrl = await ensureTestServer(log);
+const dbName = `bench_scale_${Date.now().toString(36)}`;
+const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+await admin.unsafe(`create database ${dbName}`);
+const url = databaseUrl(adminUrl, dbName);
+const sql = postgres(url, { max: 8, onnotice: () => {} });
+const stackDir = `.bench/local-stack-${dbName}`;
+let stack: Awaited<ReturnType<typeof startLocalStack>> | undefined;
+const fakes: FakeOpenAI[] = [];
+const stops: Array<() => Promise<void>> = [];
+const partSeconds: Record<string, number> = {};
+
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+
+async function waitUntil(what: string, deadlineMs: number, check: () => Promise<boolean>, everyMs = 250) {
+  const end = performance.now() + deadlineMs;
+  while (!(await check())) {
+    if (performance.now() > end) throw new Error(`${what}: not reached after ${Math.round(deadlineMs / 1000)} s`);
+    await sleep(everyMs);
+  }
+}
+
+async function restartStack(functionEnv: Record<string, string>) {
+  await stack?.stop();
+  stack = await startLocalStack({
+    databaseUrl: url, port: 0, migrate: false, dataDir: stackDir,
+    functionEnv: { EMBEDDING_REQUEST_CONCURRENCY: "4", ...functionEnv },
+  });
+}
+
+/** A table of `rows` distinct French rows of `words` words from a shared vocabulary, not yet a source. */
+async function createRows(table: string, from: number, to: number, words: number) {
+  await sql.unsafe(`create table if not exists ${table} (id int primary key, body text not null)`);
+  await sql.unsafe(`
+    insert into ${table} (id, body)
+    select g, 'Texte ' || g || ' : ' || (
+             select string_agg(w[1 + abs(hashtext(g || ':' || k)) % array_length(w, 1)], ' ')
+             from generate_series(1, ${words}) k) || '.'
+    from generate_series(${from}, ${to}) g, (select string_to_array($1, ' ') as w) v`, [VOCABULARY]);
+}
+
+async function pendingOf(table: string): Promise<number> {
+  const [r] = await sql<{ n: number }[]>`select count(*)::int as n from embedding_sync_queue
+    where source_table = ${table} and status in ('pending', 'processing')`;
+  return r.n;
+}
+
+/**
+ * One UPDATE of an FAQ row a second (autocommit) until stop() says so; each one's time from commit to
+ * its new chunk being in documentation_embeddings. Returns the latencies of every edit made.
+ */
+function liveEdits(tag: string) {
+  const latencies: number[] = [];
+  const inflight: Promise<void>[] = [];
+  let stopped = false;
+  const loop = (async () => {
+    for (let i = 0; !stopped; i++) {
+      const started = performance.now();
+      const id = 1 + ((i * 37) % FAQ_ROWS);
+      const marker = `${tag}${i}x${Date.now()}`;
+      inflight.push((async () => {
+        await sql`update bench_faq set body = body || ' ' || ${marker} where id = ${id}`;
+        const committed = performance.now();
+        for (;;) {
+          const [hit] = await sql`select 1 from documentation_embeddings
+            where source_table = 'bench_faq' and source_id = ${String(id)} and content like ${"%" + marker}`;
+          if (hit) break;
+          if (performance.now() - committed > 600_000) throw new Error(`${tag} edit ${i} not searchable after 10 minutes`);
+          await sleep(20);
+        }
+        latencies.push(performance.now() - committed);
+      })());
+      await sleep(Math.max(0, 1000 - (performance.now() - started)));
+    }
+  })();
+  return {
+    count: () => latencies.length + 0,
+    async stop() {
+      stopped = true;
+      await loop;
+      await Promise.all(inflight);
+      return latencies;
+    },
+  };
+}
+
+try {
+  const t00 = performance.now();
+  log(`database ${dbName}: migrating`);
+  await migrate(url);
+  const fake = await startFakeOpenAI({ latencyMs: PROVIDER_LATENCY_MS });
+  fakes.push(fake);
+  await restartStack({ EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url });
+  // The collector's maintenance schedule would start a collection in the middle of a part.
+  await sql`update cron.job set active = false where jobname = 'legifrance-collector-maintenance'`;
+
+  await createRows("bench_faq", 1, FAQ_ROWS, 40);
+  await sql`select register_embedding_source('bench_faq')`;
+  await waitUntil("FAQ embedded", 120_000, async () => (await pendingOf("bench_faq")) === 0);
+
+  // --- fifo: the baseline -----------------------------------------------------------------------
+  let t0 = performance.now();
+  await sql`update embedding_sync_settings set lanes_enabled = false`;
+  await sql`update embedding_segment_settings set enabled = false`;
+  await createRows("bench_fifo", 1, FIFO_ROWS, 45);
+  const fifoEdits = liveEdits("fifo");
+  await sql`select register_embedding_source('bench_fifo')`; // the backfill: bulk work
+  await waitUntil("fifo backfill drained", 900_000, async () => (await pendingOf("bench_fifo")) === 0, 1000);
+  const fifoLatencies = await fifoEdits.stop();
+  partSeconds.fifo = seconds(t0);
+  log(`fifo: ${FIFO_ROWS} rows drained in ${partSeconds.fifo.toFixed(1)} s; ${fifoLatencies.length} live edits, ` +
+    `p50 ${Math.round(percentile(fifoLatencies, 50))} ms, p95 ${Math.round(percentile(fifoLatencies, 95))} ms`);
+
+  // --- limit: per-row HNSW maintenance, 4 writers -----------------------------------------------
+  t0 = performance.now();
+  await sql`create table bench_limit (like documentation_embeddings including defaults including generated including indexes)`;
+  await sql`create index on bench_limit using hnsw (embedding extensions.vector_cosine_ops)`;
+  await sql`create table bench_limit_src as
+    select row_number() over (order by id) as n, source_table, source_id, chunk_index, content, content_hash,
+           embedding, model, token_count, metadata, source_version
+    from documentation_embeddings where source_table = 'bench_fifo'`;
+  const limitRows = Number((await sql`select count(*)::int as n from bench_limit_src`)[0].n);
+  const writers = Array.from({ length: 4 }, () => postgres(url, { max: 1, onnotice: () => {} }));
+  t0 = performance.now();
+  await Promise.all(writers.map(async (w, k) => {
+    // Writer k takes every 4th block of 50 rows: four writers inserting side by side into one index.
+    for (let from = 1 + k * 50; from <= limitRows; from += 200) {
+      await w`insert into bench_limit (source_table, source_id, chunk_index, content, content_hash, embedding, model,
+                token_count, metadata, source_version)
+              select source_table, source_id, chunk_index, content, content_hash, embedding, model, token_count,
+                     metadata, source_version
+              from bench_limit_src where n between ${from} and ${from + 49}`;
+    }
+  }));
+  const limitMs = performance.now() - t0;
+  await Promise.all(writers.map((w) => w.end()));
+  const incrementalLimit = limitRows / (limitMs / 1000);
+  partSeconds.limit = seconds(t0);
+  log(`limit: ${limitRows} vectors into an HNSW-indexed table by 4 writers in ${Math.round(limitMs)} ms`);
+  await sql`drop table bench_limit, bench_limit_src`;
+
+  // --- backfill: lanes and bulk segments on -------------------------------------------------------
+  t0 = performance.now();
+  await sql`update embedding_sync_settings set lanes_enabled = true`;
+  await sql`update embedding_segment_settings set enabled = true`;
+  await createRows("bench_law", 1, BACKFILL_ROWS, 45);
+  log(`backfill: ${BACKFILL_ROWS} rows created in ${seconds(t0).toFixed(1)} s`);
+  const backfillEdits = liveEdits("bulk");
+  const tb = performance.now();
+  await sql`select register_embedding_source('bench_law')`;
+  let lastReport = 0;
+  await waitUntil("backfill written and indexed", 1_200_000, async () => {
+    const [r] = await sql<{ left: number; unsealed: number; done: number }[]>`
+      select (select count(*)::int from embedding_sync_queue
+              where source_table = 'bench_law' and status in ('pending', 'processing')) as left,
+             (select count(*)::int from embedding_segments where state in ('loading', 'building')) as unsealed,
+             (select count(*)::int from embedding_sync_queue where source_table = 'bench_law' and status = 'completed') as done`;
+    if (performance.now() - lastReport > 30_000) {
+      lastReport = performance.now();
+      log(`backfill: ${r.done} done, ${r.left} left, ${r.unsealed} segments unsealed, ${backfillEdits.count()} live edits measured`);
+    }
+    return r.left === 0 && r.unsealed === 0;
+  }, 500);
+  const backfillSeconds = seconds(tb);
+  const backfillLatencies = await backfillEdits.stop();
+  const [check] = await sql<{ chunks: number; sources: number; dupes: number }[]>`
+    select count(*)::int as chunks, count(distinct source_id)::int as sources,
+           (select count(*)::int from (select source_id, chunk_index from documentation_embeddings
+              where source_table = 'bench_law' group by 1, 2 having count(*) > 1) d) as dupes
+    from documentation_embeddings where source_table = 'bench_law'`;
+  if (check.sources !== BACKFILL_ROWS || check.dupes !== 0) {
+    throw new Error(`backfill: ${check.sources} of ${BACKFILL_ROWS} rows searchable, ${check.dupes} duplicated chunks`);
+  }
+  const segments = await sql<{ segment: number; rows: number; build_ms: number | null }[]>`
+    select segment, rows, build_ms from embedding_segments order by segment`;
+  const backfillRate = BACKFILL_ROWS / backfillSeconds;
+  partSeconds.backfill = seconds(t0);
+  log(`backfill: ${BACKFILL_ROWS} rows written and indexed in ${backfillSeconds.toFixed(1)} s ` +
+    `(${segments.length} segments: ${segments.map((s) => `${s.segment}:${s.rows}${s.build_ms ? `/${s.build_ms}ms` : ""}`).join(" ")}); ` +
+    `${backfillLatencies.length} live edits, p50 ${Math.round(percentile(backfillLatencies, 50))} ms, ` +
+    `p95 ${Math.round(percentile(backfillLatencies, 95))} ms`);
+
+  // --- quota: 4 workers under a provider budget they learn from the headers ----------------------
+  t0 = performance.now();
+  const quotaFake = await startFakeOpenAI({ latencyMs: PROVIDER_LATENCY_MS, quota: QUOTA });
+  fakes.push(quotaFake);
+  await restartStack({ EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: quotaFake.apiKey, OPENAI_BASE_URL: quotaFake.url });
+  const quotaRows = Math.ceil((QUOTA.tpm * QUOTA_MINUTES) / 500);
+  await createRows("bench_quota", 1, quotaRows, QUOTA_ROW_WORDS);
+  quotaFake.resetStats();
+  const tq = performance.now();
+  await sql`select register_embedding_source('bench_quota')`;
+  await waitUntil("quota backfill drained", 900_000, async () => (await pendingOf("bench_quota")) === 0, 1000);
+  const quotaStats = quotaFake.stats;
+  const quotaMinutes = quotaStats.okSpanMs / 60_000;
+  const quotaUtilization = quotaStats.tokens / quotaMinutes / QUOTA.tpm;
+  const quota429s = quotaStats.byStatus[429] ?? 0;
+  partSeconds.quota = seconds(t0);
+  log(`quota: ${quotaRows} rows, ${quotaStats.tokens} tokens in ${(quotaMinutes * 60).toFixed(1)} s of provider time ` +
+    `(drained in ${seconds(tq).toFixed(1)} s), ${quotaStats.ok} requests, ${quota429s} 429s`);
+
+  // --- legifrance end to end --------------------------------------------------------------------------
+  t0 = performance.now();
+  const perDoc = generatedDocuments(1).length;
+  const perFond = Math.ceil((E2E_DOCS - sampleDocuments().length) / perDoc);
+  const piste = await startPisteStandIn({ generatedPerFond: perFond, latencyMs: 150, quotaRps: 20 });
+  stops.push(() => piste.stop());
+  const docs = piste.documentIds().length;
+  await restartStack({
+    EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url,
+    PISTE_OAUTH_URL: piste.oauthUrl, PISTE_API_URL: piste.apiUrl,
+    PISTE_CLIENT_ID: piste.clientId, PISTE_CLIENT_SECRET: piste.clientSecret,
+    LEGIFRANCE_RPS: "18", LEGIFRANCE_CONCURRENCY: "8",
+  });
+  const client = createLocalClient(stack!.apiUrl, stack!.serviceRoleKey);
+  const te = performance.now();
+  // MASSIVE re-invokes itself through pg_net until its plan is done; everything downstream is woken.
+  const { error: colErr } = await client.functions.invoke("legifrance-collector", {
+    body: { mode: "massive", restart: true, continue: true },
+  });
+  if (colErr) throw new Error(`collector: ${colErr.message}`);
+  let lastE2e = 0;
+  let searchable = 0;
+  await waitUntil("every collected document searchable", 900_000, async () => {
+    const [r] = await sql<{ objects: number; files_left: number; docs: number; jobs_left: number; searchable: number }[]>`
+      select (select count(*)::int from storage.objects where bucket_id = ${BUCKET}) as objects,
+             (select count(*)::int from files_queue where status in ('pending', 'processing')) as files_left,
+             (select count(*)::int from legal_documents) as docs,
+             (select count(*)::int from embedding_sync_queue
+              where source_table = 'legal_documents' and status in ('pending', 'processing')) as jobs_left,
+             (select count(distinct source_id)::int from documentation_embeddings where source_table = 'legal_documents') as searchable`;
+    searchable = r.searchable;
+    if (performance.now() - lastE2e > 30_000) {
+      lastE2e = performance.now();
+      log(`legifrance: ${r.objects} collected, ${r.files_left} files left, ${r.docs} documents, ${r.jobs_left} jobs left, ${r.searchable} searchable`);
+    }
+    return r.objects >= docs && r.files_left === 0 && r.docs >= docs && r.jobs_left === 0;
+  }, 500);
+  const [lastDone] = await sql<{ ms: number }[]>`
+    select extract(epoch from (max(processed_at) - min(q.created_at))) * 1000 as ms
+    from embedding_sync_queue q where source_table = 'legal_documents'`;
+  const e2eSeconds = seconds(te);
+  const e2eDocsPerMin = docs / (e2eSeconds / 60);
+  partSeconds.legifrance = seconds(t0);
+  log(`legifrance: ${docs} documents, ${searchable} searchable in ${e2eSeconds.toFixed(1)} s ` +
+    `(first job to last embedding: ${(lastDone.ms / 1000).toFixed(1)} s)`);
+  partSeconds.total = seconds(t00);
+
+  const result = {
+    cpus: availableParallelism(),
+    load_avg_1m_at_end: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
+    provider_latency_ms: PROVIDER_LATENCY_MS,
+    live_p50_ms_under_backfill: Math.round(percentile(backfillLatencies, 50)),
+    live_p95_ms_under_backfill: Math.round(percentile(backfillLatencies, 95)),
+    live_edits_under_backfill: backfillLatencies.length,
+    live_p50_ms_fifo: Math.round(percentile(fifoLatencies, 50)),
+    live_p95_ms_fifo: Math.round(percentile(fifoLatencies, 95)),
+    live_edits_fifo: fifoLatencies.length,
+    fifo_backlog_rows: FIFO_ROWS,
+    backfill_rows: BACKFILL_ROWS,
+    backfill_rows_per_s: Math.round(backfillRate),
+    backfill_segments: segments.length,
+    incremental_limit_rows_per_s: Math.round(incrementalLimit),
+    incremental_limit_rows: limitRows,
+    backfill_vs_incremental_limit: Number((backfillRate / incrementalLimit).toFixed(2)),
+    quota_tpm: QUOTA.tpm,
+    quota_rpm: QUOTA.rpm,
+    quota_rows: quotaRows,
+    quota_tokens: quotaStats.tokens,
+    quota_429s: quota429s,
+    quota_utilization: Number(quotaUtilization.toFixed(2)),
+    legifrance_docs: docs,
+    legifrance_e2e_docs_per_min: Math.round(e2eDocsPerMin),
+    part_seconds: Object.fromEntries(Object.entries(partSeconds).map(([k, v]) => [k, Number(v.toFixed(1))])),
+  };
+  mkdirSync(".bench", { recursive: true });
+  writeFileSync(".bench/scale.json", JSON.stringify(result, null, 2) + "\n");
+
+  const rowsOut: [string, string, string][] = [
+    ["live_p50_ms_under_backfill", String(result.live_p50_ms_under_backfill), `${backfillLatencies.length} edits (1/s) during the ${BACKFILL_ROWS}-row backfill`],
+    ["live_p95_ms_under_backfill", String(result.live_p95_ms_under_backfill), "target <= 2,000"],
+    ["live_p95_ms_fifo", String(result.live_p95_ms_fifo), `baseline: lanes off, ${fifoLatencies.length} edits during a ${FIFO_ROWS}-row backlog (p50 ${result.live_p50_ms_fifo})`],
+    ["backfill_rows_per_s", String(result.backfill_rows_per_s), `until written and indexed; ${segments.length} bulk segments`],
+    ["incremental_limit_rows_per_s", String(result.incremental_limit_rows_per_s), `${limitRows} vectors, 4 writers, HNSW-indexed table`],
+    ["backfill_vs_incremental_limit", String(result.backfill_vs_incremental_limit), "target >= 1.5"],
+    ["quota_429s", String(result.quota_429s), `${quotaRows} rows, 4 workers, ${QUOTA.tpm} TPM / ${QUOTA.rpm} RPM; target <= 5`],
+    ["quota_utilization", String(result.quota_utilization), "tokens/min achieved / quota; target >= 0.8"],
+    ["legifrance_e2e_docs_per_min", String(result.legifrance_e2e_docs_per_min), `${docs} documents, collector start -> last searchable; target >= 900`],
+  ];
+  const w0 = Math.max(...rowsOut.map((r) => r[0].length));
+  const w1 = Math.max(...rowsOut.map((r) => r[1].length));
+  console.log(`scale benchmark (fake OpenAI +${PROVIDER_LATENCY_MS} ms/request, real PostgreSQL, ${result.cpus} CPUs, ` +
+    `load average ${result.load_avg_1m_at_end} at the end)`);
+  console.log(`${"metric".padEnd(w0)}  ${"value".padStart(w1)}  note`);
+  for (const [k, v, n] of rowsOut) console.log(`${k.padEnd(w0)}  ${v.padStart(w1)}  ${n}`);
+  console.log(`parts (s): ${Object.entries(result.part_seconds).map(([k, v]) => `${k} ${v}`).join(", ")}`);
+  console.log("written to .bench/scale.json");
+} finally {
+  await stack?.stop();
+  rmSync(stackDir, { recursive: true, force: true });
+  for (const s of stops) await s().catch(() => {});
+  for (const f of fakes) await f.stop();
+  await sql.end({ timeout: 5 });
+  await admin.unsafe(`drop database if exists ${dbName} with (force)`);
+  await admin.end();
+}
