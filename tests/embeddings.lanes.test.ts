@@ -226,6 +226,30 @@ describe("wakes", () => {
     expect(await calls()).toEqual([{ action: "process", batchSize: 100 }]);
   });
 
+  it("the fan-out only starts what the pool lacks: workers holding bulk leases count, live-only workers do not", async () => {
+    await bulkNotes(900); // a backlog worth max_workers (4) batches of 100
+    await db.sql`delete from net.http_request_queue`;
+    await db.sql`update private.embedding_sync_wake set last_wake_at = '-infinity'`;
+    await db.sql`select private.fan_out_embedding_workers(1)`;
+    expect(await calls()).toHaveLength(4);
+
+    // Three workers drain bulk, one live-only worker lingers: one more bulk worker is missing.
+    await db.sql`delete from net.http_request_queue`;
+    for (const w of ["b1", "b2", "b3"]) await db.sql`select id from claim_embedding_jobs(${w}, 10, 60, 'bulk')`;
+    await db.sql`insert into faq values (7, 'live')`;
+    await db.sql`delete from net.http_request_queue`;
+    await db.sql`select id from claim_embedding_jobs('live-1', 10, 60, 'live')`;
+    await db.sql`select private.fan_out_embedding_workers(1)`;
+    expect(await calls()).toHaveLength(1);
+
+    // A full pool: a wake (the lanes-off baseline wakes by fan-out on every edit) starts nobody.
+    await db.sql`delete from net.http_request_queue`;
+    await db.sql`select id from claim_embedding_jobs('b4', 10, 60, 'bulk')`;
+    await db.sql`update embedding_sync_settings set lanes_enabled = false`;
+    await db.sql`insert into faq values (8, 'live')`;
+    expect(await calls()).toEqual([]);
+  });
+
   it("continuation asks for one successor only while jobs of its lane are ready", async () => {
     const body = { action: "process", lane: "live", batchSize: 10 };
     const [none] = await db.sql`select private.continue_embedding_worker(${db.sql.json(body)}) as id`;

@@ -34,4 +34,5 @@ export const SHIPPED_MIGRATIONS: readonly string[] = [
   "20260113000100",
   "20260114000000",
   "20260116000000",
+  "20260116000100",
 ];
