@@ -92,13 +92,13 @@ async function expectFoundByOwnVector(sql: postgres.Sql, table: string, sample: 
 const sampleOf = (from: number, to: number, n: number) =>
   Array.from({ length: n }, (_, k) => from + Math.floor(((to - from) * k) / Math.max(n - 1, 1)));
 
-async function segments(sql: postgres.Sql) {
+function segments(sql: postgres.Sql) {
   return sql<{ segment: number; state: string; rows: string; indexed: boolean; build_attempts: number; last_error: string | null }[]>`
     select segment, state, rows, indexed, build_attempts, last_error from embedding_segment_status order by segment`;
 }
 
 /** The backend building an index on this segment, once pg_stat_progress_create_index shows it. */
-async function buildingPid(sql: postgres.Sql, seg: number): Promise<number> {
+function buildingPid(sql: postgres.Sql, seg: number): Promise<number> {
   return waitFor(`the build of segment ${seg} to run`, async () => {
     const [r] = await sql<{ pid: number }[]>`
       select pid from pg_stat_progress_create_index
