@@ -264,17 +264,6 @@ begin
   join documentation_embeddings d on d.source_table = q.source_table and d.source_id = q.source_id
   where q.id = any (applied);
 
-  -- Deleted rows, rows moving to another segment, and chunks past a row's new chunk count.
-  foreach seg in array segs loop
-    execute format($d$
-      delete from public.documentation_embeddings d
-      using public.embedding_sync_queue q, unnest($1::bigint[], $2::int[], $3::int[]) t(j, seg, cnt)
-      where d.segment = %1$s and q.id = t.j
-        and d.source_table = q.source_table and d.source_id = q.source_id
-        and (t.seg <> %1$s or d.chunk_index >= t.cnt)
-      $d$, seg) using t_job, t_seg, t_cnt;
-  end loop;
-
   -- An unchanged chunk (same index, hash, model and metadata) is left as is; a metadata-only change
   -- rewrites the metadata and reuses the stored vector.
   with chunks as (
@@ -299,6 +288,18 @@ begin
     source_version = excluded.source_version, updated_at = excluded.updated_at
   where d.content_hash is distinct from excluded.content_hash or d.model is distinct from excluded.model
      or d.metadata is distinct from excluded.metadata;
+
+  -- Then deleted rows, rows that moved to another segment, and chunks past a row's new chunk count
+  -- (after the insert: a chunk sent without a vector reuses the stored one, maybe this row's own).
+  foreach seg in array segs loop
+    execute format($d$
+      delete from public.documentation_embeddings d
+      using public.embedding_sync_queue q, unnest($1::bigint[], $2::int[], $3::int[]) t(j, seg, cnt)
+      where d.segment = %1$s and q.id = t.j
+        and d.source_table = q.source_table and d.source_id = q.source_id
+        and (t.seg <> %1$s or d.chunk_index >= t.cnt)
+      $d$, seg) using t_job, t_seg, t_cnt;
+  end loop;
 
   update embedding_sync_queue q
   set status = 'completed', processed_at = clock_timestamp(), updated_at = clock_timestamp(),

@@ -49,7 +49,10 @@ begin
     if n >= cfg.bulk_segment_max_rows or not cfg.bulk_segments_enabled
        or not exists (select from public.embedding_sync_queue q
                       where q.lane = 'bulk' and q.status in ('pending', 'processing')) then
-      -- Waits for the workers' transactions that chose this segment (they hold its row FOR SHARE).
+      -- Waits for the workers' transactions that chose this segment (they hold its row FOR SHARE, and
+      -- so ROW SHARE on the table), and makes new ones wait the few ms until this COMMIT: a table lock
+      -- queues them fairly, where a steady stream of row share-lockers could starve a row update.
+      lock table public.embedding_segments in exclusive mode;
       update public.embedding_segments set state = 'building', building_at = now() where id = seg.id;
     end if;
   end if;

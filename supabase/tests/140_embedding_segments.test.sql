@@ -3,7 +3,7 @@
 -- source row's chunks live in one segment). The maintenance procedure COMMITs, so it is exercised by
 -- tests/embeddings.segments.test.ts, not inside this transaction.
 begin;
-select plan(31);
+select plan(37);
 
 -- Shape -------------------------------------------------------------------------------------------
 select is((select c.relkind::text from pg_class c where c.oid = 'public.documentation_embeddings'::regclass), 'p',
@@ -104,6 +104,23 @@ delete from seg_tap where id = 1;
 update embedding_sync_queue set lane = 'bulk' where source_table = 'seg_tap' and status = 'pending';
 select results_eq($$ select * from pg_temp.work('w') $$, $$ values ('applied') $$, 'the bulk delete applied');
 select is(pg_temp.seg_of('1'), '{}'::int[], 'a delete removes the row from the segment it was in');
+
+-- A live resync of unchanged rows: the worker sends no vector (the hash is known) and the row moves
+-- to segment 0 with its stored vector.
+insert into seg_tap values (5, 'five');
+update embedding_sync_queue set lane = 'bulk' where source_table = 'seg_tap' and status = 'pending';
+select results_eq($$ select * from pg_temp.work('w') $$, $$ values ('applied') $$, 'the bulk insert applied');
+select is(pg_temp.seg_of('5'), array[1], 'in the loading segment');
+create function pg_temp.known_chunks(p_worker text) returns jsonb language sql as $$
+  select coalesce(jsonb_agg(jsonb_build_object('j', q.id, 'i', 0, 'c', q.content, 'h', md5(q.content), 't', 1)), '[]')
+  from embedding_sync_queue q where q.locked_by = p_worker and q.action <> 'DELETE'
+$$;
+select is((select enqueued::int from resync_embedding_sources('seg_tap', true)), 4, 'a forced resync enqueues every row');
+select results_eq($$ select count(*)::int from apply_embedding_results('k', 'm',
+    array(select id from claim_embedding_jobs('k', 100, 60)), pg_temp.known_chunks('k')) where outcome = 'applied' $$,
+  $$ values (4) $$, 'unchanged rows applied without vectors');
+select is(pg_temp.seg_of('5'), array[0], 'an unchanged bulk row moves to segment 0 with its stored vector');
+select is((select count(*)::int from documentation_embeddings where source_table = 'seg_tap'), 4, 'each row once');
 
 update embedding_sync_settings set bulk_segments_enabled = false;
 select is(private.embedding_bulk_target(), 0, 'segments switched off: bulk writes go to segment 0');
