@@ -130,7 +130,7 @@ alter table public.documentation_embeddings attach partition private.documentati
 create table public.embedding_segments (
   id int primary key check (id > 0),
   state text not null default 'loading' check (state in ('loading', 'building', 'sealed')),
-  rows bigint,                                   -- chunks at the start of its build
+  rows bigint,                                   -- chunks once sealed
   created_at timestamptz not null default now(),
   building_at timestamptz,
   sealed_at timestamptz,
@@ -160,25 +160,30 @@ as $$
 $$;
 revoke all on function private.embedding_bulk_target() from public, anon, authenticated;
 
+-- Segment 0's rows are the planner's estimate (counting it could take seconds); a loading or building
+-- segment is small (about bulk_segment_max_rows) and counted exactly; a sealed one was counted when
+-- its build finished. `indexed`: the segment has a valid HNSW index of its own.
 create view public.embedding_segment_status with (security_invoker = true) as
-  select 0 as segment, 'live'::text as state,
-         greatest(c.reltuples, 0)::bigint as rows, true as indexed,
-         null::timestamptz as created_at, null::timestamptz as sealed_at, null::bigint as build_ms,
-         0 as build_attempts, null::text as last_error
-    from pg_catalog.pg_class c where c.oid = 'private.documentation_embeddings_s0'::regclass
-  union all
-  select g.id, g.state,
-         -- A loading segment is small (at most bulk_segment_max_rows): counted exactly; the others
-         -- were counted when their build started.
-         case when g.state = 'loading'
-              then (select count(*) from public.documentation_embeddings d where d.segment = g.id)
-              else g.rows end,
+  with seg as (
+    select 0 as segment, 'live'::text as state, null::bigint as rows, null::timestamptz as created_at,
+           null::timestamptz as sealed_at, null::bigint as build_ms, 0 as build_attempts, null::text as last_error
+    union all
+    select g.id, g.state, g.rows, g.created_at, g.sealed_at, g.build_ms, g.build_attempts, g.last_error
+    from public.embedding_segments g
+  )
+  select seg.segment, seg.state,
+         case when seg.segment = 0
+                then (select greatest(c.reltuples, 0)::bigint from pg_catalog.pg_class c
+                      where c.oid = 'private.documentation_embeddings_s0'::regclass)
+              when seg.state in ('loading', 'building')
+                then (select count(*) from public.documentation_embeddings d where d.segment = seg.segment)
+              else seg.rows end as rows,
          exists (select from pg_catalog.pg_index i join pg_catalog.pg_class ic on ic.oid = i.indexrelid
                  join pg_catalog.pg_am am on am.oid = ic.relam
-                 where i.indrelid = to_regclass('private.documentation_embeddings_s' || g.id)
-                   and am.amname = 'hnsw' and i.indisvalid),
-         g.created_at, g.sealed_at, g.build_ms, g.build_attempts, g.last_error
-    from public.embedding_segments g;
+                 where i.indrelid = to_regclass('private.documentation_embeddings_s' || seg.segment)
+                   and am.amname = 'hnsw' and i.indisvalid) as indexed,
+         seg.created_at, seg.sealed_at, seg.build_ms, seg.build_attempts, seg.last_error
+  from seg;
 revoke all on public.embedding_segment_status from anon, authenticated;
 grant select on public.embedding_segment_status to service_role;
 
