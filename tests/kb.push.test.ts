@@ -353,3 +353,29 @@ describe("refusals change nothing", () => {
     }
   });
 });
+
+describe("chunks in the target's bulk segments", () => {
+  it("a copied chunk joins its row's other chunks: the row ends in one segment, each chunk once", async () => {
+    await dev.sql`insert into kb_articles (id, category_id, title, body) values (500, 1, 'Bulk', 'Court.')`;
+    await embedAll(dev.sql);
+    expect((await kb("push", "--from", "dev", "--to", "prod", "--mode", "overwrite")).code).toBe(0);
+    // The target's row 500 sits in a bulk segment (made as private.maintain_embedding_segments makes one).
+    await prod.sql.unsafe(`
+      create table private.documentation_embeddings_s7 (like public.documentation_embeddings including defaults including generated);
+      alter table private.documentation_embeddings_s7 add constraint documentation_embeddings_s7_segment check (segment = 7);
+      alter table public.documentation_embeddings attach partition private.documentation_embeddings_s7 for values in (7);
+      insert into embedding_segments (id, state) values (7, 'sealed');
+      update documentation_embeddings set segment = 7 where source_table = 'kb_articles' and source_id = '500';`);
+    // In the source it grows to two chunks: chunk 0 changes (updated where it is), chunk 1 is new.
+    await dev.sql`update kb_articles set body = repeat('contrat de travail ', 400) where id = 500`;
+    await embedAll(dev.sql);
+    const r = await kb("push", "--from", "dev", "--to", "prod", "--mode", "overwrite", "--json");
+    expect(r.code, r.stderr).toBe(0);
+    const chunks = await prod.sql`select chunk_index, segment from documentation_embeddings
+                                  where source_table = 'kb_articles' and source_id = '500' order by chunk_index`;
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(new Set(chunks.map((c) => c.segment))).toEqual(new Set([0]));
+    expect((await rows(prod.sql)).chunks.filter((c) => c.source_id === "500"))
+      .toEqual((await rows(dev.sql)).chunks.filter((c) => c.source_id === "500"));
+  });
+});

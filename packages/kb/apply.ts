@@ -14,6 +14,7 @@ type Tx = postgres.TransactionSql | postgres.Sql;
 export async function upsertRows(tx: Tx, p: TablePlan, fromSql: string, onConflict: "update" | "nothing", params: unknown[] = []) {
   const cols = columnList(p);
   const nonKey = p.columns.filter((c) => !p.key.includes(c));
+  if (p.isChunks) return upsertChunks(tx, p, fromSql, onConflict === "update" ? nonKey : [], params);
   const action = onConflict === "update" && nonKey.length
     ? `do update set ${nonKey.map((c) => `${quoteIdent(c)} = excluded.${quoteIdent(c)}`).join(", ")}`
     : "do nothing";
@@ -27,6 +28,43 @@ export async function upsertRows(tx: Tx, p: TablePlan, fromSql: string, onConfli
     params as never[],
   );
   return r;
+}
+
+// documentation_embeddings is partitioned by segment: it has no unique key on (source_table, source_id,
+// chunk_index) for ON CONFLICT, and a partitioned table has no xmax to tell inserts from updates. So
+// matched chunks are updated where they are, and the others inserted (into segment 0).
+async function upsertChunks(tx: Tx, p: TablePlan, fromSql: string, update: string[], params: unknown[]) {
+  const match = p.key.map((k) => `r.${quoteIdent(k)} = s.${quoteIdent(k)}`).join(" and ");
+  const updated = update.length
+    ? `update ${p.qualified} r set ${update.map((c) => `${quoteIdent(c)} = s.${quoteIdent(c)}`).join(", ")}
+       from ${fromSql} s where ${match} returning 1`
+    : "select 1 where false";
+  const [r] = await tx.unsafe<{ inserted: number; updated: number }[]>(
+    `with u as (${updated}),
+     i as (insert into ${p.qualified} (${columnList(p)})
+           select ${columnList(p, "s.")} from ${fromSql} s
+           where not exists (select from ${p.qualified} r where ${match})
+           returning 1)
+     select (select count(*) from i)::int as inserted, (select count(*) from u)::int as updated`,
+    params as never[],
+  );
+  return r;
+}
+
+/**
+ * A source row's chunks live in one segment (search finds each chunk once per row, and the worker
+ * relies on it). Copied chunks land in segment 0, so a row that now has chunks in segment 0 and in a
+ * bulk segment is moved to segment 0 whole. Only the bulk segments are scanned (they are small).
+ */
+export async function keepChunksInOneSegment(tx: Tx): Promise<void> {
+  await tx.unsafe(
+    `update public.documentation_embeddings d set segment = 0
+     from (select distinct b.source_table, b.source_id from public.documentation_embeddings b
+           where b.segment <> 0
+             and exists (select from public.documentation_embeddings z
+                         where z.segment = 0 and z.source_table = b.source_table and z.source_id = b.source_id)) m
+     where d.segment <> 0 and d.source_table = m.source_table and d.source_id = m.source_id`,
+  );
 }
 
 export async function deleteRows(tx: Tx, p: TablePlan, keys: string[]): Promise<number> {

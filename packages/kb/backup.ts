@@ -11,7 +11,7 @@ import { createInterface } from "node:readline";
 import { createGunzip, createGzip } from "node:zlib";
 import { z } from "zod";
 import type postgres from "postgres";
-import { bumpSequences, deleteRows, lockTables, upsertRows } from "./apply.ts";
+import { bumpSequences, deleteRows, keepChunksInOneSegment, lockTables, upsertRows } from "./apply.ts";
 import { describeTable } from "./catalog.ts";
 import { type KbEnvironment, KbError } from "./env.ts";
 import { type TablePlan, keyExpr } from "./tables.ts";
@@ -165,6 +165,7 @@ export async function restoreBackup(sql: postgres.Sql, env: KbEnvironment, file:
       result.restored += r.inserted + r.updated;
     }
     if (!deletesDone) await runDeletes();
+    if (plans.some((p) => p.isChunks)) await keepChunksInOneSegment(tx);
     for (const p of plans) await bumpSequences(tx, p);
     await tx`insert into public.kb_sync_log (from_env, mode, tables, rows_inserted, rows_updated, rows_deleted, per_table, backup_file)
       values (${`backup ${basename(file)}`}, 'restore', ${plans.map((p) => p.name)}, 0, ${result.restored}, ${result.deleted},

@@ -12,7 +12,7 @@ import { basename } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type postgres from "postgres";
-import { bumpSequences, deleteRows, lockTables, upsertRows } from "./apply.ts";
+import { bumpSequences, deleteRows, keepChunksInOneSegment, lockTables, upsertRows } from "./apply.ts";
 import { BackupWriter, backupRows } from "./backup.ts";
 import { type Sql, checkMigrations, connectKb, environmentLabel, quoteLiteral } from "./catalog.ts";
 import { type TableDiff, compare, rowHashes } from "./diff.ts";
@@ -193,6 +193,7 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
           await bumpSequences(tx, w.p);
         }
         for (const w of [...work].reverse()) applied[w.p.name].deleted = await deleteRows(tx, w.p, w.deleted);
+        if (work.some((w) => w.p.isChunks && w.copy.length)) await keepChunksInOneSegment(tx);
         o.progress("recording the push in kb_sync_log and committing");
 
         const t = sum(Object.values(applied));

@@ -105,15 +105,21 @@ function planTable({ s, t }: { s: TableInfo; t: TableInfo }, allowed: Set<string
   if (!s.primaryKey.length) throw new KbError(`table ${s.name} has no primary key: kb cannot match its rows`);
 
   let key = s.primaryKey;
-  let skip: string | null = null;
+  let skip: string[] = [];
   const pkCol = key.length === 1 ? sc.get(key[0]) : undefined;
-  // A surrogate identity numbered independently in each project (documentation_embeddings.id): rows
-  // are matched by the natural key instead, and the target numbers its own.
-  if (pkCol?.identityAlways && s.uniqueKeys.length) {
+  if (s.name === CHUNKS_TABLE) {
+    // Chunks are named by source row and chunk index. Their id is numbered independently in each
+    // project, and their segment says where each project's bulk loads put them: neither is copied
+    // (a copied chunk lands in the target's segment 0, see keepChunksInOneSegment).
+    key = ["source_table", "source_id", "chunk_index"];
+    skip = ["id", "segment"];
+  } else if (pkCol?.identityAlways && s.uniqueKeys.length) {
+    // A surrogate identity numbered independently in each project: rows are matched by the natural
+    // key instead, and the target numbers its own.
     key = s.uniqueKeys[0];
-    skip = pkCol.name;
+    skip = [pkCol.name];
   }
-  const copied = s.columns.filter((c) => !c.generated && c.name !== skip);
+  const copied = s.columns.filter((c) => !c.generated && !skip.includes(c.name));
   const refused = copied.filter((c) => c.textLike && looksLikeCredential(c.name) && !allowed.has(`${s.name}.${c.name}`.toLowerCase()));
   if (refused.length) {
     throw new KbError(

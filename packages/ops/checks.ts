@@ -15,6 +15,7 @@ export const EXPECTED_CRON_JOBS = [
   "ops-metrics-sample",
   "ops-metrics-cleanup",
   "ops-alerts",
+  "embedding-segments-maintenance",
 ] as const;
 
 /** Vault entries the schedules need (private.invoke_edge_function). Only names are ever read. */

@@ -76,7 +76,7 @@ try {
   const dump = connect(names.dump);
 
   log(`source: ${ROWS} rows, embedded through the pipeline (fake OpenAI); the scratch source has no HNSW index`);
-  await src`drop index documentation_embeddings_embedding_hnsw`;
+  await src`drop index private.documentation_embeddings_s0_embedding_hnsw`;
   const body = Array.from({ length: 5000 }, (_, i) => words[(i * 7 + (i >> 3)) % words.length]).join(" ");
   await src`insert into kb_bench_docs select g, 'Document ' || g, 'Texte ' || g || ' ' || substr(${body}, 1 + (g * 13) % 4000, 400)
             from generate_series(1, ${ROWS}) g`;
@@ -93,8 +93,9 @@ try {
   await admin`checkpoint`;
   log("pg_dump --data-only | psql into the second empty target (HNSW index in place)");
   const t0 = performance.now();
+  // documentation_embeddings is partitioned: its rows are dumped from its partitions and loaded through the parent.
   execFileSync("bash", ["-o", "pipefail", "-c",
-    `pg_dump --data-only --table=public.kb_bench_docs --table=public.documentation_embeddings -d "$SRC" | psql -q -v ON_ERROR_STOP=1 -d "$DST" > /dev/null`],
+    `pg_dump --data-only --load-via-partition-root --table=public.kb_bench_docs --table='private.documentation_embeddings_s*' -d "$SRC" | psql -q -v ON_ERROR_STOP=1 -d "$DST" > /dev/null`],
     { env: { ...process.env, SRC: databaseUrl(adminUrl, names.src), DST: databaseUrl(adminUrl, names.dump) }, stdio: ["ignore", "ignore", "inherit"] });
   const pgdumpS = (performance.now() - t0) / 1000;
   const [dumped] = await dump<{ n: number }[]>`select count(*)::int as n from documentation_embeddings`;

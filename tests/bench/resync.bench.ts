@@ -49,7 +49,7 @@ try {
   await migrate(databaseUrl(adminUrl, dbName));
   await sql`update cron.job set active = false`;
   await sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
-  await sql`drop index documentation_embeddings_embedding_hnsw`;
+  await sql`drop index private.documentation_embeddings_s0_embedding_hnsw`;
   await sql`alter table documentation_embeddings alter column embedding type extensions.vector(8)`;
   await sql`create table bench_rows (id int primary key, title text not null, body text not null, category text)`;
   await sql`select register_embedding_source('bench_rows', content_columns => array['title', 'body'],

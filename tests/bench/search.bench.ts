@@ -72,7 +72,7 @@ try {
   const texts = Array.from({ length: DISTINCT }, (_, i) =>
     `Note ${i} : ` + Array.from({ length: 30 + Math.floor(rand() * 30) }, () => pick(VOCABULARY)).join(" ") + ".");
   log(`loading ${CHUNKS} chunks (${DISTINCT} distinct texts), without the HNSW index`);
-  await sql`drop index documentation_embeddings_embedding_hnsw`;
+  await sql`drop index private.documentation_embeddings_s0_embedding_hnsw`;
   const BATCH = 500;
   for (let start = 0; start < CHUNKS; start += BATCH) {
     const ids = Array.from({ length: Math.min(BATCH, CHUNKS - start) }, (_, k) => start + k + 1);
@@ -93,7 +93,7 @@ try {
   await sql.begin(async (tx) => {
     await tx`set local maintenance_work_mem = '1GB'`;
     await tx`set local max_parallel_maintenance_workers = 2`;
-    await tx.unsafe(`create index documentation_embeddings_embedding_hnsw on public.documentation_embeddings
+    await tx.unsafe(`create index documentation_embeddings_s0_embedding_hnsw on private.documentation_embeddings_s0
                      using hnsw (embedding extensions.vector_cosine_ops) with (${HNSW.replace(/[^a-z0-9_=, ]/gi, "")})`);
   });
   await sql`analyze documentation_embeddings`;

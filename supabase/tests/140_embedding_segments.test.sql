@@ -1,0 +1,129 @@
+-- Bulk segments: the partitioned documentation_embeddings, its rights, and apply_embedding_results'
+-- routing (a bulk-lane job writes into the loading segment, every other job into segment 0, and a
+-- source row's chunks live in one segment). The maintenance procedure COMMITs, so it is exercised by
+-- tests/embeddings.segments.test.ts, not inside this transaction.
+begin;
+select plan(37);
+
+-- Shape -------------------------------------------------------------------------------------------
+select is((select c.relkind::text from pg_class c where c.oid = 'public.documentation_embeddings'::regclass), 'p',
+  'documentation_embeddings is a partitioned table');
+select is((select pg_get_partkeydef('public.documentation_embeddings'::regclass)), 'LIST (segment)',
+  'partitioned by LIST (segment)');
+select is((select string_agg(c.oid::regclass::text || ' ' || pg_get_expr(c.relpartbound, c.oid), ', ')
+           from pg_inherits i join pg_class c on c.oid = i.inhrelid
+           where i.inhparent = 'public.documentation_embeddings'::regclass),
+  'private.documentation_embeddings_s0 FOR VALUES IN (0)', 'segment 0 is the only partition, in schema private');
+select is((select array_agg(a.attname::text order by k.ord) from pg_index x
+           cross join unnest(x.indkey) with ordinality k(attnum, ord)
+           join pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
+           where x.indrelid = 'public.documentation_embeddings'::regclass and x.indisprimary),
+  array['id', 'segment'], 'primary key (id, segment)');
+select ok(exists (select from pg_constraint where conrelid = 'public.documentation_embeddings'::regclass and contype = 'u'
+                  and pg_get_constraintdef(oid) = 'UNIQUE (source_table, source_id, chunk_index, segment)'),
+  'unique (source_table, source_id, chunk_index, segment)');
+select is((select pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
+           where d.adrelid = 'public.documentation_embeddings'::regclass and a.attname = 'id'),
+  'nextval(''documentation_embeddings_id_seq''::regclass)', 'id comes from the sequence that kept the old name');
+select is(public.embedding_dimensions(), 1536, 'embedding_dimensions() still reads the parent');
+select is((select array_agg(am.amname::text order by am.amname) from pg_index x join pg_class ic on ic.oid = x.indexrelid
+           join pg_am am on am.oid = ic.relam where x.indrelid = 'public.documentation_embeddings'::regclass),
+  array['btree', 'btree', 'btree', 'gin', 'gin'], 'the parent has btree/GIN indexes and no HNSW index');
+select ok(exists (select from pg_index x join pg_class ic on ic.oid = x.indexrelid join pg_am am on am.oid = ic.relam
+                  where x.indrelid = 'private.documentation_embeddings_s0'::regclass and am.amname = 'hnsw' and x.indisvalid),
+  'segment 0 has its own HNSW index');
+select is((select count(*)::int from pg_index x where x.indrelid = 'private.documentation_embeddings_s0'::regclass), 6,
+  'segment 0: the five partitioned indexes attached to its existing ones, plus HNSW (no duplicates)');
+
+-- Rights ------------------------------------------------------------------------------------------
+select ok((select relrowsecurity from pg_class where oid = 'public.documentation_embeddings'::regclass), 'RLS on the parent');
+select ok(exists (select from pg_policy where polrelid = 'public.documentation_embeddings'::regclass
+                  and polname = 'documentation_embeddings_readable_source'), 'the search-rights policy is on the parent');
+select ok(not has_table_privilege('authenticated', 'private.documentation_embeddings_s0', 'select')
+          and not has_table_privilege('anon', 'private.documentation_embeddings_s0', 'select'),
+  'the partition itself is not readable by API roles');
+select ok(has_table_privilege('authenticated', 'public.documentation_embeddings', 'select')
+          and not has_table_privilege('anon', 'public.documentation_embeddings', 'select'),
+  'the parent keeps its grants: authenticated reads (under RLS), anon does not');
+select ok(not has_table_privilege('authenticated', 'public.embedding_segments', 'select')
+          and not has_table_privilege('anon', 'public.embedding_segment_status', 'select'),
+  'segments table and status view are service-only');
+select ok((select relrowsecurity from pg_class where oid = 'public.embedding_segments'::regclass), 'RLS on embedding_segments');
+select ok((select 'security_invoker=true' = any (reloptions) from pg_class where oid = 'public.embedding_segment_status'::regclass),
+  'the status view is security_invoker');
+select ok(exists (select from cron.job where jobname = 'embedding-segments-maintenance'
+                  and command = 'call private.maintain_embedding_segments()'), 'the maintenance job is scheduled');
+select ok(not has_function_privilege('authenticated', 'private.maintain_embedding_segments()', 'execute'),
+  'the maintenance procedure is not callable by API roles');
+
+-- Routing -----------------------------------------------------------------------------------------
+create table public.seg_tap (id int primary key, body text);
+select register_embedding_source('seg_tap');
+
+create function pg_temp.chunks(p_worker text) returns jsonb language sql as $$
+  select coalesce(jsonb_agg(jsonb_build_object('j', q.id, 'i', 0, 'c', q.content, 'h', md5(q.content), 't', 1,
+                                               'e', array_fill(q.id::real, array[1536])::extensions.vector::text)), '[]')
+  from embedding_sync_queue q where q.locked_by = p_worker and q.action <> 'DELETE'
+$$;
+create function pg_temp.work(p_worker text) returns setof text language sql as $$
+  select outcome from apply_embedding_results(p_worker, 'm',
+    array(select id from claim_embedding_jobs(p_worker, 100, 60)), pg_temp.chunks(p_worker))
+$$;
+create function pg_temp.seg_of(p_id text) returns int[] language sql as $$
+  select coalesce(array_agg(distinct segment order by segment), '{}') from documentation_embeddings
+  where source_table = 'seg_tap' and source_id = p_id
+$$;
+
+-- No loading segment: a bulk job writes into segment 0.
+insert into seg_tap values (1, 'one'), (2, 'two');
+update embedding_sync_queue set lane = 'bulk' where source_table = 'seg_tap' and source_id = '1';
+select is(private.embedding_bulk_target(), 0, 'no loading segment: bulk writes go to segment 0');
+select results_eq($$ select * from pg_temp.work('w') $$, $$ values ('applied'), ('applied') $$, 'both jobs applied');
+select is(pg_temp.seg_of('1'), array[0], 'a bulk job without a loading segment lands in segment 0');
+
+-- A loading segment, made as the maintenance procedure makes it.
+create table private.documentation_embeddings_s1 (like public.documentation_embeddings including defaults including generated);
+alter table private.documentation_embeddings_s1 add constraint documentation_embeddings_s1_segment check (segment = 1);
+alter table public.documentation_embeddings attach partition private.documentation_embeddings_s1 for values in (1);
+insert into embedding_segments (id) values (1);
+
+insert into seg_tap values (3, 'three');
+update seg_tap set body = 'one, again' where id = 1;
+update embedding_sync_queue set lane = 'bulk' where source_table = 'seg_tap' and status = 'pending';
+insert into seg_tap values (4, 'four');                              -- live
+select results_eq($$ select count(*)::int from pg_temp.work('w') $$, $$ values (3) $$, 'three jobs applied');
+select is(pg_temp.seg_of('3'), array[1], 'a new bulk row lands in the loading segment');
+select is(pg_temp.seg_of('1'), array[1], 'a bulk rewrite moves the row from segment 0 into the loading segment (once)');
+select is(pg_temp.seg_of('4'), array[0], 'a live row lands in segment 0');
+
+update seg_tap set body = 'three, edited' where id = 3;              -- live edit of a bulk row
+select results_eq($$ select * from pg_temp.work('w') $$, $$ values ('applied') $$, 'the live edit applied');
+select is(pg_temp.seg_of('3'), array[0], 'a live edit moves the row to segment 0, nowhere else');
+
+delete from seg_tap where id = 1;
+update embedding_sync_queue set lane = 'bulk' where source_table = 'seg_tap' and status = 'pending';
+select results_eq($$ select * from pg_temp.work('w') $$, $$ values ('applied') $$, 'the bulk delete applied');
+select is(pg_temp.seg_of('1'), '{}'::int[], 'a delete removes the row from the segment it was in');
+
+-- A live resync of unchanged rows: the worker sends no vector (the hash is known) and the row moves
+-- to segment 0 with its stored vector.
+insert into seg_tap values (5, 'five');
+update embedding_sync_queue set lane = 'bulk' where source_table = 'seg_tap' and status = 'pending';
+select results_eq($$ select * from pg_temp.work('w') $$, $$ values ('applied') $$, 'the bulk insert applied');
+select is(pg_temp.seg_of('5'), array[1], 'in the loading segment');
+create function pg_temp.known_chunks(p_worker text) returns jsonb language sql as $$
+  select coalesce(jsonb_agg(jsonb_build_object('j', q.id, 'i', 0, 'c', q.content, 'h', md5(q.content), 't', 1)), '[]')
+  from embedding_sync_queue q where q.locked_by = p_worker and q.action <> 'DELETE'
+$$;
+select is((select enqueued::int from resync_embedding_sources('seg_tap', true)), 4, 'a forced resync enqueues every row');
+select results_eq($$ select count(*)::int from apply_embedding_results('k', 'm',
+    array(select id from claim_embedding_jobs('k', 100, 60)), pg_temp.known_chunks('k')) where outcome = 'applied' $$,
+  $$ values (4) $$, 'unchanged rows applied without vectors');
+select is(pg_temp.seg_of('5'), array[0], 'an unchanged bulk row moves to segment 0 with its stored vector');
+select is((select count(*)::int from documentation_embeddings where source_table = 'seg_tap'), 4, 'each row once');
+
+update embedding_sync_settings set bulk_segments_enabled = false;
+select is(private.embedding_bulk_target(), 0, 'segments switched off: bulk writes go to segment 0');
+
+select * from finish();
+rollback;
