@@ -157,7 +157,7 @@ try {
   // --- fifo: the baseline -----------------------------------------------------------------------
   let t0 = performance.now();
   await sql`update embedding_sync_settings set lanes_enabled = false`;
-  await sql`update embedding_segment_settings set enabled = false`;
+  await sql`update embedding_sync_settings set bulk_segments_enabled = false`;
   await createRows("bench_fifo", 1, FIFO_ROWS, 45);
   const fifoEdits = liveEdits("fifo");
   await backfill("bench_fifo"); // the backfill: bulk work
@@ -198,7 +198,7 @@ try {
   // --- backfill: lanes and bulk segments on -------------------------------------------------------
   t0 = performance.now();
   await sql`update embedding_sync_settings set lanes_enabled = true`;
-  await sql`update embedding_segment_settings set enabled = true`;
+  await sql`update embedding_sync_settings set bulk_segments_enabled = true`;
   await createRows("bench_law", 1, BACKFILL_ROWS, 45);
   log(`backfill: ${BACKFILL_ROWS} rows created in ${seconds(t0).toFixed(1)} s`);
   const backfillEdits = liveEdits("bulk");
@@ -228,7 +228,7 @@ try {
     throw new Error(`backfill: ${check.sources} of ${BACKFILL_ROWS} rows searchable, ${check.dupes} duplicated chunks`);
   }
   const segments = await sql<{ segment: number; rows: number; build_ms: number | null }[]>`
-    select segment, rows, build_ms from embedding_segments order by segment`;
+    select id as segment, rows, build_ms from embedding_segments order by id`;
   const backfillRate = BACKFILL_ROWS / backfillSeconds;
   partSeconds.backfill = seconds(t0);
   log(`backfill: ${BACKFILL_ROWS} rows written and indexed in ${backfillSeconds.toFixed(1)} s ` +
