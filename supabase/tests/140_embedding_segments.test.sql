@@ -105,7 +105,7 @@ update embedding_sync_queue set lane = 'bulk' where source_table = 'seg_tap' and
 select results_eq($$ select * from pg_temp.work('w') $$, $$ values ('applied') $$, 'the bulk delete applied');
 select is(pg_temp.seg_of('1'), '{}'::int[], 'a delete removes the row from the segment it was in');
 
--- A live resync of unchanged rows: the worker sends no vector (the hash is known) and the row moves
+-- A live rewrite of unchanged rows: the worker sends no vector (the hash is known) and the row moves
 -- to segment 0 with its stored vector.
 insert into seg_tap values (5, 'five');
 update embedding_sync_queue set lane = 'bulk' where source_table = 'seg_tap' and status = 'pending';
@@ -116,6 +116,8 @@ create function pg_temp.known_chunks(p_worker text) returns jsonb language sql a
   from embedding_sync_queue q where q.locked_by = p_worker and q.action <> 'DELETE'
 $$;
 select is((select enqueued::int from resync_embedding_sources('seg_tap', true)), 4, 'a forced resync enqueues every row');
+-- Resync is bulk work (lanes); made live here, as a live edit of each row would be.
+update embedding_sync_queue set lane = 'live' where source_table = 'seg_tap' and status = 'pending';
 select results_eq($$ select count(*)::int from apply_embedding_results('k', 'm',
     array(select id from claim_embedding_jobs('k', 100, 60)), pg_temp.known_chunks('k')) where outcome = 'applied' $$,
   $$ values (4) $$, 'unchanged rows applied without vectors');
