@@ -16,6 +16,8 @@ export const EXPECTED_CRON_JOBS = [
   "ops-metrics-cleanup",
   "ops-alerts",
   "embedding-segments-maintenance",
+  "embedding-segments-build",
+  "legal-documents-in-force",
 ] as const;
 
 /** Vault entries the schedules need (private.invoke_edge_function). Only names are ever read. */

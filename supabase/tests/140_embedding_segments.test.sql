@@ -3,7 +3,7 @@
 -- source row's chunks live in one segment). The maintenance procedure COMMITs, so it is exercised by
 -- tests/embeddings.segments.test.ts, not inside this transaction.
 begin;
-select plan(37);
+select plan(39);
 
 -- Shape -------------------------------------------------------------------------------------------
 select is((select c.relkind::text from pg_class c where c.oid = 'public.documentation_embeddings'::regclass), 'p',
@@ -52,9 +52,13 @@ select ok((select relrowsecurity from pg_class where oid = 'public.embedding_seg
 select ok((select 'security_invoker=true' = any (reloptions) from pg_class where oid = 'public.embedding_segment_status'::regclass),
   'the status view is security_invoker');
 select ok(exists (select from cron.job where jobname = 'embedding-segments-maintenance'
-                  and command = 'call private.maintain_embedding_segments()'), 'the maintenance job is scheduled');
-select ok(not has_function_privilege('authenticated', 'private.maintain_embedding_segments()', 'execute'),
+                  and command = 'call private.maintain_embedding_segments(false)'), 'the maintenance job is scheduled');
+select ok(exists (select from cron.job where jobname = 'embedding-segments-build'
+                  and command = 'call private.build_embedding_segments()'), 'the build job is scheduled apart');
+select ok(not has_function_privilege('authenticated', 'private.maintain_embedding_segments(boolean)', 'execute'),
   'the maintenance procedure is not callable by API roles');
+select ok(not has_function_privilege('authenticated', 'private.build_embedding_segments()', 'execute'),
+  'the build procedure is not callable by API roles');
 
 -- Routing -----------------------------------------------------------------------------------------
 create table public.seg_tap (id int primary key, body text);

@@ -1,0 +1,182 @@
+-- Bulk segments, part 3: the index build gets its own pg_cron job, and segments are smaller.
+--
+-- Measured with npm run bench:scale (2 cores): a 50,000-chunk segment took 194 s to build, about
+-- 3.9 ms a row, barely cheaper than per-row HNSW inserts, because its graph (~330 MB) did not fit in
+-- maintenance_work_mem; 10,000 rows build in about 1.5-3 ms a row. And while one run built, the same run
+-- could not close or open a segment (pg_cron never overlaps runs of one job), so the next segment kept
+-- loading past its size and its own build waited for the first one's. So:
+--   - private.maintain_embedding_segments(p_build) does the quick steps (close, open, drop empty) under
+--     one advisory lock and, when p_build (the default, for operators and tests), the builds too;
+--   - private.build_embedding_segments() builds every closed segment, under a second advisory lock;
+--   - two cron jobs: 'embedding-segments-maintenance' (quick steps only) and 'embedding-segments-build';
+--     segments keep closing at their size while an earlier one builds, and builds queue one after another;
+--   - bulk_segment_max_rows defaults to 10,000 (and the opening threshold to 10,000 ready bulk jobs).
+
+alter table public.embedding_sync_settings alter column bulk_segment_min_rows set default 10000,
+  alter column bulk_segment_max_rows set default 10000;
+update public.embedding_sync_settings set bulk_segment_min_rows = 10000 where bulk_segment_min_rows = 20000;
+update public.embedding_sync_settings set bulk_segment_max_rows = 10000 where bulk_segment_max_rows = 50000;
+
+drop procedure private.maintain_embedding_segments();
+
+-- Builds (or rebuilds, after a crash) the HNSW index of every 'building' segment, oldest first, with
+-- segment 0's operator class and options, then seals it. One builder at a time (its own advisory lock).
+create procedure private.build_embedding_segments()
+language plpgsql
+as $$
+declare
+  cfg public.embedding_sync_settings;
+  seg_id int;
+  part text;
+  n bigint;
+  t0 timestamptz;
+  opclass text;
+  with_clause text;
+  err text;
+begin
+  -- hashtext('private.build_embedding_segments'), spelled out.
+  if not pg_catalog.pg_try_advisory_lock(1306521730) then
+    raise notice 'embedding segments: another build is in progress';
+    return;
+  end if;
+  select * into cfg from public.embedding_sync_settings;
+  select format('%I.%I', n.nspname, opc.opcname),
+         coalesce(' with (' || array_to_string(ic.reloptions, ', ') || ')', '')
+    into opclass, with_clause
+  from pg_catalog.pg_index i
+  join pg_catalog.pg_class ic on ic.oid = i.indexrelid
+  join pg_catalog.pg_am am on am.oid = ic.relam
+  join pg_catalog.pg_opclass opc on opc.oid = i.indclass[0]
+  join pg_catalog.pg_namespace n on n.oid = opc.opcnamespace
+  where i.indrelid = 'private.documentation_embeddings_s0'::regclass and am.amname = 'hnsw'
+  limit 1;
+  opclass := coalesce(opclass, 'extensions.vector_cosine_ops');
+  with_clause := coalesce(with_clause, '');
+  commit;
+
+  for seg_id in select g.id from public.embedding_segments g where g.state = 'building' order by g.id loop
+    part := 'documentation_embeddings_s' || seg_id;
+    t0 := null;
+    -- Drop what a failed attempt may have left (a non-concurrent build leaves nothing, but be sure).
+    if not exists (select from pg_catalog.pg_index i join pg_catalog.pg_class ic on ic.oid = i.indexrelid
+                   where i.indrelid = ('private.' || part)::regclass and ic.relname = part || '_embedding_hnsw'
+                     and i.indisvalid) then
+      execute format('drop index if exists private.%I', part || '_embedding_hnsw');
+      update public.embedding_segments g set build_attempts = g.build_attempts + 1 where g.id = seg_id;
+      commit;
+      t0 := clock_timestamp();
+      err := null;
+      begin
+        perform pg_catalog.set_config('maintenance_work_mem', cfg.bulk_segment_build_mem_mb || 'MB', true);
+        execute format('create index %I on private.%I using hnsw (embedding %s)%s',
+                       part || '_embedding_hnsw', part, opclass, with_clause);
+      exception when others then
+        err := sqlerrm;
+      end;
+      if err is not null then
+        update public.embedding_segments g set last_error = err where g.id = seg_id;
+        commit;
+        continue;
+      end if;
+    end if;
+    execute format('select count(*) from private.%I', part) into n;
+    update public.embedding_segments g
+       set state = 'sealed', sealed_at = clock_timestamp(), rows = n, last_error = null,
+           build_ms = coalesce((extract(epoch from clock_timestamp() - t0) * 1000)::bigint, g.build_ms)
+     where g.id = seg_id;
+    commit;
+  end loop;
+  perform pg_catalog.pg_advisory_unlock(1306521730);
+end $$;
+
+-- The quick steps of 20260115000100 (close, open, drop empty), then the builds when p_build.
+create procedure private.maintain_embedding_segments(p_build boolean default true)
+language plpgsql
+as $$
+declare
+  cfg public.embedding_sync_settings;
+  seg public.embedding_segments;
+  seg_id int;
+  part text;
+  n bigint;
+  has_rows boolean;
+begin
+  if pg_catalog.pg_try_advisory_lock(1306521729) then
+    select * into cfg from public.embedding_sync_settings;
+
+    -- 1. Close the loading segment (see 20260115000100 for the lock).
+    select * into seg from public.embedding_segments g where g.state = 'loading';
+    if found then
+      execute format('select count(*) from private.%I', 'documentation_embeddings_s' || seg.id) into n;
+      if n >= cfg.bulk_segment_max_rows or not cfg.bulk_segments_enabled
+         or not exists (select from public.embedding_sync_queue q
+                        where q.lane = 'bulk' and q.status in ('pending', 'processing')) then
+        lock table public.embedding_segments in exclusive mode;
+        update public.embedding_segments set state = 'building', building_at = now() where id = seg.id;
+      end if;
+    end if;
+    commit;
+
+    -- 2. Open one when a large bulk backlog is ready.
+    if cfg.bulk_segments_enabled
+       and not exists (select from public.embedding_segments g where g.state = 'loading')
+       and (select count(*) from (select from public.embedding_sync_queue q
+                                  where q.status = 'pending' and q.lane = 'bulk' and q.action <> 'DELETE'
+                                    and q.run_at <= now()
+                                  limit cfg.bulk_segment_min_rows) b) >= cfg.bulk_segment_min_rows then
+      seg_id := coalesce((select max(g.id) from public.embedding_segments g), 0) + 1;
+      part := 'documentation_embeddings_s' || seg_id;
+      begin
+        execute format('create table private.%I (like public.documentation_embeddings including defaults including generated)', part);
+        execute format('alter table private.%I add constraint %I check (segment = %s)', part, part || '_segment', seg_id);
+        execute format('alter table private.%I enable row level security', part);
+        execute format('revoke all on private.%I from public, anon, authenticated, service_role', part);
+        set local lock_timeout = '5s';
+        execute format('alter table public.documentation_embeddings attach partition private.%I for values in (%s)', part, seg_id);
+        insert into public.embedding_segments (id) values (seg_id);
+      exception when lock_not_available then
+        raise notice 'embedding segments: could not attach a new segment now (%)', sqlerrm;
+      end;
+    end if;
+    commit;
+
+    -- 3. Drop sealed segments left empty, when no bulk work waits.
+    if not exists (select from public.embedding_sync_queue q where q.lane = 'bulk' and q.status in ('pending', 'processing')) then
+      for seg_id in select g.id from public.embedding_segments g where g.state = 'sealed' order by g.id loop
+        part := 'documentation_embeddings_s' || seg_id;
+        execute format('select exists (select from private.%I)', part) into has_rows;
+        continue when has_rows;
+        begin
+          set local lock_timeout = '2s';
+          execute format('drop table private.%I', part);
+          delete from public.embedding_segments g where g.id = seg_id;
+        exception when lock_not_available then
+          raise notice 'embedding segments: could not drop empty segment % now (%)', seg_id, sqlerrm;
+        end;
+        commit;
+      end loop;
+    end if;
+    perform pg_catalog.pg_advisory_unlock(1306521729);
+  else
+    raise notice 'embedding segments: another maintenance run is in progress';
+  end if;
+  commit;
+
+  if p_build then
+    call private.build_embedding_segments();
+  end if;
+end $$;
+
+revoke all on procedure private.maintain_embedding_segments(boolean), private.build_embedding_segments()
+  from public, anon, authenticated;
+
+do $$
+begin
+  begin
+    perform cron.schedule('embedding-segments-maintenance', '10 seconds', 'call private.maintain_embedding_segments(false)');
+    perform cron.schedule('embedding-segments-build', '10 seconds', 'call private.build_embedding_segments()');
+  exception when others then
+    perform cron.schedule('embedding-segments-maintenance', '* * * * *', 'call private.maintain_embedding_segments(false)');
+    perform cron.schedule('embedding-segments-build', '* * * * *', 'call private.build_embedding_segments()');
+  end;
+end $$;
