@@ -263,4 +263,35 @@ describe("the files queue's webhook", () => {
       await db.sql`alter table files_queue disable trigger files_queue_webhook`;
     }
   });
+
+  it("an upload inside the window of an earlier wake makes no call; the woken worker lingers and takes it", async () => {
+    const files = await db.sql<{ name: string }[]>`
+      select name from storage.objects where bucket_id = ${BUCKET} and name like 'legifrance/codes/LEGIARTI%' order by name limit 2`;
+    expect(files).toHaveLength(2);
+    const saved = await Promise.all(files.map(async (f) => ({
+      path: f.name, id: f.name.replace(/^.*\//, "").replace(/\.json$/, ""),
+      bytes: (await admin.storage.from(BUCKET).download(f.name)).data!,
+    })));
+    expect((await admin.storage.from(BUCKET).remove(saved.map((f) => f.path))).error).toBeNull();
+    // A window long enough that the second upload surely falls inside the first one's.
+    await db.sql`update embedding_sync_settings set wake_window_ms = 8000`;
+    await db.sql`update private.files_queue_wake set last_wake_at = '-infinity'`;
+    await db.sql`alter table files_queue enable trigger files_queue_webhook`;
+    try {
+      const stored = (id: string) => waitFor(`document ${id} stored`, async () => {
+        const [d] = await db.sql`select id from legal_documents where id = ${id}`;
+        return d;
+      }, 30_000, 100);
+      await admin.storage.from(BUCKET).upload(saved[0].path, saved[0].bytes, { contentType: "application/json" });
+      await stored(saved[0].id);
+      const [{ woken }] = await db.sql`select last_wake_at as woken from private.files_queue_wake`;
+      await admin.storage.from(BUCKET).upload(saved[1].path, saved[1].bytes, { contentType: "application/json" });
+      await stored(saved[1].id);
+      const [{ woken: after }] = await db.sql`select last_wake_at as woken from private.files_queue_wake`;
+      expect(after).toEqual(woken); // no second wake: the lingering worker took it
+    } finally {
+      await db.sql`alter table files_queue disable trigger files_queue_webhook`;
+      await db.sql`update embedding_sync_settings set wake_window_ms = 1000`;
+    }
+  });
 });

@@ -43,6 +43,8 @@ export interface WorkerOptions {
   leaseSeconds?: number;
   /** Client documents over this size fail alone (default 20 MB; CLIENT_DOCUMENTS_MAX_BYTES). */
   maxClientDocumentBytes?: number;
+  /** Keep polling while a webhook wake is recent (uploads coalesced into it may still commit). */
+  lingerAfterWake?: boolean;
 }
 
 type AnyHandler = FileHandler<any>;
@@ -71,7 +73,15 @@ export async function processFilesQueue(
     const tb = performance.now();
     const rows = await sql<ClaimedFile[]>`
       select id, file_path, bucket_id, file_size, lane from public.claim_files_queue(${worker}, ${opts.batchSize}, ${opts.leaseSeconds ?? 120})`;
-    if (rows.length === 0) break;
+    if (rows.length === 0) {
+      // Uploads inside a wake's window make no call of their own: the woken worker keeps polling
+      // until a window after the last wake, or they would wait for the minute's cron dispatch.
+      if (opts.lingerAfterWake && performance.now() - t0 + 500 < opts.budgetMs && (await recentlyWoken(sql))) {
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      break;
+    }
     r.batches++;
     r.claimed += rows.length;
     const buckets = await sql<{ bucket_id: string; handler: string }[]>`
@@ -126,6 +136,11 @@ export async function processFilesQueue(
   return r;
 }
 
+async function recentlyWoken(sql: postgres.Sql): Promise<boolean> {
+  const [r] = await sql<{ linger: boolean }[]>`select public.files_queue_recently_woken() as linger`;
+  return !!r?.linger;
+}
+
 const workerEnvSchema = z.object({
   CLIENT_DOCUMENTS_MAX_BYTES: z.coerce.number().int().min(1).max(1024 * 1024 * 1024).optional(),
 });
@@ -141,7 +156,7 @@ export function workerHandler(ctx: () => FilesContext, defaultBudgetMs = 100_000
       if (!cfg.success) return errorResponse(500, "invalid CLIENT_DOCUMENTS_MAX_BYTES");
       const result = await processFilesQueue({ sql, store }, {
         batchSize: body.batchSize, budgetMs: body.budgetMs ?? defaultBudgetMs, concurrency: body.concurrency,
-        maxClientDocumentBytes: cfg.data.CLIENT_DOCUMENTS_MAX_BYTES,
+        maxClientDocumentBytes: cfg.data.CLIENT_DOCUMENTS_MAX_BYTES, lingerAfterWake: true,
       });
       return json(result);
     } catch (e) {

@@ -36,3 +36,17 @@ revoke all on function private.wake_files_workers() from public;
 create trigger files_queue_webhook
   after insert on public.files_queue
   for each statement execute function private.wake_files_workers();
+
+-- Was the files worker woken less than a window (plus a second) ago? A woken worker that finds the
+-- queue empty keeps polling while this holds: uploads that commit inside the window of the wake that
+-- covered them make no call of their own (the webhook for embeddings does the same).
+create function public.files_queue_recently_woken() returns boolean
+language sql stable
+security definer
+set search_path = ''
+as $$
+  select clock_timestamp() < w.last_wake_at + make_interval(secs => (s.wake_window_ms + 1000) / 1000.0)
+  from private.files_queue_wake w, public.embedding_sync_settings s
+$$;
+revoke all on function public.files_queue_recently_woken() from public, anon, authenticated;
+grant execute on function public.files_queue_recently_woken() to service_role;
