@@ -30,9 +30,11 @@ alter table public.embedding_sync_settings
   -- Off: every write goes to segment 0 and no segment is opened (the benchmark's baseline).
   add column bulk_segments_enabled boolean not null default true,
   -- A loading segment is opened when at least this many bulk jobs are ready...
-  add column bulk_segment_min_rows int not null default 20000 check (bulk_segment_min_rows >= 1),
-  -- ...and closed for its build at this many chunks (or when no bulk job is left).
-  add column bulk_segment_max_rows int not null default 50000 check (bulk_segment_max_rows >= 1),
+  add column bulk_segment_min_rows int not null default 10000 check (bulk_segment_min_rows >= 1),
+  -- ...and closed for its build at this many chunks (or when no bulk job is left). Measured with
+  -- npm run bench:scale (2 cores): a 50,000-chunk segment took 194 s to build (3.9 ms a row, no better
+  -- than per-row inserts) because its graph (~330 MB) did not fit in 256 MB; 10,000-chunk graphs fit.
+  add column bulk_segment_max_rows int not null default 10000 check (bulk_segment_max_rows >= 1),
   -- maintenance_work_mem for a segment's build: the HNSW graph of a full segment should fit in it.
   add column bulk_segment_build_mem_mb int not null default 256 check (bulk_segment_build_mem_mb between 16 and 8192);
 
