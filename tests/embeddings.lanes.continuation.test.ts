@@ -1,44 +1,12 @@
 // The continuation through the local stack: an invocation that runs out of its (short) time budget
 // while jobs are ready asks pg_net for one successor with the same body, and the chain drains the
 // backlog with no webhook and no cron.
-import type { SupabaseClient } from "@supabase/supabase-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
-import type { LocalStack } from "../packages/local-stack/index.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
-import { type FakeOpenAI, startFakeOpenAI } from "../packages/testkit/fake-openai.ts";
-import { useTestDatabase, waitFor } from "./helpers/db.ts";
+import { describe, expect, it } from "vitest";
+import { waitFor } from "./helpers/db.ts";
+import { useNotesStack } from "./helpers/notes-stack.ts";
 
-const db = useTestDatabase();
-let fake: FakeOpenAI;
-let stack: LocalStack;
-let admin: SupabaseClient;
-
-beforeAll(async () => {
-  fake = await startFakeOpenAI({ latencyMs: 20 });
-  stack = await startTestStack({
-    databaseUrl: db.url,
-    // A short budget, so one invocation cannot drain the backlog below on its own.
-    functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url, EMBEDDING_BUDGET_MS: "3500" },
-  });
-  admin = createLocalClient(stack.apiUrl, stack.secretKey);
-  await db.sql`update cron.job set active = false`; // no schedule may drain anything here
-  await db.sql`create table notes (id bigint primary key, body text not null)`;
-  await db.sql`select register_embedding_source('notes', array['body'])`;
-}, 90_000);
-
-afterAll(async () => {
-  await stack?.stop();
-  await fake?.stop();
-});
-
-/** Calls made to process-embedding-queue so far: answered, plus still queued or in flight. */
-async function functionCalls(): Promise<number> {
-  const [r] = await db.sql<{ n: number }[]>`
-    select (select count(*) from net.http_request_queue where url like '%/process-embedding-queue')::int
-         + (select count(*) from net._http_response)::int as n`;
-  return r.n;
-}
+// A short budget, so one invocation cannot drain the backlog below on its own.
+const { db, admin, functionCalls } = useNotesStack({ EMBEDDING_BUDGET_MS: "3500" });
 
 describe("continuation", () => {
   it("an invocation out of budget with jobs left asks for a successor, and the chain drains the backlog", async () => {
@@ -50,7 +18,7 @@ describe("continuation", () => {
         await tx`insert into notes select g, 'note ' || g from generate_series(100, 1599) g`;
       });
       const before = await functionCalls();
-      const { data, error } = await admin.functions.invoke("process-embedding-queue", {
+      const { data, error } = await admin().functions.invoke("process-embedding-queue", {
         body: { action: "process", lane: "bulk", batchSize: 20 },
       });
       expect(error).toBeNull();

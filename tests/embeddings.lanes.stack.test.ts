@@ -1,39 +1,11 @@
 // Priority lanes through the local stack (gateway + pg_net stand-in + the real function) on the real
 // PostgreSQL, with the fake OpenAI server: the live worker that lingers for the next edit. (The
 // continuation, which needs a short budget, is in embeddings.lanes.continuation.test.ts.)
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { LocalStack } from "../packages/local-stack/index.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
-import { type FakeOpenAI, startFakeOpenAI } from "../packages/testkit/fake-openai.ts";
-import { useTestDatabase, waitFor } from "./helpers/db.ts";
+import { describe, expect, it } from "vitest";
+import { waitFor } from "./helpers/db.ts";
+import { useNotesStack } from "./helpers/notes-stack.ts";
 
-const db = useTestDatabase();
-let fake: FakeOpenAI;
-let stack: LocalStack;
-
-beforeAll(async () => {
-  fake = await startFakeOpenAI({ latencyMs: 20 });
-  stack = await startTestStack({
-    databaseUrl: db.url,
-    functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url },
-  });
-  await db.sql`update cron.job set active = false`; // no schedule may drain anything here
-  await db.sql`create table notes (id bigint primary key, body text not null)`;
-  await db.sql`select register_embedding_source('notes', array['body'])`;
-}, 90_000);
-
-afterAll(async () => {
-  await stack?.stop();
-  await fake?.stop();
-});
-
-/** Calls made to process-embedding-queue so far: sent (answered) plus still queued or in flight. */
-async function functionCalls(): Promise<number> {
-  const [r] = await db.sql<{ n: number }[]>`
-    select (select count(*) from net.http_request_queue where url like '%/process-embedding-queue')::int
-         + (select count(*) from net._http_response)::int as n`;
-  return r.n;
-}
+const { db, functionCalls } = useNotesStack();
 
 const embedded = async (id: number, text: string) => {
   const [r] = await db.sql`select count(*)::int as n from documentation_embeddings
