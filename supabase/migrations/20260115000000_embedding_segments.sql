@@ -174,8 +174,12 @@ create view public.embedding_segment_status with (security_invoker = true) as
     from public.embedding_segments g
   )
   select seg.segment, seg.state,
+         -- Segment 0 can hold millions of chunks: the planner's estimate, counted only while the table
+         -- has never been analysed (reltuples -1, e.g. just after the migration).
          case when seg.segment = 0
-                then (select greatest(c.reltuples, 0)::bigint from pg_catalog.pg_class c
+                then (select case when c.reltuples >= 0 then c.reltuples::bigint
+                                  else (select count(*) from private.documentation_embeddings_s0) end
+                      from pg_catalog.pg_class c
                       where c.oid = 'private.documentation_embeddings_s0'::regclass)
               when seg.state in ('loading', 'building')
                 then (select count(*) from public.documentation_embeddings d where d.segment = seg.segment)
