@@ -7,6 +7,16 @@ import type { EmbeddingProvider } from "./provider.ts";
 const intFromEnv = (def: number, min: number, max: number) =>
   z.coerce.number().int().min(min).max(max).default(def);
 
+/**
+ * OpenAI's embedding models and their full size. text-embedding-3-* take a `dimensions` parameter
+ * (EMBEDDING_DIMENSIONS is sent as it) that returns shorter vectors; ada-002 has one fixed size.
+ */
+export const OPENAI_MODEL_DIMENSIONS: Record<string, number> = {
+  "text-embedding-3-small": 1536,
+  "text-embedding-3-large": 3072,
+  "text-embedding-ada-002": 1536,
+};
+
 export const embeddingEnvSchema = z
   .object({
     EMBEDDING_PROVIDER: z.enum(["openai", "offline"]).optional(),
@@ -35,6 +45,22 @@ export const embeddingEnvSchema = z
   .refine((e) => e.EMBEDDING_PROVIDER !== "openai" || !!e.OPENAI_API_KEY, {
     message: "EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY",
     path: ["OPENAI_API_KEY"],
+  })
+  // OpenAI refuses these requests; say so at startup rather than fail every batch.
+  .superRefine((e, ctx) => {
+    if (e.EMBEDDING_PROVIDER !== "openai") return;
+    const size = OPENAI_MODEL_DIMENSIONS[e.EMBEDDING_MODEL];
+    if (size === undefined) return; // another model (or an OpenAI-compatible server): its own rules
+    const shortens = e.EMBEDDING_MODEL.startsWith("text-embedding-3");
+    if (shortens ? e.EMBEDDING_DIMENSIONS > size : e.EMBEDDING_DIMENSIONS !== size) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["EMBEDDING_DIMENSIONS"],
+        message: shortens
+          ? `${e.EMBEDDING_MODEL} returns at most ${size} dimensions (its \`dimensions\` parameter shortens, never lengthens)`
+          : `${e.EMBEDDING_MODEL} always returns ${size} dimensions (it takes no \`dimensions\` parameter)`,
+      });
+    }
   });
 
 export type EmbeddingEnv = z.infer<typeof embeddingEnvSchema>;
@@ -70,7 +96,7 @@ export function assertDimensionsMatch(provider: EmbeddingProvider, tableDimensio
   if (provider.dimensions !== tableDimensions) {
     throw new Error(
       `EMBEDDING_DIMENSIONS=${provider.dimensions} but documentation_embeddings.embedding is vector(${tableDimensions}); ` +
-        `set EMBEDDING_DIMENSIONS=${tableDimensions} or change the dimension in the schema migration`,
+        `set EMBEDDING_DIMENSIONS=${tableDimensions}, or change the table's with npm run embeddings:storage -- --dimensions ${provider.dimensions}`,
     );
   }
 }

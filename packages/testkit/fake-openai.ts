@@ -51,6 +51,8 @@ export interface FakeOpenAIStats {
   rateLimited: number;
   /** Tokens accepted (200 answers), by epoch second: a benchmark's utilization of the quota. */
   tokensBySecond: Map<number, number>;
+  /** The size of the vectors each 200 answer carried (the request's `dimensions`, else the model's). */
+  dimensions: number[];
 }
 
 export interface FakeOpenAI {
@@ -75,7 +77,7 @@ const MODEL_DIMS: Record<string, number> = {
 
 const newStats = (): FakeOpenAIStats => ({
   requests: 0, ok: 0, byStatus: {}, inputs: 0, tokens: 0, batchSizes: [], inputCounts: new Map(), maxInputTokens: 0,
-  rateLimited: 0, tokensBySecond: new Map(),
+  rateLimited: 0, tokensBySecond: new Map(), dimensions: [],
 });
 
 /** Tokens accepted per minute between two instants (epoch ms), from `stats.tokensBySecond`. */
@@ -253,6 +255,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     stats.inputs += inputs.length;
     stats.tokens += total;
     stats.batchSizes.push(inputs.length);
+    stats.dimensions.push(dims);
     for (const s of inputs as string[]) stats.inputCounts.set(s, (stats.inputCounts.get(s) ?? 0) + 1);
     stats.maxInputTokens = Math.max(stats.maxInputTokens, ...tokenCounts);
     const second = Math.floor(Date.now() / 1000);
