@@ -146,8 +146,8 @@ describe("embedding storage", () => {
 
     // The query cache stores and serves halfvec.
     const provider = providerAt(1536);
-    const first = await embedQuery(db.sql, provider, "Combien de jours de congé ?");
-    const second = await embedQuery(db.sql, provider, "combien de jours de congé ?");
+    const first = await embedQuery(db.sql, provider, "Combien de jours de congé ?", "service");
+    const second = await embedQuery(db.sql, provider, "combien de jours de congé ?", "service");
     expect([first.cached, second.cached]).toEqual([false, true]);
     expect(second.vector.split(",")).toHaveLength(1536);
 

@@ -29,12 +29,12 @@ class VectorsByText implements EmbeddingProvider {
   readonly name = "test";
   readonly model = "test-64";
   readonly dimensions = DIMS;
-  readonly limits = { maxInputsPerRequest: 10, maxTokensPerRequest: 10_000, maxTokensPerInput: 1_000 };
-  async embed(inputs: string[]) {
-    return {
-      vectors: inputs.map((t) => JSON.parse(queries.find((q) => q.text.toLowerCase() === t)!.vector) as number[]),
+  readonly limits = { maxInputs: 10, maxTokensPerRequest: 10_000, maxTokensPerInput: 1_000 };
+  embed(inputs: string[]) {
+    return Promise.resolve({
+      vectors: inputs.map((t) => Float32Array.from(JSON.parse(queries.find((q) => q.text.toLowerCase() === t)!.vector) as number[])),
       tokens: 0,
-    };
+    });
   }
 }
 
@@ -90,7 +90,7 @@ type Mode = "vector" | "text" | "hybrid";
 async function exactTop(readerId: string, mode: Mode, q: { vector: string; text: string }, filter: Record<string, unknown>, k = 10) {
   const readable = await withCallerRights(db.sql, user(readerId), (tx) => tx<{ id: string }[]>`select id::text from dossiers`);
   const ids = readable.map((r) => r.id);
-  const meta = { ...filter };
+  const meta = { ...filter } as Record<string, postgres.JSONValue>;
   delete meta.source_table;
   const depth = mode === "hybrid" ? k * 2 : k;
   const vec = await db.sql<{ id: string }[]>`

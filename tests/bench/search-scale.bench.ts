@@ -266,7 +266,6 @@ try {
     };
   }
 
-  const p95At = (n: number) => growth.find((g) => g.chunks === n)?.search_p95_ms ?? null;
   const first = growth[0], last = growth[growth.length - 1];
   const result = {
     ...final,
