@@ -218,6 +218,7 @@ describe("segment merges", () => {
     }, 60_000, 20);
     const target = (await segments(sql)).find((s) => s.state === "merging")!;
     expect(building).toBe(`private.documentation_embeddings_s${target.segment}`);
+    expect(target.merged_from).toEqual(sources);
 
     // During the build (the copy is done): a live edit of row 777 (segment 2) and a delete of row 1200
     // (segment 3), through the real worker SQL, on a connection that refuses to wait for a lock.
