@@ -47,6 +47,23 @@ async function sealedSegment(sql: postgres.Sql, table: string, from: number, to:
   return id;
 }
 
+/** A registered source table with rows 1..n whose chunks the test writes itself, in bulk segments. */
+async function sourceTable(sql: postgres.Sql, table: string, n: number) {
+  await sql.unsafe(`create table ${table} (id int primary key, body text)`);
+  await sql`select register_embedding_source(${table})`;
+  await sql.unsafe(`insert into ${table} select g, '${table} doc ' || g || ' v1' from generate_series(1, ${n}) g`);
+  await sql`delete from embedding_sync_queue where source_table = ${table}`;
+}
+
+/** Claims every ready job as `worker` and applies it, each chunk with a vector of its own (seeded 100,000 + id). */
+function applyAll(sql: postgres.Sql, worker: string, jobIds: number[]) {
+  return sql<{ outcome: string }[]>`
+    select outcome from apply_embedding_results(${worker}, 'merge-model', ${jobIds}::bigint[],
+      (select coalesce(jsonb_agg(jsonb_build_object('j', q.id, 'i', 0, 'c', q.content, 'h', md5(q.content), 't', 3,
+                                                    'e', merge_test_vector(100000 + q.source_id::int)::text)), '[]')
+       from embedding_sync_queue q where q.locked_by = ${worker} and q.action <> 'DELETE'))`;
+}
+
 /** Every row of [from, to] of `table` has its chunk exactly once; returns the segments holding them. */
 async function expectEachChunkOnce(sql: postgres.Sql, table: string, ids: number[]): Promise<Set<number>> {
   const rows = await sql<{ source_id: string; n: number; seg: number }[]>`
@@ -203,10 +220,7 @@ describe("segment merges", () => {
   it("a live edit and a delete of rows in segments being merged: the edit ends in segment 0 only, the delete nowhere", async () => {
     const sql = db.sql;
     const L = "merge_live";
-    await sql.unsafe(`create table ${L} (id int primary key, body text)`);
-    await sql`select register_embedding_source(${L})`;
-    await sql.unsafe(`insert into ${L} select g, '${L} doc ' || g || ' v1' from generate_series(1, 1500) g`);
-    await sql`delete from embedding_sync_queue where source_table = ${L}`; // their chunks are written below, in bulk segments
+    await sourceTable(sql, L, 1500);
     const sources = [await sealedSegment(sql, L, 1, 500), await sealedSegment(sql, L, 501, 1000), await sealedSegment(sql, L, 1001, 1500)];
     await sql`update embedding_sync_settings set segment_merges_enabled = true`;
 
@@ -230,11 +244,7 @@ describe("segment merges", () => {
       const jobs = await live.sql<{ id: string; lane: string }[]>`
         select q.id::text, q.lane from claim_embedding_jobs('merge-live-worker', 10, 60) c join embedding_sync_queue q on q.id = c.id`;
       expect(jobs.map((j) => j.lane)).toEqual(["live", "live"]);
-      const out = await live.sql<{ outcome: string }[]>`
-        select outcome from apply_embedding_results('merge-live-worker', 'merge-model', ${jobs.map((j) => Number(j.id))}::bigint[],
-          (select coalesce(jsonb_agg(jsonb_build_object('j', q.id, 'i', 0, 'c', q.content, 'h', md5(q.content), 't', 3,
-                                                        'e', merge_test_vector(100000 + q.source_id::int)::text)), '[]')
-           from embedding_sync_queue q where q.locked_by = 'merge-live-worker' and q.action <> 'DELETE'))`;
+      const out = await applyAll(live.sql, "merge-live-worker", jobs.map((j) => Number(j.id)));
       expect(out.map((o) => o.outcome)).toEqual(["applied", "applied"]);
     } finally {
       await live.sql.end({ timeout: 5 });
@@ -255,9 +265,10 @@ describe("segment merges", () => {
     await expectFoundByOwnVector(sql, L, sampleOf(1, 1500, 8).filter((id) => id !== 777 && id !== 1200));
   }, 240_000);
 
-  it("a read in the middle of the swap is not blocked and sees every chunk once; writes to the sources wait", async () => {
+  it("in the middle of the swap: a read is not blocked and sees every chunk once; a live edit waits, then lands once", async () => {
     const sql = db.sql;
     const W = "merge_swap";
+    await sourceTable(sql, W, 900);
     const sources = [await sealedSegment(sql, W, 1, 300), await sealedSegment(sql, W, 301, 600), await sealedSegment(sql, W, 601, 900)];
     const ids = range(1, 900);
     await sql`update embedding_sync_settings set segment_merges_enabled = true`;
@@ -267,6 +278,8 @@ describe("segment merges", () => {
     await blocker`select 1 from embedding_segments where id = ${sources[0]} for update`;
 
     const merger = await session(db.url);
+    const editor = await session(db.url);
+    let applying: Promise<string[]> | undefined;
     const run = merger.sql`call private.merge_embedding_segments()`.execute();
     try {
       await waitFor("the swap to wait at its last step", async () => {
@@ -292,15 +305,33 @@ describe("segment merges", () => {
       } finally {
         await reader.sql.end({ timeout: 5 });
       }
+      // A live edit of row 450 (segment 2), applied now: it reads where the row's chunks are (the
+      // sources, as the swap has not committed) and waits for the swap; after the commit they are in
+      // the merged segment, and that is where its delete must find them.
+      await editor.sql.unsafe(`update ${W} set body = '${W} doc 450 v2' where id = 450`);
+      const jobs = await editor.sql<{ id: string }[]>`select id::text from claim_embedding_jobs('merge-swap-worker', 10, 60)`;
+      expect(jobs).toHaveLength(1);
+      applying = applyAll(editor.sql, "merge-swap-worker", jobs.map((j) => Number(j.id))).then((r) => r.map((o) => o.outcome));
+      await waitFor("the live edit to wait for the swap", async () => {
+        const [r] = await sql`select wait_event_type from pg_stat_activity where pid = ${editor.pid}`;
+        return r?.wait_event_type === "Lock";
+      }, 30_000, 20);
     } finally {
       await blocker`rollback`;
       blocker.release();
     }
     await run;
     await merger.sql.end({ timeout: 5 });
+    expect(await applying).toEqual(["applied"]);
+    await editor.sql.end({ timeout: 5 });
+    const where = await sql<{ segment: number; content: string }[]>`
+      select segment, content from documentation_embeddings where source_table = ${W} and source_id = '450'`;
+    expect(where).toEqual([{ segment: 0, content: expect.stringContaining(`${W} doc 450 v2`) }]);
     const merged = (await segments(sql)).find((s) => s.state === "sealed" && s.merged_from?.join() === sources.join())!;
     expect(merged).toMatchObject({ rows: "900", indexed: true });
-    expect(await expectEachChunkOnce(sql, W, ids)).toEqual(new Set([merged.segment]));
-    await expectFoundByOwnVector(sql, W, sampleOf(1, 900, 6));
+    expect(await expectEachChunkOnce(sql, W, ids)).toEqual(new Set([0, merged.segment]));
+    const [top] = await sql`select source_id from documentation_embeddings order by embedding <=> merge_test_vector(100450) limit 1`;
+    expect(top.source_id).toBe("450");
+    await expectFoundByOwnVector(sql, W, sampleOf(1, 900, 6).filter((id) => id !== 450));
   }, 240_000);
 });

@@ -232,6 +232,7 @@ declare
   bulk_target int;
   t_job bigint[]; t_seg int[]; t_cnt int[];
   segs int[];
+  locked int[];
   seg int;
 begin
   select coalesce(array_agg(q.id order by q.id), '{}') into held
@@ -284,11 +285,25 @@ begin
     into t_job, t_seg, t_cnt
   from embedding_sync_queue q where q.id = any (applied);
 
-  -- The segments these rows have chunks in now (ACCESS SHARE only: never waits for a build).
-  select coalesce(array_agg(distinct d.segment), '{}') into segs
-  from embedding_sync_queue q
-  join documentation_embeddings d on d.source_table = q.source_table and d.source_id = q.source_id
-  where q.id = any (applied);
+  -- The segments these rows have chunks in now (read with ACCESS SHARE: never waits for a build), each
+  -- then locked ROW EXCLUSIVE (as the deletes below would lock it, only earlier), in ascending order.
+  -- A merge's swap moves a sealed segment's rows into the merged segment under a SHARE lock on its
+  -- sources: once a segment is locked here, no swap takes rows out of it until this transaction ends;
+  -- a swap that committed between the read and the lock moved the rows, so the segments are read again
+  -- until no new one appears, and the deletes find the chunks where they are.
+  locked := '{}';
+  loop
+    select coalesce(array_agg(distinct d.segment), '{}') into segs
+    from embedding_sync_queue q
+    join documentation_embeddings d on d.source_table = q.source_table and d.source_id = q.source_id
+    where q.id = any (applied);
+    exit when segs <@ locked;
+    foreach seg in array segs loop
+      continue when seg = any (locked);
+      execute format('lock table private.%I in row exclusive mode', 'documentation_embeddings_s' || seg);
+      locked := locked || seg;
+    end loop;
+  end loop;
 
   -- An unchanged chunk (same index, hash, model and metadata) is left as is; a metadata-only change
   -- rewrites the metadata and reuses the stored vector.

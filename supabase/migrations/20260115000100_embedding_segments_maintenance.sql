@@ -224,6 +224,8 @@ declare
   attempt int;
   src int;
   t0 timestamptz;
+  t_build timestamptz;
+  t_swap timestamptz;
   err text;
 begin
   p_merged := false;
@@ -302,6 +304,7 @@ begin
     perform pg_catalog.set_config('maintenance_work_mem', cfg.bulk_segment_build_mem_mb || 'MB', true);
     execute format('insert into private.%I (%s, segment) %s', part, cols, sources);
     get diagnostics n = row_count;
+    t_build := clock_timestamp();
     execute format('create index %I on private.%I %s', part || '_embedding_hnsw', part, private.embedding_hnsw_index_spec());
 
     -- The swap. Wait for the sources' writers a second at a time (queued writers go on in between).
@@ -319,6 +322,7 @@ begin
       end;
     end loop;
     set local lock_timeout = 0;
+    t_swap := clock_timestamp();
     execute format('delete from private.%I m where not exists (select from (%s) k where k.id = m.id and %s)',
                    part, sources, cmp);
     get diagnostics d = row_count;
@@ -335,6 +339,9 @@ begin
            build_ms = (extract(epoch from clock_timestamp() - t0) * 1000)::bigint
      where g.id = target;
     update public.embedding_segments g set state = 'merged', rows = 0, merged_into = target where g.id = any (plan);
+    raise notice 'embedding segments: merged % into % (% chunks): copy % ms, build % ms, swap % ms (writes to the sources waited)',
+      plan, target, n, (extract(epoch from t_build - t0) * 1000)::int, (extract(epoch from t_swap - t_build) * 1000)::int,
+      (extract(epoch from clock_timestamp() - t_swap) * 1000)::int;
   exception when others then
     err := sqlerrm;
   end;
