@@ -216,7 +216,10 @@ declare
   leftover int;
   part text;
   cols text;
+  cmp_cols text;
   cmp text;
+  src_keys text;
+  src_ids text;
   sources text;
   src_list text;
   n bigint;
@@ -287,16 +290,19 @@ begin
   -- 2. Copy, build, swap: one transaction.
   select string_agg(quote_ident(a.attname), ', ' order by a.attnum),
          -- What tells a row changed in place (a source renamed, a promotion): all but the vector and the
-         -- text, which content_hash and model stand for.
+         -- text, which content_hash and model stand for. The swap reads only these (and id).
+         string_agg(quote_ident(a.attname), ', ' order by a.attnum) filter (where a.attname not in ('embedding', 'content')),
          string_agg(format('k.%1$I is not distinct from m.%1$I', a.attname), ' and ' order by a.attnum)
            filter (where a.attname not in ('id', 'embedding', 'content'))
-    into cols, cmp
+    into cols, cmp_cols, cmp
   from pg_catalog.pg_attribute a
   where a.attrelid = 'public.documentation_embeddings'::regclass and a.attnum > 0 and not a.attisdropped
     and a.attgenerated = '' and a.attname <> 'segment';
   select string_agg(format('select %s, %s as segment from private.%I', cols, target, 'documentation_embeddings_s' || x), ' union all ' order by x),
+         string_agg(format('select %s from private.%I', cmp_cols, 'documentation_embeddings_s' || x), ' union all ' order by x),
+         string_agg(format('select id from private.%I', 'documentation_embeddings_s' || x), ' union all ' order by x),
          string_agg(format('private.%I', 'documentation_embeddings_s' || x), ', ' order by x)
-    into sources, src_list
+    into sources, src_keys, src_ids, src_list
   from unnest(plan) x;
 
   t0 := clock_timestamp();
@@ -324,11 +330,11 @@ begin
     set local lock_timeout = 0;
     t_swap := clock_timestamp();
     execute format('delete from private.%I m where not exists (select from (%s) k where k.id = m.id and %s)',
-                   part, sources, cmp);
+                   part, src_keys, cmp);
     get diagnostics d = row_count;
     n := n - d;
-    execute format('insert into private.%I (%s, segment) select * from (%s) k where not exists (select from private.%I m where m.id = k.id)',
-                   part, cols, sources, part);
+    execute format('insert into private.%I (%s, segment) select * from (%s) k where k.id in (%s except select id from private.%I)',
+                   part, cols, sources, src_ids, part);
     get diagnostics d = row_count;
     n := n + d;
     foreach src in array plan loop
