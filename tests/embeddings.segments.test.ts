@@ -276,7 +276,8 @@ describe("bulk segments", () => {
     const E = "seg_empty";
     await sql.unsafe(`create table ${E} (id int primary key, body text)`);
     await sql`select register_embedding_source(${E})`;
-    await sql`update embedding_sync_settings set bulk_segment_min_rows = 50, bulk_segment_max_rows = 1000`;
+    // Merges off: this segment must stay on its own to be emptied (tests/embeddings.merge.test.ts merges).
+    await sql`update embedding_sync_settings set bulk_segment_min_rows = 50, bulk_segment_max_rows = 1000, segment_merges_enabled = false`;
     await writeBulk(sql, E, 1, 60);
     await maint`call private.maintain_embedding_segments()`;
     const seg = (await segments(sql)).find((s) => s.state === "loading")!.segment;

@@ -36,7 +36,12 @@ alter table public.embedding_sync_settings
   -- than per-row inserts) because its graph (~330 MB) did not fit in 256 MB; 10,000-chunk graphs fit.
   add column bulk_segment_max_rows int not null default 10000 check (bulk_segment_max_rows >= 1),
   -- maintenance_work_mem for a segment's build: the HNSW graph of a full segment should fit in it.
-  add column bulk_segment_build_mem_mb int not null default 256 check (bulk_segment_build_mem_mb between 16 and 8192);
+  -- It also caps every segment, loading or merged: see private.embedding_segment_max_rows().
+  add column bulk_segment_build_mem_mb int not null default 256 check (bulk_segment_build_mem_mb between 16 and 8192),
+  -- Sealed segments merge in the background (size-tiered: see private.embedding_merge_plan): when this
+  -- many fall in one size tier, they become one. Off: segments are only ever built, never merged.
+  add column segment_merges_enabled boolean not null default true,
+  add column segment_merge_factor int not null default 4 check (segment_merge_factor between 2 and 64);
 
 -- 1. The old table becomes segment 0 -------------------------------------------------------------
 
@@ -131,14 +136,19 @@ alter table public.documentation_embeddings attach partition private.documentati
 
 create table public.embedding_segments (
   id int primary key check (id > 0),
-  state text not null default 'loading' check (state in ('loading', 'building', 'sealed')),
-  rows bigint,                                   -- chunks once sealed
+  -- loading -> building -> sealed; a merge adds a 'merging' segment (attached, empty to every reader
+  -- until its swap commits), which then becomes 'sealed' while its sources become 'merged' (emptied,
+  -- dropped by the next maintenance run).
+  state text not null default 'loading' check (state in ('loading', 'building', 'sealed', 'merging', 'merged')),
+  rows bigint,                                   -- chunks once sealed (a merging segment: the plan's total)
   created_at timestamptz not null default now(),
   building_at timestamptz,
   sealed_at timestamptz,
   build_ms bigint,
   build_attempts int not null default 0,
-  last_error text
+  last_error text,
+  merged_from int[],                             -- a merged (or merging) segment: the segments it replaces
+  merged_into int                                -- a 'merged' segment: the segment that took its rows
 );
 -- At most one segment takes bulk writes at a time.
 create unique index embedding_segments_one_loading on public.embedding_segments ((true)) where state = 'loading';
@@ -164,13 +174,17 @@ revoke all on function private.embedding_bulk_target() from public, anon, authen
 
 -- Segment 0's rows are the planner's estimate (counting it could take seconds); a loading or building
 -- segment is small (about bulk_segment_max_rows) and counted exactly; a sealed one was counted when
--- its build finished. `indexed`: the segment has a valid HNSW index of its own.
+-- its build finished; a merging one shows its plan's total (its rows become visible when its swap
+-- commits). `indexed`: the segment has a valid HNSW index of its own. merged_from / merged_into: a merge's
+-- result and its sources.
 create view public.embedding_segment_status with (security_invoker = true) as
   with seg as (
     select 0 as segment, 'live'::text as state, null::bigint as rows, null::timestamptz as created_at,
-           null::timestamptz as sealed_at, null::bigint as build_ms, 0 as build_attempts, null::text as last_error
+           null::timestamptz as sealed_at, null::bigint as build_ms, 0 as build_attempts, null::text as last_error,
+           null::int[] as merged_from, null::int as merged_into
     union all
-    select g.id, g.state, g.rows, g.created_at, g.sealed_at, g.build_ms, g.build_attempts, g.last_error
+    select g.id, g.state, g.rows, g.created_at, g.sealed_at, g.build_ms, g.build_attempts, g.last_error,
+           g.merged_from, g.merged_into
     from public.embedding_segments g
   )
   select seg.segment, seg.state,
@@ -188,7 +202,8 @@ create view public.embedding_segment_status with (security_invoker = true) as
                  join pg_catalog.pg_am am on am.oid = ic.relam
                  where i.indrelid = to_regclass('private.documentation_embeddings_s' || seg.segment)
                    and am.amname = 'hnsw' and i.indisvalid) as indexed,
-         seg.created_at, seg.sealed_at, seg.build_ms, seg.build_attempts, seg.last_error
+         seg.created_at, seg.sealed_at, seg.build_ms, seg.build_attempts, seg.last_error,
+         seg.merged_from, seg.merged_into
   from seg;
 revoke all on public.embedding_segment_status from anon, authenticated;
 grant select on public.embedding_segment_status to service_role;
@@ -217,6 +232,7 @@ declare
   bulk_target int;
   t_job bigint[]; t_seg int[]; t_cnt int[];
   segs int[];
+  locked int[];
   seg int;
 begin
   select coalesce(array_agg(q.id order by q.id), '{}') into held
@@ -269,11 +285,25 @@ begin
     into t_job, t_seg, t_cnt
   from embedding_sync_queue q where q.id = any (applied);
 
-  -- The segments these rows have chunks in now (ACCESS SHARE only: never waits for a build).
-  select coalesce(array_agg(distinct d.segment), '{}') into segs
-  from embedding_sync_queue q
-  join documentation_embeddings d on d.source_table = q.source_table and d.source_id = q.source_id
-  where q.id = any (applied);
+  -- The segments these rows have chunks in now (read with ACCESS SHARE: never waits for a build), each
+  -- then locked ROW EXCLUSIVE (as the deletes below would lock it, only earlier), in ascending order.
+  -- A merge's swap moves a sealed segment's rows into the merged segment under a SHARE lock on its
+  -- sources: once a segment is locked here, no swap takes rows out of it until this transaction ends;
+  -- a swap that committed between the read and the lock moved the rows, so the segments are read again
+  -- until no new one appears, and the deletes find the chunks where they are.
+  locked := '{}';
+  loop
+    select coalesce(array_agg(distinct d.segment), '{}') into segs
+    from embedding_sync_queue q
+    join documentation_embeddings d on d.source_table = q.source_table and d.source_id = q.source_id
+    where q.id = any (applied);
+    exit when segs <@ locked;
+    foreach seg in array segs loop
+      continue when seg = any (locked);
+      execute format('lock table private.%I in row exclusive mode', 'documentation_embeddings_s' || seg);
+      locked := locked || seg;
+    end loop;
+  end loop;
 
   -- An unchanged chunk (same index, hash, model and metadata) is left as is; a metadata-only change
   -- rewrites the metadata and reuses the stored vector.

@@ -3,7 +3,7 @@
 -- source row's chunks live in one segment). The maintenance procedure COMMITs, so it is exercised by
 -- tests/embeddings.segments.test.ts, not inside this transaction.
 begin;
-select plan(39);
+select plan(58);
 
 -- Shape -------------------------------------------------------------------------------------------
 select is((select c.relkind::text from pg_class c where c.oid = 'public.documentation_embeddings'::regclass), 'p',
@@ -130,6 +130,71 @@ select is((select count(*)::int from documentation_embeddings where source_table
 
 update embedding_sync_settings set bulk_segments_enabled = false;
 select is(private.embedding_bulk_target(), 0, 'segments switched off: bulk writes go to segment 0');
+
+-- Merges: the size-tiered policy (factor 4, fresh segments of 100 chunks, at most 10,000) ---------------
+select is(private.embedding_merge_plan('{1,2,3}', '{100,90,80}', 4, 100, 10000), null,
+  'three segments in a tier: no merge');
+select is(private.embedding_merge_plan('{1,2,3,4,5}', '{100,90,80,70,500}', 4, 100, 10000), '{1,2,3,4}'::int[],
+  'four in tier 0 (below 400) merge; the 500 (tier 1) waits');
+select is(private.embedding_merge_plan('{1,2,3,4,5,6}', '{5,60,7,8,9,99}', 4, 100, 10000), '{1,3,4,5}'::int[],
+  'more than four in a tier: the four smallest');
+select is(private.embedding_merge_plan('{1,2,3,4,5,6,7,8}', '{400,500,600,700,10,20,30,40}', 4, 100, 10000), '{5,6,7,8}'::int[],
+  'two full tiers: the lowest first');
+select is(private.embedding_merge_plan('{1,2,3,4,5,6,7}', '{400,500,600,700,10,20,30}', 4, 100, 10000), '{1,2,3,4}'::int[],
+  'a full tier above a short one merges');
+select is(private.embedding_merge_plan('{1,2,3,4}', '{400,400,450,400}', 4, 100, 1000), '{1,2}'::int[],
+  'never above the maximum: as many of the smallest as fit');
+select is(private.embedding_merge_plan('{1,2,3,4}', '{600,600,600,600}', 4, 100, 1000), null,
+  'segments above half the maximum merge no more');
+select is(private.embedding_merge_plan('{1,2,3,4}', '{40,0,null,100}', 4, 100, 10000), '{1,2,3,4}'::int[],
+  'segments below the floor (even empty) are tier 0');
+select is(private.embedding_merge_plan('{}', '{}', 4, 100, 10000), null, 'no sealed segment: no merge');
+-- n segments of the floor size, merged as the build job would (one merge at a time): what is left
+-- grows about as log(n), not n.
+create function pg_temp.after_merges(p_n int, p_factor int) returns int language plpgsql as $$
+declare
+  ids int[] := array(select generate_series(1, p_n));
+  sz bigint[] := array(select 100::bigint from generate_series(1, p_n));
+  pick int[];
+  next_id int := p_n;
+begin
+  loop
+    pick := private.embedding_merge_plan(ids, sz, p_factor, 100, 1000000);
+    exit when pick is null;
+    next_id := next_id + 1;
+    select array_agg(i) || next_id, array_agg(s) || (select sum(s2) from unnest(ids, sz) t2(i2, s2) where i2 = any (pick))::bigint
+      into ids, sz from unnest(ids, sz) t(i, s) where not i = any (pick);
+  end loop;
+  return coalesce(array_length(ids, 1), 0);
+end $$;
+select is(array[pg_temp.after_merges(16, 4), pg_temp.after_merges(64, 4), pg_temp.after_merges(63, 4), pg_temp.after_merges(1000, 4)],
+  array[1, 1, 9, 10], '16 and 64 fresh segments merge into 1; 63 leave 3 + 3 + 3 (base 4 digits); 1000: 10');
+
+-- Merges: the segment size that fits the build memory ------------------------------------------------
+select is(private.embedding_hnsw_element_bytes('vector', 1536), 6934::bigint,
+  'vector(1536): 6,934 bytes an element (pgvector measured 6,941)');
+select is(private.embedding_hnsw_element_bytes('halfvec', 1536), 3862::bigint,
+  'halfvec(1536): 3,862 bytes an element (measured 3,856)');
+select is(private.embedding_hnsw_element_bytes('halfvec', 512, 32), 2326::bigint, 'm = 32 doubles the layer-0 neighbour list');
+select is(private.embedding_segment_max_rows(),
+  (select floor(0.9 * 256 * 1048576.0 / private.embedding_hnsw_element_bytes(t.typname, a.atttypmod))::bigint
+   from pg_attribute a join pg_type t on t.oid = a.atttypid
+   where a.attrelid = 'public.documentation_embeddings'::regclass and a.attname = 'embedding'),
+  'max rows: 90% of bulk_segment_build_mem_mb over the element size of the column''s own type and dimensions');
+update embedding_sync_settings set bulk_segment_build_mem_mb = 1024;
+select ok(private.embedding_segment_max_rows() between 130000 and 140000 or public.embedding_dimensions() <> 1536,
+  '1 GB builds segments of about 136,000 vector(1536) chunks');
+select ok(exists (select from pg_constraint where conrelid = 'public.embedding_segments'::regclass
+                  and pg_get_constraintdef(oid) like '%merging%merged%'), 'segment states include merging and merged');
+select is((select array_agg(attname::text order by attnum) from pg_attribute
+           where attrelid = 'public.embedding_segment_status'::regclass and attname in ('merged_from', 'merged_into')),
+  array['merged_from', 'merged_into'], 'the status view shows what merged into what');
+select ok(not has_function_privilege('authenticated', 'private.merge_embedding_segments()', 'execute')
+          and not has_function_privilege('authenticated', 'private.merge_embedding_segment(boolean)', 'execute')
+          and not has_function_privilege('authenticated', 'private.open_embedding_segment()', 'execute'),
+  'the merge and open procedures are not callable by API roles');
+select is((select (segment_merges_enabled, segment_merge_factor)::text from embedding_sync_settings), '(t,4)',
+  'merges are on by default, factor 4');
 
 select * from finish();
 rollback;
