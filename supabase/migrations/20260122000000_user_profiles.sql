@@ -7,8 +7,8 @@
 --
 -- A trigger on auth.users runs inside Auth's own statement: an error there would fail the sign-up.
 -- So the copy runs in its own subtransaction and an error is logged as a WARNING (with the user's id
--- and the reason) instead of raised; the profile then catches up on the user's next update, or by
--- re-running the backfill at the end of this file.
+-- and the reason) instead of raised; the profile then catches up on the user's next update, or with
+-- private.backfill_user_profiles().
 
 create table public.users (
   id uuid primary key references auth.users (id) on delete cascade,
@@ -78,14 +78,28 @@ create trigger on_auth_user_updated
   after update of email, email_confirmed_at, raw_user_meta_data on auth.users
   for each row execute function private.sync_user_profile();
 
--- One-time backfill: users that existed before these triggers. Idempotent (a second run adds nothing).
-insert into public.users (id, email, email_verified, first_name, last_name, created_at, updated_at)
-select a.id, a.email, a.email_confirmed_at is not null,
-       private.metadata_name(a.raw_user_meta_data, 'first_name', 'given_name'),
-       private.metadata_name(a.raw_user_meta_data, 'last_name', 'family_name'),
-       coalesce(a.created_at, now()), now()
-from auth.users a
-on conflict (id) do nothing;
+-- Backfill: a profile for every user that has none (users from before these triggers, or whose
+-- profile write failed and was logged). Idempotent; returns how many profiles it created. Run once
+-- here; an operator may run it again.
+create function private.backfill_user_profiles() returns int
+language sql
+security definer
+set search_path = ''
+as $$
+  with added as (
+    insert into public.users (id, email, email_verified, first_name, last_name, created_at, updated_at)
+    select a.id, a.email, a.email_confirmed_at is not null,
+           private.metadata_name(a.raw_user_meta_data, 'first_name', 'given_name'),
+           private.metadata_name(a.raw_user_meta_data, 'last_name', 'family_name'),
+           coalesce(a.created_at, now()), now()
+    from auth.users a
+    on conflict (id) do nothing
+    returning 1
+  )
+  select count(*)::int from added
+$$;
+revoke all on function private.backfill_user_profiles() from public;
+select private.backfill_user_profiles();
 
 alter table public.users enable row level security;
 create policy users_own_select on public.users for select to authenticated
