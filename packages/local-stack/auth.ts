@@ -371,7 +371,7 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
           appMeta: body.app_metadata ?? {},
         },
         err.emailExists,
-        async (_tx, u) => u,
+        (_tx, u) => Promise.resolve(u),
       );
       return ok(userJson(user));
     },
