@@ -10,7 +10,7 @@ import { processEmbeddingQueue } from "../packages/embeddings/pipeline.ts";
 import type { EmbeddingProvider } from "../packages/embeddings/provider.ts";
 import { normalizeQuery } from "../packages/search/query-cache.ts";
 import { withCallerRights } from "../packages/search/rights.ts";
-import { runSearch, searchBodySchema } from "../packages/search/search.ts";
+import { cacheScope, runSearch, searchBodySchema } from "../packages/search/search.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 import { createAuthUsers } from "./helpers/users.ts";
 
@@ -73,10 +73,12 @@ describe("search respects each user's rights", () => {
   }
 
   it("a user asking for another user's row by its exact words gets nothing of it", async () => {
-    // Only note 7 (Bob's) has these words; Alice's full-text search finds nothing, her hybrid search
-    // finds her own notes but never note 7.
-    expect((await search(user(alice), { query: "bail commercial 7 Bob", mode: "text" })).results).toEqual([]);
-    expect((await search(user(bob), { query: "bail commercial 7 Bob", mode: "text" })).results.map((x) => x.source_id)).toEqual(["7"]);
+    // Only note 7 (Bob's) has all these words. A question matches any meaningful word, so Alice's
+    // full-text search finds her own notes on "bail commercial", never note 7; Bob's ranks note 7 first.
+    const t = await search(user(alice), { query: "bail commercial 7 Bob", mode: "text", matchCount: 50 });
+    expect(t.results.map((x) => x.source_id)).not.toContain("7");
+    expect(await owners(t.results.map((x) => x.source_id))).toEqual(new Set([alice]));
+    expect((await search(user(bob), { query: "bail commercial 7 Bob", mode: "text" })).results[0].source_id).toBe("7");
     const h = await search(user(alice), { query: "bail commercial 7 Bob", matchCount: 50 });
     expect(h.results.length).toBeGreaterThan(0);
     expect(h.results.map((x) => x.source_id)).not.toContain("7");
@@ -127,15 +129,15 @@ describe("search respects each user's rights", () => {
 });
 
 describe("the query-embedding cache", () => {
-  it("the same query twice (modulo case and spaces) makes one provider call", async () => {
+  it("the same query twice (modulo case and spaces) makes one provider call, within one user's cache", async () => {
     const before = provider.calls;
     const a = await search(user(alice), { query: "Quelle est la durée du  PRÉAVIS ?" });
-    const b = await search(user(bob), { query: "  quelle est la durée du préavis ? " });
+    const b = await search(user(alice), { query: "  quelle est la durée du préavis ? " });
     expect(provider.calls - before).toBe(1);
     expect(a.cached).toBe(false);
     expect(b.cached).toBe(true);
     const [row] = await db.sql`select hits::int, model, dimensions from query_embedding_cache where model = ${provider.model}
-      and query_hash = encode(sha256(convert_to(${normalizeQuery("quelle est la durée du préavis ?")}, 'UTF8')), 'hex')`;
+      and scope = ${alice} and query_hash = encode(sha256(convert_to(${normalizeQuery("quelle est la durée du préavis ?")}, 'UTF8')), 'hex')`;
     expect(row).toMatchObject({ hits: 1, dimensions: 1536 });
     // The table keeps no question text.
     const cols = await db.sql`select column_name from information_schema.columns where table_name = 'query_embedding_cache'`;
@@ -144,6 +146,23 @@ describe("the query-embedding cache", () => {
     const c = await search(user(alice), { query: "une question jamais posée", mode: "text" });
     expect(provider.calls - before).toBe(1);
     expect(c.cached).toBe(false);
+  });
+
+  it("never tells one user about another's question: each user has their own cache, anon none", async () => {
+    const q = "Quelle indemnité pour licencier Jean Dupont en mars ?";
+    const first = await search(user(alice), { query: q });
+    expect(first.cached).toBe(false);
+    const before = provider.calls;
+    const other = await search(user(bob), { query: q });
+    expect(other.cached).toBe(false);        // Bob's cache is his own: Alice's question is not in it
+    expect(provider.calls - before).toBe(1); // and it costs him the same as a new question
+    const anonCaller: Caller = { role: "anon", via: "publishable_key" };
+    const hashOf = normalizeQuery(q);
+    const scopes = await db.sql<{ scope: string }[]>`select scope from query_embedding_cache
+      where query_hash = encode(sha256(convert_to(${hashOf}, 'UTF8')), 'hex') order by scope`;
+    expect(scopes.map((r) => r.scope).sort()).toEqual([alice, bob].sort());
+    expect(cacheScope(anonCaller)).toBeNull();
+    expect(cacheScope(service)).toBe("service");
   });
 
   it("refuses an index embedded with another model, with a clear error", async () => {

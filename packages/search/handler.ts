@@ -7,7 +7,7 @@ import { parseEnv, platformEnvSchema, readEnv } from "../core/env.ts";
 import { errorResponse, guardRequest, json } from "../core/http.ts";
 import { assertDimensionsMatch, createProvider, parseEmbeddingEnv } from "../embeddings/config.ts";
 import type { EmbeddingProvider } from "../embeddings/provider.ts";
-import { IndexModelMismatch, runSearch, searchBodySchema } from "./search.ts";
+import { ForeignConversation, IndexModelMismatch, runSearch, searchBodySchema } from "./search.ts";
 
 const searchEnvSchema = z.object({
   SEARCH_ALLOW_ANON: z.enum(["true", "false"]).default("false"),
@@ -64,7 +64,9 @@ export function createSearchHandler(source: Record<string, string | undefined> =
       return json({ results: r.results, logId: r.logId, conversationId: r.conversationId, cachedEmbedding: r.cached });
     } catch (e) {
       if (e instanceof IndexModelMismatch) return errorResponse(409, "index model mismatch", e.message);
+      if (e instanceof ForeignConversation) return errorResponse(404, "no such conversation");
       const err = e as { code?: string; message?: string };
+      if (err.code === "P0002") return errorResponse(404, "no such conversation");
       if (err.code === "22023" || err.code === "22P02") return errorResponse(400, err.message ?? "invalid request");
       console.error(`search: ${err.message ?? e}`);
       return errorResponse(500, "search failed", err.message);

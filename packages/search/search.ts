@@ -75,8 +75,36 @@ interface Row {
   source?: Record<string, unknown> | null;
 }
 
-/** Full-text matches checked against a user's rights (the best ones by rank). */
-const TEXT_CANDIDATES = 200;
+/** A signed-in user may not write into another user's conversation. */
+export class ForeignConversation extends Error {}
+
+/**
+ * Full-text candidates for a caller under RLS whose readable rows are too many for the exact plan (see
+ * search_documents): the GIN index cannot serve a query under RLS, so the service ranks the matches and
+ * hands them over in growing pages, each checked with the caller's rights, until a page holds `need`
+ * rows the caller may read or every match was seen. The answer is the same as ranking the caller's own
+ * matches: a chunk's rank does not depend on other chunks. Null: the exact plan needs none.
+ */
+async function textCandidatesFor(sql: postgres.Sql, caller: Caller, body: SearchBody, need: number): Promise<string[] | null> {
+  const filter = body.filter as postgres.JSONValue;
+  const broad = await withCallerRights(sql, caller, async (tx) => {
+    const [r] = await tx<{ broad: boolean }[]>`select public.search_reader_is_broad(${tx.json(filter)}) as broad`;
+    return r.broad;
+  });
+  if (!broad) return null;
+  for (let pageSize = need * 8; ; pageSize *= 8) {
+    const page = await sql<{ id: string }[]>`
+      select id::text from private.search_text_ranked(${body.query}, ${sql.json(filter)}, ${pageSize})`;
+    const ids = page.map((r) => r.id);
+    if (page.length < pageSize) return ids;
+    const readable = await withCallerRights(sql, caller, async (tx) => {
+      const [r] = await tx<{ n: number }[]>`
+        select count(*)::int as n from public.documentation_embeddings where id = any(${ids}::bigint[])`;
+      return r.n;
+    });
+    if (readable >= need) return ids;
+  }
+}
 
 /** Runs one search for `caller` and logs it. */
 export async function runSearch(
@@ -85,24 +113,19 @@ export async function runSearch(
   body: SearchBody,
 ): Promise<SearchAnswer> {
   const { sql, provider } = deps;
+  if (body.conversationId) await assertConversationOwner(sql, caller, body.conversationId);
   let embedding: string | null = null;
   let cached = false;
   if (body.mode !== "text") {
     await assertIndexModel(sql, provider);
-    const q = await embedQuery(sql, provider, body.query);
+    const q = await embedQuery(sql, provider, body.query, cacheScope(caller));
     embedding = q.vector;
     cached = q.cached;
   }
-  // Under RLS the full-text branch cannot use its GIN index (see search_documents), so for a caller
-  // whose rights are checked, the best full-text matches are found first without RLS, and only those
-  // candidates are checked with the caller's rights. Ids alone reveal nothing to the caller.
-  let candidates: string[] | null = null;
-  if (caller.role !== "service_role" && body.mode !== "vector") {
-    const [c] = await sql<{ ids: string[] }[]>`
-      select coalesce(array_agg(s.id), '{}') as ids
-      from public.search_documents(${body.query}, null, ${TEXT_CANDIDATES}, 'text', ${sql.json(body.filter as postgres.JSONValue)}) s`;
-    candidates = c.ids;
-  }
+  const need = body.mode === "hybrid" ? body.matchCount * 2 : body.matchCount;
+  const candidates = caller.role !== "service_role" && body.mode !== "vector"
+    ? await textCandidatesFor(sql, caller, body, need)
+    : null;
   const rows = await withCallerRights(sql, caller, async (tx) => {
     const found = await tx<Row[]>`
       select s.id, s.source_table, s.source_id, s.chunk_index, s.content, s.metadata, s.score, s.similarity
@@ -137,4 +160,26 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** The auth user's id for a user caller; null for services (and for a sub that is not a uuid). */
 export function userIdOf(caller: Caller): string | null {
   return caller.role === "authenticated" && caller.userId && UUID.test(caller.userId) ? caller.userId : null;
+}
+
+/**
+ * Whose query-embedding cache a caller uses: their own (a user), the services' (the service role), or
+ * none (anon callers cannot be told apart). A shared cache would tell one user, by its flag or by its
+ * speed, that somebody else already asked exactly this question.
+ */
+export function cacheScope(caller: Caller): string | null {
+  if (caller.role === "service_role") return "service";
+  return userIdOf(caller);
+}
+
+/**
+ * A conversation belongs to the user who started it: a caller naming another user's conversation gets
+ * "not found", as for an id that does not exist. The conversations trigger enforces the same rule for
+ * every writer (conversations_owner_guard); this check answers before any work is done.
+ */
+async function assertConversationOwner(sql: postgres.Sql, caller: Caller, conversationId: string): Promise<void> {
+  const [row] = await sql<{ user_id: string | null }[]>`
+    select user_id::text as user_id from public.conversations where conversation_id = ${conversationId}
+    order by created_at limit 1`;
+  if (row && row.user_id !== userIdOf(caller)) throw new ForeignConversation("no such conversation");
 }

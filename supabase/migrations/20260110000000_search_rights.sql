@@ -3,13 +3,22 @@
 -- A user may read a chunk only when they may SELECT its source row: the source table's own RLS (and
 -- grants) decide, at query time, for any registered table. That rule lives in ONE place, the RLS
 -- policy on documentation_embeddings below, whose check runs the source-row lookup with the querying
--- user's rights. Every search function that is security invoker (search_documents here; match_documents
--- and hybrid_search in the last migration of this range) therefore inherits it. The service role
+-- user's rights. Every search function is security invoker (search_documents, match_documents and
+-- hybrid_search: 20260112000000_search_rights_complete.sql) and therefore inherits it. The service role
 -- has BYPASSRLS and sees everything.
 
--- Which table and key a source_table names. Definer: embedding_sources is service-only, and this
--- reveals only a table's name, key column and key type. The bare flags let the visibility check skip
--- the lookup for tables whose readers need no per-row decision.
+-- A source's readable rows, asked with the caller's rights. The functions below are generated, one set
+-- per registered source, by private.refresh_embedding_read_policy() (next section), with the table and
+-- key written into their bodies: no user-executable function reads embedding_sources (service only) or
+-- says which key or RLS a table has. They live in their own schema, embedding_rights, which signed-in
+-- users may use (a function body is resolved with its caller's rights, and users have no usage on
+-- private); every one of them is security invoker, so the source table's grants and RLS answer, and each
+-- returns only what the caller may read anyway.
+create schema if not exists embedding_rights;
+revoke all on schema embedding_rights from public;
+grant usage on schema embedding_rights to anon, authenticated, service_role;
+
+-- The service path's view of a source's key (service only: it names key columns and RLS flags).
 create function public.embedding_source_key(p_source_table text)
 returns table (relid regclass, pk_column text, pk_type text, row_security boolean)
 language sql
@@ -24,74 +33,25 @@ as $$
   where s.source_table = p_source_table
 $$;
 revoke all on function public.embedding_source_key(text) from public, anon, authenticated;
-grant execute on function public.embedding_source_key(text) to authenticated, service_role;
+grant execute on function public.embedding_source_key(text) to service_role;
 
--- May the current role SELECT this source row? Security invoker: the lookup runs with the caller's
--- grants and under the source table's RLS, so the table's own policies answer. A table the caller has
--- no SELECT grant on, or a source nobody registered, answers false (never an error: one unreadable
--- table must not break every search).
-create function public.can_read_source_row(p_source_table text, p_source_id text)
-returns boolean
-language plpgsql
-stable
-security invoker
-set search_path = ''
-as $$
-declare
-  k record;
-  visible boolean;
-begin
-  select * into k from public.embedding_source_key(p_source_table);
-  if k.relid is null or not pg_catalog.has_table_privilege(k.relid, 'select') then
-    return false;
-  end if;
-  if not k.row_security then
-    return true;  -- granted and no RLS: every row is readable
-  end if;
-  execute format('select exists (select 1 from %s r where r.%I = $1::%s)', k.relid, k.pk_column, k.pk_type)
-    into visible using p_source_id;
-  return visible;
-end $$;
-revoke all on function public.can_read_source_row(text, text) from public, anon, authenticated;
-grant execute on function public.can_read_source_row(text, text) to authenticated, service_role;
-
--- The live source row as jsonb, read with the caller's rights (null when they may not read it).
-create function public.read_source_row(p_source_table text, p_source_id text)
-returns jsonb
-language plpgsql
-stable
-security invoker
-set search_path = ''
-as $$
-declare
-  k record;
-  row_json jsonb;
-begin
-  select * into k from public.embedding_source_key(p_source_table);
-  if k.relid is null or not pg_catalog.has_table_privilege(k.relid, 'select') then
-    return null;
-  end if;
-  execute format('select to_jsonb(r) from %s r where r.%I = $1::%s', k.relid, k.pk_column, k.pk_type)
-    into row_json using p_source_id;
-  return row_json;
-end $$;
-revoke all on function public.read_source_row(text, text) from public, anon, authenticated;
-grant execute on function public.read_source_row(text, text) to authenticated, service_role;
-
--- Signed-in users read chunks through this policy only. anon has no grant: a project that opens search
--- to anonymous visitors (SEARCH_ALLOW_ANON=true) grants select on documentation_embeddings and execute
--- on search_documents to anon, and the same policy then shows them only rows anon may read.
+-- Signed-in users read chunks through these policies only. anon has no grant: a project that opens
+-- search to anonymous visitors (SEARCH_ALLOW_ANON=true) grants select on documentation_embeddings and
+-- execute on search_documents to anon, and anon's policy then shows them only rows anon may read.
 --
--- The policy's expression is generated from embedding_sources (refreshed by a trigger whenever a
--- source is registered or removed): one CASE branch per table, calling that table's own small SQL
--- function `private.can_read_source_<oid>(id)`, security invoker, so the table's RLS answers. A SQL
--- function's plan is cached for the whole query, which makes the check cost microseconds per
--- candidate row; the generic can_read_source_row above (dynamic SQL) re-plans on every call, far too
--- slow for a policy. The functions are not inlined (SET clause), so a table the caller has no grant on
--- is only touched after has_table_privilege said yes: it is invisible, never an error.
+-- Each policy's expression is generated from embedding_sources (refreshed whenever a source is
+-- registered or removed, and whenever a GRANT or REVOKE runs): one CASE branch per table, an EXISTS on
+-- that table by key, so the table's own RLS answers. It is written into the policy rather than called
+-- through a function: a subquery costs one index probe per chunk (about 3 us), a SQL function call its
+-- own executor start-up (about 100 us), and every candidate chunk of every search pays it. A table the
+-- role has no SELECT grant on gets `false` instead (naming it would make every query fail with
+-- "permission denied"): invisible, never an error.
 grant select on public.documentation_embeddings to authenticated;
 create policy documentation_embeddings_readable_source on public.documentation_embeddings
-  for select to authenticated, anon
+  for select to authenticated
+  using (false);
+create policy documentation_embeddings_readable_source_anon on public.documentation_embeddings
+  for select to anon
   using (false);
 
 create function private.refresh_embedding_read_policy() returns void
@@ -102,9 +62,16 @@ as $$
 declare
   src record;
   fn text;
+  guard text;
   branches text := '';
+  anon_branches text := '';
+  keys_body text := '';
+  can_body text := '';
+  row_body text := '';
   keep text[] := '{}';
 begin
+  -- The GRANTs below must not fire the grant-following event trigger back into this function.
+  perform pg_catalog.set_config('embedding_rights.refreshing', 'on', true);
   for src in
     select s.source_table, s.relid, s.relid::regclass::text as rel, s.pk_column,
            pg_catalog.format_type(a.atttypid, a.atttypmod) as pk_type
@@ -112,27 +79,82 @@ begin
       join pg_catalog.pg_attribute a on a.attrelid = s.relid and a.attname = s.pk_column
      order by s.source_table
   loop
-    fn := 'can_read_source_' || src.relid::text;
-    keep := keep || fn;
+    -- Three small functions per source: is this row readable, which keys are readable (at most
+    -- p_cap of them), and the row itself.
+    keep := keep || array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid];
     execute format(
-      'create or replace function private.%I(p_id text) returns boolean language sql stable security invoker '
+      'create or replace function embedding_rights.%I(p_id text) returns boolean language sql stable security invoker '
       'set search_path = '''' as %L',
-      fn, format('select exists (select 1 from %s r where r.%I = p_id::%s)', src.rel, src.pk_column, src.pk_type));
-    execute format('revoke all on function private.%I(text) from public', fn);
-    execute format('grant execute on function private.%I(text) to anon, authenticated, service_role', fn);
-    branches := branches || format(
-      ' when %L then case when pg_catalog.has_table_privilege(%s::oid, ''select'') then private.%I(source_id) else false end',
-      src.source_table, src.relid::text, fn);
+      'can_read_' || src.relid, format('select exists (select 1 from %s r where r.%I = p_id::%s)', src.rel, src.pk_column, src.pk_type));
+    execute format(
+      'create or replace function embedding_rights.%I(p_cap int) returns setof text language sql stable security invoker '
+      'set search_path = '''' as %L',
+      'keys_' || src.relid, format('select r.%I::text from %s r limit p_cap', src.pk_column, src.rel));
+    execute format(
+      'create or replace function embedding_rights.%I(p_id text) returns jsonb language sql stable security invoker '
+      'set search_path = '''' as %L',
+      'row_' || src.relid, format('select pg_catalog.to_jsonb(r) from %s r where r.%I = p_id::%s', src.rel, src.pk_column, src.pk_type));
+    foreach fn in array array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid] loop
+      execute format('revoke all on function embedding_rights.%I from public', fn);
+      execute format('grant execute on function embedding_rights.%I to anon, authenticated, service_role', fn);
+    end loop;
+    guard := format('pg_catalog.has_table_privilege(%s::oid, ''select'')', src.relid);
+    fn := format('exists (select from %s r where r.%I = source_id::%s)', src.rel, src.pk_column, src.pk_type);
+    branches := branches || format(' when %L then %s', src.source_table,
+      case when pg_catalog.has_table_privilege('authenticated', src.relid, 'select') then fn else 'false' end);
+    anon_branches := anon_branches || format(' when %L then %s', src.source_table,
+      case when pg_catalog.has_table_privilege('anon', src.relid, 'select') then fn else 'false' end);
+    keys_body := keys_body || format($b$
+      if (p_source_table is null or p_source_table = %1$L) and left_over > 0 and %2$s then
+        return query select %1$L::text, k from embedding_rights.%3$I(left_over) k;
+        get diagnostics n = row_count;
+        left_over := left_over - n;
+      end if;$b$, src.source_table, guard, 'keys_' || src.relid);
+    can_body := can_body || format(' when %L then case when %s then embedding_rights.%I(p_id) else false end',
+      src.source_table, guard, 'can_read_' || src.relid);
+    row_body := row_body || format(' when %L then case when %s then embedding_rights.%I(p_id) end',
+      src.source_table, guard, 'row_' || src.relid);
   end loop;
+
   execute format('alter policy documentation_embeddings_readable_source on public.documentation_embeddings using (%s)',
     case when branches = '' then 'false' else 'case source_table' || branches || ' else false end' end);
+  execute format('alter policy documentation_embeddings_readable_source_anon on public.documentation_embeddings using (%s)',
+    case when anon_branches = '' then 'false' else 'case source_table' || anon_branches || ' else false end' end);
+
+  -- The dispatchers. plpgsql plans a branch only when it runs, so a table without a grant is never
+  -- touched (has_table_privilege comes first), and a source nobody registered reads as nothing.
+  execute format($f$
+    create or replace function embedding_rights.readable_keys(p_source_table text, p_cap int)
+    returns table (source_table text, source_id text)
+    language plpgsql stable security invoker set search_path = '' as $b$
+    declare
+      left_over int := greatest(p_cap, 0);
+      n int;
+    begin%s
+    end $b$
+  $f$, keys_body);
+  execute format(
+    'create or replace function embedding_rights.can_read(p_source_table text, p_id text) returns boolean '
+    'language sql stable security invoker set search_path = '''' as %L',
+    'select ' || case when can_body = '' then 'false' else 'case p_source_table' || can_body || ' else false end' end);
+  execute format(
+    'create or replace function embedding_rights.read_row(p_source_table text, p_id text) returns jsonb '
+    'language sql stable security invoker set search_path = '''' as %L',
+    'select ' || case when row_body = '' then 'null::jsonb' else 'case p_source_table' || row_body || ' end' end);
+  foreach fn in array array['readable_keys', 'can_read', 'read_row'] loop
+    execute format('revoke all on function embedding_rights.%I from public', fn);
+    execute format('grant execute on function embedding_rights.%I to anon, authenticated, service_role', fn);
+  end loop;
+
   -- Functions of sources that are gone.
   for fn in
-    select p.proname from pg_catalog.pg_proc p
-     where p.pronamespace = 'private'::regnamespace and p.proname like 'can\_read\_source\_%' and p.proname <> all (keep)
+    select p.oid::regprocedure::text from pg_catalog.pg_proc p
+     where p.pronamespace = 'embedding_rights'::regnamespace
+       and p.proname ~ '^(can_read|keys|row)_[0-9]+$' and p.proname <> all (keep)
   loop
-    execute format('drop function private.%I(text)', fn);
+    execute 'drop function ' || fn;
   end loop;
+  perform pg_catalog.set_config('embedding_rights.refreshing', 'off', true);
 end $$;
 revoke all on function private.refresh_embedding_read_policy() from public;
 
@@ -151,10 +173,60 @@ create trigger embedding_sources_refresh_read_policy
   after insert or delete or update of relid, pk_column, source_table on public.embedding_sources
   for each statement execute function private.embedding_sources_refresh_read_policy();
 
+-- A GRANT or REVOKE may change which tables each role's policy names.
+create function private.embedding_rights_follow_grants() returns event_trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if coalesce(pg_catalog.current_setting('embedding_rights.refreshing', true), '') <> 'on'
+     and exists (select from public.embedding_sources) then
+    perform private.refresh_embedding_read_policy();
+  end if;
+end $$;
+revoke all on function private.embedding_rights_follow_grants() from public;
+
+do $$
+begin
+  create event trigger embedding_rights_follow_grants on ddl_command_end
+    when tag in ('GRANT', 'REVOKE')
+    execute function private.embedding_rights_follow_grants();
+exception when insufficient_privilege then
+  raise notice 'embedding sync: this role may not create event triggers; after a GRANT or REVOKE on a '
+               'source table, run select private.refresh_embedding_read_policy();';
+end $$;
+
 select private.refresh_embedding_read_policy();
+
+-- May the current role SELECT this source row? A table the caller has no SELECT grant on, or a source
+-- nobody registered, answers false (never an error: one unreadable table must not break every search).
+create function public.can_read_source_row(p_source_table text, p_source_id text)
+returns boolean
+language sql
+stable
+security invoker
+set search_path = ''
+as $$ select embedding_rights.can_read(p_source_table, p_source_id) $$;
+revoke all on function public.can_read_source_row(text, text) from public, anon, authenticated;
+grant execute on function public.can_read_source_row(text, text) to authenticated, service_role;
+
+-- The live source row as jsonb, read with the caller's rights (null when they may not read it).
+create function public.read_source_row(p_source_table text, p_source_id text)
+returns jsonb
+language sql
+stable
+security invoker
+set search_path = ''
+as $$ select embedding_rights.read_row(p_source_table, p_source_id) $$;
+revoke all on function public.read_source_row(text, text) from public, anon, authenticated;
+grant execute on function public.read_source_row(text, text) to authenticated, service_role;
+
 
 -- Query-embedding cache: the same normalized question embeds once per model and dimension. Only the
 -- hash of the query is kept, not its text. Service only (the search function writes it).
+-- Scoped per asker (`scope`: the user's id, or 'service'): a hit, and the time it saves, would tell a
+-- user that somebody else already asked exactly this question ("... licencier Jean Dupont ?").
 do $$
 declare
   dims constant int := public.embedding_dimensions();
@@ -163,100 +235,15 @@ begin
     create table public.query_embedding_cache (
       model text not null,
       dimensions int not null,
+      scope text not null,
       query_hash text not null,
       embedding extensions.vector(%s) not null,
       hits bigint not null default 0,
       created_at timestamptz not null default now(),
       last_used_at timestamptz not null default now(),
-      primary key (model, dimensions, query_hash)
+      primary key (model, dimensions, scope, query_hash)
     )$t$, dims);
 end $$;
 alter table public.query_embedding_cache enable row level security;
 revoke all on table public.query_embedding_cache from anon, authenticated;
 grant all on table public.query_embedding_cache to service_role;
-
--- The search edge function's query. Security invoker: called as `authenticated` (with the user's JWT
--- claims), the policy above hides every chunk whose source row the user may not read, and HNSW's
--- iterative scan keeps walking the graph until match_count readable chunks are found; called as the
--- service role it sees everything.
---   mode 'vector': cosine similarity; 'text': French full text (ts_rank_cd); 'hybrid': both, fused by
---   reciprocal rank (k = rrf_k). `similarity` is the cosine similarity whenever an embedding is given,
---   so a log can tell a weak best match (an unanswered question) in every mode.
---   filter: {"source_table": "..."} and/or keys contained in the chunk's metadata.
---   text_candidates: chunk ids the full-text branch is limited to. Under RLS PostgreSQL may not use the
---   GIN index for `@@` (the operator is not leakproof, so the policy must run first, on every row), so
---   the search function finds the best full-text matches as the service role and passes their ids; the
---   policy then runs on those candidates only (a primary-key lookup). Passing ids reveals nothing: a
---   caller still sees only rows the policy lets through.
-do $$
-declare
-  dims constant int := public.embedding_dimensions();
-begin
-  execute format($f$
-    create function public.search_documents(
-      query_text text,
-      query_embedding extensions.vector(%1$s),
-      match_count int default 8,
-      mode text default 'hybrid',
-      filter jsonb default '{}'::jsonb,
-      rrf_k int default 50,
-      text_candidates bigint[] default null
-    ) returns table (id bigint, source_table text, source_id text, chunk_index int, content text,
-                     metadata jsonb, score double precision, similarity double precision)
-    language plpgsql stable
-    security invoker
-    set search_path = public, extensions
-    set hnsw.iterative_scan = 'relaxed_order'
-    as $b$
-    declare
-      f jsonb := coalesce(filter, '{}'::jsonb);
-      conds text := '';
-      semantic text := 'select null::bigint as id, null::float8 as dist, null::bigint as rank_ix where false';
-      full_text text := 'select null::bigint as id, null::real as rank, null::bigint as rank_ix where false';
-    begin
-      if mode not in ('vector', 'text', 'hybrid') then
-        raise exception 'mode must be vector, text or hybrid' using errcode = '22023';
-      end if;
-      -- Only the filters that are there: a generic "metadata @> '{}'" looks selective to the planner
-      -- and makes it sort the whole table instead of walking the HNSW index.
-      if f ? 'source_table' then conds := conds || ' and c.source_table = $5->>''source_table'''; end if;
-      if (f - 'source_table') <> '{}'::jsonb then conds := conds || ' and c.metadata @> ($5 - ''source_table'')'; end if;
-      if mode in ('vector', 'hybrid') and query_embedding is not null then
-        semantic := 'select n.id, n.dist, row_number() over (order by n.dist) as rank_ix
-          from (select c.id, c.embedding <=> $2 as dist from documentation_embeddings c where true' || conds || '
-                order by c.embedding <=> $2 limit least(greatest($3, 1), 200) * 2) n';
-      end if;
-      if mode in ('text', 'hybrid') then
-        full_text := 'select t.id, t.rank, row_number() over (order by t.rank desc, t.id) as rank_ix
-          from (select c.id, ts_rank_cd(c.fts, websearch_to_tsquery(''french'', $1)) as rank
-                from documentation_embeddings c
-                where c.fts @@ websearch_to_tsquery(''french'', $1)'
-                || case when text_candidates is not null then ' and c.id = any($7)' else '' end || conds || '
-                order by rank desc, c.id limit least(greatest($3, 1), 200) * 2) t';
-      end if;
-      return query execute format($q$
-        with semantic as materialized (%%s), full_text as materialized (%%s),
-        fused as materialized (
-          select coalesce(ft.id, se.id) as id,
-                 (case $4
-                    when 'vector' then 1 - se.dist
-                    when 'text' then ft.rank
-                    else coalesce(1.0 / ($6 + ft.rank_ix), 0.0) + coalesce(1.0 / ($6 + se.rank_ix), 0.0)
-                  end)::double precision as score
-          from full_text ft full outer join semantic se on se.id = ft.id
-        )
-        select e.id, e.source_table, e.source_id, e.chunk_index, e.content, e.metadata, f.score,
-               case when $2 is null then null else (1 - (e.embedding <=> $2))::double precision end
-        from fused f join documentation_embeddings e on e.id = f.id
-        order by f.score desc, e.id
-        limit least(greatest($3, 1), 200)
-      $q$, semantic, full_text)
-      using query_text, query_embedding, match_count, mode, f, rrf_k, text_candidates;
-    end
-    $b$;
-    revoke all on function public.search_documents(text, extensions.vector(%1$s), int, text, jsonb, int, bigint[])
-      from public, anon, authenticated;
-    grant execute on function public.search_documents(text, extensions.vector(%1$s), int, text, jsonb, int, bigint[])
-      to authenticated, service_role;
-  $f$, dims);
-end $$;

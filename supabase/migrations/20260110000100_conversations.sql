@@ -115,3 +115,27 @@ revoke all on table public.user_questions_complete, public.search_negative_feedb
 grant select on table public.user_questions_complete to authenticated;  -- own rows only, via RLS
 grant select on table public.user_questions_complete, public.search_negative_feedback,
   public.search_unanswered_questions to service_role;
+
+-- A conversation has one user: every entry of a conversation_id has the user_id of its first entry.
+-- Without this, anyone holding another user's conversation id could write their questions into it.
+-- The search function answers such a call with 404 before writing; this trigger holds the rule for
+-- every writer. Security definer: it must see the conversation's other entries whoever writes.
+create function private.conversations_owner_guard() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  -- Two first entries of one new conversation, written at once, would both pass the check.
+  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(new.conversation_id::text, 1306521731));
+  if exists (select from public.conversations c
+             where c.conversation_id = new.conversation_id and c.user_id is distinct from new.user_id) then
+    raise exception 'no such conversation' using errcode = 'P0002';
+  end if;
+  return new;
+end $$;
+revoke all on function private.conversations_owner_guard() from public, anon, authenticated;
+
+create trigger conversations_owner_guard
+  before insert or update of conversation_id, user_id on public.conversations
+  for each row execute function private.conversations_owner_guard();
