@@ -11,6 +11,7 @@ import { signUserJwt } from "../packages/local-stack/keys.ts";
 import { startTestStack } from "../packages/local-stack/testing.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 import { createAuthUsers } from "./helpers/users.ts";
+import { corpus, questions } from "./fixtures/french-questions.ts";
 import { corruptPdf, encryptedPdf, imageOnlyPdf, textPdf } from "./helpers/pdfs.ts";
 
 const BUCKET = "client-documents";
@@ -193,5 +194,44 @@ describe("the search and conversations functions", () => {
     expect(neg.sources.map((x: { source_id: string }) => x.source_id)).toEqual(s.body.results.map((x: { source_id: string }) => x.source_id));
     expect((await call("conversations", { action: "archive", conversationId: s.body.conversationId }, u)).body).toEqual({ conversationId: s.body.conversationId, archived: 1 });
     expect((await call("conversations", { action: "list", conversationId: s.body.conversationId }, b)).body.entries).toEqual([]);
+  });
+
+  it("a conversation belongs to its first user: another user's conversationId is 404 and writes nothing", async () => {
+    const a = await call("search", { query: "Quel est le délai de préavis ?" }, await asUser(alice));
+    expect(a.status).toBe(200);
+    const [{ n: before }] = await db.sql`select count(*)::int as n from conversations where conversation_id = ${a.body.conversationId}`;
+    const b = await call("search", { query: "Et pour Initech ?", conversationId: a.body.conversationId }, await asUser(bob));
+    expect(b).toEqual({ status: 404, body: expect.objectContaining({ error: "no such conversation" }) });
+    // A service naming it is refused too: every entry of a conversation has one user.
+    expect((await call("search", { query: "x", conversationId: a.body.conversationId }, service())).status).toBe(404);
+    const [{ n: after }] = await db.sql`select count(*)::int as n from conversations where conversation_id = ${a.body.conversationId}`;
+    expect(after).toBe(before);
+    // Its own user continues it.
+    const more = await call("search", { query: "Et la résiliation ?", conversationId: a.body.conversationId }, await asUser(alice));
+    expect(more.status).toBe(200);
+    expect(more.body.conversationId).toBe(a.body.conversationId);
+  });
+
+  it("cachedEmbedding tells a user only about their own questions", async () => {
+    const q = "Quelle indemnité pour licencier Jean Dupont en mars ?";
+    expect((await call("search", { query: q }, await asUser(alice))).body.cachedEmbedding).toBe(false);
+    expect((await call("search", { query: q }, await asUser(bob))).body.cachedEmbedding).toBe(false);
+    expect((await call("search", { query: q }, await asUser(bob))).body.cachedEmbedding).toBe(true);
+  });
+
+  it("French questions find their rows in text mode through the function (one question rule)", async () => {
+    await db.sql`create table fr_law (id int primary key, title text, body text)`;
+    await db.sql`select register_embedding_source('fr_law', content_columns => array['title', 'body'])`;
+    await db.sql`insert into fr_law ${db.sql(corpus)}`;
+    await processAll();
+    let found = 0;
+    for (const { q, relevant } of questions) {
+      const r = await call("search", { query: q, mode: "text", matchCount: 5, filter: { source_table: "fr_law" } }, service());
+      expect(r.status).toBe(200);
+      const ids = r.body.results.map((x: { source_id: string }) => Number(x.source_id));
+      if (relevant.some((id) => ids.includes(id))) found++;
+    }
+    // "combien de jours de congé par mois ?" and the others: every word was required before, so most found nothing.
+    expect(found / questions.length).toBeGreaterThanOrEqual(0.9);
   });
 });

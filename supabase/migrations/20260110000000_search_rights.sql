@@ -35,23 +35,21 @@ $$;
 revoke all on function public.embedding_source_key(text) from public, anon, authenticated;
 grant execute on function public.embedding_source_key(text) to service_role;
 
--- Signed-in users read chunks through these policies only. anon has no grant: a project that opens
--- search to anonymous visitors (SEARCH_ALLOW_ANON=true) grants select on documentation_embeddings and
--- execute on search_documents to anon, and anon's policy then shows them only rows anon may read.
+-- Signed-in users read chunks through this policy only. anon has no grant: a project that opens search
+-- to anonymous visitors (SEARCH_ALLOW_ANON=true) grants select on documentation_embeddings and execute
+-- on search_documents to anon, and the same policy then shows them only rows anon may read.
 --
--- Each policy's expression is generated from embedding_sources (refreshed whenever a source is
--- registered or removed, and whenever a GRANT or REVOKE runs): one CASE branch per table, an EXISTS on
--- that table by key, so the table's own RLS answers. It is written into the policy rather than called
--- through a function: a subquery costs one index probe per chunk (about 3 us), a SQL function call its
--- own executor start-up (about 100 us), and every candidate chunk of every search pays it. A table the
--- role has no SELECT grant on gets `false` instead (naming it would make every query fail with
--- "permission denied"): invisible, never an error.
+-- The policy's expression is generated from embedding_sources (refreshed by a trigger whenever a
+-- source is registered or removed): one CASE branch per table, calling that table's own small SQL
+-- function embedding_rights.can_read_<oid>(id), security invoker, so the table's RLS answers. A
+-- function, not a subquery written into the policy: a policy naming a table would stop the user from
+-- dropping or altering that table (the policy depends on it), and a table the caller has no grant on
+-- would make every query fail with "permission denied" instead of being skipped. The function is not
+-- inlined (SET clause), so such a table is only touched after has_table_privilege said yes. Each call
+-- costs an executor start-up (tens of microseconds), which is why the searches check few chunks.
 grant select on public.documentation_embeddings to authenticated;
 create policy documentation_embeddings_readable_source on public.documentation_embeddings
-  for select to authenticated
-  using (false);
-create policy documentation_embeddings_readable_source_anon on public.documentation_embeddings
-  for select to anon
+  for select to authenticated, anon
   using (false);
 
 create function private.refresh_embedding_read_policy() returns void
@@ -64,14 +62,11 @@ declare
   fn text;
   guard text;
   branches text := '';
-  anon_branches text := '';
   keys_body text := '';
   can_body text := '';
   row_body text := '';
   keep text[] := '{}';
 begin
-  -- The GRANTs below must not fire the grant-following event trigger back into this function.
-  perform pg_catalog.set_config('embedding_rights.refreshing', 'on', true);
   for src in
     select s.source_table, s.relid, s.relid::regclass::text as rel, s.pk_column,
            pg_catalog.format_type(a.atttypid, a.atttypmod) as pk_type
@@ -99,11 +94,8 @@ begin
       execute format('grant execute on function embedding_rights.%I to anon, authenticated, service_role', fn);
     end loop;
     guard := format('pg_catalog.has_table_privilege(%s::oid, ''select'')', src.relid);
-    fn := format('exists (select from %s r where r.%I = source_id::%s)', src.rel, src.pk_column, src.pk_type);
-    branches := branches || format(' when %L then %s', src.source_table,
-      case when pg_catalog.has_table_privilege('authenticated', src.relid, 'select') then fn else 'false' end);
-    anon_branches := anon_branches || format(' when %L then %s', src.source_table,
-      case when pg_catalog.has_table_privilege('anon', src.relid, 'select') then fn else 'false' end);
+    branches := branches || format(' when %L then case when %s then embedding_rights.%I(source_id) else false end',
+      src.source_table, guard, 'can_read_' || src.relid);
     keys_body := keys_body || format($b$
       if (p_source_table is null or p_source_table = %1$L) and left_over > 0 and %2$s then
         return query select %1$L::text, k from embedding_rights.%3$I(left_over) k;
@@ -118,8 +110,6 @@ begin
 
   execute format('alter policy documentation_embeddings_readable_source on public.documentation_embeddings using (%s)',
     case when branches = '' then 'false' else 'case source_table' || branches || ' else false end' end);
-  execute format('alter policy documentation_embeddings_readable_source_anon on public.documentation_embeddings using (%s)',
-    case when anon_branches = '' then 'false' else 'case source_table' || anon_branches || ' else false end' end);
 
   -- The dispatchers. plpgsql plans a branch only when it runs, so a table without a grant is never
   -- touched (has_table_privilege comes first), and a source nobody registered reads as nothing.
@@ -154,7 +144,6 @@ begin
   loop
     execute 'drop function ' || fn;
   end loop;
-  perform pg_catalog.set_config('embedding_rights.refreshing', 'off', true);
 end $$;
 revoke all on function private.refresh_embedding_read_policy() from public;
 
@@ -172,30 +161,6 @@ revoke all on function private.embedding_sources_refresh_read_policy() from publ
 create trigger embedding_sources_refresh_read_policy
   after insert or delete or update of relid, pk_column, source_table on public.embedding_sources
   for each statement execute function private.embedding_sources_refresh_read_policy();
-
--- A GRANT or REVOKE may change which tables each role's policy names.
-create function private.embedding_rights_follow_grants() returns event_trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  if coalesce(pg_catalog.current_setting('embedding_rights.refreshing', true), '') <> 'on'
-     and exists (select from public.embedding_sources) then
-    perform private.refresh_embedding_read_policy();
-  end if;
-end $$;
-revoke all on function private.embedding_rights_follow_grants() from public;
-
-do $$
-begin
-  create event trigger embedding_rights_follow_grants on ddl_command_end
-    when tag in ('GRANT', 'REVOKE')
-    execute function private.embedding_rights_follow_grants();
-exception when insufficient_privilege then
-  raise notice 'embedding sync: this role may not create event triggers; after a GRANT or REVOKE on a '
-               'source table, run select private.refresh_embedding_read_policy();';
-end $$;
 
 select private.refresh_embedding_read_policy();
 

@@ -140,3 +140,4 @@ begin
   delete from public.client_documents where bucket_id = new.bucket_id and path = new.file_path;
   return null;
 end $$;
+revoke all on function private.files_queue_deleted_removes_document() from public, anon, authenticated;

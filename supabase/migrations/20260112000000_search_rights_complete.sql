@@ -30,12 +30,12 @@
 
 -- Readable source rows up to which a search is exact over them (above: the index's iterative scan).
 -- A chunk is checked by the RLS policy (a primary-key lookup in its source table) in both plans, so the
--- exact plan costs about as many lookups as the caller has rows; 5,000 keeps it within a few ms.
+-- exact plan costs about as many lookups as the caller has rows; 2,000 keeps it near 20 ms.
 create function public.search_exact_max_rows() returns int
 language sql
 stable
 set search_path = ''
-as $$ select coalesce(nullif(pg_catalog.current_setting('search.exact_max_rows', true), '')::int, 5000) $$;
+as $$ select coalesce(nullif(pg_catalog.current_setting('search.exact_max_rows', true), '')::int, 2000) $$;
 
 -- Is what the caller may read (within one source table when filter names it) too large for the exact
 -- plan? Counted with the caller's rights, stopping at the threshold: it says nothing about rows the

@@ -63,7 +63,6 @@ alter index private.documentation_embeddings_embedding_hnsw rename to documentat
 
 drop trigger client_page_chunk_metadata on private.documentation_embeddings_s0;
 drop policy documentation_embeddings_readable_source on private.documentation_embeddings_s0;
-drop policy documentation_embeddings_readable_source_anon on private.documentation_embeddings_s0;
 
 -- 2. The partitioned table, same columns in the same order, plus segment -----------------------------
 
@@ -106,10 +105,7 @@ create trigger client_page_chunk_metadata
 
 alter table public.documentation_embeddings enable row level security;
 create policy documentation_embeddings_readable_source on public.documentation_embeddings
-  for select to authenticated
-  using (false);
-create policy documentation_embeddings_readable_source_anon on public.documentation_embeddings
-  for select to anon
+  for select to authenticated, anon
   using (false);
 select private.refresh_embedding_read_policy();
 
