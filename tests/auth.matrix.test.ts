@@ -11,11 +11,14 @@ import type { LocalStack } from "../packages/local-stack/index.ts";
 import { signRoleKey, signUserJwt } from "../packages/local-stack/keys.ts";
 import { startTestStack } from "../packages/local-stack/testing.ts";
 import { useTestDatabase } from "./helpers/db.ts";
+import { createAuthUsers } from "./helpers/users.ts";
 
 const db = useTestDatabase();
 let stack: LocalStack;
+const userId = crypto.randomUUID();
 
 beforeAll(async () => {
+  await createAuthUsers(db.sql, [userId]);
   stack = await startTestStack({ databaseUrl: db.url, functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536" } });
 }, 90_000);
 afterAll(async () => {
@@ -26,7 +29,7 @@ type Headers = Record<string, string>;
 type Kind = "secret key" | "legacy service JWT" | "user JWT (ES256)" | "publishable key" | "legacy anon JWT";
 
 async function credentials(): Promise<Record<Kind, Headers>> {
-  const userJwt = await signUserJwt(stack.keys, crypto.randomUUID());
+  const userJwt = await signUserJwt(stack.keys, userId);
   return {
     "secret key": { apikey: stack.secretKey },
     "legacy service JWT": { authorization: `Bearer ${stack.serviceRoleKey}` },
@@ -56,6 +59,8 @@ const FUNCTIONS: { name: string; mutation?: unknown; read?: unknown }[] = [
   { name: "search", read: { query: "préavis" } },
   // conversations: every action is a user's; an unknown action needs the service role (and is a 400 then).
   { name: "conversations", mutation: { action: "purge" }, read: { action: "list" } },
+  // invitations: invite, accept and list are a signed-in user's (the database decides the rest).
+  { name: "invitations", mutation: { action: "purge" }, read: { action: "list" } },
 ];
 
 async function call(name: string, body: unknown, headers: Headers): Promise<{ status: number; body: { error?: string; details?: unknown } }> {

@@ -17,6 +17,7 @@ import { functionKeyEnv, signUserJwt } from "../packages/local-stack/keys.ts";
 import { startTestStack } from "../packages/local-stack/testing.ts";
 import { sampleDocuments } from "../packages/legifrance/corpus.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
+import { createAuthUsers } from "./helpers/users.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 const deno = join(root, "node_modules/.bin/deno");
@@ -206,6 +207,7 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
   search: async (url) => {
     // A user's search through the bundle: the offline provider embeds the query, RLS decides.
     const owner = crypto.randomUUID();
+    await createAuthUsers(db.sql, [owner]);
     await db.sql`create table deploy_memos (id int primary key, owner uuid not null, body text not null)`;
     await db.sql`alter table deploy_memos enable row level security`;
     await db.sql`create policy own on deploy_memos for select to authenticated using (owner = auth.uid())`;
@@ -226,12 +228,23 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
   },
   conversations: async (url) => {
     const owner = crypto.randomUUID();
+    await createAuthUsers(db.sql, [owner]);
     const [entry] = await db.sql`insert into conversations (user_id, question) values (${owner}, 'une question') returning id`;
     const jwt = await signUserJwt(stack.keys, owner);
     const headers = { apikey: stack.publishableKey, authorization: `Bearer ${jwt}` };
     expect((await post(url, { action: "answer", logId: entry.id, response: "une réponse" }, headers)).status).toBe(200);
     const l = await post(url, { action: "list" }, headers);
     expect(l.body.entries).toEqual([expect.objectContaining({ logId: entry.id, question: "une question", response: "une réponse" })]);
+  },
+  invitations: async (url) => {
+    const clientId = crypto.randomUUID();
+    await db.sql`insert into clients (id, name) values (${clientId}, 'Deploy')`;
+    const r = await post(url, { action: "invite", email: "deploy@example.com", clientId }, { apikey: stack.secretKey });
+    expect(r.status).toBe(201);
+    expect(r.body.token).toMatch(/^[0-9a-f]{64}$/);
+    const [inv] = await db.sql`select email, token_hash from invitations where id = ${r.body.invitationId}`;
+    expect(inv.email).toBe("deploy@example.com");
+    expect(inv.token_hash).not.toBe(r.body.token);
   },
 };
 

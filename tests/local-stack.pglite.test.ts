@@ -51,6 +51,19 @@ describe("local stack on embedded PGlite", () => {
       .toEqual([{ name: "a/b.json", mimetype: "application/json", size: 7 }]);
   });
 
+  it("a person signs up and signs in with supabase-js on PGlite; the profile is made; the functions see the user", async () => {
+    const c = createLocalClient(stack.apiUrl, stack.publishableKey);
+    const up = await c.auth.signUp({ email: "lite@example.com", password: "a long password", options: { data: { first_name: "Lite" } } });
+    expect(up.error).toBeNull();
+    expect(await sql`select email, first_name from public.users`).toEqual([{ email: "lite@example.com", first_name: "Lite" }]);
+    const again = createLocalClient(stack.apiUrl, stack.publishableKey);
+    expect((await again.auth.signInWithPassword({ email: "lite@example.com", password: "a long password" })).error).toBeNull();
+    const { data } = await again.functions.invoke("echo", { body: {} });
+    expect(data.role).toBe("authenticated");
+    expect((await again.auth.refreshSession()).error).toBeNull();
+    expect((await again.auth.signOut()).error).toBeNull();
+  });
+
   it("net.http_post after commit and a '1 seconds' cron job run on PGlite", async () => {
     await sql`create table public.local_stack_calls (id bigserial primary key, body jsonb, role text)`;
     await sql.begin(async (tx) => {

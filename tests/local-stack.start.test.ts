@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
+import { createLocalClient } from "../packages/local-stack/client.ts";
 import { processAlive } from "../packages/local-stack/state.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
@@ -75,6 +76,20 @@ describe("npm start / npm run status", () => {
     expect(health.status).toBe(200);
     // The demo rows are in the database the stack serves.
     expect((await db.sql`select count(*)::int as n from public.faq_items`)[0].n).toBe(6);
+
+    // A person signs up, signs in and searches with supabase-js and the keys `npm run status` prints
+    // (the demo's published FAQ made readable to signed-in users, as a project would).
+    await db.sql`grant select on public.faq_items to authenticated`;
+    await db.sql`create policy faq_published on public.faq_items for select to authenticated using (is_published)`;
+    const person = createLocalClient(s.vars.API_URL, s.vars.PUBLISHABLE_KEY);
+    expect((await person.auth.signUp({ email: "start@example.com", password: "a long password" })).error).toBeNull();
+    const signedIn = createLocalClient(s.vars.API_URL, s.vars.PUBLISHABLE_KEY);
+    expect((await signedIn.auth.signInWithPassword({ email: "start@example.com", password: "a long password" })).error).toBeNull();
+    const found = await signedIn.functions.invoke("search", { body: { query: "mot de passe oublié", mode: "text" } });
+    expect(found.error).toBeNull();
+    expect(found.data.results[0].content).toMatch(/réinitialiser/);
+    const [logged] = await db.sql`select u.email from conversations c join auth.users u on u.id = c.user_id where c.id = ${found.data.logId}`;
+    expect(logged.email).toBe("start@example.com");
 
     const functionsPid = Number(/pid (\d+)\)/.exec(output)![1]);
     expect(processAlive(functionsPid)).toBe(true);

@@ -13,6 +13,7 @@ import type { EmbeddingProvider } from "../packages/embeddings/provider.ts";
 import { withCallerRights } from "../packages/search/rights.ts";
 import { runSearch, searchBodySchema } from "../packages/search/search.ts";
 import { useTestDatabase } from "./helpers/db.ts";
+import { createAuthUsers } from "./helpers/users.ts";
 
 const db = useTestDatabase();
 const DIMS = 64;
@@ -40,6 +41,7 @@ class VectorsByText implements EmbeddingProvider {
 
 beforeAll(async () => {
   const sql = db.sql;
+  await createAuthUsers(sql, [small, broad]);
   await sql`create table dossiers (id bigint primary key, client_id int not null, body text not null)`;
   await sql`create index on dossiers (client_id)`;
   await sql`create table dossier_members (user_id uuid not null, client_id int not null, primary key (user_id, client_id))`;

@@ -7,6 +7,7 @@ import { processEmbeddingQueue } from "../packages/embeddings/pipeline.ts";
 import { conversationsBodySchema, runConversationAction } from "../packages/search/conversations.ts";
 import { runSearch, searchBodySchema } from "../packages/search/search.ts";
 import { useTestDatabase } from "./helpers/db.ts";
+import { createAuthUsers } from "./helpers/users.ts";
 
 const db = useTestDatabase();
 const provider = new OfflineEmbeddingProvider(1536);
@@ -22,6 +23,7 @@ const act = async (caller: Caller, body: Record<string, unknown>) => {
 const search = (caller: Caller, body: Record<string, unknown>) => runSearch({ sql: db.sql, provider }, caller, searchBodySchema.parse(body));
 
 beforeAll(async () => {
+  await createAuthUsers(db.sql, [alice, bob]);
   await db.sql`create table faq (id int primary key, question text, answer text)`;
   await db.sql`select register_embedding_source('faq', content_columns => array['question', 'answer'])`;
   await db.sql`insert into faq values (1, 'Quel est le délai de préavis ?', 'Trois mois pour un bail d''habitation.'),

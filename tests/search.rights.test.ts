@@ -12,6 +12,7 @@ import { normalizeQuery } from "../packages/search/query-cache.ts";
 import { withCallerRights } from "../packages/search/rights.ts";
 import { cacheScope, runSearch, searchBodySchema } from "../packages/search/search.ts";
 import { useTestDatabase } from "./helpers/db.ts";
+import { createAuthUsers } from "./helpers/users.ts";
 
 const db = useTestDatabase();
 const alice = crypto.randomUUID();
@@ -36,6 +37,7 @@ const provider = new CountingProvider();
 const search = (caller: Caller, body: Record<string, unknown>) => runSearch({ sql: db.sql, provider }, caller, searchBodySchema.parse(body));
 
 beforeAll(async () => {
+  await createAuthUsers(db.sql, [alice, bob]);
   await db.sql`create table private_notes (id bigint primary key, owner uuid not null, body text not null)`;
   await db.sql`alter table private_notes enable row level security`;
   await db.sql`create policy own_notes on private_notes for select to authenticated using (owner = auth.uid())`;

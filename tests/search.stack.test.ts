@@ -10,6 +10,7 @@ import type { LocalStack } from "../packages/local-stack/index.ts";
 import { signUserJwt } from "../packages/local-stack/keys.ts";
 import { startTestStack } from "../packages/local-stack/testing.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
+import { createAuthUsers } from "./helpers/users.ts";
 import { corpus, questions } from "./fixtures/french-questions.ts";
 import { corruptPdf, encryptedPdf, imageOnlyPdf, textPdf } from "./helpers/pdfs.ts";
 
@@ -22,6 +23,7 @@ const acme = crypto.randomUUID();
 const globex = crypto.randomUUID();
 const alice = crypto.randomUUID(); // member of acme
 const bob = crypto.randomUUID(); // member of globex
+const stranger = crypto.randomUUID(); // member of no client
 
 const CONTRAT = [
   ["Contrat de prestation de services - ACME", "Article 1 : objet du contrat.", "Le prestataire fournit une assistance juridique."],
@@ -78,6 +80,7 @@ beforeAll(async () => {
   // This file drives the embedding worker itself, so it can count what each step embeds.
   await db.sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
   await db.sql`alter table files_queue disable trigger files_queue_webhook`;
+  await createAuthUsers(db.sql, [alice, bob, stranger]);
   await db.sql`insert into clients (id, name) values (${acme}, 'ACME'), (${globex}, 'Globex')`;
   await db.sql`insert into client_memberships (client_id, user_id) values (${acme}, ${alice}), (${globex}, ${bob})`;
 }, 90_000);
@@ -134,8 +137,8 @@ describe("client documents become searchable for their client only", () => {
     // The service role sees both clients; a user of no client sees none of them.
     const s = await call("search", { query: "délai de préavis", matchCount: 20, filter: { source_table: "client_document_pages" } }, service());
     expect(new Set(s.body.results.map((x: { metadata: { client_id: string } }) => x.metadata.client_id))).toEqual(new Set([acme, globex]));
-    const stranger = await call("search", { query: "délai de préavis", matchCount: 20 }, await asUser(crypto.randomUUID()));
-    expect(stranger.body.results).toEqual([]);
+    const none = await call("search", { query: "délai de préavis", matchCount: 20 }, await asUser(stranger));
+    expect(none.body.results).toEqual([]);
     // A filter on chunk metadata: one page of one document.
     const p = await call("search", { query: "confidentialité", filter: { page: 3 } }, await asUser(alice));
     expect(p.body.results.map((x: { metadata: { page: number } }) => x.metadata.page)).toEqual([3]);

@@ -2,9 +2,10 @@
 //   /functions/v1/<name>[/…]  → the Deno functions process (verify_jwt enforced here, as on the platform)
 //   /storage/v1/…             → the Storage stand-in (storage.ts)
 //   /auth/v1/.well-known/jwks.json → the project's public signing keys (ES256), as Supabase Auth serves them
+//   /auth/v1/…                → the Auth stand-in (auth.ts): email + password sign-in, sessions, admin users
 //   /health                   → {"ok":true}
 //   /dashboard[/…]            → the operator dashboard's static files (packages/ops/dashboard)
-// PostgREST and the rest of Auth are not part of the local stack: /rest/v1 and /auth/v1 answer 501 saying so.
+// PostgREST and Realtime are not part of the local stack: /rest/v1 and /realtime/v1 answer 501 saying so.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
@@ -25,6 +26,8 @@ export interface GatewayOptions {
   functionNames: () => Set<string>;
   verifyJwt: (name: string) => boolean;
   storage: (req: Request, rawPath: string) => Promise<Response>;
+  /** The Auth stand-in, given the path after /auth/v1. */
+  authApi?: (req: Request, path: string) => Promise<Response>;
   log: (line: string) => void;
   /** Wall-clock limit of one function call (the hosted free plan's 150 s). */
   functionTimeoutMs?: number;
@@ -38,7 +41,7 @@ export interface Gateway {
 
 const CORS = {
   "access-control-allow-origin": "*",
-  "access-control-allow-headers": "authorization, x-client-info, apikey, content-type, x-upsert, cache-control, x-metadata",
+  "access-control-allow-headers": "authorization, x-client-info, apikey, content-type, x-upsert, cache-control, x-metadata, x-supabase-api-version",
   "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD",
 };
 
@@ -157,6 +160,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
 
     if (path === "/auth/v1/.well-known/jwks.json" && (method === "GET" || method === "HEAD")) return sendJson(res, 200, opts.jwks);
+    if (path.startsWith("/auth/v1/") && opts.authApi) {
+      const r = await opts.authApi(toWebRequest(req, `http://local${path}${search}`), path.slice("/auth/v1".length));
+      return await sendResponse(res, r, method === "HEAD");
+    }
 
     if (path.startsWith("/rest/v1") || path.startsWith("/auth/v1") || path.startsWith("/realtime/v1")) {
       return sendJson(res, 501, {

@@ -10,6 +10,7 @@ import postgres from "postgres";
 import { hasCronStandIn, startCronTicker, type CronTicker } from "./cron.ts";
 import { listFunctions, readEnvFile, readVerifyJwt } from "./function-config.ts";
 import { startFunctionsRuntime, type FunctionsRuntime } from "./functions-runtime.ts";
+import { createAuthApi } from "./auth.ts";
 import { startGateway, storageCaller, type Gateway } from "./gateway.ts";
 import { functionKeyEnv, gatewayAuthConfig, type LocalKeys, localKeys } from "./keys.ts";
 import { applyPlatformBootstrap, pushMigrations } from "./migrate.ts";
@@ -107,6 +108,8 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     stoppers.push(() => sql.end({ timeout: 2 }));
     const auth = gatewayAuthConfig(keys);
     const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(auth, req), signingSecret: keys.jwtSecret });
+    let apiUrl = "";
+    const authApi = createAuthApi({ sql, auth, signingJwk: keys.signingJwk, jwks: keys.jwks, issuer: () => `${apiUrl}/auth/v1` });
     const gateway: Gateway = await startGateway({
       port: gatewayPort,
       auth,
@@ -115,9 +118,11 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       functionNames: () => served,
       verifyJwt: (name) => verify.get(name) ?? true,
       storage,
+      authApi,
       log,
     });
     stoppers.push(() => gateway.stop());
+    apiUrl = gateway.url;
 
     const env: Record<string, string> = {
       SUPABASE_URL: gateway.url,

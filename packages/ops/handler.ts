@@ -9,6 +9,7 @@ import type { Role } from "../core/auth.ts";
 import { errorResponse, json, readJson, validateBody } from "../core/http.ts";
 import { type HealthOptions, runHealthChecks } from "./checks.ts";
 import { type HealthReport, httpStatusOf, redact } from "./report.ts";
+import { type TopUser, topUsers } from "./top-users.ts";
 
 export interface HealthHandlerDeps {
   sql: () => postgres.Sql;
@@ -33,6 +34,8 @@ export interface DashboardData {
   }>;
   dead_letters: Array<{ id: number; source_table: string; source_id: string; action: string; retry_count: number; last_error: string | null; created_at: string }>;
   alerts: Array<{ id: number; kind: string; subject: string; message: string; opened_at: string }>;
+  /** The most active users over the last 30 days (usage_by_user). */
+  top_users: TopUser[];
 }
 
 /** What the dashboard page shows, read in one go (the report's checks carry coverage, coherence and the plan). */
@@ -53,6 +56,7 @@ export async function dashboardData(sql: postgres.Sql, options: HealthOptions, h
     series: series.map((s) => ({ ...s, sampled_at: s.sampled_at.toISOString() })),
     dead_letters: dead.map((d) => ({ ...d, id: Number(d.id), created_at: d.created_at.toISOString() })),
     alerts: alerts.map((a) => ({ ...a, id: Number(a.id), opened_at: a.opened_at.toISOString() })),
+    top_users: await topUsers(sql),
   };
 }
 

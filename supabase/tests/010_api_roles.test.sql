@@ -41,7 +41,10 @@ insert into api_allowed values
   ('table', 'clients', 'authenticated'),
   ('table', 'client_memberships', 'authenticated'),
   ('table', 'client_documents', 'authenticated'),
-  ('table', 'client_document_pages', 'authenticated');
+  ('table', 'client_document_pages', 'authenticated'),
+  -- a user's own profile (names editable). (invitations: column grants only, every column but
+  -- token_hash, to its client's admins; column grants are not table privileges, so not listed here.)
+  ('table', 'users', 'authenticated');
 
 select is_empty(
   $$ select kind || ' ' || name || ' to ' || role from api_reach

@@ -20,6 +20,7 @@ import { startLocalStack } from "../../packages/local-stack/index.ts";
 import { signUserJwt } from "../../packages/local-stack/keys.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
 import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts";
+import { createAuthUsers } from "../helpers/users.ts";
 
 const CHUNKS = Number(process.env.BENCH_CHUNKS ?? 50_000);
 const DISTINCT = Math.min(CHUNKS, Number(process.env.BENCH_DISTINCT_TEXTS ?? 10_000));
@@ -61,6 +62,8 @@ try {
   await sql`update cron.job set active = false`;
   const testUser = crypto.randomUUID();
   const others = Array.from({ length: 4 }, () => crypto.randomUUID());
+  // Real users: the search log (conversations) references auth.users.
+  await createAuthUsers(sql, [testUser, ...others]);
 
   await sql`create table bench_notes (id int primary key, owner uuid not null, body text not null)`;
   await sql`alter table bench_notes enable row level security`;

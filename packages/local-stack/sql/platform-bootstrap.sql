@@ -239,8 +239,8 @@ begin
 end $$;
 
 -- Auth --------------------------------------------------------------------------------------------
--- Only the SQL helpers that RLS policies use (auth.jwt/uid/role over request.jwt.claims, which the
--- local gateway sets per Storage request). There is no GoTrue locally: no users, no sign-in.
+-- The SQL helpers that RLS policies use (auth.jwt/uid/role over request.jwt.claims, which the local
+-- gateway sets per Storage request), and below them the tables Supabase Auth keeps its users in.
 do $$
 begin
   if exists (select from pg_namespace where nspname = 'auth') then
@@ -259,6 +259,72 @@ begin
     select nullif(auth.jwt() ->> 'sub', '')::uuid
   $f$;
   grant execute on function auth.jwt(), auth.role(), auth.uid() to anon, authenticated, service_role;
+end $$;
+
+-- Supabase Auth's users, sessions and refresh tokens, with hosted's names and types for the columns
+-- the local Auth stand-in (packages/local-stack/auth) uses, so our migrations' triggers and foreign
+-- keys on auth.users behave the same locally and hosted. As on hosted, the API roles get nothing here.
+-- One difference: hosted keeps a refresh token as issued; this stand-in keeps only its SHA-256.
+do $$
+begin
+  if to_regclass('auth.users') is not null then
+    return;
+  end if;
+  create table auth.users (
+    instance_id uuid,
+    id uuid primary key,
+    aud varchar(255),
+    role varchar(255),
+    email varchar(255),
+    encrypted_password varchar(255),
+    email_confirmed_at timestamptz,
+    invited_at timestamptz,
+    confirmation_token varchar(255),
+    confirmation_sent_at timestamptz,
+    recovery_token varchar(255),
+    recovery_sent_at timestamptz,
+    email_change_token_new varchar(255),
+    email_change varchar(255),
+    email_change_sent_at timestamptz,
+    last_sign_in_at timestamptz,
+    raw_app_meta_data jsonb,
+    raw_user_meta_data jsonb,
+    is_super_admin boolean,
+    created_at timestamptz,
+    updated_at timestamptz,
+    phone text unique default null,
+    phone_confirmed_at timestamptz,
+    confirmed_at timestamptz generated always as (least(email_confirmed_at, phone_confirmed_at)) stored,
+    banned_until timestamptz,
+    is_sso_user boolean not null default false,
+    deleted_at timestamptz,
+    is_anonymous boolean not null default false
+  );
+  create unique index users_email_partial_key on auth.users (email) where (is_sso_user = false);
+  create table auth.sessions (
+    id uuid primary key,
+    user_id uuid not null references auth.users (id) on delete cascade,
+    created_at timestamptz,
+    updated_at timestamptz,
+    aal text,
+    not_after timestamptz,
+    refreshed_at timestamp,
+    user_agent text
+  );
+  create index sessions_user_id_idx on auth.sessions (user_id);
+  create table auth.refresh_tokens (
+    instance_id uuid,
+    id bigserial primary key,
+    token varchar(255) unique,
+    user_id varchar(255),
+    revoked boolean,
+    created_at timestamptz,
+    updated_at timestamptz,
+    parent varchar(255),
+    session_id uuid references auth.sessions (id) on delete cascade
+  );
+  create index refresh_tokens_session_id_revoked_idx on auth.refresh_tokens (session_id, revoked);
+  revoke all on auth.users, auth.sessions, auth.refresh_tokens from public;
 end $$;
 
 -- pg_net ------------------------------------------------------------------------------------------

@@ -84,6 +84,16 @@
       td(j.id, "num"), td(j.source_table + " #" + j.source_id), td(j.action), td(j.last_error),
       el("td", {}, [el("button", { type: "button", "data-testid": "retry-" + j.id, text: "retry", onclick: () => retry(j.id) })]),
     ])));
+    showTopUsers(d.top_users || []);
+  }
+
+  function showTopUsers(users) {
+    fill("top-users", users.map((u) => el("tr", { "data-user": u.user_id }, [
+      td(u.email, null, "email"), td(u.first_name, null, "first-name"), td(u.last_name, null, "last-name"),
+      td(u.questions, "num", "questions"), td(u.answered, "num", "answered"), td(u.negative_feedback, "num", "negative"),
+      td(u.unanswered, "num", "unanswered"), td(new Date(u.first_activity).toLocaleString(), "muted"),
+      td(new Date(u.last_activity).toLocaleString(), "muted"),
+    ])));
   }
 
   function chart(id, title, series, data) {
