@@ -6,14 +6,14 @@
 import { z } from "zod";
 import type postgres from "postgres";
 import type { Role } from "../core/auth.ts";
-import { errorResponse, json, readJson, validateBody } from "../core/http.ts";
+import { errorResponse, json, type Parsed, readJson, validateBody } from "../core/http.ts";
 import { type HealthOptions, runHealthChecks } from "./checks.ts";
 import { type HealthReport, httpStatusOf, redact } from "./report.ts";
 
 export interface HealthHandlerDeps {
   sql: () => postgres.Sql;
-  /** The caller's role, or null when it has no valid credential (401). */
-  authorize: (req: Request) => Role | null | Promise<Role | null>;
+  /** The caller's role, or the 401 to answer (the functions' one `unauthorizedResponse`, with its reason). */
+  authorize: (req: Request) => Parsed<Role> | Promise<Parsed<Role>>;
   options: () => Omit<HealthOptions, "probeProvider">;
 }
 
@@ -61,8 +61,9 @@ export function createHealthHandler(deps: HealthHandlerDeps): (req: Request) => 
     const url = new URL(req.url);
     // Hosted and local runtimes both hand the function a path that starts …/health.
     const sub = url.pathname.replace(/^.*?\/health(?=\/|$)/, "").replace(/\/$/, "");
-    const role = await deps.authorize(req);
-    if (!role) return errorResponse(401, "unauthorized", "missing or invalid credentials");
+    const auth = await deps.authorize(req);
+    if (!auth.ok) return auth.response;
+    const role = auth.value;
     const query = Object.fromEntries(url.searchParams);
 
     if (sub === "") {
