@@ -3,7 +3,7 @@
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { guardRequest, readsNeedAuthenticated } from "../packages/core/http.ts";
+import { guardRequest, readsNeedAuthenticated, type RequiredRole } from "../packages/core/http.ts";
 import { pgUuid } from "../packages/core/validation.ts";
 import { conversationsBodySchema } from "../packages/search/conversations.ts";
 import { searchBodySchema } from "../packages/search/search.ts";
@@ -62,7 +62,8 @@ describe("a NUL character in a body", () => {
 
 describe("a body that is not JSON", () => {
   it("is the same 400 for every valid caller, before the role check", async () => {
-    for (const [schema, role] of [[searchBodySchema, () => "authenticated"], [conversationsBodySchema, conversationsRole]] as const) {
+    const signedIn: RequiredRole = () => "authenticated";
+    for (const [schema, role] of [[searchBodySchema, signedIn], [conversationsBodySchema, conversationsRole]] as const) {
       for (const headers of [asUser, asService]) {
         const r = await guard(schema, headers, "{not json", role);
         expect(r.status).toBe(400);

@@ -37,6 +37,18 @@ async function status(): Promise<{ code: number; vars: Record<string, string>; s
   }
 }
 
+async function token(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, ["--import", "tsx", "scripts/token.ts", ...args], {
+      env: { ...process.env, LOCAL_STACK_DATA_DIR: dataDir },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
 describe("npm start / npm run status", () => {
   it("starts, prints each part and the providers, runs the guided demo, reports status, stops cleanly on SIGTERM", async () => {
     expect((await status()).stderr).toMatch(/NOT running/);
@@ -75,6 +87,39 @@ describe("npm start / npm run status", () => {
     expect(health.status).toBe(200);
     // The demo rows are in the database the stack serves.
     expect((await db.sql`select count(*)::int as n from public.faq_items`)[0].n).toBe(6);
+
+    // The demo searches as a signed-in user and finds its own question (published rows are readable).
+    expect(output).toMatch(/search as a signed-in user \(JWT from: npm run token -- --user [0-9a-f-]{36}\)/);
+    expect(output).toMatch(/POST \/functions\/v1\/search .* -> 200\n[\s\S]*faq_items[^\n]*Comment réinitialiser/);
+    // `npm run token` prints a user JWT the running stack accepts; the user sees published rows only.
+    const user = crypto.randomUUID();
+    const tok = await token(["--user", user.toUpperCase(), "--email", "lea@example.com"]);
+    expect(tok.code).toBe(0);
+    const search = async (query: string) => {
+      const r = await fetch(`${s.vars.API_URL}/functions/v1/search`, {
+        method: "POST",
+        headers: { apikey: s.vars.PUBLISHABLE_KEY, authorization: `Bearer ${tok.stdout.trim()}`, "content-type": "application/json" },
+        body: JSON.stringify({ query, mode: "text" }),
+      });
+      expect(r.status).toBe(200);
+      return (await r.json()) as { results: { source_id: string }[]; logId: string };
+    };
+    const found = await search("réinitialiser mot de passe");
+    expect(found.results.length).toBeGreaterThan(0);
+    const [logged] = await db.sql`select user_id::text from conversations where id = ${found.logId}`;
+    expect(logged.user_id).toBe(user);
+    // Unpublish the row: its chunks go with the publish filter, and the policy hides it anyway.
+    const [{ id }] = await db.sql`select id::text from public.faq_items where question like 'Comment réinitialiser%'`;
+    expect(found.results.map((r) => r.source_id)).toContain(id);
+    const visible = await db.sql.begin(async (tx) => {
+      await tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub: user, role: "authenticated" })}, true)`;
+      await tx`update public.faq_items set is_published = false where id = ${id}`;
+      await tx`set local role authenticated`;
+      const rows = await tx`select id from public.faq_items where id = ${id}`;
+      throw Object.assign(new Error("rollback"), { rows });
+    }).catch((e) => (e as { rows: unknown[] }).rows);
+    expect(visible).toEqual([]);
+    expect((await token(["--user", "not-a-uuid"])).stderr).toMatch(/--user: Invalid UUID/);
 
     const functionsPid = Number(/pid (\d+)\)/.exec(output)![1]);
     expect(processAlive(functionsPid)).toBe(true);
