@@ -118,7 +118,7 @@ describe("the dashboard at /dashboard", () => {
       { source_table: "client_document_pages", rows: 0, rows_with_embeddings: 0 },
       { source_table: "legal_documents", rows: 3, rows_with_embeddings: 3 },
     ]);
-    expect(await cells("#coverage tbody tr")).toEqual(coverage.map((c) => [c.source_table, c.source_table, String(c.rows), String(c.rows_with_embeddings), c.rows ? "100%" : "—"]));
+    expect(await cells("#coverage tbody tr")).toEqual(coverage.map((c) => [c.source_table, c.source_table, String(c.rows), String(c.rows_with_embeddings), c.rows ? "3 of 3 (100%)" : "—"]));
 
     const live = await db.sql`select bucket_id, storage_count::int, queue_count::int from files_queue_coherence where bucket_id = ${BUCKET}`;
     expect(live).toEqual([{ bucket_id: BUCKET, storage_count: 2, queue_count: 2 }]);
@@ -175,6 +175,22 @@ describe("the dashboard at /dashboard", () => {
     } finally {
       await anonPage.close();
     }
+  });
+
+  it("says 'no data yet' where a chart has no sample", async () => {
+    await db.sql`delete from ops_metrics`;
+    await page.goto(`${stack.apiUrl}/dashboard`, { waitUntil: "load" });
+    await page.type("#key", stack.serviceRoleKey);
+    await page.click("#key-form button");
+    await page.waitForFunction(() => document.querySelectorAll("[data-testid=no-data]").length === 2, { timeout: 20_000 });
+    expect(await page.$$eval("[data-testid=no-data]", (e) => e.map((x) => x.textContent))).toEqual([
+      "jobs by status: no data yet (ops_metrics has no sample in this window)",
+      "per minute: no data yet (ops_metrics has no sample in this window)",
+    ]);
+    expect(await page.$$eval(".uplot canvas", (c) => c.length)).toBe(0);
+    mkdirSync(artifacts, { recursive: true });
+    await page.screenshot({ path: `${artifacts}dashboard-no-data.png`, fullPage: true });
+    expect(pageErrors).toEqual([]);
   });
 
   it("refreshes itself", async () => {

@@ -61,7 +61,7 @@
     const sources = check(d.report, "knowledge_base").sources || [];
     fill("coverage", sources.map((s) => el("tr", { "data-source": s.source_table }, [
       td(s.source_table), td(s.rows, "num", "rows"), td(s.rows_with_embeddings, "num", "embedded"),
-      td(s.coverage == null ? "—" : Math.round(s.coverage * 100) + "%", "num", "coverage"),
+      td(coverageText(s.rows, s.rows_with_embeddings), "num", "coverage"),
     ])));
     const buckets = check(d.report, "files").buckets || [];
     fill("buckets", buckets.map((b) => el("tr", { "data-bucket": b.bucket }, [
@@ -86,10 +86,26 @@
     ])));
   }
 
+  // Coverage as counts, and a percentage that never rounds a gap away: 189 of 190 is 99.4 %, not 100 %.
+  function coverageText(rows, embedded) {
+    if (!rows) return "—";
+    const pct = Math.floor((embedded / rows) * 1000) / 10;
+    return embedded + " of " + rows + " (" + pct + "%)";
+  }
+
   function chart(id, title, series, data) {
     const target = $(id);
     const width = Math.max(300, target.clientWidth || 500);
-    if (charts[id]) charts[id].destroy();
+    if (charts[id]) {
+      charts[id].destroy();
+      delete charts[id];
+    }
+    // No samples yet (a new project, or ops-metrics-sample not running): say so, not an empty frame.
+    if (data[0].length === 0) {
+      target.replaceChildren(el("p", { class: "empty", "data-testid": "no-data", text: title + ": no data yet (ops_metrics has no sample in this window)" }));
+      return;
+    }
+    target.replaceChildren();
     charts[id] = new uPlot({
       width, height: 220, title,
       scales: { x: { time: true } },
