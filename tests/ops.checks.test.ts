@@ -1,6 +1,6 @@
 // The health checks on their own (packages/ops/checks.ts, what health, doctor and the dashboard all
 // show) against the real PostgreSQL, with the state set in SQL: no alarm before something was due,
-// no calm when nothing runs, and no coverage gap rounded away.
+// no calm when nothing runs, failed files counted, and no coverage gap rounded away.
 import { beforeEach, describe, expect, it } from "vitest";
 import { runHealthChecks, scheduleIntervalSeconds } from "../packages/ops/checks.ts";
 import { SHIPPED_MIGRATIONS } from "../packages/ops/migrations.generated.ts";
@@ -96,6 +96,41 @@ describe("files", () => {
     expect(r.detail).toMatch(/no coherence check in 2 h for agentbasic-legifrance-raw/);
     await db.sql`select private.files_queue_check_coherence()`;
     expect(check(await run(), "files").status).toBe("ok");
+  });
+
+  it("counts failed files per bucket: warn from failed_files_warn, fail from failed_files_fail", async () => {
+    await installedAgo("5 minutes");
+    await db.sql`insert into files_queue (file_path, bucket_id, status, last_error)
+                 select 'c/' || i || '.pdf', 'client-documents', 'failed', 'no extractable text' from generate_series(1, 8) i`;
+    const r = check(await run(), "files");
+    expect(r.status).toBe("warn");
+    expect(r.detail).toMatch(/^8 failed file\(s\) in client-documents \(.*client-documents: 0 in Storage, 8 queued, 8 failed/);
+    expect((r.data as { buckets: { bucket: string; failed: number }[] }).buckets.map((b) => [b.bucket, b.failed]))
+      .toEqual([["agentbasic-legifrance-raw", 0], ["client-documents", 8]]);
+
+    await db.sql`update ops_settings set failed_files_fail = 5`;
+    expect(check(await run(), "files")).toMatchObject({ status: "fail", detail: expect.stringMatching(/^8 failed file\(s\) in client-documents/) });
+    await db.sql`update ops_settings set failed_files_fail = 100, failed_files_warn = 10`;
+    expect(check(await run(), "files").status).toBe("ok");
+    await db.sql`update ops_settings set failed_files_warn = 1`;
+
+    const opened = await db.sql`select kind, subject, message from private.ops_check_alerts() where kind = 'failed_files'`;
+    expect(opened).toEqual([{ kind: "failed_files", subject: "client-documents", message: expect.stringMatching(/^8 failed file\(s\) in client-documents/) }]);
+    const ids = (await db.sql`select id from files_queue where status = 'failed' order by id limit 3`).map((r) => Number(r.id));
+    const [{ n }] = await db.sql`select retry_failed_files(${ids}::bigint[]) as n`;
+    expect(n).toBe(3);
+    expect(await db.sql`select status, attempts, last_error from files_queue where id = any(${ids}::bigint[])`)
+      .toEqual(ids.map(() => ({ status: "pending", attempts: 0, last_error: null })));
+    expect((await db.sql`select * from ops_failed_files_count()`).find((r) => r.bucket_id === "client-documents")?.failed).toBe("5");
+  });
+
+  it("retrying failed files is the service role's only", async () => {
+    for (const role of ["anon", "authenticated"]) {
+      await expect(db.sql.begin(async (tx) => {
+        await tx.unsafe(`set local role ${role}`);
+        await tx`select retry_failed_files(array[1]::bigint[])`;
+      })).rejects.toThrow(/permission denied/);
+    }
   });
 });
 

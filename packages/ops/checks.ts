@@ -47,6 +47,8 @@ interface Settings {
   pg_net_window_minutes: number;
   pg_net_failure_warn: number;
   pg_net_failure_fail: number;
+  failed_files_warn: number;
+  failed_files_fail: number;
   /** When the schedules were installed; null on a database older than that column. */
   installed_at: Date | null;
 }
@@ -227,10 +229,14 @@ const embeddingQueue: Check = async (sql, s) => {
 };
 
 const files: Check = async (sql, s) => {
-  const rows = await sql<{ bucket_id: string; storage_count: string; queue_count: string; last_check_at: Date | null; missing_in_queue: string | null; queued_without_object: string | null; drift_alert: boolean }[]>`
-    select * from ops_files_overview()`;
+  const [rows, failedRows] = await Promise.all([
+    sql<{ bucket_id: string; storage_count: string; queue_count: string; last_check_at: Date | null; missing_in_queue: string | null; queued_without_object: string | null; drift_alert: boolean }[]>`
+      select * from ops_files_overview()`,
+    sql<{ bucket_id: string; failed: string }[]>`select bucket_id, failed from ops_failed_files_count()`,
+  ]);
+  const failedIn = new Map(failedRows.map((r) => [r.bucket_id, n(r.failed)]));
   const buckets = rows.map((r) => ({
-    bucket: r.bucket_id, storage: n(r.storage_count), queue: n(r.queue_count),
+    bucket: r.bucket_id, storage: n(r.storage_count), queue: n(r.queue_count), failed: failedIn.get(r.bucket_id) ?? 0,
     // From the latest hourly coherence check (its anti-joins are too slow to run on every call).
     missing_in_queue: r.missing_in_queue === null ? null : n(r.missing_in_queue),
     queued_without_object: r.queued_without_object === null ? null : n(r.queued_without_object),
@@ -243,9 +249,17 @@ const files: Check = async (sql, s) => {
   const installedLongAgo = !s?.installed_at || now - s.installed_at.getTime() > 2 * 3600_000;
   const stale = buckets.filter((b) => b.last_coherence_check ? now - Date.parse(b.last_coherence_check) > 2 * 3600_000 : installedLongAgo)
     .map((b) => b.bucket);
-  const line = buckets.map((b) => `${b.bucket}: ${b.storage} in Storage, ${b.queue} queued`).join("; ") || "no watched bucket";
-  const warns = [...drift.map((b) => `drift in ${b} at the last coherence check`), ...stale.map((b) => `no coherence check in 2 h for ${b}`)];
-  return { status: warns.length ? "warn" : "ok", detail: warns.length ? `${warns.join(", ")} (${line})` : line, data: { buckets } };
+  const line = buckets.map((b) => `${b.bucket}: ${b.storage} in Storage, ${b.queue} queued, ${b.failed} failed`).join("; ") || "no watched bucket";
+  // Failed files are the files' dead letter: each one is a document that is not searchable.
+  const failWhen = s?.failed_files_fail ?? 100, warnWhen = s?.failed_files_warn ?? 1;
+  const failing = buckets.filter((b) => b.failed >= failWhen).map((b) => `${b.failed} failed file(s) in ${b.bucket}`);
+  const warns = [
+    ...buckets.filter((b) => b.failed >= warnWhen && b.failed < failWhen).map((b) => `${b.failed} failed file(s) in ${b.bucket}`),
+    ...drift.map((b) => `drift in ${b} at the last coherence check`), ...stale.map((b) => `no coherence check in 2 h for ${b}`),
+  ];
+  const data = { buckets, failed_files_warn: warnWhen, failed_files_fail: failWhen };
+  if (failing.length) return { status: "fail", detail: `${[...failing, ...warns].join(", ")} (${line})`, data };
+  return { status: warns.length ? "warn" : "ok", detail: warns.length ? `${warns.join(", ")} (${line})` : line, data };
 };
 
 const collector: Check = async (sql) => {

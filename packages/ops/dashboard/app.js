@@ -65,7 +65,8 @@
     ])));
     const buckets = check(d.report, "files").buckets || [];
     fill("buckets", buckets.map((b) => el("tr", { "data-bucket": b.bucket }, [
-      td(b.bucket), td(b.storage, "num", "storage"), td(b.queue, "num", "queue"), td(b.missing_in_queue, "num", "missing"),
+      td(b.bucket), td(b.storage, "num", "storage"), td(b.queue, "num", "queue"), td(b.failed, "num" + (b.failed ? " bad" : ""), "failed"),
+      td(b.missing_in_queue, "num", "missing"),
       td(b.queued_without_object, "num", "orphans"), el("td", {}, [badge(b.drift_alert ? "warn" : "ok")]),
       td(b.last_coherence_check ? new Date(b.last_coherence_check).toLocaleTimeString() : "never", "muted"),
     ])));
@@ -80,9 +81,14 @@
       ]);
     }));
     fill("alerts", d.alerts.map((a) => el("tr", {}, [td(new Date(a.opened_at).toLocaleString()), td(a.kind), td(a.message)])));
+    fill("failed-files", d.failed_files.map((f) => el("tr", { "data-file": String(f.id) }, [
+      td(f.id, "num"), td(f.bucket_id), td(f.file_path), td(f.attempts, "num"), td(f.last_error, "", "reason"),
+      td(new Date(f.failed_at).toLocaleString(), "muted"),
+      el("td", {}, [el("button", { type: "button", "data-testid": "retry-file-" + f.id, text: "retry", onclick: () => retry("/retry-files", f.id) })]),
+    ])));
     fill("dead-letters", d.dead_letters.map((j) => el("tr", { "data-job": String(j.id) }, [
       td(j.id, "num"), td(j.source_table + " #" + j.source_id), td(j.action), td(j.last_error),
-      el("td", {}, [el("button", { type: "button", "data-testid": "retry-" + j.id, text: "retry", onclick: () => retry(j.id) })]),
+      el("td", {}, [el("button", { type: "button", "data-testid": "retry-" + j.id, text: "retry", onclick: () => retry("/retry", j.id) })]),
     ])));
   }
 
@@ -153,8 +159,8 @@
     }
   }
 
-  async function retry(id) {
-    const r = await fetch(API + "/retry", {
+  async function retry(path, id) {
+    const r = await fetch(API + path, {
       method: "POST", headers: Object.assign({ "content-type": "application/json" }, headers()), body: JSON.stringify({ ids: [id] }),
     });
     if (!r.ok) $("error").textContent = "retry failed: " + (await r.text());
