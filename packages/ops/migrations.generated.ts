@@ -39,4 +39,5 @@ export const SHIPPED_MIGRATIONS: readonly string[] = [
   "20260116000100",
   "20260120000000",
   "20260120000100",
+  "20260120000200",
 ];
