@@ -9,6 +9,7 @@ import { Readable } from "node:stream";
 import { connectDb } from "../packages/core/db.ts";
 import { MIGRATIONS_DIR, parseArgs, resolveDbUrl } from "../packages/ops/cli.ts";
 import { dashboardAsset } from "../packages/ops/dashboard-assets.ts";
+import { unauthorizedResponse } from "../packages/core/http.ts";
 import { createHealthHandler } from "../packages/ops/handler.ts";
 import { migrationVersionsIn } from "../packages/ops/migrations.ts";
 
@@ -30,7 +31,9 @@ const handle = createHealthHandler({
   authorize: (req) => {
     const token = (req.headers.get("authorization") ?? "").replace(/^Bearer\s+/i, "");
     const a = Buffer.from(token), b = Buffer.from(sessionKey);
-    return a.length === b.length && timingSafeEqual(a, b) ? "service_role" : null;
+    return a.length === b.length && timingSafeEqual(a, b)
+      ? { ok: true, value: "service_role" }
+      : { ok: false, response: unauthorizedResponse(token ? "not this dashboard's session key" : "missing credentials (paste the session key)") };
   },
   options: () => ({ expectedMigrations, embeddingEnv: hasEmbeddingEnv ? process.env : null }),
 });

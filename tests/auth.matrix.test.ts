@@ -155,6 +155,49 @@ describe("every function, every credential kind", () => {
         expect(String(r.body.details), `${fn.name} with ${what}`).toMatch(reason);
       }
     }
+    // health (a GET) refuses with the same answer and the same reason.
+    for (const [what, headers, reason] of bad) {
+      const r = await fetch(`${stack.apiUrl}/functions/v1/health`, { headers });
+      expect(r.status, `health with ${what}`).toBe(401);
+      const body = await r.json();
+      expect(body.error).toBe("unauthorized");
+      expect(String(body.details), `health with ${what}`).toMatch(reason);
+    }
+  });
+
+  it("a body that is not JSON is the same 400 for every function and every valid caller", async () => {
+    const creds = await credentials();
+    for (const fn of FUNCTIONS) {
+      for (const [kind, headers] of Object.entries(creds) as [Kind, Headers][]) {
+        const r = await fetch(`${stack.apiUrl}/functions/v1/${fn.name}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: "{not json" });
+        expect(r.status, `${fn.name} with ${kind}`).toBe(400);
+        expect(await r.json()).toEqual({ error: "invalid JSON body", details: "the body must be JSON (or empty)" });
+      }
+    }
+  });
+
+  it("a NUL character is a 400 naming the field, never a database error", async () => {
+    const creds = await credentials();
+    const user = creds["user JWT (ES256)"];
+    const s = await call("search", { query: "congé" }, user);
+    expect(s.status).toBe(200);
+    const logId = (s.body as { logId: string }).logId;
+    const cases: [string, unknown, string][] = [
+      ["search", { query: "cong\u0000é" }, "query"],
+      ["conversations", { action: "answer", logId, response: "Trois\u0000 mois." }, "response"],
+      ["conversations", { action: "feedback", logId, rating: 1, comment: "\u0000" }, "comment"],
+    ];
+    for (const [name, body, field] of cases) {
+      const r = await call(name, body, user);
+      expect(r.status, `${name} ${field}`).toBe(400);
+      expect(r.body.error).toBe("invalid body");
+      const details = r.body.details as { properties: Record<string, { errors: string[] }> };
+      expect(details.properties[field].errors, `${name} ${field}`).toEqual([expect.stringMatching(/NUL character/)]);
+    }
+    // Nothing was written: the entry is unanswered and has no feedback.
+    const [row] = await db.sql`select response, (select count(*)::int from feedback f where f.conversation_entry_id = c.id) as feedback
+                                    from conversations c where id = ${logId}`;
+    expect(row).toEqual({ response: null, feedback: 0 });
   });
 
   it("a wrong method is a 405 before anything else", async () => {

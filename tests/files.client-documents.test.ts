@@ -36,6 +36,9 @@ describe("extractDocument", () => {
     expect(md).toEqual({ ok: true, doc: { mimetype: "text/markdown", title: "Procédure de résiliation", pages: ["Intro\n\n# Procédure de résiliation\n\nEnvoyer une lettre."] } });
     const txt = await extractDocument("c/memo.txt", new TextEncoder().encode("Mémo"));
     expect(txt).toEqual({ ok: true, doc: { mimetype: "text/plain", title: "memo", pages: ["Mémo"] } });
+    // NUL never reaches SQL (PostgreSQL text cannot hold it), in the text nor in the title.
+    const nul = await extractDocument("c/nul.md", new TextEncoder().encode("# Ti\u0000tre\n\nCon\u0000gé"));
+    expect(nul).toEqual({ ok: true, doc: { mimetype: "text/markdown", title: "Titre", pages: ["# Titre\n\nCongé"] } });
     expect(kindOfPath("a/B.PDF")).toBe("application/pdf");
     expect(kindOfPath("a/b.markdown")).toBe("text/markdown");
     expect(kindOfPath("a/b")).toBeNull();

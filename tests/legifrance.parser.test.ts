@@ -87,6 +87,14 @@ describe("one real-shaped answer per consult endpoint", () => {
     );
   });
 
+  it("drops NUL characters (PostgreSQL text cannot hold them) from every string of the API's answer", () => {
+    const doc = parsed(envelope("getArticle", "LEGIARTI000000000042", {
+      article: { id: "LEGIARTI000000000042", num: "4\u00002", etat: "VIG\u0000UEUR", texte: "Le bail\u0000 est conclu." },
+    }));
+    expect(JSON.stringify(doc)).not.toContain("\\u0000");
+    expect(doc).toMatchObject({ number: "42", legal_status: "VIGUEUR", content: "Le bail est conclu." });
+  });
+
   it("getArticle without texteHtml falls back to texte, decoded; a LODA article links under /loda", () => {
     const doc = parsed(envelope("getArticle", "LEGIARTI000006419300", {
       article: { id: "LEGIARTI000006419300", num: "3", texte: "L&#39;&eacute;tat est d&eacute;fini.", texteHtml: null, etat: "ABROGE",

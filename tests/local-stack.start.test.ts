@@ -38,6 +38,18 @@ async function status(): Promise<{ code: number; vars: Record<string, string>; s
   }
 }
 
+async function token(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, ["--import", "tsx", "scripts/token.ts", ...args], {
+      env: { ...process.env, LOCAL_STACK_DATA_DIR: dataDir },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
 describe("npm start / npm run status", () => {
   it("starts, prints each part and the providers, runs the guided demo, reports status, stops cleanly on SIGTERM", async () => {
     expect((await status()).stderr).toMatch(/NOT running/);
@@ -78,9 +90,7 @@ describe("npm start / npm run status", () => {
     expect((await db.sql`select count(*)::int as n from public.faq_items`)[0].n).toBe(6);
 
     // A person signs up, signs in and searches with supabase-js and the keys `npm run status` prints
-    // (the demo's published FAQ made readable to signed-in users, as a project would).
-    await db.sql`grant select on public.faq_items to authenticated`;
-    await db.sql`create policy faq_published on public.faq_items for select to authenticated using (is_published)`;
+    // (the demo's policy lets signed-in users read its published FAQ).
     const person = createLocalClient(s.vars.API_URL, s.vars.PUBLISHABLE_KEY);
     expect((await person.auth.signUp({ email: "start@example.com", password: "a long password" })).error).toBeNull();
     const signedIn = createLocalClient(s.vars.API_URL, s.vars.PUBLISHABLE_KEY);
@@ -90,6 +100,42 @@ describe("npm start / npm run status", () => {
     expect(found.data.results[0].content).toMatch(/réinitialiser/);
     const [logged] = await db.sql`select u.email from conversations c join auth.users u on u.id = c.user_id where c.id = ${found.data.logId}`;
     expect(logged.email).toBe("start@example.com");
+    // The demo searches as a signed-in user and finds its own question (published rows are readable).
+    expect(output).toMatch(/search as a signed-in user \(JWT from: npm run token -- --user [0-9a-f-]{36}\)/);
+    expect(output).toMatch(/POST \/functions\/v1\/search .* -> 200\n[\s\S]*faq_items[^\n]*Comment réinitialiser/);
+    // `npm run token` prints a user JWT the running stack accepts; the user sees published rows only.
+    // The user exists in auth.users (conversations reference it, as on hosted): created with the admin API.
+    const adminClient = createLocalClient(s.vars.API_URL, s.vars.SECRET_KEY);
+    const created = await adminClient.auth.admin.createUser({ email: "lea@example.com", password: "a long password", email_confirm: true });
+    expect(created.error).toBeNull();
+    const user = created.data.user!.id;
+    const tok = await token(["--user", user.toUpperCase(), "--email", "lea@example.com"]);
+    expect(tok.code).toBe(0);
+    const search = async (query: string) => {
+      const r = await fetch(`${s.vars.API_URL}/functions/v1/search`, {
+        method: "POST",
+        headers: { apikey: s.vars.PUBLISHABLE_KEY, authorization: `Bearer ${tok.stdout.trim()}`, "content-type": "application/json" },
+        body: JSON.stringify({ query, mode: "text" }),
+      });
+      expect(r.status).toBe(200);
+      return (await r.json()) as { results: { source_id: string }[]; logId: string };
+    };
+    const byToken = await search("réinitialiser mot de passe");
+    expect(byToken.results.length).toBeGreaterThan(0);
+    const [loggedByToken] = await db.sql`select user_id::text from conversations where id = ${byToken.logId}`;
+    expect(loggedByToken.user_id).toBe(user);
+    // Unpublish the row: its chunks go with the publish filter, and the policy hides it anyway.
+    const [{ id }] = await db.sql`select id::text from public.faq_items where question like 'Comment réinitialiser%'`;
+    expect(byToken.results.map((r) => r.source_id)).toContain(id);
+    const visible = await db.sql.begin(async (tx) => {
+      await tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub: user, role: "authenticated" })}, true)`;
+      await tx`update public.faq_items set is_published = false where id = ${id}`;
+      await tx`set local role authenticated`;
+      const rows = await tx`select id from public.faq_items where id = ${id}`;
+      throw Object.assign(new Error("rollback"), { rows });
+    }).catch((e) => (e as { rows: unknown[] }).rows);
+    expect(visible).toEqual([]);
+    expect((await token(["--user", "not-a-uuid"])).stderr).toMatch(/--user: Invalid UUID/);
 
     const functionsPid = Number(/pid (\d+)\)/.exec(output)![1]);
     expect(processAlive(functionsPid)).toBe(true);

@@ -20,6 +20,8 @@ let stack: LocalStack;
 let browser: Browser;
 let page: Page;
 let deadJob: number;
+let failedFiles: number[];
+const CLIENT = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
 const pageErrors: string[] = [];
 
 beforeAll(async () => {
@@ -55,6 +57,12 @@ beforeAll(async () => {
                            values ('legal_documents', 'LEGIARTI000000000009', 'INSERT', 'x', 'failed', 3, 'provider answered 400: input too long')
                            returning id`;
   deadJob = Number(d.id);
+  // Two client documents the files worker gave up on, with its reasons (the files' dead letter).
+  const failed = await db.sql`insert into files_queue (file_path, bucket_id, file_size, status, attempts, last_error, updated_at)
+    values (${`${CLIENT}/scan.pdf`}, 'client-documents', 10, 'failed', 1, 'no extractable text', now() - interval '2 minutes'),
+           (${`${CLIENT}/contrat.pdf`}, 'client-documents', 12, 'failed', 1, 'not a PDF (corrupt or mislabelled file)', now() - interval '1 minute')
+    returning id`;
+  failedFiles = failed.map((f) => Number(f.id));
   await db.sql`select private.ops_check_alerts()`;
   await db.sql`insert into ops_metrics (sampled_at, queue_by_status, files_coherence, files_inserted, jobs_completed)
                select date_trunc('minute', now()) - make_interval(mins => m),
@@ -118,7 +126,7 @@ describe("the dashboard at /dashboard", () => {
       { source_table: "client_document_pages", rows: 0, rows_with_embeddings: 0 },
       { source_table: "legal_documents", rows: 3, rows_with_embeddings: 3 },
     ]);
-    expect(await cells("#coverage tbody tr")).toEqual(coverage.map((c) => [c.source_table, c.source_table, String(c.rows), String(c.rows_with_embeddings), c.rows ? "100%" : "—"]));
+    expect(await cells("#coverage tbody tr")).toEqual(coverage.map((c) => [c.source_table, c.source_table, String(c.rows), String(c.rows_with_embeddings), c.rows ? "3 of 3 (100%)" : "—"]));
 
     const live = await db.sql`select bucket_id, storage_count::int, queue_count::int from files_queue_coherence where bucket_id = ${BUCKET}`;
     expect(live).toEqual([{ bucket_id: BUCKET, storage_count: 2, queue_count: 2 }]);
@@ -126,7 +134,9 @@ describe("the dashboard at /dashboard", () => {
                                        from files_queue_coherence_checks where bucket_id = ${BUCKET} order by id desc limit 1`;
     expect(lastCheck).toEqual({ missing_in_queue: 0, queued_without_object: 1, alert: true, marked_deleted: 1 });
     const shownBuckets = await cells("#buckets tbody tr");
-    expect(shownBuckets.filter((r) => r[0] === BUCKET).map((r) => r.slice(0, 7))).toEqual([[BUCKET, BUCKET, "2", "2", "0", "1", "warn"]]);
+    // The two uploads are not collected documents: the files worker (woken by their queue rows) fails them.
+    const [{ failed }] = await db.sql`select failed::int from ops_failed_files_count() where bucket_id = ${BUCKET}`;
+    expect(shownBuckets.filter((r) => r[0] === BUCKET).map((r) => r.slice(0, 8))).toEqual([[BUCKET, BUCKET, "2", "2", String(failed), "0", "1", "warn"]]);
 
     const plan = await db.sql`select category, docs_collected::int from legifrance_crawl_plan order by category`;
     const shownPlan = await cells("#plan tbody tr");
@@ -139,11 +149,41 @@ describe("the dashboard at /dashboard", () => {
     expect(dead.map((d) => Number(d.id))).toEqual([deadJob]);
 
     const alerts = await db.sql`select kind, message from ops_alerts where resolved_at is null order by opened_at desc, id desc`;
-    expect(alerts.map((a) => a.kind).sort()).toEqual(["dead_letters", "files_drift"]);
+    expect([...new Set(alerts.map((a) => a.kind))].sort()).toEqual(["dead_letters", "failed_files", "files_drift"]);
     expect((await cells("#alerts tbody tr")).map((r) => [r[2], r[3]])).toEqual(alerts.map((a) => [a.kind, a.message]));
 
     mkdirSync(artifacts, { recursive: true });
     await page.screenshot({ path: `${artifacts}dashboard.png`, fullPage: true });
+  });
+
+  it("shows failed files per bucket with their reasons, in the files check and the alerts", async () => {
+    const counts = await db.sql`select bucket_id, failed::int from ops_failed_files_count() order by bucket_id`;
+    expect(counts.find((c) => c.bucket_id === "client-documents")?.failed).toBe(2);
+    const shownBuckets = await cells("#buckets tbody tr");
+    expect(shownBuckets.map((r) => [r[0], r[4]])).toEqual(counts.map((c) => [c.bucket_id, String(c.failed)]));
+    const files = await page.$$eval("#failed-files tbody tr", (rows) => rows.map((r) => [r.getAttribute("data-file"), ...Array.from(r.querySelectorAll("td")).slice(1, 5).map((c) => c.textContent)]));
+    const listed = await db.sql`select id::text, bucket_id, file_path, attempts::text, last_error from ops_failed_files(100)`;
+    expect(files).toEqual(listed.map((f) => [f.id, f.bucket_id, f.file_path, f.attempts, f.last_error]));
+    expect(files.filter((f) => f[1] === "client-documents")).toEqual([
+      [String(failedFiles[1]), "client-documents", `${CLIENT}/contrat.pdf`, "1", "not a PDF (corrupt or mislabelled file)"],
+      [String(failedFiles[0]), "client-documents", `${CLIENT}/scan.pdf`, "1", "no extractable text"],
+    ]);
+    const filesCheck = await page.$eval(`#checks tr[data-check="files"]`, (r) => [r.querySelector(".status")?.textContent, r.querySelectorAll("td")[2].textContent]);
+    expect(filesCheck[0]).toBe("warn");
+    expect(filesCheck[1]).toMatch(/2 failed file\(s\) in client-documents/);
+    expect((await cells("#alerts tbody tr")).filter((r) => r[2] === "failed_files").map((r) => r[3])).toContainEqual(expect.stringMatching(/^2 failed file\(s\) in client-documents/));
+  });
+
+  it("'retry' on a failed file puts it back in the queue (service role only)", async () => {
+    await page.click(`[data-testid="retry-file-${failedFiles[0]}"]`);
+    await page.waitForFunction((id) => !document.querySelector(`#failed-files tr[data-file="${id}"]`), { timeout: 10_000 }, failedFiles[0]);
+    const [row] = await db.sql`select status, attempts, last_error from files_queue where id = ${failedFiles[0]}`;
+    expect(row).toEqual({ status: "pending", attempts: 0, last_error: null });
+    expect((await db.sql`select status from files_queue where id = ${failedFiles[1]}`)[0].status).toBe("failed");
+    const asAnon = await fetch(`${stack.apiUrl}/functions/v1/health/retry-files`, { method: "POST", headers: { apikey: stack.publishableKey }, body: JSON.stringify({ ids: [failedFiles[1]] }) });
+    expect(asAnon.status).toBe(403);
+    expect((await db.sql`select status from files_queue where id = ${failedFiles[1]}`)[0].status).toBe("failed");
+    expect(pageErrors).toEqual([]);
   });
 
   it("'retry' on a dead letter puts the job back in the queue", async () => {
@@ -175,6 +215,22 @@ describe("the dashboard at /dashboard", () => {
     } finally {
       await anonPage.close();
     }
+  });
+
+  it("says 'no data yet' where a chart has no sample", async () => {
+    await db.sql`delete from ops_metrics`;
+    await page.goto(`${stack.apiUrl}/dashboard`, { waitUntil: "load" });
+    await page.type("#key", stack.serviceRoleKey);
+    await page.click("#key-form button");
+    await page.waitForFunction(() => document.querySelectorAll("[data-testid=no-data]").length === 2, { timeout: 20_000 });
+    expect(await page.$$eval("[data-testid=no-data]", (e) => e.map((x) => x.textContent))).toEqual([
+      "jobs by status: no data yet (ops_metrics has no sample in this window)",
+      "per minute: no data yet (ops_metrics has no sample in this window)",
+    ]);
+    expect(await page.$$eval(".uplot canvas", (c) => c.length)).toBe(0);
+    mkdirSync(artifacts, { recursive: true });
+    await page.screenshot({ path: `${artifacts}dashboard-no-data.png`, fullPage: true });
+    expect(pageErrors).toEqual([]);
   });
 
   it("refreshes itself", async () => {

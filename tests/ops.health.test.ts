@@ -19,6 +19,9 @@ beforeAll(async () => {
   await db.sql`insert into legal_documents (id, category, doc_type, title, content, file_path)
                values ('LEGIARTI000000000001', 'codes', 'article', 'Article 1', 'Texte de l''article.', 'codes/LEGIARTI000000000001.json')`;
   await db.sql`select private.files_queue_check_coherence()`;
+  // Every job ran just now: a job that never ran, or not within twice its interval, fails schedules.
+  await db.sql`insert into cron.job_run_details (jobid, status, return_message, start_time, end_time)
+               select jobid, 'succeeded', '1 row', now(), now() from cron.job`;
 }, 120_000);
 
 afterAll(async () => {
@@ -98,7 +101,9 @@ describe("GET /functions/v1/health", () => {
       expect(status).toBe(503);
       expect(check(body, "schedules")).toMatchObject({ status: "fail", detail: expect.stringContaining("files-queue-coherence not scheduled") });
     } finally {
-      await db.sql`select cron.schedule('files-queue-coherence', ${job.schedule}, ${job.command})`;
+      // Scheduled again under a new job id, with no run yet: give it one, as the first hour would.
+      const [{ jobid }] = await db.sql`select cron.schedule('files-queue-coherence', ${job.schedule}, ${job.command}) as jobid`;
+      await db.sql`insert into cron.job_run_details (jobid, status, return_message, start_time, end_time) values (${jobid}, 'succeeded', '1 row', now(), now())`;
     }
     expect((await health(stack.serviceRoleKey)).status).toBe(200);
   });

@@ -144,6 +144,48 @@ describe("client documents become searchable for their client only", () => {
     expect(p.body.results.map((x: { metadata: { page: number } }) => x.metadata.page)).toEqual([3]);
   });
 
+  it("members open their client's documents (download, signed URL of a cited page); editors write; nobody crosses clients", async () => {
+    const storageAs = async (id: string) => createLocalClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, id) }).storage.from(BUCKET);
+    const mine = { [alice]: `${acme}/contrat.pdf`, [bob]: `${globex}/bail.pdf` };
+    for (const [who, other] of [[alice, bob], [bob, alice]] as const) {
+      const files = await storageAs(who);
+      // The path a search result cites opens, by download and by a signed URL that needs no key.
+      const hit = await call("search", { query: "délai de préavis", filter: { source_table: "client_document_pages" } }, await asUser(who));
+      const cited = hit.body.results[0].metadata.path as string;
+      expect(cited).toBe(mine[who]);
+      const down = await files.download(cited);
+      expect(down.error).toBeNull();
+      expect(new TextDecoder().decode((await down.data!.arrayBuffer()).slice(0, 5))).toBe("%PDF-");
+      const signed = await files.createSignedUrl(cited, 60);
+      expect(signed.error).toBeNull();
+      const viaUrl = await fetch(signed.data!.signedUrl);
+      expect(viaUrl.status).toBe(200);
+      expect(Buffer.from(await viaUrl.arrayBuffer()).subarray(0, 5).toString()).toBe("%PDF-");
+      // The other client's document: no download, no signed URL, not even in a listing.
+      expect((await files.download(mine[other])).data).toBeNull();
+      expect((await files.createSignedUrl(mine[other], 60)).data).toBeNull();
+      expect((await files.list(mine[other].split("/")[0])).data).toEqual([]);
+      expect(((await files.list(mine[who].split("/")[0])).data ?? []).map((o) => o.name)).toContain(mine[who].split("/")[1]);
+    }
+    // A member reads but does not write; an editor writes only directly under its own client's folder.
+    const aliceFiles = await storageAs(alice);
+    const note = new Blob(["# Note\n\nPréavis de trois mois."], { type: "text/markdown" });
+    expect((await aliceFiles.upload(`${acme}/note.md`, note)).error).not.toBeNull();
+    await db.sql`update client_memberships set role = 'editor' where user_id = ${alice}`;
+    expect((await aliceFiles.upload(`${acme}/note.md`, note)).error).toBeNull();
+    expect((await aliceFiles.upload(`${acme}/note.md`, note, { upsert: true })).error).toBeNull();
+    expect((await aliceFiles.upload(`${globex}/intrus.md`, note)).error).not.toBeNull();
+    expect((await aliceFiles.upload(`${acme}/sous/dossier.md`, note)).error).not.toBeNull();
+    // Bob (a member of globex) cannot delete it; Alice can, and the queue follows.
+    await (await storageAs(bob)).remove([`${acme}/note.md`]);
+    expect((await db.sql`select 1 from storage.objects where bucket_id = ${BUCKET} and name = ${`${acme}/note.md`}`)).toHaveLength(1);
+    expect((await db.sql`select status from files_queue where file_path = ${`${acme}/note.md`}`)[0].status).toBe("pending");
+    expect((await aliceFiles.remove([`${acme}/note.md`])).error).toBeNull();
+    expect((await db.sql`select status from files_queue where file_path = ${`${acme}/note.md`}`)[0].status).toBe("deleted");
+    expect((await db.sql`select name from storage.objects where bucket_id = ${BUCKET} and name like ${`${globex}/%`}`).map((r) => r.name)).toEqual([`${globex}/bail.pdf`]);
+    await db.sql`update client_memberships set role = 'member' where user_id = ${alice}`;
+  });
+
   it("re-uploading re-embeds only the changed page; deleting removes the row and its chunks", async () => {
     const changed = CONTRAT.map((p, i) => i === 1 ? ["Article 2 : durée et résiliation.", "Le délai de préavis est désormais de deux mois."] : p);
     await upload(`${acme}/contrat.pdf`, await textPdf(changed, "Contrat ACME"), "application/pdf");

@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { type AuthConfig, authConfigFromEnv, authenticate, type Caller, type Role, roleSatisfies } from "./auth.ts";
 import { readEnv } from "./env.ts";
+import { NUL_MESSAGE, nulPaths } from "./validation.ts";
 
 export function json(body: unknown, status = 200, headers: HeadersInit = {}): Response {
   return new Response(JSON.stringify(body), {
@@ -14,6 +15,9 @@ export function json(body: unknown, status = 200, headers: HeadersInit = {}): Re
 export function errorResponse(status: number, error: string, details?: unknown): Response {
   return json(details === undefined ? { error } : { error, details }, status);
 }
+
+/** The 401 every function answers, with why the credential was refused. */
+export const unauthorizedResponse = (why: string) => errorResponse(401, "unauthorized", why);
 
 /** The authenticated caller's role, or null: for fixtures and simple functions. */
 export async function callerRole(req: Request): Promise<Role | null> {
@@ -33,9 +37,20 @@ export async function readJson(req: Request): Promise<unknown> {
   }
 }
 
-/** Validates a parsed body; a schema mismatch is a 400 with the issues. */
+/** The answer to a body that is not JSON, the same from every function. */
+export const invalidJsonResponse = () => errorResponse(400, "invalid JSON body", "the body must be JSON (or empty)");
+
+/**
+ * Validates a parsed body; a schema mismatch is a 400 with the issues. A NUL character anywhere in
+ * the body (a value or a key) is such an issue, at its field, whatever the schema.
+ */
 export function validateBody<S extends z.ZodType>(raw: unknown, schema: S): Parsed<z.infer<S>> {
-  if (raw === undefined) return { ok: false, response: errorResponse(400, "invalid JSON body") };
+  if (raw === undefined) return { ok: false, response: invalidJsonResponse() };
+  const nul = nulPaths(raw);
+  if (nul.length) {
+    const error = new z.ZodError(nul.map((path) => ({ code: "custom" as const, path, message: NUL_MESSAGE, input: undefined })));
+    return { ok: false, response: errorResponse(400, "invalid body", z.treeifyError(error)) };
+  }
   const result = schema.safeParse(raw);
   if (!result.success) {
     return { ok: false, response: errorResponse(400, "invalid body", z.treeifyError(result.error)) };
@@ -68,7 +83,7 @@ export async function authenticateRequest(req: Request, env?: Record<string, str
     return { ok: false, response: errorResponse(500, "authentication is misconfigured", (e as Error).message) };
   }
   const r = await authenticate(req, cfg);
-  if (!r.ok) return { ok: false, response: errorResponse(401, "unauthorized", r.error) };
+  if (!r.ok) return { ok: false, response: unauthorizedResponse(r.error) };
   return { ok: true, value: r.caller };
 }
 
@@ -92,8 +107,10 @@ export function readsNeedAuthenticated(field: string, reads: string[]): Required
  * Every function's boundary, in this order (one rule for all functions):
  *   405 for a method other than POST (with Allow);
  *   401 without a valid credential (apikey or Bearer, both key schemes: see auth.ts);
+ *   400 `invalid JSON body` for a body that does not parse: the action cannot be read from it, so
+ *       there is no role to compare (every valid caller gets this same answer, whatever the function);
  *   403 when the caller's role is below what the action needs (read from the raw body, before validating it);
- *   400 for invalid JSON or a body the schema refuses, with the issues.
+ *   400 for a body the schema refuses (a NUL character anywhere included), with the issues.
  */
 export async function guardRequest<S extends z.ZodType>(
   req: Request,
@@ -108,6 +125,7 @@ export async function guardRequest<S extends z.ZodType>(
   if (!auth.ok) return auth;
   const caller = auth.value;
   const raw = await readJson(req);
+  if (raw === undefined) return { ok: false, response: invalidJsonResponse() };
   const needed = requiredRole(raw);
   if (!roleSatisfies(caller.role, needed)) {
     return {

@@ -24,6 +24,7 @@ export function kindOfPath(path: string): DocumentKind | null {
   return null;
 }
 
+/** Whitespace normalized, and NUL removed: PostgreSQL text cannot hold it (titles included). */
 function tidy(text: string): string {
   return text.replaceAll("\u0000", "").replace(/[ \t\f\v\u00a0]+/g, " ").replace(/ *\n */g, "\n").replace(/\n{3,}/g, "\n\n").trim();
 }
@@ -45,7 +46,7 @@ export async function extractDocument(path: string, bytes: Uint8Array): Promise<
   }
   const content = tidy(text);
   if (!content) return { ok: false, reason: NO_TEXT };
-  const heading = kind === "text/markdown" ? /^#\s+(.+)$/m.exec(text)?.[1]?.trim() : undefined;
+  const heading = kind === "text/markdown" ? tidy(/^#\s+(.+)$/m.exec(text)?.[1] ?? "") : "";
   return { ok: true, doc: { mimetype: kind, title: heading || fileTitle(path), pages: [content] } };
 }
 
@@ -70,7 +71,7 @@ async function extractPdf(path: string, bytes: Uint8Array): Promise<Extraction> 
     try {
       const meta = await pdf.getMetadata();
       const t = (meta.info as { Title?: unknown } | undefined)?.Title;
-      if (typeof t === "string" && t.trim()) title = t.trim();
+      if (typeof t === "string" && tidy(t)) title = tidy(t);
     } catch {
       // metadata is optional
     }

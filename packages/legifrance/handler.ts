@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { errorResponse, guardRequest, json, readsNeedAuthenticated } from "../core/http.ts";
 import { parseEnv, readEnv } from "../core/env.ts";
+import { pgUuid } from "../core/validation.ts";
 import { continueViaPgNet, type FilesContext } from "../files-queue/context.ts";
 import { bucketNameSchema } from "../files-queue/repopulate.ts";
 import { PisteClient } from "./client.ts";
@@ -11,7 +12,7 @@ import { collectMaintenance, collectMassive, stopMassive } from "./collector.ts"
 export const collectorBodySchema = z.discriminatedUnion("mode", [
   z.object({
     mode: z.literal("massive"),
-    runId: z.uuid().optional(),
+    runId: pgUuid.optional(),
     /** Start the plan over (all cursors back to page 1); only when no run is active. */
     restart: z.boolean().default(false),
     budgetMs: z.number().int().min(1000).max(140_000).optional(),

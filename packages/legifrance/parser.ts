@@ -206,7 +206,8 @@ export type ParseResult = { ok: true; doc: LegalDocument } | { ok: false; reason
 export function parseCollectedFile(text: string): ParseResult {
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    // PostgreSQL text cannot hold NUL (a `\u0000` escape in the API's JSON): it is dropped from every string.
+    raw = JSON.parse(text, (_key, v) => typeof v === "string" && v.includes("\u0000") ? v.replaceAll("\u0000", "") : v);
   } catch (e) {
     return { ok: false, reason: `malformed JSON: ${(e as Error).message.slice(0, 200)}` };
   }

@@ -7,6 +7,7 @@
 import postgres from "postgres";
 import { offlineEmbedding } from "../embeddings/offline.ts";
 import type { LocalStack } from "./index.ts";
+import { signUserJwt } from "./keys.ts";
 
 const FAQ: Array<[string, string, boolean]> = [
   ["Comment réinitialiser mon mot de passe ?", "Cliquez sur « Mot de passe oublié » sur la page de connexion et suivez le lien reçu par courriel.", true],
@@ -57,6 +58,31 @@ function table(rows: Record<string, unknown>[]): string {
   return [line(cols), "  " + w.map((n) => "-".repeat(n)).join("-+-"), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join("\n");
 }
 
+/**
+ * The search function as a signed-in user sees it: a user JWT like `npm run token` prints, sent the
+ * way supabase-js sends a session (publishable key + Bearer JWT). faq_items' policy decides what it finds.
+ */
+async function searchAsUser(stack: LocalStack, say: (line: string) => void): Promise<void> {
+  if (!stack.functions.includes("search")) return;
+  const user = "00000000-0000-4000-8000-00000000d3e0";
+  const jwt = await signUserJwt(stack.keys, user, { claims: { email: "demo@example.com" } });
+  const query = "Comment réinitialiser mon mot de passe ?";
+  const r = await fetch(`${stack.apiUrl}/functions/v1/search`, {
+    method: "POST",
+    headers: { "content-type": "application/json", apikey: stack.publishableKey, authorization: `Bearer ${jwt}` },
+    body: JSON.stringify({ query, matchCount: 3 }),
+  });
+  const body = await r.json() as { results?: { source_table: string; source_id: string; score: number; content: string }[]; error?: string };
+  say(`\n  search as a signed-in user (JWT from: npm run token -- --user ${user}):`);
+  say(`  POST /functions/v1/search {"query": "${query}"} -> ${r.status}`);
+  if (!body.results) {
+    say(`  ${JSON.stringify(body)}`);
+    return;
+  }
+  say(table(body.results.map((x) => ({ source_table: x.source_table, source_id: x.source_id, score: Math.round(x.score * 10000) / 10000, content: x.content.slice(0, 70) }))));
+  say("  (published faq_items only: policy faq_items_read_published; the service role would see every row)");
+}
+
 export async function runGuidedDemo(stack: LocalStack, say: (line: string) => void, provider = "offline", deadlineMs = 90_000): Promise<void> {
   const sql = postgres(stack.dbUrl, { max: 2, onnotice: () => {} });
   try {
@@ -81,7 +107,12 @@ export async function runGuidedDemo(stack: LocalStack, say: (line: string) => vo
         is_published boolean not null default false,
         updated_at timestamptz not null default now()
       );
-      alter table public.faq_items enable row level security;`);
+      alter table public.faq_items enable row level security;
+      -- What signed-in users (and anon, where anonymous search is opened) may read: published rows.
+      -- search answers with a source's chunks only where this policy shows the row.
+      drop policy if exists faq_items_read_published on public.faq_items;
+      create policy faq_items_read_published on public.faq_items for select to anon, authenticated using (is_published);
+      grant select on public.faq_items to anon, authenticated;`);
     await sql`select public.register_embedding_source('public.faq_items'::regclass, array['question', 'answer'], null, 'is_published')`;
     // A rerun starts from the same state: row deletes go through the triggers like any delete.
     await sql`delete from public.faq_items`;
@@ -122,6 +153,8 @@ export async function runGuidedDemo(stack: LocalStack, say: (line: string) => vo
 
     say("\n  select * from embedding_sync_status;");
     say(table(await sql`select * from public.embedding_sync_status order by source_table`));
+
+    await searchAsUser(stack, say);
 
     if (provider !== "offline") {
       say("  (search skipped: the query embedding would have to come from the same real provider)\n");

@@ -1,6 +1,7 @@
 // The health checks, shared by the `health` function, `npm run doctor` and the dashboard. Each check
 // is a few cheap SQL statements; they run in parallel, each under a time limit, and a check that
 // throws or times out is a failure naming the error rather than a failed report.
+import { Cron } from "croner";
 import type postgres from "postgres";
 import { createProvider, type EmbeddingEnv, parseEmbeddingEnv } from "../embeddings/config.ts";
 import { type CheckResult, type CheckStatus, type HealthReport, worst } from "./report.ts";
@@ -46,6 +47,10 @@ interface Settings {
   pg_net_window_minutes: number;
   pg_net_failure_warn: number;
   pg_net_failure_fail: number;
+  failed_files_warn: number;
+  failed_files_fail: number;
+  /** When the schedules were installed; null on a database older than that column. */
+  installed_at: Date | null;
 }
 
 type Outcome = { status: CheckStatus; detail: string; data?: Record<string, unknown> };
@@ -69,17 +74,21 @@ const environment: Check = (_sql, settings) => {
 };
 
 const extensions: Check = async (sql) => {
-  // pg_cron and pg_net may be the local stack's stand-ins (schemas commented as such), which count as present.
-  const rows = await sql<{ name: string; version: string | null }[]>`
-    select x.name, coalesce(e.extversion,
-             case when obj_description(ns.oid, 'pg_namespace') like 'local-stack % stand-in' then 'local-stack stand-in' end) as version
+  // Only pg_extension says an extension is installed. The local stack's stand-ins (schemas commented
+  // as such) are named as what they are: they work only while the local stack runs, so a database
+  // with a stand-in and no stack has nothing running its schedules (the schedules check says so).
+  const rows = await sql<{ name: string; version: string | null; stand_in: boolean }[]>`
+    select x.name, e.extversion as version,
+           e.extversion is null and coalesce(obj_description(ns.oid, 'pg_namespace') like 'local-stack % stand-in', false) as stand_in
       from (values ('vector', null), ('pg_cron', 'cron'), ('pg_net', 'net')) as x(name, schema)
       left join pg_extension e on e.extname = x.name
       left join pg_namespace ns on ns.nspname = x.schema`;
   const versions = Object.fromEntries(rows.map((r) => [r.name, r.version]));
-  const missing = rows.filter((r) => !r.version).map((r) => r.name);
-  const line = rows.map((r) => `${r.name} ${r.version ?? "MISSING"}`).join(", ");
-  return { status: missing.length ? "fail" : "ok", detail: missing.length ? `missing: ${missing.join(", ")} (${line})` : line, data: { versions } };
+  const standIns = rows.filter((r) => r.stand_in).map((r) => r.name);
+  const missing = rows.filter((r) => !r.version && !r.stand_in).map((r) => r.name);
+  const line = rows.map((r) => r.version ? `${r.name} ${r.version}` : r.stand_in ? `${r.name} not installed (local-stack stand-in: runs only while the local stack runs)` : `${r.name} MISSING`).join(", ");
+  const data = { versions, stand_ins: standIns };
+  return { status: missing.length ? "fail" : "ok", detail: missing.length ? `missing: ${missing.join(", ")} (${line})` : line, data };
 };
 
 const migrations: Check = async (sql, _s, opts) => {
@@ -108,9 +117,31 @@ const vault: Check = async (sql) => {
   return { status: "ok", detail: `project_url and ${key} present; alert webhook ${webhook ? "set" : "not set"}`, data };
 };
 
+/**
+ * Seconds between two runs of a pg_cron schedule (the longest gap of the next few, for irregular
+ * expressions), or null when it is not one we can read. pg_cron runs in GMT.
+ */
+export function scheduleIntervalSeconds(schedule: string): number | null {
+  const secs = /^\s*(\d+)\s+seconds?\s*$/i.exec(schedule);
+  if (secs) return Number(secs[1]);
+  try {
+    const runs = new Cron(schedule, { paused: true, timezone: "Etc/UTC" }).nextRuns(4);
+    let gap = 0;
+    for (let i = 1; i < runs.length; i++) gap = Math.max(gap, (runs[i].getTime() - runs[i - 1].getTime()) / 1000);
+    return gap > 0 ? gap : null;
+  } catch {
+    return null;
+  }
+}
+
+const duration = (s: number) => s < 120 ? `${Math.round(s)} s` : s < 7200 ? `${Math.round(s / 60)} min` : `${Math.round(s / 360) / 10} h`;
+
 const schedules: Check = async (sql) => {
-  const rows = await sql<{ jobname: string; schedule: string; active: boolean; last_status: string | null; last_start: Date | null; last_message: string | null }[]>`
-    select j.jobname, j.schedule, j.active, d.status as last_status, d.start_time as last_start, left(d.return_message, 200) as last_message
+  // Ages come from the database clock, the one the runs were recorded with.
+  const rows = await sql<{ jobname: string; schedule: string; active: boolean; last_status: string | null; last_start: Date | null; last_message: string | null; last_age: number | null; installed_age: number | null }[]>`
+    select j.jobname, j.schedule, j.active, d.status as last_status, d.start_time as last_start, left(d.return_message, 200) as last_message,
+           extract(epoch from now() - d.start_time)::float8 as last_age,
+           (select extract(epoch from now() - (to_jsonb(s) ->> 'installed_at')::timestamptz)::float8 from ops_settings s) as installed_age
       from cron.job j
       left join lateral (select r.status, r.start_time, r.return_message from cron.job_run_details r
                           where r.jobid = j.jobid order by r.start_time desc nulls last, r.runid desc limit 1) d on true
@@ -119,17 +150,32 @@ const schedules: Check = async (sql) => {
   const missing = EXPECTED_CRON_JOBS.filter((j) => !byName.has(j));
   const failed = rows.filter((r) => r.last_status === "failed");
   const inactive = rows.filter((r) => !r.active).map((r) => r.jobname);
+  // An active job is late when its last run (or, never having run, the install) is older than twice
+  // its interval: nothing is running it (no scheduler, or a stand-in without its local stack).
+  const late: string[] = [];
   const jobs = EXPECTED_CRON_JOBS.map((j) => {
     const r = byName.get(j);
-    return { job: j, scheduled: !!r, schedule: r?.schedule ?? null, active: r?.active ?? false, last_status: r?.last_status ?? null, last_run: r?.last_start?.toISOString() ?? null };
+    const interval = r ? scheduleIntervalSeconds(r.schedule) : null;
+    if (r?.active && interval !== null) {
+      if (r.last_age === null && r.installed_age !== null && r.installed_age > 2 * interval) {
+        late.push(`${j} never ran (every ${duration(interval)}, installed ${duration(r.installed_age)} ago)`);
+      } else if (r.last_age !== null && r.last_age > 2 * interval) {
+        late.push(`${j} last ran ${duration(r.last_age)} ago (every ${duration(interval)})`);
+      }
+    }
+    return {
+      job: j, scheduled: !!r, schedule: r?.schedule ?? null, active: r?.active ?? false, interval_seconds: interval,
+      last_status: r?.last_status ?? null, last_run: r?.last_start?.toISOString() ?? null,
+    };
   });
   const problems = [
     ...missing.map((j) => `${j} not scheduled`),
     ...failed.map((r) => `${r.jobname} last run failed: ${r.last_message ?? "no message"}`),
+    ...late,
   ];
   if (problems.length) return { status: "fail", detail: problems.join("; "), data: { jobs } };
   if (inactive.length) return { status: "warn", detail: `paused: ${inactive.join(", ")}`, data: { jobs } };
-  return { status: "ok", detail: `${rows.length} jobs scheduled, none failing`, data: { jobs } };
+  return { status: "ok", detail: `${rows.length} jobs scheduled, each ran within twice its interval, none failing`, data: { jobs } };
 };
 
 const pgNet: Check = async (sql, s) => {
@@ -182,22 +228,38 @@ const embeddingQueue: Check = async (sql, s) => {
   return { status: "ok", detail: line, data };
 };
 
-const files: Check = async (sql) => {
-  const rows = await sql<{ bucket_id: string; storage_count: string; queue_count: string; last_check_at: Date | null; missing_in_queue: string | null; queued_without_object: string | null; drift_alert: boolean }[]>`
-    select * from ops_files_overview()`;
+const files: Check = async (sql, s) => {
+  const [rows, failedRows] = await Promise.all([
+    sql<{ bucket_id: string; storage_count: string; queue_count: string; last_check_at: Date | null; missing_in_queue: string | null; queued_without_object: string | null; drift_alert: boolean }[]>`
+      select * from ops_files_overview()`,
+    sql<{ bucket_id: string; failed: string }[]>`select bucket_id, failed from ops_failed_files_count()`,
+  ]);
+  const failedIn = new Map(failedRows.map((r) => [r.bucket_id, n(r.failed)]));
   const buckets = rows.map((r) => ({
-    bucket: r.bucket_id, storage: n(r.storage_count), queue: n(r.queue_count),
+    bucket: r.bucket_id, storage: n(r.storage_count), queue: n(r.queue_count), failed: failedIn.get(r.bucket_id) ?? 0,
     // From the latest hourly coherence check (its anti-joins are too slow to run on every call).
     missing_in_queue: r.missing_in_queue === null ? null : n(r.missing_in_queue),
     queued_without_object: r.queued_without_object === null ? null : n(r.queued_without_object),
     drift_alert: r.drift_alert, last_coherence_check: r.last_check_at?.toISOString() ?? null,
   }));
   const drift = buckets.filter((b) => b.drift_alert).map((b) => b.bucket);
-  // The coherence job runs hourly: no row in the last two hours means it is not running.
-  const stale = buckets.filter((b) => !b.last_coherence_check || Date.now() - Date.parse(b.last_coherence_check) > 2 * 3600_000).map((b) => b.bucket);
-  const line = buckets.map((b) => `${b.bucket}: ${b.storage} in Storage, ${b.queue} queued`).join("; ") || "no watched bucket";
-  const warns = [...drift.map((b) => `drift in ${b} at the last coherence check`), ...stale.map((b) => `no coherence check in 2 h for ${b}`)];
-  return { status: warns.length ? "warn" : "ok", detail: warns.length ? `${warns.join(", ")} (${line})` : line, data: { buckets } };
+  // The coherence job runs hourly: no check in the last two hours means it is not running. Before the
+  // first check was due (installed less than two hours ago), none is not a warning.
+  const now = Date.now();
+  const installedLongAgo = !s?.installed_at || now - s.installed_at.getTime() > 2 * 3600_000;
+  const stale = buckets.filter((b) => b.last_coherence_check ? now - Date.parse(b.last_coherence_check) > 2 * 3600_000 : installedLongAgo)
+    .map((b) => b.bucket);
+  const line = buckets.map((b) => `${b.bucket}: ${b.storage} in Storage, ${b.queue} queued, ${b.failed} failed`).join("; ") || "no watched bucket";
+  // Failed files are the files' dead letter: each one is a document that is not searchable.
+  const failWhen = s?.failed_files_fail ?? 100, warnWhen = s?.failed_files_warn ?? 1;
+  const failing = buckets.filter((b) => b.failed >= failWhen).map((b) => `${b.failed} failed file(s) in ${b.bucket}`);
+  const warns = [
+    ...buckets.filter((b) => b.failed >= warnWhen && b.failed < failWhen).map((b) => `${b.failed} failed file(s) in ${b.bucket}`),
+    ...drift.map((b) => `drift in ${b} at the last coherence check`), ...stale.map((b) => `no coherence check in 2 h for ${b}`),
+  ];
+  const data = { buckets, failed_files_warn: warnWhen, failed_files_fail: failWhen };
+  if (failing.length) return { status: "fail", detail: `${[...failing, ...warns].join(", ")} (${line})`, data };
+  return { status: warns.length ? "warn" : "ok", detail: warns.length ? `${warns.join(", ")} (${line})` : line, data };
 };
 
 const collector: Check = async (sql) => {
@@ -223,11 +285,12 @@ const knowledgeBase: Check = async (sql) => {
     select source_table, rows, rows_with_embeddings, empty_warning from ops_knowledge_base()`;
   const sources = rows.map((r) => {
     const total = n(r.rows), embedded = n(r.rows_with_embeddings);
-    return { source_table: r.source_table, rows: total, rows_with_embeddings: embedded, coverage: total ? Math.round((embedded / total) * 1000) / 1000 : null };
+    // Rounded down: 189 of 190 is 0.994, never 1 (a gap is never rounded away).
+    return { source_table: r.source_table, rows: total, rows_with_embeddings: embedded, coverage: total ? Math.floor((embedded / total) * 1000) / 1000 : null };
   });
   // The rule is SQL's (ops_knowledge_base.empty_warning): emptied, or the whole knowledge base empty.
   const empty = rows.filter((r) => r.empty_warning).map((r) => r.source_table);
-  const line = sources.map((s) => `${s.source_table}: ${s.rows} rows, ${s.coverage === null ? "-" : Math.round(s.coverage * 100) + "%"} embedded`).join("; ");
+  const line = sources.map((s) => `${s.source_table}: ${s.rows} rows, ${s.rows ? `${s.rows_with_embeddings} embedded (${Math.floor((s.rows_with_embeddings / s.rows) * 1000) / 10}%)` : "none to embed"}`).join("; ");
   if (!sources.length) return { status: "warn", detail: "empty knowledge base: no registered source", data: { sources } };
   if (empty.length) return { status: "warn", detail: `empty knowledge base: ${empty.join(", ")} (${line})`, data: { sources } };
   return { status: "ok", detail: line, data: { sources } };

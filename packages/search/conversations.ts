@@ -6,25 +6,26 @@ import type postgres from "postgres";
 import type { Caller } from "../core/auth.ts";
 import { readEnv } from "../core/env.ts";
 import { errorResponse, guardRequest, json, readsNeedAuthenticated } from "../core/http.ts";
+import { pgUuid } from "../core/validation.ts";
 import { lazyRuntime } from "./handler.ts";
 import { withCallerRights } from "./rights.ts";
 import { userIdOf } from "./search.ts";
 
 export const conversationsBodySchema = z.discriminatedUnion("action", [
-  z.object({ action: z.literal("answer"), logId: z.uuid(), response: z.string().min(1).max(100_000) }).strict(),
+  z.object({ action: z.literal("answer"), logId: pgUuid, response: z.string().min(1).max(100_000) }).strict(),
   z.object({
     action: z.literal("feedback"),
-    logId: z.uuid(),
+    logId: pgUuid,
     rating: z.union([z.literal(1), z.literal(-1)]),
     comment: z.string().max(4000).optional(),
   }).strict(),
   z.object({
     action: z.literal("list"),
     status: z.enum(["active", "archived", "all"]).default("active"),
-    conversationId: z.uuid().optional(),
+    conversationId: pgUuid.optional(),
     limit: z.number().int().min(1).max(200).default(50),
   }).strict(),
-  z.object({ action: z.literal("archive"), conversationId: z.uuid() }).strict(),
+  z.object({ action: z.literal("archive"), conversationId: pgUuid }).strict(),
 ]);
 export type ConversationsBody = z.infer<typeof conversationsBodySchema>;
 

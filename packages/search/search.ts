@@ -4,6 +4,7 @@
 import { z } from "zod";
 import type postgres from "postgres";
 import type { Caller } from "../core/auth.ts";
+import { pgUuid } from "../core/validation.ts";
 import type { EmbeddingProvider } from "../embeddings/provider.ts";
 import { embedQuery } from "./query-cache.ts";
 import { withCallerRights } from "./rights.ts";
@@ -19,7 +20,7 @@ export const searchBodySchema = z.object({
     .refine((f) => Object.keys(f).length <= 20, "at most 20 filter keys")
     .default({}),
   includeSource: z.boolean().default(false),
-  conversationId: z.uuid().optional(),
+  conversationId: pgUuid.optional(),
 }).strict();
 export type SearchBody = z.infer<typeof searchBodySchema>;
 

@@ -63,6 +63,13 @@ begin
       from public.ops_files_overview() f
      where f.drift_alert;
 
+  -- Files the worker gave up on, per bucket (ops_settings.failed_files_warn; reasons on the dashboard).
+  return query
+    select 'failed_files'::text, f.bucket_id,
+           format('%s failed file(s) in %s (select file_path, last_error from files_queue where status = ''failed'')', f.failed, f.bucket_id)
+      from public.ops_failed_files_count() f
+     where f.failed >= s.failed_files_warn;
+
   select count(*) into n from public.embedding_sync_queue where status = 'failed';
   if n >= s.dead_letters_warn then
     return query select 'dead_letters'::text, ''::text, format('%s embedding job(s) in the dead letter', n);

@@ -61,11 +61,12 @@
     const sources = check(d.report, "knowledge_base").sources || [];
     fill("coverage", sources.map((s) => el("tr", { "data-source": s.source_table }, [
       td(s.source_table), td(s.rows, "num", "rows"), td(s.rows_with_embeddings, "num", "embedded"),
-      td(s.coverage == null ? "—" : Math.round(s.coverage * 100) + "%", "num", "coverage"),
+      td(coverageText(s.rows, s.rows_with_embeddings), "num", "coverage"),
     ])));
     const buckets = check(d.report, "files").buckets || [];
     fill("buckets", buckets.map((b) => el("tr", { "data-bucket": b.bucket }, [
-      td(b.bucket), td(b.storage, "num", "storage"), td(b.queue, "num", "queue"), td(b.missing_in_queue, "num", "missing"),
+      td(b.bucket), td(b.storage, "num", "storage"), td(b.queue, "num", "queue"), td(b.failed, "num" + (b.failed ? " bad" : ""), "failed"),
+      td(b.missing_in_queue, "num", "missing"),
       td(b.queued_without_object, "num", "orphans"), el("td", {}, [badge(b.drift_alert ? "warn" : "ok")]),
       td(b.last_coherence_check ? new Date(b.last_coherence_check).toLocaleTimeString() : "never", "muted"),
     ])));
@@ -80,9 +81,14 @@
       ]);
     }));
     fill("alerts", d.alerts.map((a) => el("tr", {}, [td(new Date(a.opened_at).toLocaleString()), td(a.kind), td(a.message)])));
+    fill("failed-files", d.failed_files.map((f) => el("tr", { "data-file": String(f.id) }, [
+      td(f.id, "num"), td(f.bucket_id), td(f.file_path), td(f.attempts, "num"), td(f.last_error, "", "reason"),
+      td(new Date(f.failed_at).toLocaleString(), "muted"),
+      el("td", {}, [el("button", { type: "button", "data-testid": "retry-file-" + f.id, text: "retry", onclick: () => retry("/retry-files", f.id) })]),
+    ])));
     fill("dead-letters", d.dead_letters.map((j) => el("tr", { "data-job": String(j.id) }, [
       td(j.id, "num"), td(j.source_table + " #" + j.source_id), td(j.action), td(j.last_error),
-      el("td", {}, [el("button", { type: "button", "data-testid": "retry-" + j.id, text: "retry", onclick: () => retry(j.id) })]),
+      el("td", {}, [el("button", { type: "button", "data-testid": "retry-" + j.id, text: "retry", onclick: () => retry("/retry", j.id) })]),
     ])));
     showTopUsers(d.top_users || []);
   }
@@ -96,10 +102,26 @@
     ])));
   }
 
+  // Coverage as counts, and a percentage that never rounds a gap away: 189 of 190 is 99.4 %, not 100 %.
+  function coverageText(rows, embedded) {
+    if (!rows) return "—";
+    const pct = Math.floor((embedded / rows) * 1000) / 10;
+    return embedded + " of " + rows + " (" + pct + "%)";
+  }
+
   function chart(id, title, series, data) {
     const target = $(id);
     const width = Math.max(300, target.clientWidth || 500);
-    if (charts[id]) charts[id].destroy();
+    if (charts[id]) {
+      charts[id].destroy();
+      delete charts[id];
+    }
+    // No samples yet (a new project, or ops-metrics-sample not running): say so, not an empty frame.
+    if (data[0].length === 0) {
+      target.replaceChildren(el("p", { class: "empty", "data-testid": "no-data", text: title + ": no data yet (ops_metrics has no sample in this window)" }));
+      return;
+    }
+    target.replaceChildren();
     charts[id] = new uPlot({
       width, height: 220, title,
       scales: { x: { time: true } },
@@ -147,8 +169,8 @@
     }
   }
 
-  async function retry(id) {
-    const r = await fetch(API + "/retry", {
+  async function retry(path, id) {
+    const r = await fetch(API + path, {
       method: "POST", headers: Object.assign({ "content-type": "application/json" }, headers()), body: JSON.stringify({ ids: [id] }),
     });
     if (!r.ok) $("error").textContent = "retry failed: " + (await r.text());

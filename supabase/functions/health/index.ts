@@ -4,14 +4,17 @@
 import type postgres from "postgres";
 import { connectDb } from "../../../packages/core/db.ts";
 import { parseEnv, platformEnvSchema, readEnv } from "../../../packages/core/env.ts";
-import { callerRole } from "../../../packages/core/http.ts";
+import { authenticateRequest } from "../../../packages/core/http.ts";
 import { createHealthHandler } from "../../../packages/ops/handler.ts";
 import { SHIPPED_MIGRATIONS } from "../../../packages/ops/migrations.generated.ts";
 
 let sql: postgres.Sql | null = null;
 const handle = createHealthHandler({
   sql: () => (sql ??= connectDb(parseEnv(platformEnvSchema).SUPABASE_DB_URL, { max: 4, connect_timeout: 5 })),
-  authorize: callerRole,
+  authorize: async (req) => {
+    const r = await authenticateRequest(req);
+    return r.ok ? { ok: true, value: r.value.role } : r;
+  },
   options: () => ({ expectedMigrations: SHIPPED_MIGRATIONS, embeddingEnv: readEnv() }),
 });
 
