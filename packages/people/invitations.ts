@@ -16,7 +16,7 @@ export const invitationsBodySchema = z.discriminatedUnion("action", [
     action: z.literal("invite"),
     email: z.email().max(320),
     clientId: z.uuid(),
-    role: z.enum(["member", "admin"]).default("member"),
+    role: z.enum(["member", "editor", "admin"]).default("member"),
     validForHours: z.number().int().min(1).max(720).default(168),
   }).strict(),
   z.object({ action: z.literal("accept"), token: z.string().regex(/^[0-9a-f]{64}$/, "not an invitation token") }).strict(),

@@ -4,11 +4,12 @@
 -- another client's folder. The service role bypasses RLS, as before. Paths use the canonical
 -- lower-case client id, the form `clients.id::text` prints.
 
--- member: reads its client's documents; editor: also writes them.
+-- member: reads its client's documents; editor: also writes them; admin: an editor who also invites
+-- people into the client (20260122000100_invitations.sql).
 alter table public.client_memberships
-  add column role text not null default 'member' check (role in ('member', 'editor'));
+  add column role text not null default 'member' check (role in ('member', 'editor', 'admin'));
 comment on column public.client_memberships.role is
-  'member: reads the client''s documents (search, Storage downloads and signed URLs); editor: also uploads, replaces and deletes them in Storage.';
+  'member: reads the client''s documents (search, Storage downloads and signed URLs); editor: also uploads, replaces and deletes them in Storage; admin: an editor who also invites people.';
 
 -- The clients whose folder the caller may read (any role) or write (editor). Security invoker: the
 -- caller's own membership rows are what client_memberships' RLS shows them.
@@ -21,16 +22,16 @@ create policy client_documents_editors_insert on storage.objects for insert to a
   with check (bucket_id = 'client-documents'
               and cardinality(storage.foldername(name)) = 1
               and (storage.foldername(name))[1] in (select m.client_id::text from public.client_memberships m
-                                                     where m.user_id = (select auth.uid()) and m.role = 'editor'));
+                                                     where m.user_id = (select auth.uid()) and m.role in ('editor', 'admin')));
 create policy client_documents_editors_update on storage.objects for update to authenticated
   using (bucket_id = 'client-documents'
          and (storage.foldername(name))[1] in (select m.client_id::text from public.client_memberships m
-                                                where m.user_id = (select auth.uid()) and m.role = 'editor'))
+                                                where m.user_id = (select auth.uid()) and m.role in ('editor', 'admin')))
   with check (bucket_id = 'client-documents'
               and cardinality(storage.foldername(name)) = 1
               and (storage.foldername(name))[1] in (select m.client_id::text from public.client_memberships m
-                                                     where m.user_id = (select auth.uid()) and m.role = 'editor'));
+                                                     where m.user_id = (select auth.uid()) and m.role in ('editor', 'admin')));
 create policy client_documents_editors_delete on storage.objects for delete to authenticated
   using (bucket_id = 'client-documents'
          and (storage.foldername(name))[1] in (select m.client_id::text from public.client_memberships m
-                                                where m.user_id = (select auth.uid()) and m.role = 'editor'));
+                                                where m.user_id = (select auth.uid()) and m.role in ('editor', 'admin')));

@@ -15,14 +15,13 @@
 -- service_role alone, and the invitations function calls them with the id of the user its own JWT
 -- check authenticated. Client admins read their client's invitations with their own rights (RLS).
 
-alter table public.client_memberships
-  add column role text not null default 'member' check (role in ('member', 'admin'));
+-- client_memberships.role (member, editor, admin) is defined with the client documents' Storage policies.
 
 create table public.invitations (
   id uuid primary key default gen_random_uuid(),
   email text not null check (email = lower(btrim(email)) and email ~ '^[^@\s]+@[^@\s]+$' and length(email) <= 320),
   client_id uuid not null references public.clients (id) on delete cascade,
-  role text not null default 'member' check (role in ('member', 'admin')),
+  role text not null default 'member' check (role in ('member', 'editor', 'admin')),
   token_hash text not null unique check (token_hash ~ '^[0-9a-f]{64}$'),
   invited_by uuid references auth.users (id) on delete set null,   -- null: invited by a service
   created_at timestamptz not null default now(),
@@ -80,8 +79,8 @@ begin
   if v_email is null or v_email !~ '^[^@\s]+@[^@\s]+$' or length(v_email) > 320 then
     raise exception 'invalid email address' using errcode = '22023';
   end if;
-  if p_role is null or p_role not in ('member', 'admin') then
-    raise exception 'role must be member or admin' using errcode = '22023';
+  if p_role is null or p_role not in ('member', 'editor', 'admin') then
+    raise exception 'role must be member, editor or admin' using errcode = '22023';
   end if;
   if p_valid_for is null or p_valid_for < interval '5 minutes' or p_valid_for > interval '30 days' then
     raise exception 'an invitation is valid for 5 minutes to 30 days' using errcode = '22023';
