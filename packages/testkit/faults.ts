@@ -3,6 +3,8 @@
 // runs the way a deployment runs it (rows written, webhooks and pg_cron wake the functions), a fault
 // at a random point of a window, and the invariants checked in SQL afterwards.
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, request, type Server } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
@@ -18,6 +20,7 @@ export interface FaultBed {
   /** A pool on the cluster's database; postgres.js reconnects it after a restart. */
   sql: postgres.Sql;
   fake: FakeOpenAI;
+  provider: ProviderSwitch;
   stack: LocalStack;
   /** Stops the stack, the fake provider and the cluster, and deletes their directories. */
   stop(): Promise<void>;
@@ -29,6 +32,65 @@ export interface FaultBedOptions {
   functionEnv?: Record<string, string>;
   /** Provider latency per request (ms): makes a batch last long enough to be caught mid-flight. */
   providerLatencyMs?: number;
+}
+
+/**
+ * The provider as the functions reach it: a switch in front of the fake OpenAI server on a fixed
+ * port. `up` forwards; `refused` closes the port (connection refused); `timeout` accepts and never
+ * answers; `500` answers 500 to everything.
+ */
+export interface ProviderSwitch {
+  url: string; // base URL ending in /v1
+  set(mode: "up" | "refused" | "timeout" | "500"): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startProviderSwitch(targetUrl: string): Promise<ProviderSwitch> {
+  const target = new URL(targetUrl);
+  let mode: "up" | "refused" | "timeout" | "500" = "up";
+  const sockets = new Set<Socket>();
+  const handler = (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) => {
+    if (mode === "timeout") return; // held until the caller gives up
+    if (mode === "500") {
+      res.writeHead(500, { "content-type": "application/json" });
+      res.end(JSON.stringify({ error: { message: "The server had an error while processing your request.", type: "server_error" } }));
+      return;
+    }
+    const fwd = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    fwd.on("error", () => res.destroy());
+    req.pipe(fwd);
+  };
+  const listen = (port: number) => new Promise<Server>((resolve, reject) => {
+    const srv = createServer(handler);
+    srv.on("connection", (s) => {
+      sockets.add(s);
+      s.on("close", () => sockets.delete(s));
+    });
+    srv.once("error", reject);
+    srv.listen(port, "127.0.0.1", () => resolve(srv));
+  });
+  let server: Server | null = await listen(0);
+  const port = (server.address() as AddressInfo).port;
+  const close = async () => {
+    const s = server;
+    server = null;
+    if (!s) return;
+    for (const sock of sockets) sock.destroy();
+    await new Promise<void>((r) => s.close(() => r()));
+  };
+  return {
+    url: `http://127.0.0.1:${port}/v1`,
+    async set(next) {
+      mode = next;
+      if (next === "refused") await close();
+      else if (!server) server = await listen(port);
+      if (next === "up") for (const sock of sockets) sock.destroy(); // drop requests held by "timeout"
+    },
+    stop: close,
+  };
 }
 
 export async function startFaultBed(opts: FaultBedOptions = {}): Promise<FaultBed> {
@@ -43,18 +105,20 @@ export async function startFaultBed(opts: FaultBedOptions = {}): Promise<FaultBe
     await sql`update cron.job set active = false where jobname = 'legifrance-collector-maintenance'`;
     const fake = await startFakeOpenAI({ latencyMs: opts.providerLatencyMs ?? 50 });
     cleanups.push(() => fake.stop());
+    const provider = await startProviderSwitch(fake.url);
+    cleanups.push(() => provider.stop());
     const dataDir = mkdtempSync(join(tmpdir(), "faults-stack-"));
     cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
     const stack = await startLocalStack({
       databaseUrl: cluster.url, port: 0, migrate: false, dataDir,
-      functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url, ...opts.functionEnv },
+      functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: provider.url, ...opts.functionEnv },
       log: (l) => {
         if (process.env.FAULTS_DEBUG) log(l);
       },
     });
     cleanups.push(() => stack.stop());
     return {
-      cluster, sql, fake, stack, log,
+      cluster, sql, fake, provider, stack, log,
       stop: async () => {
         for (const c of cleanups.splice(0).reverse()) await c().catch((e) => log(`[faults] cleanup: ${e}`));
       },
@@ -163,14 +227,13 @@ export async function embeddingInvariants(sql: postgres.Sql, tables: string[]): 
 
 export const invariantsHold = (i: Invariants) => Object.values(i).every((v) => v === 0);
 
-/** files_queue against storage.objects, per watched bucket: objects without a live row, rows without an object. */
-export async function filesDrift(sql: postgres.Sql): Promise<{ missing_rows: number; extra_rows: number }> {
+/** files_queue against storage.objects for one bucket: objects without a live row, live rows without an object. */
+export async function filesDrift(sql: postgres.Sql, bucket: string): Promise<{ missing_rows: number; extra_rows: number }> {
   const [r] = await sql<{ missing_rows: number; extra_rows: number }[]>`
-    select (select count(*)::int from storage.objects o
-             where o.bucket_id in (select bucket_id from files_queue_watched_buckets)
+    select (select count(*)::int from storage.objects o where o.bucket_id = ${bucket}
                and not exists (select from files_queue f where f.file_path = o.name and f.bucket_id = o.bucket_id
                                  and f.status <> 'deleted')) as missing_rows,
-           (select count(*)::int from files_queue f where f.status <> 'deleted'
+           (select count(*)::int from files_queue f where f.bucket_id = ${bucket} and f.status <> 'deleted'
                and not exists (select from storage.objects o where o.name = f.file_path and o.bucket_id = f.bucket_id)) as extra_rows`;
   return r;
 }
