@@ -109,12 +109,17 @@ export async function startFaultBed(opts: FaultBedOptions = {}): Promise<FaultBe
     cleanups.push(() => provider.stop());
     const dataDir = mkdtempSync(join(tmpdir(), "faults-stack-"));
     cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
-    const stack = await startLocalStack({
+    const startStack = () => startLocalStack({
       databaseUrl: cluster.url, port: 0, migrate: false, dataDir,
       functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: provider.url, ...opts.functionEnv },
       log: (l) => {
         if (process.env.FAULTS_DEBUG) log(l);
       },
+    });
+    // On a saturated machine Deno can miss the stack's 30 s readiness deadline; one more try.
+    const stack = await startStack().catch((e) => {
+      log(`[faults] local stack did not start (${e instanceof Error ? e.message : e}); trying again`);
+      return startStack();
     });
     cleanups.push(() => stack.stop());
     return {
