@@ -108,7 +108,7 @@ export async function startFaultBed(opts: FaultBedOptions = {}): Promise<FaultBe
     const provider = await startProviderSwitch(fake.url);
     cleanups.push(() => provider.stop());
     const dataDir = mkdtempSync(join(tmpdir(), "faults-stack-"));
-    cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
+    cleanups.push(() => Promise.resolve(rmSync(dataDir, { recursive: true, force: true })));
     const startStack = () => startLocalStack({
       databaseUrl: cluster.url, port: 0, migrate: false, dataDir,
       functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: provider.url, ...opts.functionEnv },
