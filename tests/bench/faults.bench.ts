@@ -18,6 +18,7 @@
 // a MASSIVE collection and the whole local stack SIGKILLed on PGlite.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import postgres from "postgres";
 import {
   createSource, embeddingInvariants, filesDrift, type FaultBed, type Invariants, percentile, pick, progress, recoveryAfter, sleep,
   startFaultBed, until, wastedInputs,
@@ -145,7 +146,9 @@ async function pgKillBuild(bed: FaultBed, run: number) {
   await until("segment filled", 600_000, async () => (await progress(bed.sql, table)).left === 0, 250);
   await bed.sql`call private.maintain_embedding_segments(false)`; // closes it: state 'building'
   const [seg] = await bed.sql<{ id: number }[]>`select id from embedding_segments where state = 'building' order by id desc limit 1`;
-  const b = await bed.sql.reserve();
+  // Its own client, not a reserved connection of the pool: postgres.js threw an uncaught TypeError
+  // from a reserved connection whose server was killed under it, taking the whole run down.
+  const b = postgres(bed.cluster.url, { max: 1, onnotice: () => {} });
   const building = b`call private.build_embedding_segments()`.catch(() => "killed");
   // The statement the procedure runs does not show in pg_stat_activity (the CALL does); the build's
   // progress view says when CREATE INDEX is under way.
@@ -157,7 +160,7 @@ async function pgKillBuild(bed: FaultBed, run: number) {
   const stillBuilding = await inBuild();
   const { restartS, upAt } = await restartServer(bed);
   await building;
-  b.release();
+  await b.end({ timeout: 1 }).catch(() => {});
   // The build job was paused only so that this run's CALL was the one killed: back on, pg_cron (every
   // minute) finds the segment still 'building' and builds it again.
   await until("build job back on", 60_000, async () =>
