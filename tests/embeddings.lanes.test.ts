@@ -250,6 +250,18 @@ describe("wakes", () => {
     expect(await calls()).toEqual([]);
   });
 
+  it("fan-out starts a worker for jobs whose lease expired when nothing is pending", async () => {
+    await db.sql`update embedding_sync_settings set lanes_enabled = true`;
+    await db.sql`truncate embedding_sync_queue`;
+    await bulkNotes(30, 9000);
+    await db.sql`select id from claim_embedding_jobs('dead-worker', 100, 60, 'bulk')`;
+    // The worker died with the server: its lease ran out, and no job is pending.
+    await db.sql`update embedding_sync_queue set lease_until = now() - interval '1 second' where locked_by = 'dead-worker'`;
+    await db.sql`delete from net.http_request_queue`;
+    await db.sql`select private.fan_out_embedding_workers()`;
+    expect((await calls()).length).toBeGreaterThanOrEqual(1);
+  });
+
   it("continuation asks for one successor only while jobs of its lane are ready", async () => {
     const body = { action: "process", lane: "live", batchSize: 10 };
     const [none] = await db.sql`select private.continue_embedding_worker(${db.sql.json(body)}) as id`;

@@ -8,3 +8,37 @@ export function connectDb(url: string, options: postgres.Options<Record<string, 
   const pooled = new URL(url).port === "6543";
   return postgres(url, { max: 4, idle_timeout: 20, prepare: !pooled, onnotice: () => {}, ...options });
 }
+
+// What postgres.js and PostgreSQL report when the server went away (a restart, a crash, a failover,
+// pg_terminate_backend), as opposed to a statement that failed on its own merits.
+const CONNECTION_LOST = new Set([
+  "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT",
+  "ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH",
+  "57P01", // admin_shutdown (pg_terminate_backend, a fast shutdown)
+  "57P02", // crash_shutdown (another backend crashed, or the postmaster was killed)
+  "57P03", // cannot_connect_now (the server is starting up or in recovery)
+  "08000", "08001", "08003", "08004", "08006",
+]);
+
+export function isConnectionLost(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === "string" && CONNECTION_LOST.has(code);
+}
+
+/**
+ * Runs `run` again while it fails because the database is unreachable, until `deadline` (epoch ms),
+ * waiting 0.25 s, 0.5 s, ... up to 2 s between tries; postgres.js opens a fresh connection for each
+ * try. Any other error, or the deadline, is thrown. Only for statements that are safe to send twice:
+ * when a connection dies, whether its last statement committed is unknown.
+ */
+export async function retryWhileUnreachable<T>(run: () => Promise<T>, deadline: number, onWait?: (e: unknown) => void): Promise<T> {
+  for (let delay = 250; ; delay = Math.min(2_000, delay * 2)) {
+    try {
+      return await run();
+    } catch (e) {
+      if (!isConnectionLost(e) || Date.now() + delay > deadline) throw e;
+      onWait?.(e);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}

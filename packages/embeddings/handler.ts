@@ -2,7 +2,7 @@
 // The Deno entry only wires the environment to this handler.
 import { z } from "zod";
 import type postgres from "postgres";
-import { connectDb } from "../core/db.ts";
+import { connectDb, retryWhileUnreachable } from "../core/db.ts";
 import { parseEnv, platformEnvSchema, readEnv } from "../core/env.ts";
 import { errorResponse, guardRequest, json, readsNeedAuthenticated } from "../core/http.ts";
 import { assertDimensionsMatch, createProvider, type EmbeddingEnv, parseEmbeddingEnv } from "./config.ts";
@@ -94,8 +94,9 @@ export function createProcessEmbeddingQueueHandler(source: Record<string, string
           // drains continuously instead of waiting for the 5-minute cron. SQL checks that jobs are ready.
           let continued = false;
           if (r.outOfBudget && r.batches > 0 && !r.fatalError) {
-            const [c] = await sql<{ id: string | null }[]>`
-              select private.continue_embedding_worker(${sql.json(body)}) as id`;
+            // Through a database restart too: a run that drained on past one must still hand over.
+            const [c] = await retryWhileUnreachable(() => sql<{ id: string | null }[]>`
+              select private.continue_embedding_worker(${sql.json(body)}) as id`, Date.now() + 30_000);
             continued = c?.id != null;
           }
           const { claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches, deferred, budgetWaitMs } = r;

@@ -4,8 +4,14 @@
 // with no transaction open; the write is one call of apply_embedding_results(), which writes the
 // chunks, deletes stale ones and completes the jobs atomically. The queue rules (leases, newest
 // wins, backoff, dead letter) live in that SQL; this module only orchestrates.
+//
+// The database may restart under a running worker (a crash, a failover, pg_terminate_backend). Every
+// statement here is safe to send twice, so each one is sent again once the server answers, within
+// the run's budget (a claim) or the jobs' lease (a batch's reads and writes): the batch in flight is
+// written instead of waiting out its lease, and the run drains on instead of ending in an error.
 import pLimit from "p-limit";
 import type postgres from "postgres";
+import { retryWhileUnreachable } from "../core/db.ts";
 import { packRequests } from "./batching.ts";
 import { BudgetDeferredError, ProviderPacer } from "./budget.ts";
 import { contentHash, vectorLiteral } from "./hash.ts";
@@ -105,7 +111,8 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
   let slowestBatchMs = 2_000;
   const pacer = provider.budget && new ProviderPacer(sql, provider.name, provider.model, provider.budget, o.log);
 
-  await sql`select public.recover_stuck_embedding_jobs()`;
+  const onWait = (e: unknown) => o.log?.(`database unreachable (${(e as { code?: string }).code}), retrying`);
+  await retryWhileUnreachable(() => sql`select public.recover_stuck_embedding_jobs()`, deadline, onWait);
 
   for (;;) {
     if (o.maxBatches !== undefined && result.batches >= o.maxBatches) break;
@@ -115,10 +122,19 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
       break;
     }
     const batchStarted = Date.now();
-    const jobs = await sql<ClaimedJob[]>`
-      select * from public.claim_embedding_jobs(${o.workerId}, ${o.batchSize}, ${o.leaseSeconds}, ${o.lane ?? null})`;
+    let claimLost = false;
+    const jobs = await retryWhileUnreachable(() => sql<ClaimedJob[]>`
+      select * from public.claim_embedding_jobs(${o.workerId}, ${o.batchSize}, ${o.leaseSeconds}, ${o.lane ?? null})`,
+      deadline, (e) => {
+        claimLost = true;
+        onWait(e);
+      });
+    // A claim whose connection died may have committed without its answer reaching us: what this
+    // run holds but was not told about goes back to the queue now rather than at the lease's end.
+    if (claimLost) await giveBackUnknownClaims(sql, o.workerId, jobs.map((j) => j.id), deadline);
     if (jobs.length === 0) {
-      const woken = () => (o.lane === "live" ? recentlyWokenLive(sql, o.liveLingerMs ?? 3_000) : recentlyWoken(sql));
+      const woken = () => retryWhileUnreachable(
+        () => (o.lane === "live" ? recentlyWokenLive(sql, o.liveLingerMs ?? 3_000) : recentlyWoken(sql)), deadline, onWait);
       if (o.lingerAfterWake && (await woken()) && Date.now() + 500 < deadline) {
         await sleep(100);
         // Asked again after the pause, so a worker never claims once its linger window has closed.
@@ -140,6 +156,14 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
   result.budgetWaitMs = pacer?.waitedMs ?? 0;
   result.ms = Date.now() - started;
   return result;
+}
+
+async function giveBackUnknownClaims(sql: postgres.Sql, workerId: string, known: string[], deadline: number): Promise<void> {
+  await retryWhileUnreachable(() => sql`
+    select public.defer_embedding_jobs(${workerId}, array_agg(q.id), 0, 'claimed as the database connection was lost; given back')
+    from public.embedding_sync_queue q
+    where q.status = 'processing' and q.locked_by = ${workerId} and not (q.id = any(${pgTextArray(known)}::bigint[]))
+    having count(*) > 0`, deadline);
 }
 
 async function recentlyWoken(sql: postgres.Sql): Promise<boolean> {
@@ -178,10 +202,14 @@ async function processBatch(
   // Hashes already embedded with this model cost nothing: the SQL write reuses their vectors.
   const allHashes = [...new Set([...chunksByJob.values()].flat().map((c) => c.hash))];
   const known = new Set<string>();
+  // Reads and writes for these jobs retry through a database restart until their lease ends.
+  const leaseEnd = Math.min(...jobs.map((j) => new Date(j.lease_until).getTime()));
+  const retrying = <T>(run: () => Promise<T>) =>
+    retryWhileUnreachable(run, leaseEnd, (e) => o.log?.(`database unreachable (${(e as { code?: string }).code}), retrying`));
   if (allHashes.length > 0) {
-    const rows = await sql<{ content_hash: string }[]>`
+    const rows = await retrying(() => sql<{ content_hash: string }[]>`
       select distinct content_hash from public.documentation_embeddings
-      where model = ${provider.model} and content_hash = any(${pgTextArray(allHashes)}::text[])`;
+      where model = ${provider.model} and content_hash = any(${pgTextArray(allHashes)}::text[])`);
     for (const r of rows) known.add(r.content_hash);
   }
 
@@ -199,7 +227,6 @@ async function processBatch(
   const items = hashes.map((h) => pending.get(h)!);
   const vectors = new Map<string, string>();
   const failures = new Map<string, JobFailure>();
-  const leaseEnd = Math.min(...jobs.map((j) => new Date(j.lease_until).getTime()));
   // Stop retrying well before the lease ends, so the jobs are given back, not found stuck; the
   // margin leaves time for the write (5 s, or a fifth of a short lease).
   const margin = Math.min(5_000, o.leaseSeconds * 200);
@@ -281,9 +308,11 @@ async function processBatch(
   await o.beforeWrite?.(writable);
 
   if (writable.length > 0) {
-    const outcomes = await sql<{ job_id: string; outcome: string }[]>`
+    // Sent again after a lost connection, a write that had committed finds its jobs no longer held
+    // and reports them superseded: nothing is written twice.
+    const outcomes = await retrying(() => sql<{ job_id: string; outcome: string }[]>`
       select * from public.apply_embedding_results(${o.workerId}, ${provider.model},
-        ${pgTextArray(writable)}::bigint[], ${JSON.stringify(payload)}::text::jsonb)`;
+        ${pgTextArray(writable)}::bigint[], ${JSON.stringify(payload)}::text::jsonb)`);
     const byId = new Map(jobs.map((j) => [j.id, j]));
     for (const r of outcomes) {
       if (r.outcome === "applied" && byId.get(r.job_id)?.action === "DELETE") result.deleted += 1;
@@ -302,17 +331,17 @@ async function processBatch(
   }
   for (const { f, ids } of groupsOfFailures.values()) {
     if (f.deferred) {
-      const rows = await sql<{ status: string }[]>`
-        select status from public.defer_embedding_jobs(${o.workerId}, ${pgTextArray(ids)}::bigint[], ${f.retryAfterMs / 1000}, ${f.error})`;
+      const rows = await retrying(() => sql<{ status: string }[]>`
+        select status from public.defer_embedding_jobs(${o.workerId}, ${pgTextArray(ids)}::bigint[], ${f.retryAfterMs / 1000}, ${f.error})`);
       for (const r of rows) {
         if (r.status === "pending") result.deferred += 1;
         else result.superseded += 1;
       }
       continue;
     }
-    const rows = await sql<{ status: string }[]>`
+    const rows = await retrying(() => sql<{ status: string }[]>`
       select status from public.fail_embedding_jobs(${o.workerId}, ${pgTextArray(ids)}::bigint[], ${f.error},
-        ${f.retryAfterMs / 1000}, ${f.permanent})`;
+        ${f.retryAfterMs / 1000}, ${f.permanent})`);
     for (const r of rows) {
       if (r.status === "failed") result.dead += 1;
       else if (r.status === "pending") result.retried += 1;

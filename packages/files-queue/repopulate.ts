@@ -4,6 +4,7 @@
 // run that dies keeps what it inserted and a replay from an older cursor only finds conflicts.
 import { z } from "zod";
 import type postgres from "postgres";
+import { retryWhileUnreachable } from "../core/db.ts";
 import { errorResponse, guardRequest, json } from "../core/http.ts";
 import { continueViaPgNet, type FilesContext } from "./context.ts";
 
@@ -39,13 +40,17 @@ export interface RepopulateResult {
 
 export async function repopulate(sql: postgres.Sql, body: RepopulateBody, budgetMs: number): Promise<RepopulateResult> {
   const t0 = performance.now();
+  const t0Epoch = Date.now();
   const r: RepopulateResult = { inserted: 0, scanned: 0, cursor: body.cursor ?? null, done: false, batches: 0 };
   let missing = 0;
   let lastMs = 0;
   while (!r.done && performance.now() - t0 + lastMs * 1.5 < budgetMs) {
     const tb = performance.now();
-    const [b] = await sql<{ inserted: string; scanned: string; cursor: string | null; done: boolean }[]>`
-      select * from public.files_queue_repopulate_batch(${body.bucket}, ${r.cursor}, ${body.batchSize}, ${body.dryRun})`;
+    // A batch replayed from the same cursor only meets conflicts, so a restart of the database in the
+    // middle of a rebuild is waited out (within the budget) instead of losing the cursor.
+    const [b] = await retryWhileUnreachable(() => sql<{ inserted: string; scanned: string; cursor: string | null; done: boolean }[]>`
+      select * from public.files_queue_repopulate_batch(${body.bucket}, ${r.cursor}, ${body.batchSize}, ${body.dryRun})`,
+      t0Epoch + budgetMs);
     lastMs = performance.now() - tb;
     r.batches++;
     r.scanned += Number(b.scanned);

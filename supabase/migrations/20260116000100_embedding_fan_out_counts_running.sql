@@ -17,8 +17,11 @@ declare
   running int;
 begin
   select * into st from embedding_sync_settings;
+  -- Expired leases count as ready work: a worker that died (or lost its database) holding jobs leaves
+  -- nothing pending, and only a started worker returns them (recover_stuck_embedding_jobs).
   select count(*) into ready from (
-    select 1 from embedding_sync_queue q where q.status = 'pending' and q.run_at <= now()
+    select 1 from embedding_sync_queue q
+    where (q.status = 'pending' and q.run_at <= now()) or (q.status = 'processing' and q.lease_until < now())
     limit st.max_workers * st.batch_size
   ) r;
   select count(distinct q.locked_by) into running from embedding_sync_queue q
