@@ -151,7 +151,9 @@ describe("client documents become searchable for their client only", () => {
       const files = await storageAs(who);
       // The path a search result cites opens, by download and by a signed URL that needs no key.
       const hit = await call("search", { query: "délai de préavis", filter: { source_table: "client_document_pages" } }, await asUser(who));
-      const cited = hit.body.results[0].metadata.path as string;
+      const paths = hit.body.results.map((r: { metadata: { path: string } }) => r.metadata.path) as string[];
+      expect(paths.every((p) => p.startsWith(`${mine[who].split("/")[0]}/`))).toBe(true);
+      const cited = paths.find((p) => p === mine[who])!;
       expect(cited).toBe(mine[who]);
       const down = await files.download(cited);
       expect(down.error).toBeNull();
