@@ -41,7 +41,8 @@ describe("npm start / npm run status", () => {
   it("starts, prints each part and the providers, runs the guided demo, reports status, stops cleanly on SIGTERM", async () => {
     expect((await status()).stderr).toMatch(/NOT running/);
 
-    const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: db.url, API_PORT: "0", LOCAL_STACK_DATA_DIR: dataDir };
+    const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: db.url, API_PORT: "0", LOCAL_STACK_DATA_DIR: dataDir,
+      LOCAL_STACK_DEMO: "1" };
     delete env.OPENAI_API_KEY;
     delete env.PISTE_CLIENT_ID;
     child = spawn(process.execPath, ["--import", "tsx", "scripts/start.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });

@@ -57,6 +57,16 @@ function table(rows: Record<string, unknown>[]): string {
   return [line(cols), "  " + w.map((n) => "-".repeat(n)).join("-+-"), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join("\n");
 }
 
+/**
+ * Whether `npm start` runs the guided demo. The demo creates and registers faq_items, which is fine
+ * in the embedded database but not in a user's own one (DATABASE_URL): there a registered demo table
+ * would travel with, or block, a later `kb push`. So with DATABASE_URL only LOCAL_STACK_DEMO=1 runs
+ * it; without, LOCAL_STACK_DEMO=0 skips it.
+ */
+export function guidedDemoEnabled(env: NodeJS.ProcessEnv): boolean {
+  return env.DATABASE_URL ? env.LOCAL_STACK_DEMO === "1" : env.LOCAL_STACK_DEMO !== "0";
+}
+
 export async function runGuidedDemo(stack: LocalStack, say: (line: string) => void, provider = "offline", deadlineMs = 90_000): Promise<void> {
   const sql = postgres(stack.dbUrl, { max: 2, onnotice: () => {} });
   try {
