@@ -131,7 +131,12 @@ export async function selectTables(src: Sql, tgt: Sql, o: SelectOptions = {}): P
   for (const n of names) await load(n);
   // Referenced tables outside the selection are described too: a reference to a row matched by
   // natural key is rewritten whether or not its table is pushed.
-  for (let i = 0; i < infos.size; i++) for (const p of [...infos.values()][i].s.parents) await load(p);
+  // (A parent in a platform schema, such as auth.users, is never copied nor numbered by kb: skipped.)
+  for (let i = 0; i < infos.size; i++) {
+    for (const p of [...infos.values()][i].s.parents) {
+      if (isPromotable(p)) await load(p);
+    }
+  }
   refuseMissing(missing);
 
   const remapped = new Map<string, Remapped>();
@@ -153,6 +158,15 @@ export async function selectTables(src: Sql, tgt: Sql, o: SelectOptions = {}): P
   // Chunks come after their source rows: their source_id is resolved against the rows just written.
   const parents = new Map(names.map((n) => [n, n === CHUNKS_TABLE ? chunkSources : infos.get(n)!.s.parents]));
   return orderParentsFirst(plans, parents);
+}
+
+function isPromotable(name: string): boolean {
+  try {
+    normalizeTableName(name);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function refuseMissing(m: { neither: string[]; source: string[]; target: string[] }): void {
