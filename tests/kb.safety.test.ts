@@ -180,26 +180,24 @@ describe("restore acts only on what kb wrote", () => {
   });
 
   it("refuses a crafted backup naming vault.secrets, sealed or not, and a non-gzip file: exit 2, vault untouched", async () => {
-    const craftedTables = [{ name: "kb_articles", qualified: `"vault"."secrets"`, key: ["id"], columns: ["id", "name", "secret"] }];
-    const files = {
-      "crafted.jsonl.gz": gz([header(craftedTables), { table: "kb_articles", inserted: vaultIds }]),
-      "sealed-vault.jsonl.gz": sealed([header([{ name: "vault.secrets", qualified: `"vault"."secrets"`, key: ["id"], columns: ["name"] }]),
-        { table: "vault.secrets", inserted: vaultIds }], "1"),
-      "not-gzip.jsonl.gz": Buffer.from("id,title\n1,plain csv\n"),
-    };
-    const expected: Record<string, string> = {
-      "crafted.jsonl.gz": "has no seal",
-      "sealed-vault.jsonl.gz": "kb does not copy tables of schema vault",
-      "not-gzip.jsonl.gz": "is not a readable kb backup",
-    };
-    for (const [name, bytes] of Object.entries(files)) {
+    const restore = async (name: string, bytes: Buffer, expected: string) => {
       writeFileSync(join(backupDir, name), bytes);
       const r = await kb("restore", join(backupDir, name), "--env", "prod", "--yes");
       expect(r.code, `${name}: ${r.stderr}`).toBe(2);
-      expect(r.stderr).toContain(expected[name]);
+      expect(r.stderr).toContain(expected);
       rmSync(join(backupDir, name));
-    }
-    expect((await prod.sql`select id::text from vault.secrets`).map((r) => r.id)).toEqual(vaultIds);
+      expect((await prod.sql`select id::text from vault.secrets`).map((x) => x.id)).toEqual(vaultIds);
+    };
+    // The file an attacker writes by hand: a plain header whose kb_articles "lives" in vault (its
+    // columns exist in kb_articles, so a check by name alone passes it).
+    const crafted = { ...header([{ name: "kb_articles", qualified: `"vault"."secrets"`, key: ["id"], columns: ["id"],
+      overriding: false, sequenceColumns: [], where: null, isChunks: false }]), version: 1 };
+    await restore("crafted.jsonl.gz", gz([crafted, { table: "kb_articles", inserted: vaultIds }]), "is not a kb backup");
+    await restore("crafted-v2.jsonl.gz", gz([{ ...crafted, version: 2 }, { table: "kb_articles", inserted: vaultIds }]), "has no seal");
+    // Even sealed with the real key, a platform schema is refused by name.
+    await restore("sealed-vault.jsonl.gz", sealed([header([{ name: "vault.secrets", qualified: `"vault"."secrets"`, key: ["id"], columns: ["name"] }]),
+      { table: "vault.secrets", inserted: vaultIds }], "1"), "kb does not copy tables of schema vault");
+    await restore("not-gzip.jsonl.gz", Buffer.from("id,title\n1,plain csv\n"), "is not a readable kb backup");
     expect(await prod.sql`select 1 from kb_sync_log where mode = 'restore'`).toHaveLength(0);
   });
 
