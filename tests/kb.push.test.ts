@@ -171,7 +171,7 @@ describe("kb diff and push --mode replace", () => {
     // Back to equal for the next tests.
     expect((await kb("push", "--from", "dev", "--to", "prod")).code).toBe(0);
     await embedAll(prod.sql);
-  });
+  }, 180_000);
 });
 
 describe("upsert and overwrite", () => {
