@@ -1,6 +1,8 @@
 // npm run kb -- status | diff | push | restore: promote a knowledge base between Supabase projects.
-// Exit codes: 0 done (diff: identical), 1 diff found differences or a push failed and was rolled
-// back, 2 bad input (nothing changed). Results go to stdout, progress to stderr.
+// Exit codes: 0 done (diff: identical); 1 diff found differences, or a push/restore failed on the
+// database and was rolled back; 2 bad input or a refusal (nothing changed); 130 interrupted by
+// SIGINT or SIGTERM (the open transaction is rolled back, the target is unchanged).
+// Results go to stdout, progress to stderr.
 import { existsSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,16 +11,20 @@ import { z } from "zod";
 import { connectKb } from "../packages/kb/catalog.ts";
 import { diffCommand, pushCommand, restoreCommand, statusCommand } from "../packages/kb/commands.ts";
 import { KbError } from "../packages/kb/env.ts";
+import { pushInFlight } from "../packages/kb/push.ts";
 
 const usage = `usage:
   npm run kb -- status  --env <name> [--json]
   npm run kb -- diff    --from <name> --to <name> [--tables a,b] [--json]
   npm run kb -- push    --from <name> --to <name> [--mode replace|upsert|overwrite] [--tables a,b]
                         [--files bucket1,bucket2] [--dry-run] [--yes] [--allow-empty]
-                        [--copy-credential-column table.column]... [--target-model <model>] [--json]
+                        [--copy-credential-column table.column]... [--register-missing-sources]
+                        [--target-model <model>] [--json]
   npm run kb -- restore <backup-file> --env <name> [--yes]
 An environment <name> reads <NAME>_DB_URL (and, for --files, <NAME>_URL and <NAME>_SECRET_KEY or
-<NAME>_SERVICE_ROLE_KEY); "local" is the running local stack.`;
+<NAME>_SERVICE_ROLE_KEY); "local" is the running local stack.
+Exit codes: 0 ok, 1 differences (diff) or a failed and rolled-back write, 2 bad input or refusal,
+130 interrupted.`;
 
 const repoRoot = fileURLToPath(new URL("../", import.meta.url));
 
@@ -31,6 +37,7 @@ async function main(argv: string[]): Promise<number> {
       mode: { type: "string", default: "replace" }, tables: { type: "string" }, files: { type: "string" },
       "dry-run": { type: "boolean" }, yes: { type: "boolean" }, "allow-empty": { type: "boolean" },
       "copy-credential-column": { type: "string", multiple: true }, "target-model": { type: "string" },
+      "register-missing-sources": { type: "boolean" },
       json: { type: "boolean" }, help: { type: "boolean", short: "h" },
     },
   });
@@ -63,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
       return await pushCommand({
         from: need("from"), to: need("to"), mode: mode.data, tables, files: v.files, dryRun: !!v["dry-run"],
         yes: !!v.yes, allowEmpty: !!v["allow-empty"], allowCredentialColumns: v["copy-credential-column"] ?? [],
-        targetModel: v["target-model"],
+        registerMissingSources: !!v["register-missing-sources"], targetModel: v["target-model"],
       }, io);
     }
     case "restore": {
@@ -79,6 +86,20 @@ async function main(argv: string[]): Promise<number> {
       throw new KbError(`unknown command "${command}"\n${usage}`);
   }
 }
+
+// Ctrl-C or a kill: exiting closes the connections, so the server rolls back the open transaction.
+// Until the commit is sent the target is unchanged, and the backup being written is deleted.
+function interrupted(signal: string): void {
+  if (pushInFlight.committing) {
+    console.error(`kb: interrupted (${signal}) while the push was committing: it may have been applied; npm run kb -- status shows the last pushes`);
+  } else {
+    const discarded = pushInFlight.backup?.discard();
+    console.error(`kb: interrupted: target unchanged (${signal})${discarded ? `; the backup it was writing was discarded: ${discarded}` : ""}`);
+  }
+  process.exit(130);
+}
+process.on("SIGINT", () => interrupted("SIGINT"));
+process.on("SIGTERM", () => interrupted("SIGTERM"));
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

@@ -1,13 +1,14 @@
 // npm start: the whole system on this machine, no Docker and no keys (see README "npm start").
 // Embedded PGlite (or DATABASE_URL), the gateway on 127.0.0.1:54321, every edge function in one
 // Deno process, the pg_net sender and pg_cron ticker, the offline embeddings provider and the
-// Légifrance stand-in unless real credentials are given; then a guided demo on faq_items.
+// Légifrance stand-in unless real credentials are given; then a guided demo on faq_items (not in a
+// DATABASE_URL the user gave, unless LOCAL_STACK_DEMO=1).
 // Ctrl-C / SIGTERM stops everything it started.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { startLocalStack, type LocalStack } from "../packages/local-stack/index.ts";
 import { processAlive, readState } from "../packages/local-stack/state.ts";
-import { runGuidedDemo } from "../packages/local-stack/demo.ts";
+import { guidedDemoEnabled, runGuidedDemo } from "../packages/local-stack/demo.ts";
 import { startPisteStandIn, type PisteStandIn } from "../packages/legifrance/stand-in.ts";
 
 const dataDir = process.env.LOCAL_STACK_DATA_DIR || fileURLToPath(new URL("../.local", import.meta.url));
@@ -120,7 +121,7 @@ try {
   say(`  npm run status   prints API_URL, DB_URL, PUBLISHABLE_KEY, SECRET_KEY, ANON_KEY, SERVICE_ROLE_KEY, … as KEY=value lines`);
   say("");
 
-  if (env.LOCAL_STACK_DEMO !== "0") {
+  if (guidedDemoEnabled(env)) {
     await runGuidedDemo(stack, say, embeddingProvider).catch((e) => say(`demo failed: ${e instanceof Error ? e.message : e}`));
   }
   say("Running. Ctrl-C to stop.");

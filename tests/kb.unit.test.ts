@@ -4,8 +4,9 @@ import { describe, expect, it } from "vitest";
 import { compare } from "../packages/kb/diff.ts";
 import { KbError, resolveEnvironment } from "../packages/kb/env.ts";
 import { plannedChanges } from "../packages/kb/push.ts";
-import { looksLikeCredential } from "../packages/kb/tables.ts";
+import { looksLikeCredential } from "../packages/kb/credentials.ts";
 import { normalizeTableName } from "../packages/kb/catalog.ts";
+import { guidedDemoEnabled } from "../packages/local-stack/demo.ts";
 
 describe("environments", () => {
   it("reads <NAME>_DB_URL and, for files, <NAME>_URL with a secret or service-role key", () => {
@@ -38,10 +39,11 @@ describe("environments", () => {
 
 describe("tables", () => {
   it("credential-looking column names", () => {
-    for (const c of ["api_key", "openai_api_key", "apiKey", "secret", "client_secret", "access_token", "password", "service_role_key", "jwt"]) {
+    for (const c of ["api_key", "openai_api_key", "apiKey", "secret", "client_secret", "access_token", "password", "service_role_key", "jwt",
+      "openai_key", "stripe_api_key", "webhook_url", "slack_webhook", "dsn", "sentry_dsn", "database_url", "db_url", "refresh_token", "key"]) {
       expect(looksLikeCredential(c), c).toBe(true);
     }
-    for (const c of ["title", "body", "content_hash", "category_id", "keywords"]) expect(looksLikeCredential(c), c).toBe(false);
+    for (const c of ["title", "body", "content_hash", "category_id", "keywords", "url", "source_id", "keyword"]) expect(looksLikeCredential(c), c).toBe(false);
   });
 
   it("table names: public by default, platform schemas refused", () => {
@@ -65,5 +67,16 @@ describe("modes", () => {
     expect(plannedChanges("replace", d)).toEqual({ copy: ["1", "3"], inserted: 1, updated: 1, deleted: ["4"] });
     expect(plannedChanges("overwrite", d)).toEqual({ copy: ["1", "3"], inserted: 1, updated: 1, deleted: [] });
     expect(plannedChanges("upsert", d)).toEqual({ copy: ["1"], inserted: 1, updated: 0, deleted: [] });
+  });
+});
+
+describe("npm start's guided demo", () => {
+  it("never runs in a user's DATABASE_URL unless LOCAL_STACK_DEMO=1; in the embedded database unless LOCAL_STACK_DEMO=0", () => {
+    const url = "postgres://u:p@127.0.0.1:5432/mine";
+    expect(guidedDemoEnabled({ DATABASE_URL: url })).toBe(false);
+    expect(guidedDemoEnabled({ DATABASE_URL: url, LOCAL_STACK_DEMO: "0" })).toBe(false);
+    expect(guidedDemoEnabled({ DATABASE_URL: url, LOCAL_STACK_DEMO: "1" })).toBe(true);
+    expect(guidedDemoEnabled({})).toBe(true);
+    expect(guidedDemoEnabled({ LOCAL_STACK_DEMO: "0" })).toBe(false);
   });
 });

@@ -54,7 +54,8 @@ describe("npm start / npm run status", () => {
   it("starts, prints each part and the providers, runs the guided demo, reports status, stops cleanly on SIGTERM", async () => {
     expect((await status()).stderr).toMatch(/NOT running/);
 
-    const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: db.url, API_PORT: "0", LOCAL_STACK_DATA_DIR: dataDir };
+    const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: db.url, API_PORT: "0", LOCAL_STACK_DATA_DIR: dataDir,
+      LOCAL_STACK_DEMO: "1" };
     delete env.OPENAI_API_KEY;
     delete env.PISTE_CLIENT_ID;
     child = spawn(process.execPath, ["--import", "tsx", "scripts/start.ts"], { env, stdio: ["ignore", "pipe", "pipe"] });
@@ -101,7 +102,7 @@ describe("npm start / npm run status", () => {
     const [logged] = await db.sql`select u.email from conversations c join auth.users u on u.id = c.user_id where c.id = ${found.data.logId}`;
     expect(logged.email).toBe("start@example.com");
     // The demo searches as a signed-in user and finds its own question (published rows are readable).
-    expect(output).toMatch(/search as a signed-in user \(JWT from: npm run token -- --user [0-9a-f-]{36}\)/);
+    expect(output).toMatch(/search as a signed-in user \(demo@example.com, signed in with supabase-js; or a JWT from: npm run token -- --user [0-9a-f-]{36}\)/);
     expect(output).toMatch(/POST \/functions\/v1\/search .* -> 200\n[\s\S]*faq_items[^\n]*Comment réinitialiser/);
     // `npm run token` prints a user JWT the running stack accepts; the user sees published rows only.
     // The user exists in auth.users (conversations reference it, as on hosted): created with the admin API.

@@ -13,7 +13,8 @@ type Tx = postgres.TransactionSql | postgres.Sql;
  */
 export async function upsertRows(tx: Tx, p: TablePlan, fromSql: string, onConflict: "update" | "nothing", params: unknown[] = []) {
   const cols = columnList(p);
-  const nonKey = p.columns.filter((c) => !p.key.includes(c));
+  // An identity ALWAYS column can only be set on insert (a restore writes back the target's own ids).
+  const nonKey = p.columns.filter((c) => !p.key.includes(c) && c !== p.surrogate);
   if (p.isChunks) return upsertChunks(tx, p, fromSql, onConflict === "update" ? nonKey : [], params);
   const action = onConflict === "update" && nonKey.length
     ? `do update set ${nonKey.map((c) => `${quoteIdent(c)} = excluded.${quoteIdent(c)}`).join(", ")}`
@@ -21,7 +22,7 @@ export async function upsertRows(tx: Tx, p: TablePlan, fromSql: string, onConfli
   const [r] = await tx.unsafe<{ inserted: number; updated: number }[]>(
     `with w as (
        insert into ${p.qualified} (${cols}) ${p.overriding ? "overriding system value" : ""}
-       select ${cols} from ${fromSql}
+       select ${cols} from ${fromSql} s
        on conflict (${p.key.map(quoteIdent).join(", ")}) ${action}
        returning (xmax = 0) as ins)
      select (count(*) filter (where ins))::int as inserted, (count(*) filter (where not ins))::int as updated from w`,

@@ -70,7 +70,19 @@ export interface ColumnInfo {
   identityAlways: boolean;
   /** Backed by a sequence (serial or identity): bumped after explicit values are written. */
   sequence: boolean;
+  /** Could hold a credential: its base type (domains, arrays and citext resolved) is text-like. */
   textLike: boolean;
+  /** json or jsonb (at its base): its keys are inspected too. */
+  json: boolean;
+  /** An integer at its base: could be an id. */
+  integer: boolean;
+}
+
+export interface ForeignKey {
+  columns: string[];
+  /** The referenced table, named like TableInfo.name. */
+  parent: string;
+  parentColumns: string[];
 }
 
 export interface TableInfo {
@@ -84,6 +96,8 @@ export interface TableInfo {
   uniqueKeys: string[][];
   /** Tables this one references (their names), self-references left out. */
   parents: string[];
+  /** Every foreign key, self-references included. */
+  foreignKeys: ForeignKey[];
 }
 
 const tableName = /^(?:([a-z_][a-z0-9_]{0,62})\.)?([a-z_][a-z0-9_]{0,62})$/;
@@ -107,13 +121,24 @@ export async function describeTable(sql: Sql, name: string): Promise<TableInfo |
     select c.oid::int as oid from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where n.nspname = ${schema} and c.relname = ${rel} and c.relkind in ('r', 'p')`;
   if (!t) return null;
-  const columns = await sql<{ name: string; type: string; generated: boolean; identity_always: boolean; seq: boolean; text_like: boolean }[]>`
+  // A domain, an array or a domain over an array hides its base type: resolve it (10 levels at most),
+  // so that a domain over text counts as text when looking for credentials.
+  const columns = await sql<{ name: string; type: string; generated: boolean; identity_always: boolean; seq: boolean;
+    base: string; category: string }[]>`
     select a.attname::text as name, format_type(a.atttypid, a.atttypmod) as type,
            a.attgenerated <> '' as generated, a.attidentity = 'a' as identity_always,
            pg_get_serial_sequence(${`${quoteIdent(schema)}.${quoteIdent(rel)}`}, a.attname) is not null as seq,
-           a.atttypid in ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype, 'bytea'::regtype,
-                          'json'::regtype, 'jsonb'::regtype, 'text[]'::regtype) as text_like
-    from pg_attribute a where a.attrelid = ${t.oid} and a.attnum > 0 and not a.attisdropped
+           bt.typname::text as base, bt.typcategory::text as category
+    from pg_attribute a
+    cross join lateral (
+      with recursive t(oid, lvl) as (
+        select a.atttypid, 0
+        union all
+        select case when ty.typtype = 'd' then ty.typbasetype else ty.typelem end, t.lvl + 1
+        from t join pg_type ty on ty.oid = t.oid
+        where (ty.typtype = 'd' or (ty.typcategory = 'A' and ty.typelem <> 0)) and t.lvl < 10)
+      select ty.typname, ty.typcategory from t join pg_type ty on ty.oid = t.oid order by t.lvl desc limit 1) bt
+    where a.attrelid = ${t.oid} and a.attnum > 0 and not a.attisdropped
     order by a.attnum`;
   const indexes = await sql<{ primary: boolean; cols: string[]; all_not_null: boolean }[]>`
     select i.indisprimary as primary,
@@ -124,18 +149,48 @@ export async function describeTable(sql: Sql, name: string): Promise<TableInfo |
     where i.indrelid = ${t.oid} and i.indisunique and i.indpred is null and i.indexprs is null
     group by i.indexrelid, i.indisprimary, i.indkey, i.indrelid
     order by i.indisprimary desc, i.indexrelid`;
-  const parents = await sql<{ parent: string }[]>`
-    select distinct case when n.nspname = 'public' then c.relname::text else n.nspname || '.' || c.relname end as parent
+  const fks = await sql<{ parent: string; cols: string[]; parent_cols: string[] }[]>`
+    select case when n.nspname = 'public' then c.relname::text else n.nspname || '.' || c.relname end as parent,
+           array(select a.attname::text from unnest(f.conkey) with ordinality k(attnum, ord)
+                 join pg_attribute a on a.attrelid = f.conrelid and a.attnum = k.attnum order by k.ord) as cols,
+           array(select a.attname::text from unnest(f.confkey) with ordinality k(attnum, ord)
+                 join pg_attribute a on a.attrelid = f.confrelid and a.attnum = k.attnum order by k.ord) as parent_cols
     from pg_constraint f join pg_class c on c.oid = f.confrelid join pg_namespace n on n.oid = c.relnamespace
-    where f.conrelid = ${t.oid} and f.contype = 'f' and f.confrelid <> f.conrelid`;
+    where f.conrelid = ${t.oid} and f.contype = 'f'
+    order by f.conname`;
   return {
     name: norm,
     qualified: `${quoteIdent(schema)}.${quoteIdent(rel)}`,
     columns: columns.map((c) => ({
-      name: c.name, type: c.type, generated: c.generated, identityAlways: c.identity_always, sequence: c.seq, textLike: c.text_like,
+      name: c.name, type: c.type, generated: c.generated, identityAlways: c.identity_always, sequence: c.seq,
+      textLike: c.category === "S" || ["json", "jsonb", "bytea", "xml", "citext"].includes(c.base),
+      json: c.base === "json" || c.base === "jsonb",
+      integer: ["int2", "int4", "int8"].includes(c.base),
     })),
     primaryKey: indexes.find((i) => i.primary)?.cols ?? [],
     uniqueKeys: indexes.filter((i) => !i.primary && i.all_not_null).map((i) => i.cols),
-    parents: parents.map((p) => p.parent),
+    parents: [...new Set(fks.map((f) => f.parent).filter((p) => p !== norm))],
+    foreignKeys: fks.map((f) => ({ columns: f.cols, parent: f.parent, parentColumns: f.parent_cols })),
   };
+}
+
+/**
+ * The target has every migration the source has (supabase_migrations.schema_migrations, as the
+ * Supabase CLI records them): rows shaped by a migration the target lacks may not fit it, and the
+ * target's own rules (triggers, sync functions) would be older than the source's.
+ */
+export async function checkMigrationVersions(src: Sql, tgt: Sql, targetName: string): Promise<void> {
+  const read = async (sql: Sql) => {
+    const [r] = await sql<{ has: boolean }[]>`select to_regclass('supabase_migrations.schema_migrations') is not null as has`;
+    if (!r.has) return null;
+    return await sql<{ version: string; name: string | null }[]>`select version, name from supabase_migrations.schema_migrations order by version`;
+  };
+  const [s, t] = await Promise.all([read(src), read(tgt)]);
+  if (!s?.length) return;
+  const have = new Set((t ?? []).map((r) => r.version));
+  const missing = s.filter((r) => !have.has(r.version));
+  if (missing.length) {
+    throw new KbError(`target "${targetName}" lacks ${missing.length} migration${missing.length > 1 ? "s" : ""} the source has: ` +
+      `${missing.map((m) => `${m.version}${m.name ? `_${m.name}` : ""}`).join(", ")}. Apply them there first (supabase db push or npm run db:migrate).`);
+  }
 }

@@ -7,7 +7,7 @@ import { type KbEnvironment, KbError, resolveEnvironment } from "./env.ts";
 import { checkBuckets, parseBuckets, pushFiles } from "./files.ts";
 import { fmtInt } from "./progress.ts";
 import { type PushMode, push, table, targetIdentity } from "./push.ts";
-import { restoreBackup, readBackupHeader } from "./backup.ts";
+import { restoreBackup } from "./backup.ts";
 import { status } from "./status.ts";
 import { selectTables } from "./tables.ts";
 
@@ -56,7 +56,7 @@ export async function diffCommand(from: string, to: string, tables: string[] | u
     await checkMigrations(s, `source "${src.name}"`);
     await checkMigrations(t, `target "${tgt.name}"`);
     // diff compares; it never copies, so a credential-looking column is compared like any other.
-    const plans = await selectTables(s, t, { tables, allowCredentialColumns: await allColumns(s) });
+    const plans = await selectTables(s, t, { tables });
     const diffs = await diffTables(s, t, plans, io.progress);
     const same = diffs.every(identical);
     if (io.json) io.out(JSON.stringify({ from: src.name, to: tgt.name, identical: same, tables: diffs.map(diffJson) }, null, 2));
@@ -69,15 +69,6 @@ export async function diffCommand(from: string, to: string, tables: string[] | u
     }
     return same ? 0 : 1;
   });
-}
-
-// diff reads both sides and writes nothing: the credential guard (which stops copies) does not apply.
-async function allColumns(s: Sql): Promise<string[]> {
-  const rows = await s<{ n: string }[]>`
-    select case when n.nspname = 'public' then c.relname::text else n.nspname || '.' || c.relname end || '.' || a.attname as n
-    from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
-    where c.relkind in ('r', 'p') and a.attnum > 0 and n.nspname not in ('pg_catalog', 'information_schema')`;
-  return rows.map((r) => r.n);
 }
 
 function diffJson(d: TableDiff) {
@@ -99,6 +90,7 @@ export interface PushArgs {
   yes: boolean;
   allowEmpty: boolean;
   allowCredentialColumns: string[];
+  registerMissingSources: boolean;
   targetModel?: string;
 }
 
@@ -112,7 +104,8 @@ export async function pushCommand(a: PushArgs, io: CommandIO): Promise<number> {
     const log = io.json ? io.progress : io.out;
     const r = await push(s, t, {
       from: src, to: tgt, mode: a.mode, tables: a.tables, dryRun: a.dryRun, yes: a.yes, allowEmpty: a.allowEmpty,
-      allowCredentialColumns: a.allowCredentialColumns, targetModel: a.targetModel, backupDir: io.backupDir,
+      allowCredentialColumns: a.allowCredentialColumns, registerMissingSources: a.registerMissingSources, targetModel: a.targetModel,
+      backupDir: io.backupDir,
       log, progress: io.progress,
     });
     if (!r.dryRun) await reportCoverage(t, r.tables, log);
@@ -143,12 +136,14 @@ async function reportCoverage(t: Sql, tables: string[], log: (l: string) => void
 export async function restoreCommand(file: string, name: string, yes: boolean, io: CommandIO): Promise<number> {
   const env = resolveEnvironment(name);
   if (!env.isLocal && !yes) throw new KbError(`environment "${env.name}" (${env.host}) is not local: add --yes to restore into it`);
-  const header = await readBackupHeader(file);
   return await withDbs(io, [env], async ([sql]) => {
     await checkMigrations(sql, `environment "${env.name}"`);
     io.out((await targetIdentity(sql, env)).line);
-    io.out(`restoring a ${header.mode} backup taken ${header.createdAt} (${header.tables.map((t) => t.name).join(", ")})`);
-    const r = await restoreBackup(sql, env, file, io.out);
+    const r = await restoreBackup(sql, env, file, {
+      dir: io.backupDir, yes,
+      log: (l) => io.out(l),
+      header: (h) => io.out(`restoring ${/^[aeiou]/.test(h.mode) ? "an" : "a"} ${h.mode} backup taken ${h.createdAt} (${h.tables.map((t) => t.name).join(", ")})`),
+    });
     if (io.json) io.out(JSON.stringify(r, null, 2));
     return 0;
   });

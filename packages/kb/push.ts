@@ -14,13 +14,22 @@ import { pipeline } from "node:stream/promises";
 import type postgres from "postgres";
 import { bumpSequences, deleteRows, keepChunksInOneSegment, lockTables, upsertRows } from "./apply.ts";
 import { BackupWriter, backupRows } from "./backup.ts";
-import { type Sql, checkMigrations, connectKb, environmentLabel, quoteLiteral } from "./catalog.ts";
+import { type Sql, checkMigrations, checkMigrationVersions, connectKb, environmentLabel, quoteLiteral } from "./catalog.ts";
+import { findCredentials, refuseCredentials } from "./credentials.ts";
 import { type TableDiff, compare, rowHashes } from "./diff.ts";
 import { type KbEnvironment, KbError } from "./env.ts";
 import { Progress, fmtInt } from "./progress.ts";
-import { type TablePlan, columnList, keyExpr, selectTables, whereClause } from "./tables.ts";
+import { type TablePlan, columnList, keyExpr, portableSelectList, resolvedRows, selectTables, stageSelectList, unresolvedRefs,
+  whereClause } from "./tables.ts";
 
 export type PushMode = "replace" | "upsert" | "overwrite";
+
+/**
+ * What a push is doing right now, for an interrupted run (SIGINT/SIGTERM) to say what it leaves:
+ * before the commit is sent, the target is unchanged (closing the connection rolls it back) and the
+ * backup being written is discarded.
+ */
+export const pushInFlight: { backup: BackupWriter | null; committing: boolean } = { backup: null, committing: false };
 
 export interface PushOptions {
   from: KbEnvironment;
@@ -31,6 +40,8 @@ export interface PushOptions {
   yes?: boolean;
   allowEmpty?: boolean;
   allowCredentialColumns?: string[];
+  /** Register on the target the sources whose chunks travel but which the target does not sync. */
+  registerMissingSources?: boolean;
   /** The model the target embeds with, when its chunks cannot tell (it has none yet). */
   targetModel?: string;
   backupDir: string;
@@ -103,7 +114,8 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
   }
   await checkMigrations(src, `source "${o.from.name}"`);
   await checkMigrations(tgt, `target "${o.to.name}"`);
-  let plans = await selectTables(src, tgt, { tables: o.tables, allowCredentialColumns: o.allowCredentialColumns });
+  await checkMigrationVersions(src, tgt, o.to.name);
+  let plans = await selectTables(src, tgt, { tables: o.tables });
   let chunksCopied = false;
   let chunksNote = "chunks not selected";
   const chunks = plans.find((p) => p.isChunks);
@@ -113,6 +125,7 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
     chunksNote = c.note;
     if (!c.copy) plans = plans.filter((p) => !p.isChunks);
   }
+  const toRegister = chunksCopied ? await unsyncedSources(src, tgt, plans, !!o.registerMissingSources) : [];
   const { label: targetLabel, line: identity } = await targetIdentity(tgt, o.to);
   const sourceLabel = await environmentLabel(src);
 
@@ -121,6 +134,7 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
     await s`begin isolation level repeatable read, read only`;
     // Each COPY runs on its own connection in this same snapshot (see copyRows).
     const [{ snapshot }] = await s<{ snapshot: string }[]>`select pg_export_snapshot() as snapshot`;
+    refuseCredentials(await findCredentials(s, plans, o.allowCredentialColumns ?? []));
     const sourceHashes = new Map<string, Map<string, string>>();
     const planned: PushResult["planned"] = {};
     for (const p of plans) {
@@ -143,7 +157,7 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
     }
 
     const applied: Record<string, TableCounts> = {};
-    let backupFile: string | null = null;
+    let backup: BackupWriter | null = null;
     let logId: string | null = null;
     try {
       await tgt.begin(async (tx) => {
@@ -151,6 +165,12 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
         await lockTables(tx, plans);
         // A promotion is bulk work: its rows' embedding jobs must not delay the target's live edits.
         await tx.unsafe(`set local embedding_sync.lane = 'bulk'`);
+        for (const r of toRegister) {
+          o.log(`registering ${r.source_table} as an embedding source on the target (--register-missing-sources), as the source has it`);
+          await tx`select public.register_embedding_source(${r.source_table}::regclass, content_columns => ${r.content_columns}::text[],
+            content_function => ${r.content_function}::regprocedure, publish_filter => ${r.publish_filter}, chunk_tokens => ${r.chunk_tokens},
+            chunk_overlap_tokens => ${r.chunk_overlap_tokens}, metadata_columns => ${r.metadata_columns}::text[])`;
+        }
         o.progress("comparing again under the lock");
         // The plan above was made before the lock: this comparison, under it, is what is applied.
         const work = [] as { p: TablePlan; copy: string[]; deleted: string[]; sourceRows: number; targetKeys: Set<string> }[];
@@ -162,31 +182,31 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
         }
         // upsert never changes or deletes a target row, and a push that changes nothing has nothing to keep.
         if (o.mode !== "upsert" && work.some((w) => w.copy.length || w.deleted.length)) {
-          const backup = new BackupWriter(o.backupDir, {
+          backup = new BackupWriter(o.backupDir, {
             env: o.to.name, host: o.to.host, database: o.to.database, projectRef: o.to.projectRef, label: targetLabel,
             mode: o.mode, tables: plans,
           });
+          pushInFlight.backup = backup;
           // Restore deletes what the push inserts, and writes back what it updates or deletes.
           for (const w of work) await backup.line({ table: w.p.name, inserted: w.copy.filter((k) => !w.targetKeys.has(k)) });
           for (const w of work) await backupRows(tx, backup, w.p, [...w.copy.filter((k) => w.targetKeys.has(k)), ...w.deleted]);
-          backupFile = await backup.finish();
-          o.log(`backup of the affected target rows: ${backupFile}`);
         }
 
         let i = 0;
         for (const w of work) {
           applied[w.p.name] = { inserted: 0, updated: 0, deleted: 0 };
           if (!w.copy.length) continue;
-          if (w.copy.every((k) => !w.targetKeys.has(k))) {
-            // Only new rows: COPY straight into the table, as pg_dump | psql would (row triggers and
-            // constraints fire on COPY too); no staging table to write and read back.
+          if (!w.p.refs.length && w.copy.every((k) => !w.targetKeys.has(k))) {
+            // Only new rows and no reference to rewrite: COPY straight into the table, as
+            // pg_dump | psql would (row triggers and constraints fire on COPY too); no staging table.
             await copyRows(o.from.dbUrl, snapshot, tx, w.p, w.copy, w.copy.length === w.sourceRows, w.p.qualified, o.progress);
             applied[w.p.name].inserted = w.copy.length;
           } else {
-            const stage = `pg_temp.kb_stage_${i++}`;
-            await tx.unsafe(`create temp table ${stage.slice(8)} on commit drop as select ${columnList(w.p)} from ${w.p.qualified} with no data`);
-            await copyRows(o.from.dbUrl, snapshot, tx, w.p, w.copy, w.copy.length === w.sourceRows, stage, o.progress);
-            const r = await upsertRows(tx, w.p, stage, o.mode === "upsert" ? "nothing" : "update");
+            const stage = `kb_stage_${i++}`;
+            await tx.unsafe(`create temp table ${stage} on commit drop as select ${stageSelectList(w.p)} from ${w.p.qualified} with no data`);
+            await copyRows(o.from.dbUrl, snapshot, tx, w.p, w.copy, w.copy.length === w.sourceRows, `pg_temp.${stage}`, o.progress);
+            if (w.p.refs.length) await refuseUnresolved(tx, w.p, `pg_temp.${stage}`);
+            const r = await upsertRows(tx, w.p, resolvedRows(w.p, `pg_temp.${stage}`), o.mode === "upsert" ? "nothing" : "update");
             applied[w.p.name].inserted = r.inserted;
             applied[w.p.name].updated = r.updated;
           }
@@ -200,14 +220,25 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
         const [row] = await tx<{ id: string }[]>`
           insert into public.kb_sync_log (from_env, mode, tables, rows_inserted, rows_updated, rows_deleted, per_table, chunks_copied, backup_file)
           values (${sourceLabel ?? o.from.name}, ${o.mode}, ${plans.map((p) => p.name)}, ${t.inserted}, ${t.updated}, ${t.deleted},
-                  ${tx.json(applied as unknown as postgres.JSONValue)}, ${chunksCopied}, ${backupFile ? basename(backupFile) : null})
+                  ${tx.json(applied as unknown as postgres.JSONValue)}, ${chunksCopied}, ${backup ? basename(backup.file) : null})
           returning id::text`;
         logId = row.id;
+        // The backup names the push it belongs to, and is sealed before the commit is sent.
+        if (backup) await backup.seal(row.id);
+        pushInFlight.committing = true;
       });
     } catch (e) {
+      pushInFlight.committing = false;
+      const discarded = backup ? (backup as BackupWriter).discard() : null;
+      if (e instanceof KbError) throw e;
       const msg = e instanceof Error ? e.message : String(e);
-      throw new KbError(`push failed and was rolled back, the target is unchanged: ${msg}${backupFile ? ` (backup kept: ${backupFile})` : ""}`, 1);
+      throw new KbError(`push failed and was rolled back, the target is unchanged: ${msg}${discarded ? ` (its backup was discarded: ${discarded})` : ""}`, 1);
     }
+    // Committed: only now does the backup get its final name (a restore needs a committed push).
+    const backupFile = backup ? (backup as BackupWriter).keep() : null;
+    pushInFlight.backup = null;
+    pushInFlight.committing = false;
+    if (backupFile) o.log(`backup of the affected target rows: ${backupFile}`);
     const totals = sum(Object.values(applied));
     o.log(`pushed in one transaction: ${fmtInt(totals.inserted)} inserted, ${fmtInt(totals.updated)} updated, ${fmtInt(totals.deleted)} deleted (kb_sync_log #${logId})`);
     return { dryRun: false, tables: plans.map((p) => p.name), chunksCopied, chunksNote, planned, applied, totals, backupFile, logId };
@@ -215,6 +246,65 @@ export async function push(src: Sql, tgt: Sql, o: PushOptions): Promise<PushResu
     await s`rollback`.catch(() => {});
     s.release();
   }
+}
+
+/** A staged reference naming a row the target does not have would be written as null or fail late: refuse, naming it. */
+async function refuseUnresolved(tx: postgres.TransactionSql, p: TablePlan, stage: string): Promise<void> {
+  const bad = await tx.unsafe<{ col: string; k: string }[]>(unresolvedRefs(p, stage));
+  if (bad.length) {
+    throw new KbError(`${p.name}: ${bad.map((b) => `${b.col} = ${b.k}`).join(", ")} name rows the target does not have ` +
+      `(matched by natural key); push their table too. Nothing was written.`);
+  }
+}
+
+interface SourceSettings {
+  source_table: string;
+  content_columns: string[] | null;
+  content_function: string | null;
+  publish_filter: string | null;
+  chunk_tokens: number;
+  chunk_overlap_tokens: number;
+  metadata_columns: string[] | null;
+  registered: boolean;
+}
+
+/**
+ * Chunks travel only for sources the target syncs the same way: registered there, with the same
+ * content, filter and chunking (the model is checked by chunkCompatibility). A source the target
+ * does not register is refused, or returned for registration with --register-missing-sources; one
+ * registered differently is refused.
+ */
+async function unsyncedSources(src: Sql, tgt: Sql, plans: TablePlan[], register: boolean): Promise<SourceSettings[]> {
+  const names = plans.filter((p) => !p.isChunks).map((p) => p.name);
+  const read = (sql: Sql) => sql<SourceSettings[]>`
+    select source_table, content_columns, content_function::text as content_function, publish_filter, chunk_tokens,
+           chunk_overlap_tokens, metadata_columns, registered
+    from public.embedding_sources where source_table = any (${names}) order by source_table`;
+  const [ss, ts] = await Promise.all([read(src), read(tgt)]);
+  const target = new Map(ts.map((t) => [t.source_table, t]));
+  const missing: SourceSettings[] = [];
+  const differ: string[] = [];
+  const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+  for (const s of ss) {
+    const t = target.get(s.source_table);
+    if (!t || !t.registered) {
+      missing.push(s);
+      continue;
+    }
+    const fields = (["content_columns", "content_function", "publish_filter", "chunk_tokens", "chunk_overlap_tokens"] as const)
+      .filter((f) => !same(s[f], t[f]));
+    if (fields.length) {
+      differ.push(`${s.source_table} (${fields.map((f) => `${f}: ${JSON.stringify(s[f])} in the source, ${JSON.stringify(t[f])} in the target`).join("; ")})`);
+    }
+  }
+  const lines: string[] = [];
+  if (differ.length) lines.push(`the target syncs ${differ.join(", ")} differently: its chunks would not match what its own worker writes; register them alike on both sides`);
+  if (missing.length && !register) {
+    lines.push(`the target does not sync ${missing.map((m) => m.source_table).join(", ")} (not a registered embedding source there): ` +
+      `its chunks would be searchable with nothing keeping them current. Register it there, or add --register-missing-sources`);
+  }
+  if (lines.length) throw new KbError(`refusing to copy chunks: ${lines.join("; ")}. Nothing was written.`);
+  return missing;
 }
 
 function refuseEmptySource(o: PushOptions, plans: TablePlan[], sh: Map<string, Map<string, string>>, planned: PushResult["planned"]) {
@@ -247,7 +337,7 @@ async function copyRows(srcUrl: string, snapshot: string, tx: postgres.Transacti
   try {
     await c`begin isolation level repeatable read, read only`;
     await c`set transaction snapshot ${c.unsafe(quoteLiteral(snapshot))}`;
-    const readable = await c.unsafe(`copy (select ${columnList(p, "r.")} from ${p.qualified} r ${whereClause(p, filter)}) to stdout`).readable();
+    const readable = await c.unsafe(`copy (select ${portableSelectList(p)} from ${p.qualified} r ${whereClause(p, filter)}) to stdout`).readable();
     const copied = await pipeInto(readable, tx, p, keys.length, into, progress);
     if (copied !== keys.length) throw new Error(`${p.name}: copied ${copied} rows, expected ${keys.length} (the source changed under its snapshot?)`);
   } finally {

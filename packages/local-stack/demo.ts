@@ -7,7 +7,7 @@
 import postgres from "postgres";
 import { offlineEmbedding } from "../embeddings/offline.ts";
 import type { LocalStack } from "./index.ts";
-import { signUserJwt } from "./keys.ts";
+import { createLocalClient } from "./client.ts";
 
 const FAQ: Array<[string, string, boolean]> = [
   ["Comment réinitialiser mon mot de passe ?", "Cliquez sur « Mot de passe oublié » sur la page de connexion et suivez le lien reçu par courriel.", true],
@@ -64,8 +64,17 @@ function table(rows: Record<string, unknown>[]): string {
  */
 async function searchAsUser(stack: LocalStack, say: (line: string) => void): Promise<void> {
   if (!stack.functions.includes("search")) return;
-  const user = "00000000-0000-4000-8000-00000000d3e0";
-  const jwt = await signUserJwt(stack.keys, user, { claims: { email: "demo@example.com" } });
+  // A person of the local Auth: signed in with supabase-js (signed up on the first run).
+  const person = createLocalClient(stack.apiUrl, stack.publishableKey);
+  const creds = { email: "demo@example.com", password: "demo password" };
+  const signIn = await person.auth.signInWithPassword(creds);
+  const signed = signIn.error ? await person.auth.signUp(creds) : signIn;
+  const jwt = signed.data.session?.access_token;
+  const user = signed.data.user?.id;
+  if (!jwt || !user) {
+    say(`  could not sign the demo user in: ${signed.error?.message ?? "no session"}`);
+    return;
+  }
   const query = "Comment réinitialiser mon mot de passe ?";
   const r = await fetch(`${stack.apiUrl}/functions/v1/search`, {
     method: "POST",
@@ -73,7 +82,7 @@ async function searchAsUser(stack: LocalStack, say: (line: string) => void): Pro
     body: JSON.stringify({ query, matchCount: 3 }),
   });
   const body = await r.json() as { results?: { source_table: string; source_id: string; score: number; content: string }[]; error?: string };
-  say(`\n  search as a signed-in user (JWT from: npm run token -- --user ${user}):`);
+  say(`\n  search as a signed-in user (${creds.email}, signed in with supabase-js; or a JWT from: npm run token -- --user ${user}):`);
   say(`  POST /functions/v1/search {"query": "${query}"} -> ${r.status}`);
   if (!body.results) {
     say(`  ${JSON.stringify(body)}`);
@@ -81,6 +90,16 @@ async function searchAsUser(stack: LocalStack, say: (line: string) => void): Pro
   }
   say(table(body.results.map((x) => ({ source_table: x.source_table, source_id: x.source_id, score: Math.round(x.score * 10000) / 10000, content: x.content.slice(0, 70) }))));
   say("  (published faq_items only: policy faq_items_read_published; the service role would see every row)");
+}
+
+/**
+ * Whether `npm start` runs the guided demo. The demo creates and registers faq_items, which is fine
+ * in the embedded database but not in a user's own one (DATABASE_URL): there a registered demo table
+ * would travel with, or block, a later `kb push`. So with DATABASE_URL only LOCAL_STACK_DEMO=1 runs
+ * it; without, LOCAL_STACK_DEMO=0 skips it.
+ */
+export function guidedDemoEnabled(env: NodeJS.ProcessEnv): boolean {
+  return env.DATABASE_URL ? env.LOCAL_STACK_DEMO === "1" : env.LOCAL_STACK_DEMO !== "0";
 }
 
 export async function runGuidedDemo(stack: LocalStack, say: (line: string) => void, provider = "offline", deadlineMs = 90_000): Promise<void> {
