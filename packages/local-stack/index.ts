@@ -106,7 +106,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
     stoppers.push(() => sql.end({ timeout: 2 }));
     const auth = gatewayAuthConfig(keys);
-    const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(auth, req), signingSecret: keys.jwtSecret });
+    const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(auth, req), signingSecret: keys.jwtSecret, log });
     const gateway: Gateway = await startGateway({
       port: gatewayPort,
       auth,
