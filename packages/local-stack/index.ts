@@ -129,7 +129,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const migrated = dbReady.then(() =>
       (opts.migrate ?? true)
         ? migrateIfBehind(dbUrl).then((out) => {
-          for (const line of out.split("\n")) if (line.trim() && !/deprecated/.test(line)) log(`[migrate] ${line.trim()}`);
+          for (const line of out.split("\n")) if (line.trim()) log(`[migrate] ${line.trim()}`);
           log(`[migrate] done at ${ms(t0)} ms`);
         })
         : undefined
