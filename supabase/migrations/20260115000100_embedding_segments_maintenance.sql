@@ -73,6 +73,8 @@ begin
       err := null;
       begin
         perform pg_catalog.set_config('maintenance_work_mem', cfg.bulk_segment_build_mem_mb || 'MB', true);
+        -- Leaves cores to live work (see bulk_segment_build_workers).
+        perform pg_catalog.set_config('max_parallel_maintenance_workers', cfg.bulk_segment_build_workers::text, true);
         execute format('create index %I on private.%I using hnsw (embedding %s)%s',
                        part || '_embedding_hnsw', part, opclass, with_clause);
       exception when others then
