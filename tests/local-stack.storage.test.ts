@@ -116,7 +116,7 @@ describe("upload limits", () => {
     expect(r.sent).toBeLessThan(64 * MiB);
     // Multipart (a Blob through supabase-js) too.
     const blob = await admin.from("capped").upload("blob.bin", new Blob([new Uint8Array(2 * MiB)]));
-    expect(blob.error).not.toBeNull();
+    expect(blob.error).toMatchObject({ statusCode: "413" });
     expect(await db.sql`select name from storage.objects where bucket_id = 'capped'`).toEqual([]);
   }, 60_000);
 

@@ -99,14 +99,15 @@ function decodeSegments(raw: string[]): string[] {
 
 const tooLarge = () => new HttpError(413, "Payload too large", "The object exceeded the maximum allowed size");
 
-/** `body` passed through, erroring with a 413 once more than `limit` bytes went by. */
-function capped(body: ReadableStream<Uint8Array>, limit: number): ReadableStream<Uint8Array> {
+/** `body` passed through, erroring (and calling `onOver`) once more than `limit` bytes went by. */
+function capped(body: ReadableStream<Uint8Array>, limit: number, onOver: () => void): ReadableStream<Uint8Array> {
   let seen = 0;
   return body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       seen += chunk.byteLength;
-      if (seen > limit) controller.error(tooLarge());
-      else controller.enqueue(chunk);
+      if (seen <= limit) return controller.enqueue(chunk);
+      onOver();
+      controller.error(tooLarge());
     },
   }));
 }
@@ -266,14 +267,15 @@ export function createStorageHandler(ctx: StorageContext) {
     const version = randomUUID();
     const finalPath = versionPath(bucketId, name, version);
     const tmp = `${finalPath}.tmp`;
-    let body: ReadableStream<Uint8Array>;
+    let body: ReadableStream<Uint8Array> = req.body ?? new ReadableStream({ start: (c) => c.close() });
     if (mimetype.toLowerCase().startsWith("multipart/form-data")) {
       // The form is parsed in memory, so the stream is capped first (with room for the form's own
       // parts): past that, reading stops instead of buffering the rest.
-      const form = await new Response(capped(req.body ?? new ReadableStream(), limit + 64 * 1024), { headers: { "content-type": mimetype } })
+      let over = false;
+      const form = await new Response(capped(body, limit + 64 * 1024, () => (over = true)), { headers: { "content-type": mimetype } })
         .formData()
-        .catch((e) => {
-          throw e instanceof HttpError ? e : new HttpError(400, "InvalidRequest", "malformed multipart body");
+        .catch(() => {
+          throw over ? tooLarge() : new HttpError(400, "InvalidRequest", "malformed multipart body");
         });
       let file: File | null = null;
       for (const [, v] of form.entries()) if (typeof v !== "string") file = file ?? v;
@@ -285,7 +287,6 @@ export function createStorageHandler(ctx: StorageContext) {
       const md = form.get("metadata");
       if (typeof md === "string") userMetadata = JSON.parse(md);
     } else {
-      body = req.body ?? new ReadableStream({ start: (c) => c.close() });
       const xm = req.headers.get("x-metadata");
       if (xm) userMetadata = JSON.parse(Buffer.from(xm, "base64").toString("utf8"));
     }
