@@ -37,4 +37,5 @@ export const SHIPPED_MIGRATIONS: readonly string[] = [
   "20260115000100",
   "20260116000000",
   "20260116000100",
+  "20260121000000",
 ];
