@@ -24,25 +24,41 @@ if (running) {
 let stack: LocalStack | null = null;
 let piste: PisteStandIn | null = null;
 let stopping = false;
+let stopStartedAt = 0;
 
-async function shutdown(signal: string, code = 0): Promise<never> {
+// One Ctrl-C or `kill` of the process group reaches this process directly and once more through
+// npm, which forwards SIGINT and SIGTERM to its child: repeats within this window are that same
+// stop. A signal after it means "stop now".
+const REPEAT_WINDOW_MS = 3000;
+// A stop takes a few seconds at most; past this, what is left is abandoned with an exit code of 1
+// (the Deno child leaves on its own when its stdin pipe closes).
+const STOP_DEADLINE_MS = 10_000;
+
+async function shutdown(signal: string, code = 0): Promise<void> {
   if (stopping) {
+    if (Date.now() - stopStartedAt < REPEAT_WINDOW_MS) return;
     console.error("forced exit");
     process.exit(1);
   }
   stopping = true;
+  stopStartedAt = Date.now();
   say(`\n${signal}: stopping the local stack…`);
+  setTimeout(() => {
+    console.error(`forced exit: the stack did not stop within ${STOP_DEADLINE_MS / 1000} s`);
+    process.exit(1);
+  }, STOP_DEADLINE_MS).unref();
   await stack?.stop();
   await piste?.stop();
-  say("stopped (database, gateway, functions, pg_net sender, cron ticker).");
+  say(`stopped (database, gateway, functions, pg_net sender, cron ticker) in ${((Date.now() - stopStartedAt) / 1000).toFixed(1)} s.`);
   process.exit(code);
 }
 process.on("SIGINT", () => void shutdown("SIGINT"));
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
 process.on("SIGHUP", () => void shutdown("SIGHUP"));
 
-// `npm start` runs us as npm → sh → tsx → node. A SIGTERM sent to npm kills npm and sh but never
-// reaches tsx, which would leave this stack running with nobody to stop it. So, when launched by
+// `npm start` runs us as npm → node (`exec node --import tsx`: no tsx CLI in between, whose own
+// signal relay kills its child with SIGKILL when the child is slow to acknowledge a signal). A
+// SIGKILL of npm never reaches us, which would leave this stack running with nobody to stop it. So, when launched by
 // npm, we watch the launchers up to the npm process and stop when any of them is gone. (Started
 // any other way, signals are enough.)
 function launchers(): number[] {
@@ -63,7 +79,7 @@ function launchers(): number[] {
 }
 const watched = launchers();
 setInterval(() => {
-  if (watched.some((pid) => !processAlive(pid))) void shutdown("launcher exited");
+  if (!stopping && watched.some((pid) => !processAlive(pid))) void shutdown("launcher exited");
 }, 1000).unref();
 
 try {

@@ -148,6 +148,27 @@ describe("process pipeline", () => {
     expect(await queueStatus("slow_items")).toEqual([{ status: "pending", n: 5 }]);
   });
 
+  it("an invocation whose budget ends mid-batch gives the batch back at once, untried, instead of holding it", async () => {
+    await makeTable("late_items");
+    await db.sql`insert into late_items (id, title) select g, 'tardif ' || g from generate_series(1, 5) g`;
+    // The provider answers after 8 s; the invocation has 3.5 s (enough to claim one batch) and the
+    // lease is a minute: a batch held to the end would only come back after that minute.
+    fake.setFaults({ latencyMs: 8_000 });
+    try {
+      const r = await run({ workerId: "late", budgetMs: 3_500, leaseSeconds: 60 });
+      expect(r).toMatchObject({ claimed: 5, embedded: 0, deferred: 5, retried: 0, dead: 0, outOfBudget: true });
+      expect(r.ms).toBeLessThan(3_500 + 1_500);
+    } finally {
+      fake.setFaults({ latencyMs: 0 });
+    }
+    // Pending, due now, no attempt counted, no lease: the next invocation takes them straight away.
+    expect(await db.sql`
+      select status, retry_count, locked_by, lease_until, run_at <= now() as due
+      from embedding_sync_queue where source_table = 'late_items' group by 1, 2, 3, 4, 5`)
+      .toEqual([{ status: "pending", retry_count: 0, locked_by: null, lease_until: null, due: true }]);
+    expect(await run()).toMatchObject({ claimed: 5, embedded: 5 });
+  });
+
   it("a revoked key (401) stops the run after one batch; its jobs wait in the queue", async () => {
     await makeTable("auth_items");
     await db.sql`insert into auth_items (id, title) select g, 'clé ' || g from generate_series(1, 30) g`;

@@ -271,6 +271,41 @@ describe("bulk segments", () => {
     await expectFoundByOwnVector(sql, C, sampleOf(1, 3000, 8));
   }, 180_000);
 
+  it("a build uses bulk_segment_build_workers parallel workers (0 by default), never the server's default", async () => {
+    const sql = db.sql;
+    const P = "seg_parallel";
+    await sql.unsafe(`create table ${P} (id int primary key, body text)`);
+    await sql`select register_embedding_source(${P})`;
+    await sql`update embedding_sync_settings set bulk_segment_min_rows = 300, bulk_segment_max_rows = 100000`;
+    // Builds a fresh segment of 400 rows whose table asks for 2 parallel workers, as a segment past
+    // min_parallel_table_scan_size would get by default; returns the workers pgvector says it used.
+    const build = async (from: number) => {
+      await writeBulk(sql, P, from, from + 399);
+      await maint`call private.maintain_embedding_segments()`;
+      const seg = (await segments(sql)).find((s) => s.state === "loading")!.segment;
+      await sql.unsafe(`alter table private.documentation_embeddings_s${seg} set (parallel_workers = 2)`);
+      await drain(sql);
+      const said: string[] = [];
+      const builder = postgres(db.url, { max: 1, onnotice: (n) => said.push(String(n.message)) });
+      try {
+        await builder`set client_min_messages = debug1`;
+        await builder`call private.maintain_embedding_segments()`;
+      } finally {
+        await builder.end({ timeout: 5 });
+      }
+      expect((await segments(sql)).find((s) => s.segment === seg)?.state).toBe("sealed");
+      return Number(said.map((m) => /^using (\d+) parallel workers$/.exec(m)?.[1]).find(Boolean) ?? 0);
+    };
+    expect(await build(1)).toBe(0);
+    // The control: the setting raised, the same build does use the workers.
+    await sql`update embedding_sync_settings set bulk_segment_build_workers = 2`;
+    try {
+      expect(await build(1001)).toBe(2);
+    } finally {
+      await sql`update embedding_sync_settings set bulk_segment_build_workers = 0`;
+    }
+  }, 120_000);
+
   it("empty sealed segments are dropped; with segments off every bulk write goes to segment 0", async () => {
     const sql = db.sql;
     const E = "seg_empty";

@@ -1,11 +1,13 @@
 // The gateway's /functions/v1 routes and the single Deno process behind them, driven with supabase-js.
 import { spawn } from "node:child_process";
+import { request } from "node:http";
 import { mkdtempSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalClient } from "../packages/local-stack/client.ts";
+import { FUNCTION_BODY_LIMIT_BYTES } from "../packages/local-stack/gateway.ts";
 import { signRoleKey } from "../packages/local-stack/keys.ts";
 import { processAlive } from "../packages/local-stack/state.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
@@ -27,6 +29,26 @@ beforeAll(async () => {
 afterAll(async () => {
   await stack?.stop();
 });
+
+/**
+ * A raw HTTP request: the path is sent byte for byte (fetch would resolve `..`), and a body given as
+ * chunks goes out chunked, without content-length.
+ */
+function rawRequest(method: string, path: string, headers: Record<string, string>, body?: string | Buffer[]): Promise<{ status: number; body: string }> {
+  const u = new URL(stack.apiUrl);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: u.hostname, port: u.port, method, path, headers }, (res) => {
+      let data = "";
+      res.on("data", (c) => (data += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: data }));
+    });
+    req.on("error", reject);
+    if (Array.isArray(body)) {
+      for (const chunk of body) req.write(chunk);
+      req.end();
+    } else req.end(body);
+  });
+}
 
 describe("functions through the gateway", () => {
   it("functions.invoke reaches the function with the platform env and the caller's role", async () => {
@@ -73,6 +95,51 @@ describe("functions through the gateway", () => {
 
     const garbage = await fetch(`${stack.apiUrl}/functions/v1/echo`, { method: "POST", headers: { authorization: "Bearer abc.def.ghi" } });
     expect(garbage.status).toBe(401);
+  });
+
+  it("refuses dot segments, encoded or not, before choosing the function whose verify_jwt applies", async () => {
+    // public-echo has verify_jwt = false, echo has it on: a path resolved after the check would reach
+    // echo with no JWT at all.
+    for (const path of [
+      "/functions/v1/public-echo/../echo",
+      "/functions/v1/public-echo/%2e%2e/echo",
+      "/functions/v1/public-echo/%2E%2e/echo",
+      "/functions/v1/public-echo/.%2e/echo",
+      "/functions/v1/public-echo/./../echo",
+      "/functions/v1/public-echo/..\\echo",
+      "/functions/v1/public-echo/..%5Cecho",
+    ]) {
+      const r = await rawRequest("POST", path, { "content-type": "application/json" }, "{}");
+      expect({ path, status: r.status }).toEqual({ path, status: 400 });
+      expect(JSON.parse(r.body)).toMatchObject({ code: "INVALID_PATH" });
+    }
+    // Dots inside a segment are ordinary characters.
+    const ok = await rawRequest("POST", "/functions/v1/echo/v1.2/..x", { authorization: `Bearer ${stack.anonKey}` }, "{}");
+    expect(ok.status).toBe(200);
+    expect(JSON.parse(ok.body)).toMatchObject({ path: "/echo/v1.2/..x", role: "anon" });
+  });
+
+  it("a body over the limit is a 413 naming the limit, declared or streamed; smaller bodies arrive whole", async () => {
+    const auth = { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "application/json" };
+    const big = JSON.stringify({ x: "a".repeat(2 * 1024 * 1024) });
+    for (const name of ["echo", "public-echo"]) {
+      const declared = await rawRequest("POST", `/functions/v1/${name}`, auth, big);
+      expect({ name, status: declared.status }).toEqual({ name, status: 413 });
+      expect(JSON.parse(declared.body)).toMatchObject({ code: "PAYLOAD_TOO_LARGE", limit: FUNCTION_BODY_LIMIT_BYTES });
+      // Chunked, so the size is known only while reading: 3 MB in 64 KiB chunks.
+      const chunks = Array.from({ length: 48 }, () => Buffer.alloc(64 * 1024, 0x61));
+      const streamed = await rawRequest("POST", `/functions/v1/${name}`, auth, chunks);
+      expect({ name, status: streamed.status }).toEqual({ name, status: 413 });
+      expect(JSON.parse(streamed.body)).toMatchObject({ limit: FUNCTION_BODY_LIMIT_BYTES });
+    }
+    // Just under the limit, through supabase-js: the function sees the whole body.
+    const text = "b".repeat(FUNCTION_BODY_LIMIT_BYTES - 16);
+    const { data, error } = await createLocalClient(stack.apiUrl, stack.serviceRoleKey).functions.invoke("echo", { body: { text } });
+    expect(error).toBeNull();
+    expect(data.body.text.length).toBe(text.length);
+    // A function that answers without reading its body still gets its answer through.
+    const unread = await rawRequest("POST", "/functions/v1/public-echo", auth, JSON.stringify({ text }));
+    expect(unread.status).toBe(200);
   });
 
   it("verify_jwt = false in config.toml lets calls without a JWT through", async () => {

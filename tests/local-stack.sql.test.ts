@@ -134,6 +134,32 @@ describe("pg_cron stand-in", () => {
     expect(later).toBe(after);
   });
 
+  it("cron.alter_job pauses a job (active => false), resumes it, and changes its command in place", async () => {
+    await db.sql`create table public.alter_ticks (job text, at timestamptz default clock_timestamp())`;
+    const count = async (job: string) =>
+      (await db.sql<{ c: number }[]>`select count(*)::int as c from public.alter_ticks where job = ${job}`)[0].c;
+    const [{ id }] = await db.sql`select cron.schedule('alter-me', '1 seconds', $$insert into public.alter_ticks (job) values ('a')$$) as id`;
+    await db.sql`select cron.schedule('alter-witness', '1 seconds', $$insert into public.alter_ticks (job) values ('w')$$)`;
+    await waitFor("a first run", async () => (await count("a")) >= 1, 10_000);
+
+    await db.sql`select cron.alter_job(${id}::bigint, active => false)`;
+    expect(await db.sql`select active, schedule from cron.job where jobid = ${id}::bigint`).toEqual([{ active: false, schedule: "1 seconds" }]);
+    await waitFor("runs in progress to finish", async () =>
+      (await db.sql`select 1 from cron.job_run_details where jobid = ${id}::bigint and status = 'running'`).length === 0);
+    const paused = await count("a");
+    // The witness, on the same schedule, runs twice more: the ticker went round while the job was paused.
+    const w = await count("w");
+    await waitFor("two more ticks of the witness", async () => (await count("w")) >= w + 2, 10_000);
+    expect(await count("a")).toBe(paused);
+
+    await db.sql`select cron.alter_job(${id}::bigint, command => $$insert into public.alter_ticks (job) values ('b')$$, active => true)`;
+    await waitFor("the resumed job to run its new command", async () => (await count("b")) >= 1, 10_000);
+    expect(await count("a")).toBe(paused);
+
+    await expect(db.sql`select cron.alter_job(987654321, active => false)`).rejects.toThrow(/could not find valid entry for job 987654321/);
+    await db.sql`select cron.unschedule('alter-me'), cron.unschedule('alter-witness')`;
+  });
+
   it("a cron job that calls a function through invoke_edge_function reaches it", async () => {
     await db.sql`select cron.schedule('call-fn', '1 seconds', $$select private.invoke_edge_function('record-call', '{"via":"cron"}'::jsonb)$$)`;
     await waitFor("a call from the cron job", async () =>

@@ -1,6 +1,7 @@
 // The /storage/v1 stand-in, driven with supabase-js and checked against storage.objects rows and
 // the files on disk.
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { request } from "node:http";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -51,6 +52,89 @@ function rawRequest(method: string, path: string, headers: Record<string, string
     req.end(body);
   });
 }
+
+/**
+ * Uploads `total` bytes of zeros chunked (no content-length), writing only as fast as the server
+ * reads, and stops writing once the answer arrives. `sent` is what had been written by then.
+ */
+function streamUpload(path: string, headers: Record<string, string>, total: number): Promise<{ status: number; body: string; sent: number }> {
+  const u = new URL(stack.apiUrl);
+  return new Promise((resolve, reject) => {
+    let sent = 0;
+    let answered = false;
+    const req = request({ host: u.hostname, port: u.port, method: "POST", path, headers: { ...headers, "transfer-encoding": "chunked" } }, (res) => {
+      answered = true;
+      const sentAtAnswer = sent;
+      let data = "";
+      res.on("data", (c) => (data += c));
+      res.on("end", () => {
+        resolve({ status: res.statusCode ?? 0, body: data, sent: sentAtAnswer });
+        req.destroy();
+      });
+    });
+    req.on("error", (e) => answered || reject(e));
+    const chunk = Buffer.alloc(1024 * 1024);
+    const pump = () => {
+      while (!answered && sent < total) {
+        sent += chunk.length;
+        if (!req.write(chunk)) return void req.once("drain", pump);
+      }
+      if (!answered) req.end();
+    };
+    pump();
+  });
+}
+
+describe("upload limits", () => {
+  const MiB = 1024 * 1024;
+
+  it("a chunked upload past the 50 MB limit is refused while streaming, not after buffering it whole", async () => {
+    expect((await createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.createBucket("unlimited", { public: false })).error).toBeNull();
+    const auth = { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "application/octet-stream" };
+    const r = await streamUpload("/storage/v1/object/unlimited/zeros.bin", auth, 200 * MiB);
+    expect(r.status).toBe(413);
+    expect(JSON.parse(r.body)).toMatchObject({ error: "Payload too large" });
+    // The answer came once the limit was passed: what was written by then is the limit plus what
+    // socket buffers hold, far from the 200 MiB a buffering server reads before answering.
+    expect(r.sent).toBeLessThan(120 * MiB);
+    expect(await db.sql`select name from storage.objects where bucket_id = 'unlimited'`).toEqual([]);
+    expect(allFiles(join(stack.storageRoot, "unlimited"))).toEqual([]);
+
+    // The same upload under the limit is stored whole, with its size and hash.
+    const ok = await streamUpload("/storage/v1/object/unlimited/small.bin", auth, 3 * MiB);
+    expect(ok.status).toBe(200);
+    expect(await db.sql`select (metadata->>'size')::int as size, metadata->>'eTag' as etag from storage.objects where name = 'small.bin'`)
+      .toEqual([{ size: 3 * MiB, etag: `"${createHash("md5").update(Buffer.alloc(3 * MiB)).digest("hex")}"` }]);
+  }, 60_000);
+
+  it("a bucket's own file size limit stops a streamed upload the same way", async () => {
+    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    expect((await admin.createBucket("capped", { public: false, fileSizeLimit: "1MB" })).error).toBeNull();
+    const auth = { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "application/octet-stream" };
+    const r = await streamUpload("/storage/v1/object/capped/two.bin", auth, 128 * MiB);
+    expect(r.status).toBe(413);
+    expect(r.sent).toBeLessThan(64 * MiB);
+    // Multipart (a Blob through supabase-js) too.
+    const blob = await admin.from("capped").upload("blob.bin", new Blob([new Uint8Array(2 * MiB)]));
+    expect(blob.error).toMatchObject({ statusCode: "413" });
+    expect(await db.sql`select name from storage.objects where bucket_id = 'capped'`).toEqual([]);
+  }, 60_000);
+
+  it("an object name the disk cannot hold is a 400 InvalidKey that shows no server path", async () => {
+    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("unlimited");
+    for (const name of ["n".repeat(300), `dir/${"é".repeat(130)}.txt`, `${"a/".repeat(520)}x`]) {
+      const r = await rawRequest("POST", `/storage/v1/object/unlimited/${encodeURIComponent(name).replace(/%2F/g, "/")}`,
+        { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "text/plain" }, "x");
+      expect({ len: name.length, status: r.status }).toEqual({ len: name.length, status: 400 });
+      expect(JSON.parse(r.body)).toMatchObject({ error: "InvalidKey" });
+      expect(r.body).not.toContain(stack.dataDir);
+      expect(r.body).not.toContain("/tmp");
+    }
+    const viaJs = await s.upload("n".repeat(300), "x", { contentType: "text/plain" });
+    expect(viaJs.error?.message).not.toContain(stack.dataDir);
+    expect(await db.sql`select name from storage.objects where bucket_id = 'unlimited' and name <> 'small.bin'`).toEqual([]);
+  });
+});
 
 describe("storage through supabase-js", () => {
   it("creates, gets and lists buckets (rows in storage.buckets)", async () => {

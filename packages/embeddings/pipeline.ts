@@ -144,7 +144,7 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
     }
     result.claimed += jobs.length;
     result.batches += 1;
-    await processBatch(sql, provider, o, jobs, limit, result, pacer);
+    await processBatch(sql, provider, o, jobs, limit, result, pacer, deadline);
     if (result.fatalError) {
       o.log?.(`stopping: ${result.fatalError}`);
       break;
@@ -188,6 +188,7 @@ async function processBatch(
   limit: ReturnType<typeof pLimit>,
   result: ProcessResult,
   pacer: ProviderPacer | undefined,
+  deadline: number,
 ): Promise<void> {
   const maxChunk = Math.min(provider.limits.maxTokensPerInput, 8191);
   const chunksByJob = new Map<string, PreparedChunk[]>();
@@ -230,7 +231,9 @@ async function processBatch(
   // Stop retrying well before the lease ends, so the jobs are given back, not found stuck; the
   // margin leaves time for the write (5 s, or a fifth of a short lease).
   const margin = Math.min(5_000, o.leaseSeconds * 200);
-  const retryDeadline = Math.min(Date.now() + o.budgetMs, leaseEnd - margin);
+  // Nor past the invocation's own budget: the platform ends an invocation at its wall clock, and
+  // jobs it still held would wait out their lease (minutes) before anyone could take them.
+  const retryDeadline = Math.min(deadline, leaseEnd - margin);
 
   const failJobs = (jobIds: Iterable<string>, f: JobFailure) => {
     for (const id of jobIds) if (!failures.has(id) || f.permanent) failures.set(id, f);
@@ -245,7 +248,7 @@ async function processBatch(
         await pacer?.reserve(requestTokens, retryDeadline - 1_000);
         result.providerCalls += 1;
         // No request may outlive the jobs' lease: a hung provider gives the jobs back, never strands them.
-        const signal = AbortSignal.timeout(Math.max(1, leaseEnd - margin - Date.now()));
+        const signal = AbortSignal.timeout(Math.max(1, retryDeadline - Date.now()));
         try {
           const r = await provider.embed(idx.map((i) => items[i].text), { signal });
           await pacer?.learn(r.rateLimits);
@@ -267,6 +270,19 @@ async function processBatch(
     } catch (e) {
       if (e instanceof BudgetDeferredError) {
         failJobs(idx.flatMap((i) => [...items[i].jobs]), { error: e.message, permanent: false, retryAfterMs: e.waitMs, deferred: true });
+        return;
+      }
+      if (Date.now() >= deadline - 1_000 && !(e instanceof EmbeddingProviderError && e.isBadInput)) {
+        // The invocation's time is up (its request was cut, or no retry fits): the jobs go back
+        // untried and ready at once, for the successor this invocation asks for, instead of being
+        // held to the end of the lease or sent into a backoff for the machine's slowness.
+        result.outOfBudget = true;
+        failJobs(idx.flatMap((i) => [...items[i].jobs]), {
+          error: `given back untried: the invocation's ${o.budgetMs} ms budget ran out first`,
+          permanent: false,
+          retryAfterMs: 0,
+          deferred: true,
+        });
         return;
       }
       if (e instanceof EmbeddingProviderError && e.isBadInput) {

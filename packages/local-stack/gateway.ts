@@ -31,7 +31,16 @@ export interface GatewayOptions {
   log: (line: string) => void;
   /** Wall-clock limit of one function call (the hosted free plan's 150 s). */
   functionTimeoutMs?: number;
+  /** Largest request body a function call may carry (default FUNCTION_BODY_LIMIT_BYTES). */
+  functionBodyLimitBytes?: number;
 }
+
+/**
+ * A function call's body is read whole by the gateway before it is forwarded, so it is bounded: the
+ * functions take small JSON bodies, and a streamed body of a few MB that a function answers without
+ * reading made the Deno side reset the connection (a 502 instead of an answer).
+ */
+export const FUNCTION_BODY_LIMIT_BYTES = 1024 * 1024;
 
 export interface Gateway {
   url: string;
@@ -44,6 +53,19 @@ const CORS = {
   "access-control-allow-headers": "authorization, x-client-info, apikey, content-type, x-upsert, cache-control, x-metadata, x-supabase-api-version",
   "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD",
 };
+
+/**
+ * True when a path segment is `.` or `..`, percent-encoded or not (`%2e%2e`, `.%2E`), or holds a
+ * backslash, which URL parsers treat as a slash. Such a path would be resolved by whoever parses it
+ * next, after the gateway chose the route and its checks from the unresolved one.
+ */
+export function hasDotSegment(path: string): boolean {
+  if (path.includes("\\")) return true;
+  return path.split("/").some((seg) => {
+    const d = seg.replace(/%2e/gi, ".");
+    return d === "." || d === ".." || /%5c/i.test(seg);
+  });
+}
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -73,20 +95,77 @@ async function sendResponse(res: ServerResponse, r: Response, head = false): Pro
   });
 }
 
-function toWebRequest(req: IncomingMessage, url: string): Request {
+/**
+ * The request body as a web stream with backpressure, and `drain()`, which detaches it and reads the
+ * rest into nothing. A reader that stops early (a size limit, an error answered before the body)
+ * leaves the rest to drain() rather than destroying the socket: closing a socket with unread input
+ * makes the kernel reset the connection, and the client would lose the answer sent just before.
+ */
+function bodyStream(req: IncomingMessage): { stream: ReadableStream<Uint8Array>; drain: () => void } {
+  let onData: (chunk: Buffer) => void = () => {};
+  let onEnd = () => {};
+  let onError: (e: Error) => void = () => {};
+  const drain = () => {
+    req.off("data", onData).off("end", onEnd).off("error", onError);
+    if (!req.complete) req.resume();
+  };
+  const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      onData = (chunk) => {
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        if ((controller.desiredSize ?? 0) <= 0) req.pause();
+      };
+      onEnd = () => controller.close();
+      onError = (e) => controller.error(e);
+      req.on("data", onData).once("end", onEnd).once("error", onError);
+      req.pause();
+    },
+    pull() {
+      req.resume();
+    },
+    cancel: drain,
+  }, { highWaterMark: 256 * 1024, size: (c) => c.byteLength });
+  return { stream, drain };
+}
+
+function toWebRequest(req: IncomingMessage, url: string, body?: Uint8Array | ReadableStream<Uint8Array>): Request {
   const headers = new Headers();
+  const buffered = body instanceof Uint8Array;
   for (const [k, v] of Object.entries(req.headers)) {
     if (v === undefined || k === "host" || k === "connection") continue;
+    if (buffered && (k === "content-length" || k === "transfer-encoding")) continue;
     headers.set(k, Array.isArray(v) ? v.join(", ") : v);
   }
   const hasBody = req.method !== "GET" && req.method !== "HEAD";
   return new Request(url, {
     method: req.method,
     headers,
-    body: hasBody ? (Readable.toWeb(req) as ReadableStream) : undefined,
+    body: hasBody ? (body as BodyInit | undefined) : undefined,
     // @ts-expect-error Node's fetch needs duplex for a streamed request body; the DOM type lacks it.
-    duplex: hasBody ? "half" : undefined,
+    duplex: hasBody && !buffered ? "half" : undefined,
   });
+}
+
+/** The whole body, or null as soon as it passes `limit` bytes (the rest is drained, never kept). */
+async function readBodyUpTo(req: IncomingMessage, limit: number): Promise<Uint8Array | null> {
+  if (Number(req.headers["content-length"] ?? 0) > limit) {
+    req.resume();
+    return null;
+  }
+  const reader = bodyStream(req).stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks, size);
 }
 
 /** The verified caller of a Storage request (any of the accepted credentials), or null. */
@@ -112,6 +191,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const path = q >= 0 ? raw.slice(0, q) : raw;
     const search = q >= 0 ? raw.slice(q) : "";
     const method = (req.method ?? "GET").toUpperCase();
+    if (hasDotSegment(path)) {
+      return sendJson(res, 400, { code: "INVALID_PATH", message: "dot segments ('.', '..', encoded or not) and backslashes are not allowed in a request path" });
+    }
     if (method === "OPTIONS") {
       res.writeHead(204, CORS);
       res.end();
@@ -140,7 +222,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       }
       const base = opts.functionsUrl();
       if (!base) return sendJson(res, 503, { code: "UNAVAILABLE", message: "functions runtime is not running" });
-      const inbound = toWebRequest(req, `${base}/${name}${sub}${search}`);
+      const limit = opts.functionBodyLimitBytes ?? FUNCTION_BODY_LIMIT_BYTES;
+      const body = method === "GET" || method === "HEAD" ? undefined : await readBodyUpTo(req, limit);
+      if (body === null) {
+        return sendJson(res, 413, { code: "PAYLOAD_TOO_LARGE", message: `request body exceeds the ${limit} byte limit of a function call`, limit });
+      }
+      const inbound = toWebRequest(req, `${base}/${name}${sub}${search}`, body);
       let upstream: Response;
       try {
         upstream = await fetch(inbound, { signal: AbortSignal.timeout(opts.functionTimeoutMs ?? 150_000), redirect: "manual" });
@@ -155,8 +242,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
 
     if (path.startsWith("/storage/v1/")) {
-      const r = await opts.storage(toWebRequest(req, `http://local${path}${search}`), path.slice("/storage/v1/".length));
-      return await sendResponse(res, r, method === "HEAD");
+      const body = bodyStream(req);
+      const r = await opts.storage(toWebRequest(req, `http://local${path}${search}`, body.stream), path.slice("/storage/v1/".length));
+      await sendResponse(res, r, method === "HEAD");
+      return body.drain();
     }
 
     if (path === "/auth/v1/.well-known/jwks.json" && (method === "GET" || method === "HEAD")) return sendJson(res, 200, opts.jwks);

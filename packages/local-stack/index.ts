@@ -107,7 +107,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
     stoppers.push(() => sql.end({ timeout: 2 }));
     const auth = gatewayAuthConfig(keys);
-    const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(auth, req), signingSecret: keys.jwtSecret });
+    const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(auth, req), signingSecret: keys.jwtSecret, log });
     let apiUrl = "";
     const authApi = createAuthApi({ sql, auth, signingJwk: keys.signingJwk, jwks: keys.jwks, issuer: () => `${apiUrl}/auth/v1` });
     const gateway: Gateway = await startGateway({
@@ -134,7 +134,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const migrated = dbReady.then(() =>
       (opts.migrate ?? true)
         ? migrateIfBehind(dbUrl).then((out) => {
-          for (const line of out.split("\n")) if (line.trim() && !/deprecated/.test(line)) log(`[migrate] ${line.trim()}`);
+          for (const line of out.split("\n")) if (line.trim()) log(`[migrate] ${line.trim()}`);
           log(`[migrate] done at ${ms(t0)} ms`);
         })
         : undefined

@@ -23,7 +23,7 @@ export async function applyPlatformBootstrap(dbUrl: string): Promise<void> {
 export async function pushMigrations(dbUrl: string): Promise<string> {
   const bin = fileURLToPath(new URL("node_modules/.bin/supabase", `file://${root}`));
   return await new Promise((resolve, reject) => {
-    const child = spawn(bin, ["db", "push", "--db-url", withSslDisabled(dbUrl), "--yes", "--workdir", root], {
+    const child = spawn(bin, ["db", "push", `--remote=${withSslDisabled(dbUrl)}`, "--yes", "--workdir", root], {
       cwd: root,
       env: { ...process.env, SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" },
       stdio: ["ignore", "pipe", "pipe"],

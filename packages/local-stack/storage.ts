@@ -14,7 +14,7 @@
 // old version behind (harmless). Reads always follow the row, whose file always exists.
 import { createHash, createHmac, randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, link, mkdir, readdir, rename, rmdir, stat, unlink, writeFile } from "node:fs/promises";
+import { copyFile, link, mkdir, open, readdir, rename, rmdir, stat, unlink } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
 import { Readable } from "node:stream";
 import { jwtVerify, SignJWT } from "jose";
@@ -35,6 +35,8 @@ export interface StorageContext {
   maxUploadBytes?: number;
   /** Signed-URL tokens are HS256 under a key derived from this (the project's JWT secret); random per process if absent. */
   signingSecret?: string;
+  /** Where an unexpected error's detail goes; the caller gets a 500 without it (it can hold server paths). */
+  log?: (line: string) => void;
 }
 
 class HttpError extends Error {
@@ -68,13 +70,15 @@ export function validBucketId(id: string): string {
 export function validObjectName(name: string): string {
   const bad = (why: string) => new HttpError(400, "InvalidKey", `invalid object key (${why}): ${JSON.stringify(name)}`);
   if (typeof name !== "string" || name.length === 0) throw bad("empty");
-  if (name.length > 1024) throw bad("too long");
+  if (Buffer.byteLength(name) > 1024) throw bad("longer than 1024 bytes");
   if (name.startsWith("/")) throw bad("absolute path");
   // deno-lint-ignore no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(name)) throw bad("control character or NUL");
   if (name.includes("\\")) throw bad("backslash");
   for (const seg of name.split("/")) {
     if (seg === "" || seg === "." || seg === "..") throw bad(seg === "" ? "empty segment" : "dot segment");
+    // Each segment is a directory on disk, and file systems cap a name at 255 bytes.
+    if (Buffer.byteLength(seg) > 255) throw bad("a segment longer than 255 bytes");
   }
   return name;
 }
@@ -91,6 +95,21 @@ function decodeSegments(raw: string[]): string[] {
     if (d.includes("/")) throw new HttpError(400, "InvalidKey", "encoded slash in path segment");
     return d;
   });
+}
+
+const tooLarge = () => new HttpError(413, "Payload too large", "The object exceeded the maximum allowed size");
+
+/** `body` passed through, erroring (and calling `onOver`) once more than `limit` bytes went by. */
+function capped(body: ReadableStream<Uint8Array>, limit: number, onOver: () => void): ReadableStream<Uint8Array> {
+  let seen = 0;
+  return body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      seen += chunk.byteLength;
+      if (seen <= limit) return controller.enqueue(chunk);
+      onOver();
+      controller.error(tooLarge());
+    },
+  }));
 }
 
 function contained(root: string, ...parts: string[]): string {
@@ -238,52 +257,78 @@ export function createStorageHandler(ctx: StorageContext) {
   async function upload(req: Request, caller: StorageCaller, bucketId: string, name: string, method: "POST" | "PUT"): Promise<Response> {
     const bucket = await bucketForWrite(bucketId);
     const upsert = method === "PUT" || (req.headers.get("x-upsert") ?? "false").toLowerCase() === "true";
-    let bytes: Uint8Array;
     let mimetype = req.headers.get("content-type") ?? "application/octet-stream";
     let cacheControl = req.headers.get("cache-control") ?? "no-cache";
     let userMetadata: Record<string, unknown> | null = null;
+    const bucketLimit = bucket.file_size_limit === null ? null : Number(bucket.file_size_limit);
+    const limit = Math.min(maxUpload, bucketLimit ?? Infinity);
     const declared = Number(req.headers.get("content-length") ?? "0");
-    if (declared > maxUpload) throw new HttpError(413, "Payload too large", "The object exceeded the maximum allowed size");
+    if (declared > maxUpload) throw tooLarge();
+    const version = randomUUID();
+    const finalPath = versionPath(bucketId, name, version);
+    const tmp = `${finalPath}.tmp`;
+    let body: ReadableStream<Uint8Array> = req.body ?? new ReadableStream({ start: (c) => c.close() });
     if (mimetype.toLowerCase().startsWith("multipart/form-data")) {
-      const form = await req.formData();
+      // The form is parsed in memory, so the stream is capped first (with room for the form's own
+      // parts): past that, reading stops instead of buffering the rest.
+      let over = false;
+      const form = await new Response(capped(body, limit + 64 * 1024, () => (over = true)), { headers: { "content-type": mimetype } })
+        .formData()
+        .catch(() => {
+          throw over ? tooLarge() : new HttpError(400, "InvalidRequest", "malformed multipart body");
+        });
       let file: File | null = null;
       for (const [, v] of form.entries()) if (typeof v !== "string") file = file ?? v;
       if (!file) throw new HttpError(400, "InvalidRequest", "multipart body without a file");
-      bytes = new Uint8Array(await file.arrayBuffer());
+      body = file.stream();
       mimetype = file.type || "application/octet-stream";
       const cc = form.get("cacheControl");
       if (typeof cc === "string") cacheControl = /^\d+$/.test(cc) ? `max-age=${cc}` : cc;
       const md = form.get("metadata");
       if (typeof md === "string") userMetadata = JSON.parse(md);
     } else {
-      bytes = new Uint8Array(await req.arrayBuffer());
       const xm = req.headers.get("x-metadata");
       if (xm) userMetadata = JSON.parse(Buffer.from(xm, "base64").toString("utf8"));
     }
-    if (bytes.byteLength > maxUpload) throw new HttpError(413, "Payload too large", "The object exceeded the maximum allowed size");
-    const limit = bucket.file_size_limit === null ? null : Number(bucket.file_size_limit);
-    if (limit !== null && bytes.byteLength > limit) throw new HttpError(413, "Payload too large", "The object exceeded the maximum allowed size");
     if (bucket.allowed_mime_types?.length) {
       const base = mimetype.split(";")[0].trim();
       const allowed = bucket.allowed_mime_types.some((p) => p === base || (p.endsWith("/*") && base.startsWith(p.slice(0, -1))));
       if (!allowed) throw new HttpError(415, "invalid_mime_type", `mime type ${base} is not supported`);
     }
 
-    const version = randomUUID();
-    const finalPath = versionPath(bucketId, name, version);
+    // Streamed to disk, counting and hashing on the way: an upload past the limit (a chunked one
+    // declares no length) stops there, with nothing kept in memory.
     await mkdir(dirname(finalPath), { recursive: true });
-    const tmp = `${finalPath}.tmp`;
-    await writeFile(tmp, bytes);
+    const md5 = createHash("md5");
+    let size = 0;
+    const reader = body.getReader();
+    const file = await open(tmp, "w");
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        size += value.byteLength;
+        if (size > limit) throw tooLarge();
+        md5.update(value);
+        await file.write(value);
+      }
+    } catch (e) {
+      await reader.cancel().catch(() => {});
+      await file.close();
+      await removeFile(tmp);
+      throw e;
+    }
+    await file.close();
     await rename(tmp, finalPath);
 
     const now = new Date();
     const metadata = {
-      eTag: `"${createHash("md5").update(bytes).digest("hex")}"`,
-      size: bytes.byteLength,
+      eTag: `"${md5.digest("hex")}"`,
+      size,
       mimetype,
       cacheControl,
       lastModified: now.toISOString(),
-      contentLength: bytes.byteLength,
+      contentLength: size,
       httpStatusCode: 200,
     };
     const owner = typeof caller.claims.sub === "string" ? caller.claims.sub : null;
@@ -588,7 +633,8 @@ export function createStorageHandler(ctx: StorageContext) {
       if (pgCode === "42501") return errorBody(403, "Unauthorized", (e as Error).message); // RLS / privilege
       if (pgCode === "23503") return errorBody(404, "Bucket not found", "Bucket not found");
       if (pgCode === "23505") return errorBody(409, "Duplicate", "The resource already exists");
-      return errorBody(500, "internal", e instanceof Error ? e.message : String(e));
+      ctx.log?.(`[storage] ${req.method} ${rawPath}: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+      return errorBody(500, "internal", "internal error (the local stack's log has the detail)");
     }
   };
 }

@@ -157,6 +157,8 @@ begin
         err := null;
         begin
           perform pg_catalog.set_config('maintenance_work_mem', cfg.bulk_segment_build_mem_mb || 'MB', true);
+          -- Leaves cores to live work (bulk_segment_build_workers, 20260121000000).
+          perform pg_catalog.set_config('max_parallel_maintenance_workers', cfg.bulk_segment_build_workers::text, true);
           execute format('create index %I on private.%I %s', part || '_embedding_hnsw', part, spec);
         exception when others then
           err := sqlerrm;
@@ -308,6 +310,8 @@ begin
   t0 := clock_timestamp();
   begin
     perform pg_catalog.set_config('maintenance_work_mem', cfg.bulk_segment_build_mem_mb || 'MB', true);
+    -- Leaves cores to live work (bulk_segment_build_workers, 20260121000000).
+    perform pg_catalog.set_config('max_parallel_maintenance_workers', cfg.bulk_segment_build_workers::text, true);
     execute format('insert into private.%I (%s, segment) %s', part, cols, sources);
     get diagnostics n = row_count;
     t_build := clock_timestamp();

@@ -38,6 +38,9 @@ const BENCH_VOCABULARY = "le la les un une des du de article code civil pénal t
   "garantie clause résiliation préavis licenciement indemnité congé formation retraite pension sécurité sociale " +
   "santé maladie accident famille mariage divorce enfant garde succession héritier testament donation";
 const log = (m: string) => console.error(`[bench] ${m}`);
+/** What went wrong in this run; printed with the table, which is still written (a missed target, not a lost run). */
+const problems: string[] = [];
+const PIPELINE_DEADLINE_MS = 15 * 60_000;
 
 const adminUrl = await ensureTestServer(log);
 const dbName = `bench_embeddings_${Date.now().toString(36)}`;
@@ -131,11 +134,26 @@ try {
   let t0 = performance.now();
   // Like the cron fan-out: 4 parallel invocations; an invocation stops claiming before its
   // wall-clock budget ends, so the next round continues until the queue is empty.
+  // A round that finds nothing to claim while jobs are left waits for the next one to be due (a
+  // retry's backoff, a lease) instead of counting against the run.
   const runs: Record<string, number>[] = [];
-  for (let round = 0; (await pending()) > 0; round++) {
-    if (round >= 10) throw new Error(`pipeline left ${await pending()} jobs after 10 rounds`);
-    runs.push(...await Promise.all(Array.from({ length: 4 }, () => invoke({ action: "process", batchSize: 500 }))));
+  while ((await pending()) > 0) {
+    if (performance.now() - t0 > PIPELINE_DEADLINE_MS) {
+      problems.push(`pipeline: ${await pending()} jobs left after ${PIPELINE_DEADLINE_MS / 60_000} minutes`);
+      break;
+    }
+    const round = await Promise.all(Array.from({ length: 4 }, () => invoke({ action: "process", batchSize: 500 })));
+    runs.push(...round);
+    if (round.every((r) => r.claimed === 0)) {
+      const [next] = await sql<{ due_in_ms: number | null; leased: number }[]>`
+        select (extract(epoch from min(run_at) filter (where status = 'pending') - now()) * 1000)::float8 as due_in_ms,
+               count(*) filter (where status = 'processing')::int as leased
+        from embedding_sync_queue where status in ('pending', 'processing')`;
+      log(`pipeline: nothing claimable, ${await pending()} jobs left (${next.leased} leased, next due in ${Math.round(next.due_in_ms ?? 0)} ms)`);
+      await new Promise((r) => setTimeout(r, Math.min(5_000, Math.max(250, next.due_in_ms ?? 1_000))));
+    }
   }
+  const pipelineJobsLeft = await pending();
   const pipelineMs = performance.now() - t0;
   const pipelineRowsPerS = ROWS / (pipelineMs / 1000);
   const pipelineRequests = fake.stats.ok;
@@ -209,7 +227,10 @@ try {
       const [hit] = await sql`select 1 from documentation_embeddings
                               where source_table = 'bench_docs' and source_id = ${String(id)} and content like ${"%" + marker}`;
       if (hit) break;
-      if (performance.now() - committed > 30_000) throw new Error(`update ${i} not searchable after 30 s`);
+      if (performance.now() - committed > 30_000) {
+        problems.push(`update ${i} not searchable after 30 s (counted as 30,000 ms)`);
+        break;
+      }
       await new Promise((r) => setTimeout(r, 20));
     }
     latencies.push(performance.now() - committed);
@@ -225,6 +246,7 @@ try {
     cpus: availableParallelism(),
     provider_latency_ms: PROVIDER_LATENCY_MS,
     pipeline_rows_per_s: Math.round(pipelineRowsPerS),
+    pipeline_jobs_left: pipelineJobsLeft,
     pipeline_provider_requests: pipelineRequests,
     baseline_rows_per_s: Number(baselineRowsPerS.toFixed(1)),
     baseline_rows_measured: baselineDone,
@@ -237,28 +259,41 @@ try {
     peak_rss_mb: Number(rssSingle.hwm.toFixed(1)),
     peak_rss_mb_4_parallel: Number(Math.max(rss.hwm, rssAfter.hwm).toFixed(1)),
     deno_v8_flags: V8_FLAGS || null,
+    problems,
+    missed: [] as string[],
   };
+  // [metric, value, note, target]: a target is checked in this run and a miss is marked, not thrown.
+  const atMost = (limit: number) => (v: number) => v <= limit;
+  const atLeast = (limit: number) => (v: number) => v >= limit;
+  const rowsOut: [string, number, string, ((v: number) => boolean)?][] = [
+    ["pipeline_rows_per_s", result.pipeline_rows_per_s, `${ROWS} rows, ${pipelineRequests} provider requests`],
+    ["pipeline_jobs_left", result.pipeline_jobs_left, "jobs not done when the pipeline part ended; target 0", atMost(0)],
+    ["baseline_rows_per_s", result.baseline_rows_per_s,
+      result.baseline_extrapolated ? `measured on ${baselineDone} of the ${ROWS} rows, rate extrapolated` : `${ROWS} rows`],
+    ["ratio", result.ratio, "reported, no target: the baseline is latency-bound, the pipeline index-bound (issue #9)"],
+    ["queue_jobs_per_s", result.queue_jobs_per_s, "claim+complete, 4 workers; target >= 10,000", atLeast(10_000)],
+    ["latency_p50_ms", result.latency_p50_ms, "UPDATE commit -> searchable, webhook; target <= 2,000", atMost(2_000)],
+    ["latency_p95_ms", result.latency_p95_ms, "target <= 5,000", atMost(5_000)],
+    ["unchanged_resync_provider_calls", result.unchanged_resync_provider_calls, "target 0", atMost(0)],
+    ["peak_rss_mb", result.peak_rss_mb, `Deno functions VmHWM, one invocation at batchSize 500 (DENO_V8_FLAGS=${V8_FLAGS || "none"}); target <= 200`, atMost(200)],
+    ["peak_rss_mb_4_parallel", result.peak_rss_mb_4_parallel, "same process serving the 4 parallel pipeline invocations"],
+  ];
+  const marks = rowsOut.map(([k, v, , ok]) => {
+    if (!ok) return "";
+    if (Number.isFinite(v) && ok(v)) return "met";
+    result.missed.push(k);
+    return "MISSED";
+  });
   mkdirSync(".bench", { recursive: true });
   writeFileSync(".bench/embeddings.json", JSON.stringify(result, null, 2) + "\n");
-
-  const rowsOut: [string, string, string][] = [
-    ["pipeline_rows_per_s", String(result.pipeline_rows_per_s), `${ROWS} rows, ${pipelineRequests} provider requests`],
-    ["baseline_rows_per_s", String(result.baseline_rows_per_s),
-      result.baseline_extrapolated ? `measured on ${baselineDone} of the ${ROWS} rows, rate extrapolated` : `${ROWS} rows`],
-    ["ratio", String(result.ratio), "reported, no target: the baseline is latency-bound, the pipeline index-bound (issue #9)"],
-    ["queue_jobs_per_s", String(result.queue_jobs_per_s), "claim+complete, 4 workers; target >= 10,000"],
-    ["latency_p50_ms", String(result.latency_p50_ms), "UPDATE commit -> searchable, webhook; target <= 2,000"],
-    ["latency_p95_ms", String(result.latency_p95_ms), "target <= 5,000"],
-    ["unchanged_resync_provider_calls", String(result.unchanged_resync_provider_calls), "target 0"],
-    ["peak_rss_mb", String(result.peak_rss_mb), `Deno functions VmHWM, one invocation at batchSize 500 (DENO_V8_FLAGS=${V8_FLAGS || "none"}); target <= 200`],
-    ["peak_rss_mb_4_parallel", String(result.peak_rss_mb_4_parallel), "same process serving the 4 parallel pipeline invocations"],
-  ];
   const w0 = Math.max(...rowsOut.map((r) => r[0].length));
-  const w1 = Math.max(...rowsOut.map((r) => r[1].length));
+  const w1 = Math.max(...rowsOut.map((r) => String(r[1]).length));
   console.log(`embedding sync benchmark (fake OpenAI +${PROVIDER_LATENCY_MS} ms/request, real PostgreSQL, ` +
     `${result.cpus} CPUs, load average ${result.load_avg_1m_at_end} at the end)`);
-  console.log(`${"metric".padEnd(w0)}  ${"value".padStart(w1)}  note`);
-  for (const [k, v, n] of rowsOut) console.log(`${k.padEnd(w0)}  ${v.padStart(w1)}  ${n}`);
+  console.log(`${"metric".padEnd(w0)}  ${"value".padStart(w1)}  ${"target".padEnd(6)}  note`);
+  rowsOut.forEach(([k, v, n], i) => console.log(`${k.padEnd(w0)}  ${String(v).padStart(w1)}  ${marks[i].padEnd(6)}  ${n}`));
+  for (const p of problems) console.log(`problem: ${p}`);
+  if (result.missed.length) console.log(`MISSED: ${result.missed.join(", ")}`);
   console.log(`written to .bench/embeddings.json`);
 } finally {
   await stack?.stop();

@@ -133,6 +133,35 @@ begin
   end $f$;
 end $$;
 
+-- cron.alter_job, pg_cron's way to pause a job (active => false) or change it in place; null leaves a
+-- field as it is. A block of its own, so a stand-in created before it gained the function gets it too.
+do $$
+begin
+  if not exists (select from pg_namespace
+                 where nspname = 'cron' and obj_description(oid, 'pg_namespace') = 'local-stack pg_cron stand-in') then
+    return;
+  end if;
+  create or replace function cron.alter_job(
+    job_id bigint,
+    schedule text default null,
+    command text default null,
+    database text default null,
+    username text default null,
+    active boolean default null
+  ) returns void
+  language plpgsql as $f$
+  begin
+    update cron.job j set
+      schedule = coalesce(alter_job.schedule, j.schedule),
+      command = coalesce(alter_job.command, j.command),
+      database = coalesce(alter_job.database, j.database),
+      username = coalesce(alter_job.username, j.username),
+      active = coalesce(alter_job.active, j.active)
+    where j.jobid = job_id;
+    if not found then raise exception 'could not find valid entry for job %', job_id; end if;
+  end $f$;
+end $$;
+
 -- Vault -------------------------------------------------------------------------------------------
 do $$
 begin
