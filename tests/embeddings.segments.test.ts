@@ -276,7 +276,7 @@ describe("bulk segments", () => {
     const P = "seg_parallel";
     await sql.unsafe(`create table ${P} (id int primary key, body text)`);
     await sql`select register_embedding_source(${P})`;
-    await sql`update embedding_sync_settings set bulk_segment_min_rows = 300, bulk_segment_max_rows = 100000`;
+    await sql`update embedding_sync_settings set bulk_segment_min_rows = 300, bulk_segment_max_rows = 100000, segment_merges_enabled = false`;
     // Builds a fresh segment of 400 rows whose table asks for 2 parallel workers, as a segment past
     // min_parallel_table_scan_size would get by default; returns the workers pgvector says it used.
     const build = async (from: number) => {

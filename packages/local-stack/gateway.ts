@@ -250,7 +250,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
     if (path === "/auth/v1/.well-known/jwks.json" && (method === "GET" || method === "HEAD")) return sendJson(res, 200, opts.jwks);
     if (path.startsWith("/auth/v1/") && opts.authApi) {
-      const r = await opts.authApi(toWebRequest(req, `http://local${path}${search}`), path.slice("/auth/v1".length));
+      const authBody = method === "GET" || method === "HEAD" ? undefined : await readBodyUpTo(req, FUNCTION_BODY_LIMIT_BYTES);
+      if (authBody === null) {
+        return sendJson(res, 413, { code: "PAYLOAD_TOO_LARGE", message: `request body exceeds the ${FUNCTION_BODY_LIMIT_BYTES} byte limit`, limit: FUNCTION_BODY_LIMIT_BYTES });
+      }
+      const r = await opts.authApi(toWebRequest(req, `http://local${path}${search}`, authBody), path.slice("/auth/v1".length));
       return await sendResponse(res, r, method === "HEAD");
     }
 
