@@ -172,7 +172,7 @@ export async function startDurableCluster(opts: DurableClusterOptions = {}): Pro
     }
   };
 
-  const start = async (): Promise<number> => {
+  const startOnce = async (): Promise<number> => {
     const t0 = Date.now();
     // postgres itself (not pg_ctl), detached in its own process group so a Ctrl-C of ours does not reach it.
     const child = spawn(`${BIN}/postgres`, ["-D", dataDir], {
@@ -188,6 +188,20 @@ export async function startDurableCluster(opts: DurableClusterOptions = {}): Pro
     ]);
     log(`[pg] up on ${port} (pid ${child.pid}) in ${Date.now() - t0} ms`);
     return child.pid!;
+  };
+  // After a SIGKILL, a backend of the old server that has not yet noticed its postmaster's death still
+  // holds the shared memory, and a new postmaster exits at once ("pre-existing shared memory block is
+  // still in use"). That clears by itself within seconds: try again, as an operator's restart would.
+  const start = async (): Promise<number> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await startOnce();
+      } catch (e) {
+        if (attempt >= 10 || !/exited during start-up/.test(String(e))) throw e;
+        log(`[pg] ${String(e)}; trying again`);
+        await sleep(1_000);
+      }
+    }
   };
 
   writeFileSync(join(dataDir, "pg_hba.conf"), "local all all trust\nhost all all 127.0.0.1/32 trust\n");
