@@ -340,7 +340,13 @@ describe("process pipeline", () => {
     await makeTable("many_items");
     await db.sql`insert into many_items (id, title, body) select g, 'ligne ' || g, md5(g::text) from generate_series(1, 2000) g`;
     fake.resetStats();
-    const results = await Promise.all(Array.from({ length: 8 }, () => run({ batchSize: 100 })));
+    // A request cut by its client timeout is retried, and the provider may have served it: on a
+    // loaded machine that is a second embedding of the same inputs, which is not what this test is
+    // about. No timeout or lease can end within this test, so any duplicate is a double claim.
+    const patient = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 600_000 });
+    const results = await Promise.all(Array.from({ length: 8 }, () =>
+      processEmbeddingQueue(db.sql, patient, { workerId: `test-${++workers}`, batchSize: 100, budgetMs: 600_000, leaseSeconds: 900, concurrency: 2, maxAttempts: 4 })));
+    expect(results.reduce((n, r) => n + r.providerCalls, 0)).toBe(fake.stats.requests);
     expect(results.reduce((n, r) => n + r.claimed, 0)).toBe(2000);
     expect(await queueStatus("many_items")).toEqual([{ status: "completed", n: 2000 }]);
     expect(await chunks("many_items")).toHaveLength(2000);
