@@ -15,12 +15,8 @@ function dbRole(caller: Caller): "service_role" | "authenticated" | "anon" {
 export async function withCallerRights<T>(sql: postgres.Sql, caller: Caller, fn: (tx: Tx) => Promise<T>): Promise<T> {
   const claims = caller.claims ?? { role: caller.role };
   return await sql.begin(async (tx) => {
-    const role = dbRole(caller);
-    // Identifiers cannot be bound: the role is one of three literals above.
-    if (role === "service_role") await tx`set local role service_role`;
-    else if (role === "authenticated") await tx`set local role authenticated`;
-    else await tx`set local role anon`;
-    await tx`select set_config('request.jwt.claims', ${JSON.stringify(claims)}, true)`;
+    // One round trip, as PostgREST does it: set_config('role', …, true) is SET LOCAL ROLE.
+    await tx`select set_config('role', ${dbRole(caller)}, true), set_config('request.jwt.claims', ${JSON.stringify(claims)}, true)`;
     return await fn(tx);
   }) as T;
 }

@@ -7,7 +7,7 @@ import type { Caller } from "../core/auth.ts";
 import { pgUuid } from "../core/validation.ts";
 import type { EmbeddingProvider } from "../embeddings/provider.ts";
 import { embedQuery } from "./query-cache.ts";
-import { withCallerRights } from "./rights.ts";
+import { type Tx, withCallerRights } from "./rights.ts";
 
 const metadataValue = z.union([z.string().max(500), z.number(), z.boolean()]);
 
@@ -80,30 +80,42 @@ interface Row {
 export class ForeignConversation extends Error {}
 
 /**
- * Full-text candidates for a caller under RLS whose readable rows are too many for the exact plan (see
- * search_documents): the GIN index cannot serve a query under RLS, so the service ranks the matches and
- * hands them over in growing pages, each checked with the caller's rights, until a page holds `need`
- * rows the caller may read or every match was seen. The answer is the same as ranking the caller's own
- * matches: a chunk's rank does not depend on other chunks. Null: the exact plan needs none.
+ * The search with the caller's rights (see search_documents). Users who search text and may read more
+ * rows than the exact plan takes get full-text candidates: the GIN index cannot serve a query under
+ * RLS, so the service ranks the matches and hands them over in growing pages, each checked with the
+ * caller's rights, until a page holds `need` rows the caller may read or every match was seen. The
+ * answer is the same as ranking the caller's own matches: a chunk's rank does not depend on other chunks.
+ * Whether the caller reads broadly is asked once and passed on, so their rows are counted once.
  */
-async function textCandidatesFor(sql: postgres.Sql, caller: Caller, body: SearchBody, need: number): Promise<string[] | null> {
+async function searchRows(sql: postgres.Sql, caller: Caller, body: SearchBody, embedding: string | null): Promise<Row[]> {
   const filter = body.filter as postgres.JSONValue;
-  const broad = await withCallerRights(sql, caller, async (tx) => {
+  const search = (tx: Tx, candidates: string[] | null, broad: boolean | null) => tx<Row[]>`
+    select s.id, s.source_table, s.source_id, s.chunk_index, s.content, s.metadata, s.score, s.similarity
+      ${body.includeSource ? tx`, public.read_source_row(s.source_table, s.source_id) as source` : tx``}
+    from public.search_documents(${body.query}, ${embedding}::extensions.vector, ${body.matchCount},
+                                 ${body.mode}, ${tx.json(filter)}, 50, ${candidates}::bigint[], 1, 1, ${broad}) s`;
+  if (caller.role === "service_role" || body.mode === "vector") {
+    return await withCallerRights(sql, caller, (tx) => search(tx, null, null));
+  }
+  const small = await withCallerRights(sql, caller, async (tx) => {
     const [r] = await tx<{ broad: boolean }[]>`select public.search_reader_is_broad(${tx.json(filter)}) as broad`;
-    return r.broad;
+    return r.broad ? null : await search(tx, null, false);
   });
-  if (!broad) return null;
+  if (small) return small;
+  const need = body.mode === "hybrid" ? body.matchCount * 2 : body.matchCount;
   for (let pageSize = need * 8; ; pageSize *= 8) {
     const page = await sql<{ id: string }[]>`
       select id::text from private.search_text_ranked(${body.query}, ${sql.json(filter)}, ${pageSize})`;
     const ids = page.map((r) => r.id);
-    if (page.length < pageSize) return ids;
-    const readable = await withCallerRights(sql, caller, async (tx) => {
-      const [r] = await tx<{ n: number }[]>`
-        select count(*)::int as n from public.documentation_embeddings where id = any(${ids}::bigint[])`;
-      return r.n;
+    const rows = await withCallerRights(sql, caller, async (tx) => {
+      if (ids.length === pageSize) {
+        const [r] = await tx<{ n: number }[]>`
+          select count(*)::int as n from public.documentation_embeddings where id = any(${ids}::bigint[])`;
+        if (r.n < need) return null;
+      }
+      return await search(tx, ids, true);
     });
-    if (readable >= need) return ids;
+    if (rows) return rows;
   }
 }
 
@@ -123,18 +135,7 @@ export async function runSearch(
     embedding = q.vector;
     cached = q.cached;
   }
-  const need = body.mode === "hybrid" ? body.matchCount * 2 : body.matchCount;
-  const candidates = caller.role !== "service_role" && body.mode !== "vector"
-    ? await textCandidatesFor(sql, caller, body, need)
-    : null;
-  const rows = await withCallerRights(sql, caller, async (tx) => {
-    const found = await tx<Row[]>`
-      select s.id, s.source_table, s.source_id, s.chunk_index, s.content, s.metadata, s.score, s.similarity
-        ${body.includeSource ? tx`, public.read_source_row(s.source_table, s.source_id) as source` : tx``}
-      from public.search_documents(${body.query}, ${embedding}::extensions.vector, ${body.matchCount},
-                                   ${body.mode}, ${tx.json(body.filter as postgres.JSONValue)}, 50, ${candidates}::bigint[]) s`;
-    return found;
-  });
+  const rows = await searchRows(sql, caller, body, embedding);
   const results: SearchResult[] = rows.map((r) => ({
     source_table: r.source_table,
     source_id: r.source_id,

@@ -75,6 +75,9 @@ revoke all on function private.search_text_ranked(text, jsonb, int) from public,
 --   `similarity` is the cosine similarity whenever an embedding is given, so a log can tell a weak best
 --   match (an unanswered question) in every mode.
 --   filter: {"source_table": "..."} and/or keys contained in the chunk's metadata.
+--   reader_is_broad: search_reader_is_broad(filter), when the caller already asked it in this
+--   transaction (the search function does, to decide on text candidates): true skips counting the
+--   caller's rows again. It can only choose the plan, never widen what the caller sees.
 create function public.search_documents(
   query_text text,
   query_embedding extensions.vector,
@@ -84,7 +87,8 @@ create function public.search_documents(
   rrf_k int default 50,
   text_candidates bigint[] default null,
   full_text_weight double precision default 1,
-  semantic_weight double precision default 1
+  semantic_weight double precision default 1,
+  reader_is_broad boolean default null
 ) returns table (id bigint, source_table text, source_id text, chunk_index int, content text,
                  metadata jsonb, score double precision, similarity double precision)
 language plpgsql
@@ -128,7 +132,9 @@ begin
   if mode <> 'vector' then tsq := public.embedding_question_tsquery(query_text); end if;
 
   -- The plan: small (exact over the caller's rows, or over a filter's few chunks) or broad.
-  if under_rls then
+  if under_rls and reader_is_broad then
+    small := false;
+  elsif under_rls then
     select pg_catalog.array_agg(r.source_table), pg_catalog.array_agg(r.source_id), count(*)
       into key_tables, key_ids, n
     from embedding_rights.readable_keys(f->>'source_table', cap + 1) r;
@@ -245,12 +251,12 @@ as $$
 $$;
 
 revoke all on function public.search_exact_max_rows(), public.search_reader_is_broad(jsonb),
-  public.search_documents(text, extensions.vector, int, text, jsonb, int, bigint[], double precision, double precision),
+  public.search_documents(text, extensions.vector, int, text, jsonb, int, bigint[], double precision, double precision, boolean),
   public.match_documents(extensions.vector, int, jsonb),
   public.hybrid_search(text, extensions.vector, int, jsonb, double precision, double precision, int)
   from public, anon, authenticated;
 grant execute on function public.search_exact_max_rows(), public.search_reader_is_broad(jsonb),
-  public.search_documents(text, extensions.vector, int, text, jsonb, int, bigint[], double precision, double precision),
+  public.search_documents(text, extensions.vector, int, text, jsonb, int, bigint[], double precision, double precision, boolean),
   public.match_documents(extensions.vector, int, jsonb),
   public.hybrid_search(text, extensions.vector, int, jsonb, double precision, double precision, int)
   to authenticated, service_role;
