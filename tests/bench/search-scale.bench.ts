@@ -5,8 +5,8 @@
 //   vectors  256 dimensions stored as halfvec: what a project of this size picks. OpenAI's
 //            text-embedding-3 models take `dimensions`, and text-embedding-3-large at 256 scores above
 //            ada-002 at 1536 on MTEB (OpenAI's figures); halfvec halves the bytes again, so 1.3M chunks
-//            fit in memory on a mid-size compute (README's sizing table). Clustered: 400 centres,
-//            each chunk its centre plus noise, as real embeddings of a corpus on few subjects are.
+//            fit in memory on a mid-size compute (README's sizing table). Clustered: 400 topics, each
+//            chunk a point of its topic's six-dimensional patch plus a little noise (see bench_point).
 //   load     per stage (100k, 300k, 1M chunks; BENCH_STAGES to change), into loading segments of
 //            bulk_segment_max_rows chunks: a bulk job waiting in the queue makes the maintenance open
 //            a loading segment, the chunks are written into it (precomputed vectors: bench:scale
@@ -27,6 +27,7 @@ import { signUserJwt } from "../../packages/local-stack/keys.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
 import { normalizeQuery } from "../../packages/search/query-cache.ts";
 import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts";
+import { createAuthUsers } from "../helpers/users.ts";
 
 const STAGES = (process.env.BENCH_STAGES ?? "100000,300000,1000000").split(",").map(Number);
 const DIMS = Number(process.env.BENCH_DIMS ?? 256);
@@ -89,19 +90,32 @@ try {
   await sql`grant select on bench_docs, bench_members to authenticated`;
   await sql`select register_embedding_source('bench_docs', content_columns => array['body'])`;
   await sql`alter table bench_docs disable trigger user`;
+  // Real users: the search log (conversations) references auth.users.
+  await createAuthUsers(sql, USERS.map((u) => u.id));
   for (const u of USERS) {
     const step = u.clients ? CLIENTS / u.clients : 0;
     if (u.clients) await sql`insert into bench_members select ${u.id}::uuid, c from generate_series(0, ${CLIENTS - 1}, ${step}) c`;
     else await sql`insert into bench_members values (${u.id}::uuid, ${TWENTY_ROWS_CLIENT})`;
   }
   await sql`select setseed(0.2026)`;
+  // A topic: a centre and six directions; a chunk: a point of its topic's six-dimensional patch, plus a
+  // little noise in every dimension. Real embeddings vary along few directions within a subject; noise
+  // as large as the centres in all 256 dimensions would make every chunk of a topic equally far from a
+  // question, a nearest-neighbour order that neither an index nor a reader could tell apart.
+  const basis = Array.from({ length: 6 }, (_, j) => `b${j + 1}`);
   await sql.unsafe(`create table bench_centres as
-    select c, array(select (random() - 0.5)::real from generate_series(1, ${DIMS})) as v from generate_series(0, ${CENTRES - 1}) c`);
+    select c, array(select (random() - 0.5)::real from generate_series(1, ${DIMS} + c * 0)) as v,
+           ${basis.map((b) => `array(select ((random() - 0.5) * 0.5)::real from generate_series(1, ${DIMS} + c * 0)) as ${b}`).join(", ")}
+    from generate_series(0, ${CENTRES - 1}) c`);
+  await sql.unsafe(`create function bench_point(t bench_centres) returns real[] language sql volatile as $$
+    select array_agg(u.v ${basis.map((b, j) => `+ z.z${j + 1} * u.${b}`).join(" ")} + (random() - 0.5) * 0.05 order by u.i)
+    from unnest(t.v, ${basis.map((b) => `t.${b}`).join(", ")}) with ordinality u(v, ${basis.join(", ")}, i),
+         (select ${basis.map((_, j) => `(random() - 0.5) * 2 as z${j + 1}`).join(", ")}) z $$`);
 
-  // Query vectors near the centres; one cache entry per caller (scope), as a question asked before.
+  // Query vectors: points of random topics; one cache entry per caller (scope), as a question asked before.
   const queries = (await sql.unsafe<{ v: string }[]>(`
-    select (select array_agg(x + (random() - 0.5) * 0.5) from unnest(v) x)::extensions.vector::text as v
-    from bench_centres order by random() limit ${QUERIES}`)).map((r, i) => ({ text: `bench question ${i}`, vector: r.v }));
+    select bench_point(t)::extensions.vector::text as v
+    from bench_centres t order by random() limit ${QUERIES}`)).map((r, i) => ({ text: `bench question ${i}`, vector: r.v }));
   for (const scope of ["service", ...USERS.map((u) => u.id)]) {
     for (const q of queries) {
       await sql`insert into query_embedding_cache (model, dimensions, scope, query_hash, embedding)
@@ -142,9 +156,9 @@ try {
         insert into documentation_embeddings (source_table, source_id, chunk_index, content, content_hash, embedding, model,
                                               token_count, source_version, segment)
         select 'bench_docs', g::text, 0, 'dossier ' || g, md5(g::text),
-               (select array_agg(x + (random() - 0.5) * 0.8) from unnest(c.v) x)::extensions.${TYPE}, '${OFFLINE_MODEL}', 3, 1, ${seg.id}
+               bench_point(t)::extensions.${TYPE}, '${OFFLINE_MODEL}', 3, 1, ${seg.id}
         from generate_series(${from}::bigint, ${to}::bigint) g
-        join bench_centres c on c.c = (hashint8(g) & 2147483647) % ${CENTRES}`);
+        join bench_centres t on t.c = (hashint8(g) & 2147483647) % ${CENTRES}`);
       loaded = to;
       // Full: the maintenance closes it (its index is built next); the last one closes when no bulk job is left.
       if (loaded >= total) await sql`delete from embedding_sync_queue where source_id = 'backfill'`;
