@@ -15,7 +15,8 @@ const sourceRoot = fileURLToPath(new URL("../", import.meta.url));
 const projectArg = z
   .string()
   .min(1, "is not a path")
-  .transform((p) => resolve(p))
+  // npm runs scripts from the package root; a relative path means one from where npm was run.
+  .transform((p) => resolve(process.env.INIT_CWD ?? process.cwd(), p))
   .refine((p) => existsSync(p) && statSync(p).isDirectory(), "is not a directory")
   .refine((p) => existsSync(resolve(p, "supabase/config.toml")), "has no supabase/config.toml (run `supabase init` there first)")
   .refine((p) => p !== resolve(sourceRoot), "is this project itself");

@@ -194,11 +194,15 @@ describe("npm run adopt", () => {
     // The newer version has two migrations the project has not seen; b needs a before it.
     addSourceMigration("20260130000000_adopt_probe_a.sql", "create table public.adopt_probe (id bigint primary key);\n");
     addSourceMigration("20260130000100_adopt_probe_b.sql", "alter table public.adopt_probe add column label text not null default 'b';\n");
+    // And one it already has was edited in place since: it is not written again.
+    const edited = readdirSync(join(newer, "supabase/migrations")).sort()[0];
+    writeFileSync(join(newer, "supabase/migrations", edited), readFileSync(join(newer, "supabase/migrations", edited), "utf8") + "-- edited\n");
     const before = snapshot(scratch);
     const appliedBefore = await applied();
 
     const r = await adopt(newer, scratch);
     expect(r.code, r.err).toBe(0);
+    expect(r.err).toContain(`${edited} changed in the source after it was adopted`);
     const diff = changes(before, snapshot(scratch));
     expect(diff.added).toEqual([
       "supabase/migrations/20261202000001_adopt_probe_a.sql",
@@ -247,6 +251,23 @@ describe("npm run adopt", () => {
     expect(r2.err).toContain("supabase/config.toml (the vector-sync block changed since the last adopt)");
     expect(changes(before2, snapshot(scratch))).toEqual({ added: [], changed: [], removed: [] });
   }, 240_000);
+
+  it("refuses, writing nothing, where the project has a function of its own by one of our names", async () => {
+    const other = mkdtempSync(join(tmpdir(), "adopt-clash-"));
+    try {
+      mkdirSync(join(other, "supabase/functions/search"), { recursive: true });
+      writeFileSync(join(other, "supabase/config.toml"), 'project_id = "clash"\n\n[functions.search]\nverify_jwt = true\n');
+      writeFileSync(join(other, "supabase/functions/search/index.ts"), 'Deno.serve(() => new Response("theirs"));\n');
+      const before = snapshot(other);
+      const r = await adopt(root, other);
+      expect(r.code).toBe(1);
+      expect(r.err).toContain("supabase/functions/search/index.ts (the project's own file)");
+      expect(r.err).toContain("supabase/config.toml ([functions.search] is the project's own)");
+      expect(changes(before, snapshot(other))).toEqual({ added: [], changed: [], removed: [] });
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   it("refuses a path that is not a Supabase project", async () => {
     const empty = mkdtempSync(join(tmpdir(), "adopt-not-a-project-"));
