@@ -157,7 +157,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     rateLimit: opts.rateLimit && { ...opts.rateLimit },
     serverErrors: opts.serverErrors && { ...opts.serverErrors },
   };
-  let stats = newStats();
+  let current = newStats();
   let quota = opts.quota ? new QuotaBuckets(opts.quota.tpm, opts.quota.rpm) : undefined;
   let stormUntil = opts.rateLimitFor ? Date.now() + opts.rateLimitFor.ms : 0;
 
@@ -165,6 +165,9 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     const path = (req.url ?? "").split("?")[0];
     if (path !== "/v1/embeddings") return openaiError(res, 404, `Unknown request URL: ${req.method} ${path}`, "invalid_request_error");
     if (req.method !== "POST") return openaiError(res, 405, "Method not allowed", "invalid_request_error");
+    // A request counts in the statistics of the moment it arrived: one answered after a reset (a slow
+    // answer its client gave up on) does not leak into the next measurement.
+    const stats = current;
     const raw = await readBody(req);
     stats.requests += 1;
     const fail = (status: number, message: string, type: string, headers: Record<string, string> = {}, code: string | null = null) => {
@@ -279,7 +282,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     url: `http://127.0.0.1:${port}/v1`,
     apiKey,
     get stats() {
-      return stats;
+      return current;
     },
     setFaults(f: FakeOpenAIFaults) {
       if (f.quota !== undefined) quota = f.quota ? new QuotaBuckets(f.quota.tpm, f.quota.rpm) : undefined;
@@ -293,7 +296,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
       };
     },
     resetStats() {
-      stats = newStats();
+      current = newStats();
     },
     stop: () =>
       new Promise<void>((resolve) => {
