@@ -30,7 +30,7 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  piste.setFaults({ tokenTtlMs: undefined, rate429: 0, rate500: 0, burst429: 0, burst500: 0, failIds: [], quotaRps: undefined, latencyMs: 5 });
+  piste.setFaults({ tokenTtlMs: undefined, tokenUses: undefined, rate429: 0, rate500: 0, burst429: 0, burst500: 0, failIds: [], quotaRps: undefined, latencyMs: 5 });
   await db.sql`delete from storage.objects`;
   await db.sql`truncate files_queue, legifrance_collector_runs, legifrance_failed_documents`;
   await db.sql`update legifrance_crawl_plan set next_page = 1, done = false, total_results = null, docs_collected = 0, maintenance_docs_collected = 0, page_size = 10`;
@@ -107,7 +107,9 @@ describe("MASSIVE", () => {
   });
 
   it("token expiry mid-run is survived", async () => {
-    piste.setFaults({ tokenTtlMs: 250, latencyMs: 10 });
+    // Each token dies after 25 requests: well over the 8 in flight, so a replay always leaves with a
+    // live token, and the run needs at least three.
+    piste.setFaults({ tokenUses: 25, latencyMs: 10 });
     const r = await collectMassive(deps({}, 60), { budgetMs: 60_000 });
     expect(r).toMatchObject({ done: true, failed: 0 });
     expect(piste.stats().tokensIssued).toBeGreaterThan(2);

@@ -20,6 +20,8 @@ export interface PisteFaults {
   latencyMs?: number;
   /** Tokens stop working after this many ms although `expires_in` still announces 3600 s. */
   tokenTtlMs?: number;
+  /** Tokens stop working after serving this many API requests (a death that no clock decides). */
+  tokenUses?: number;
   /** Probability (0..1) that an API request gets 429 with Retry-After. */
   rate429?: number;
   /** The next N API requests get 429. */
@@ -101,6 +103,7 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
     : [];
 
   const tokens = new Map<string, number>(); // token -> dies at (epoch ms)
+  const usesLeft = new Map<string, number>(); // token -> API requests it may still serve
   const stats: PisteStandInStats = { tokensIssued: 0, requests: {}, status: {}, peakRps: 0 };
   const window: number[] = []; // arrival times of API requests in the last second
   let burst429 = 0;
@@ -140,6 +143,7 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
     const token = randomBytes(24).toString("base64url");
     const announced = 3600;
     tokens.set(token, Date.now() + (faults.tokenTtlMs ?? announced * 1000));
+    if (faults.tokenUses !== undefined) usesLeft.set(token, faults.tokenUses);
     stats.tokensIssued++;
     send(res, 200, { access_token: token, token_type: "Bearer", expires_in: announced, scope: "openid" });
   };
@@ -192,7 +196,9 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
 
     const token = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "")?.[1];
     const diesAt = token ? tokens.get(token) : undefined;
-    if (!diesAt || diesAt <= Date.now()) {
+    const uses = token ? usesLeft.get(token) : undefined;
+    if (token && uses !== undefined) usesLeft.set(token, uses - 1);
+    if (!diesAt || diesAt <= Date.now() || (uses !== undefined && uses <= 0)) {
       return send(res, 401, { error: "invalid_token", error_description: "The access token is invalid or has expired" }, {
         "www-authenticate": 'Bearer error="invalid_token"',
       });
@@ -255,6 +261,7 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
     },
     revokeTokens() {
       tokens.clear();
+      usesLeft.clear();
     },
     stats: () => structuredClone(stats),
     stop: () =>
