@@ -14,27 +14,30 @@ const embedded = async (id: number, text: string) => {
 };
 
 describe("lanes through the local stack", () => {
-  it("a live-woken worker lingers: an edit 1.5 s after the first is embedded by the same invocation", async () => {
-    await db.sql`update embedding_sync_settings set wake_window_ms = 2500`;
+  it("a live-woken worker lingers: an edit made while it lingers is embedded by the same invocation", async () => {
+    // The live wake's time is held in SQL, not raced: set into the future in the first edit's own
+    // transaction, it keeps the worker lingering and coalesces the second edit's wake however slow the
+    // machine; set into the past, it lets the worker end.
+    const wakeIn = (hours: number) => `update private.embedding_sync_live_wake set last_wake_at = clock_timestamp() + interval '${hours} hours'`;
+    const before = await functionCalls();
+    await db.sql.begin(async (tx) => {
+      await tx`insert into notes values (1, 'première version')`;
+      await tx.unsafe(wakeIn(1));
+    });
     try {
-      const before = await functionCalls();
-      const t0 = Date.now();
-      await db.sql`insert into notes values (1, 'première version')`;
       await waitFor("the first edit embedded", () => embedded(1, "première version"), 20_000);
-      // 1.5 s after the first edit: inside the wake window (no new call) and the worker's 3 s linger.
-      await new Promise((r) => setTimeout(r, Math.max(0, t0 + 1_500 - Date.now())));
       await db.sql`update notes set body = 'deuxième version' where id = 1`;
       await waitFor("the second edit embedded", () => embedded(1, "deuxième version"), 20_000);
       // The second wake was coalesced: only the lingering worker could have claimed it.
       expect((await functionCalls()) - before).toBe(1);
-      // It answers once its linger ends, having claimed both edits.
-      const body = await waitFor("the live worker's answer", async () => {
-        const [r] = await db.sql`select content::jsonb as b from net._http_response order by id desc limit 1`;
-        return r?.b;
-      }, 15_000);
-      expect(body).toMatchObject({ claimed: 2, continued: false });
     } finally {
-      await db.sql`update embedding_sync_settings set wake_window_ms = 1000`;
+      await db.sql.unsafe(wakeIn(-1));
     }
+    // It answers once its linger ends, having claimed both edits.
+    const body = await waitFor("the live worker's answer", async () => {
+      const [r] = await db.sql`select content::jsonb as b from net._http_response order by id desc limit 1`;
+      return r?.b;
+    }, 15_000);
+    expect(body).toMatchObject({ claimed: 2, continued: false });
   });
 });
