@@ -16,13 +16,16 @@
 // Each scenario runs FAULTS_RUNS times (default 3) with its fault at a random point of its window.
 // Not covered here (see README "Faults"): a segment merge (merges are not in this build), kb push,
 // a MASSIVE collection and the whole local stack SIGKILLed on PGlite.
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
 import postgres from "postgres";
 import {
   createSource, embeddingInvariants, filesDrift, type FaultBed, type Invariants, percentile, pick, progress, recoveryAfter, sleep,
   startFaultBed, until, wastedInputs,
 } from "../../packages/testkit/faults.ts";
+import { migrate } from "../../packages/local-stack/migrate.ts";
+import { type KbRun, runKb } from "../helpers/kb.ts";
 
 const RUNS = Number(process.env.FAULTS_RUNS ?? 3);
 const DRAIN_ROWS = Number(process.env.FAULTS_DRAIN_ROWS ?? 3_000);
@@ -31,6 +34,7 @@ const SEGMENT_ROWS = Number(process.env.FAULTS_SEGMENT_ROWS ?? 1_000);
 const PROVIDER_DOWN_S = Number(process.env.FAULTS_PROVIDER_DOWN_S ?? 60);
 const XMIN_PIN_S = Number(process.env.FAULTS_XMIN_PIN_S ?? 60);
 const FILES_OBJECTS = Number(process.env.FAULTS_FILES_OBJECTS ?? 100_000);
+const KB_ROWS = Number(process.env.FAULTS_KB_ROWS ?? 50_000);
 const RECOVERY_TARGET_S = 120;
 // The whole run ends by itself: a run not started within this budget is reported as skipped.
 const BUDGET_S = Number(process.env.FAULTS_BUDGET_S ?? 1800);
@@ -49,6 +53,7 @@ interface RunResult {
   restart_s: number | null;   // SIGKILL -> server accepting (crash recovery)
   wasted_provider_calls: number;
   in_flight_at_fault: number; // inputs claimed by workers when the fault hit (the allowed waste)
+  problems?: string[];        // scenario-specific invariants broken (any fails the run)
   notes?: string;
 }
 
@@ -85,11 +90,12 @@ function record(r: Omit<RunResult, "passed" | "recovered"> & { measuresRecovery?
   const { measuresRecovery = true, ...rest } = r;
   const inv = r.invariants;
   const recovered = !measuresRecovery || r.recovery_s !== null;
-  const passed = recovered && Object.values(inv).every((v) => v === 0) && !r.files_drift && (r.recovery_s === null || r.recovery_s <= RECOVERY_TARGET_S) &&
+  const passed = recovered && Object.values(inv).every((v) => v === 0) && !r.files_drift && !r.problems?.length && (r.recovery_s === null || r.recovery_s <= RECOVERY_TARGET_S) &&
     r.wasted_provider_calls <= Math.max(r.in_flight_at_fault, 0);
   results.push({ ...rest, recovered, passed });
   log(`${r.scenario} #${r.run} ${passed ? "PASS" : "FAIL"} fault at ${r.fault_at}; recovery ${r.recovery_s ?? (recovered ? "-" : "NONE within its deadline")} s; ` +
-    `restart ${r.restart_s ?? "-"} s; wasted ${r.wasted_provider_calls}/${r.in_flight_at_fault}; ${JSON.stringify(inv)}`);
+    `restart ${r.restart_s ?? "-"} s; wasted ${r.wasted_provider_calls}/${r.in_flight_at_fault}; ${JSON.stringify(inv)}` +
+    `${r.problems?.length ? `; PROBLEMS: ${r.problems.join("; ")}` : ""}${r.notes ? `; ${r.notes}` : ""}`);
 }
 
 // --- scenarios ---------------------------------------------------------------------------------------
@@ -182,6 +188,195 @@ async function pgKillBuild(bed: FaultBed, run: number) {
     invariants: inv, recovery_s: recovery, restart_s: restartS, wasted_provider_calls: wastedInputs(bed.fake), in_flight_at_fault: 0,
     notes: idx?.indexed ? "segment indexed" : "segment NOT indexed" });
   if (!idx?.indexed) results[results.length - 1].passed = false;
+}
+
+/** Segments out of step with their tables: a row without its attached table or the reverse, a merge
+ * left half-done ('merging'/'merged'), a sealed segment without a valid HNSW index. */
+async function segmentFaults(bed: FaultBed): Promise<string[]> {
+  const [r] = await bed.sql<{ no_table: number; no_row: number; unfinished: number; unindexed: number }[]>`
+    select (select count(*)::int from embedding_segments g
+             where to_regclass('private.documentation_embeddings_s' || g.id) is null) as no_table,
+           (select count(*)::int from pg_inherits i join pg_class c on c.oid = i.inhrelid
+             where i.inhparent = 'public.documentation_embeddings'::regclass and c.relname <> 'documentation_embeddings_s0'
+               and not exists (select from embedding_segments g where 'documentation_embeddings_s' || g.id = c.relname)) as no_row,
+           (select count(*)::int from embedding_segments where state in ('merging', 'merged')) as unfinished,
+           (select count(*)::int from embedding_segment_status where state = 'sealed' and not indexed) as unindexed`;
+  return [
+    r.no_table && `${r.no_table} segments without their table`, r.no_row && `${r.no_row} attached tables without a segment`,
+    r.unfinished && `${r.unfinished} segments left merging/merged`, r.unindexed && `${r.unindexed} sealed segments without a valid HNSW index`,
+  ].filter((x): x is string => !!x);
+}
+
+async function pgKillMerge(bed: FaultBed, run: number) {
+  const seq = ++tableSeq;
+  const tables = [`merge_${seq}_a`, `merge_${seq}_b`];
+  bed.fake.resetStats();
+  // Two fresh segments, one per table, each filled and built with merges held back (and the build job
+  // paused), then merged by hand with a merge factor of 2, so the kill lands inside this run's merge:
+  // its copy, its HNSW build or its swap, at a random instant after the merging segment was attached.
+  await bed.sql`update cron.job set active = false where jobname = 'embedding-segments-build'`;
+  await bed.sql`update embedding_sync_settings set bulk_segment_min_rows = ${SEGMENT_ROWS}, bulk_segment_max_rows = ${SEGMENT_ROWS},
+                  segment_merges_enabled = false, segment_merge_factor = 2`;
+  for (const table of tables) {
+    await createSource(bed.sql, table, SEGMENT_ROWS, { register: false });
+    await bed.sql`select register_embedding_source(${table}, array['body'])`;
+    await bed.sql`select * from resync_embedding_sources(${table})`;
+    await until(`${table}'s segment filled and built`, 600_000, async () => {
+      await bed.sql`call private.maintain_embedding_segments(false)`;
+      if ((await progress(bed.sql, table)).left > 0) return false;
+      await bed.sql`call private.maintain_embedding_segments(false)`;
+      await bed.sql`call private.build_embedding_segments()`;
+      const [r] = await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_segments where state <> 'sealed'`;
+      return r.n === 0;
+    }, 500);
+  }
+  const sources = (await bed.sql<{ segment: number }[]>`
+    select distinct segment from documentation_embeddings where source_table = any (${tables}) and segment > 0`).map((r) => r.segment);
+  await bed.sql`update embedding_sync_settings set segment_merges_enabled = true`;
+  const b = postgres(bed.cluster.url, { max: 1, onnotice: () => {} });
+  let merging = true;
+  const merge = b`call private.merge_embedding_segments()`.catch(() => "killed").finally(() => (merging = false));
+  await until("the merge to attach its segment", 60_000, async () =>
+    (await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_segments where state = 'merging'`)[0].n > 0, 10);
+  // Edits racing the merge: moved to segment 0 by the live lane; each must end once, current.
+  for (const table of tables) await bed.sql.unsafe(`update ${table} set body = body || ' (modifié)' where id % 97 = 0`);
+  const delay = Math.round(pick(0, 2000));
+  await sleep(delay);
+  const stillMerging = merging;
+  const held = await heldNow(bed);
+  const { faultAt, restartS, upAt } = await restartServer(bed);
+  await merge;
+  await b.end({ timeout: 1 }).catch(() => {});
+  // Maintenance alone from here: the build job (pg_cron) merges again and drops what a merge emptied.
+  await until("build job back on", 60_000, async () =>
+    (await bed.sql`update cron.job set active = true where jobname = 'embedding-segments-build'`, true), 500);
+  let recovery: number | null = null;
+  try {
+    await until("the merge completed by maintenance", 300_000, async () => {
+      const [r] = await bed.sql<{ n: number }[]>`
+        select count(*)::int as n from embedding_segments where id = any (${sources}::int[]) or state in ('merging', 'merged')`;
+      for (const table of tables) if ((await progress(bed.sql, table)).left > 0) return false;
+      return r.n === 0;
+    }, 500);
+    recovery = (Date.now() - upAt) / 1000;
+  } catch (e) {
+    log(String(e));
+  }
+  void faultAt;
+  const inv = await embeddingInvariants(bed.sql, tables);
+  const seg = await segmentFaults(bed);
+  record({ scenario: "pg_kill_merge", run, fault_at: `${delay} ms into merging ${sources.join("+")}${stillMerging ? "" : " (merge had ended)"}`,
+    invariants: inv, recovery_s: recovery, restart_s: restartS, wasted_provider_calls: wastedInputs(bed.fake), in_flight_at_fault: held,
+    problems: seg });
+  await bed.sql`update embedding_sync_settings set segment_merge_factor = 4`;
+}
+
+// --- kb push ---------------------------------------------------------------------------------------
+// The source is a second database on the same cluster (migrated like the target, with the platform's
+// cron stand-in); the target is the cluster's database, under the running stack. Both die with the
+// postmaster; only the target's outcome is judged.
+const KB_TABLES = "kb_categories,kb_articles";
+let kbBed: { src: postgres.Sql; env: Record<string, string>; backupDir: string; pushMs: number } | null = null;
+
+async function kbChecksum(sql: postgres.Sql): Promise<string> {
+  const [r] = await sql<{ c: string }[]>`
+    select md5(coalesce((select string_agg(t::text, ',' order by id) from kb_categories t), '') || '|' ||
+               coalesce((select string_agg(t::text, ',' order by id) from kb_articles t), '')) as c`;
+  return r.c;
+}
+
+async function kbPushTimed(bed: FaultBed, onLocked?: () => Promise<void>): Promise<{ run: Promise<KbRun>; locked: Promise<number> }> {
+  const run = runKb(["push", "--from", "src", "--to", "tgt", "--tables", KB_TABLES], kbBed!.env);
+  // The push's transaction on the target begins with an EXCLUSIVE lock on the tables it writes.
+  const locked = until("the push's transaction on the target", 300_000, async () => {
+    const [r] = await bed.sql<{ n: number }[]>`
+      select count(*)::int as n from pg_locks l join pg_stat_activity a using (pid)
+      where a.application_name = 'kb' and l.relation = 'public.kb_articles'::regclass and l.mode = 'ExclusiveLock' and l.granted`;
+    return r.n > 0 ? Date.now() : false;
+  }, 10).then(async (t) => {
+    await onLocked?.();
+    return t;
+  });
+  return { run, locked };
+}
+
+async function kbSetup(bed: FaultBed) {
+  const admin = postgres(bed.cluster.adminUrl, { max: 1, onnotice: () => {} });
+  await admin.unsafe("create database kb_source").finally(() => admin.end());
+  const srcUrl = bed.cluster.adminUrl.replace(/\/postgres$/, "/kb_source");
+  await migrate(srcUrl);
+  const src = postgres(srcUrl, { max: 4, onnotice: () => {} });
+  const schema = `
+    create table kb_categories (id int primary key, name text not null);
+    create table kb_articles (id int primary key, category_id int not null references kb_categories (id),
+      title text not null, body text not null, updated_at timestamptz not null default '2026-01-01T00:00:00Z')`;
+  await src.unsafe(schema);
+  await bed.sql.unsafe(schema);
+  await src`insert into kb_categories select g, 'catégorie ' || g from generate_series(1, 50) g`;
+  await src.unsafe(`insert into kb_articles (id, category_id, title, body)
+    select g, 1 + g % 50, 'Article ' || g, repeat('Le bailleur est tenu de délivrer au preneur la chose louée. ' || md5(g::text), 6)
+    from generate_series(1, ${KB_ROWS}) g`);
+  const backupDir = mkdtempSync(join(tmpdir(), "faults-kb-"));
+  kbBed = { src, env: { SRC_DB_URL: srcUrl, TGT_DB_URL: bed.cluster.url, KB_BACKUP_DIR: backupDir }, backupDir, pushMs: 0 };
+  // A first, undisturbed push: the target starts as a copy, and its transaction's length is the window.
+  const { run, locked } = await kbPushTimed(bed);
+  const r = await run;
+  if (r.code !== 0) throw new Error(`first kb push failed (${r.code}): ${r.stderr.slice(-500)}`);
+  kbBed.pushMs = Date.now() - (await locked);
+  log(`kb: source of ${KB_ROWS} articles pushed once; the push's transaction lasted ${kbBed.pushMs} ms`);
+}
+
+async function kbTeardown() {
+  if (!kbBed) return;
+  await kbBed.src.end({ timeout: 1 }).catch(() => {});
+  rmSync(kbBed.backupDir, { recursive: true, force: true });
+}
+
+async function pgKillKbPush(bed: FaultBed, run: number) {
+  if (!kbBed) await kbSetup(bed);
+  const { src, backupDir } = kbBed!;
+  // Changes of every kind for a replace: updates, deletes, inserts.
+  await src.unsafe(`update kb_articles set title = title || ' (${run})', updated_at = now() where id % 5 = ${run % 5}`);
+  await src.unsafe(`delete from kb_articles where id % 97 = ${run}`);
+  const [{ next }] = await src<{ next: number }[]>`select coalesce(max(id), 0) + 1 as next from kb_articles`;
+  await src.unsafe(`insert into kb_articles (id, category_id, title, body)
+    select g, 1 + g % 50, 'Nouvel article ' || g, repeat('Le preneur répond des dégradations. ' || md5(g::text), 6)
+    from generate_series(${next}, ${next + Math.round(KB_ROWS / 20)}) g`);
+  const want = await kbChecksum(src);
+  const before = await kbChecksum(bed.sql);
+  const [{ n: logsBefore }] = await bed.sql<{ n: number }[]>`select count(*)::int as n from kb_sync_log`;
+  const delay = Math.round(pick(0, kbBed!.pushMs));
+  let restart: Awaited<ReturnType<typeof restartServer>> | null = null;
+  let pushEnded = false;
+  const { run: pushing, locked } = await kbPushTimed(bed, async () => {
+    await sleep(delay);
+    restart = await restartServer(bed);
+  });
+  const first = await pushing.then((r) => ((pushEnded = true), r));
+  await locked;
+  const { restartS, upAt } = restart!;
+  const problems: string[] = [];
+  const after = await kbChecksum(bed.sql);
+  const [{ n: logsAfter }] = await bed.sql<{ n: number }[]>`select count(*)::int as n from kb_sync_log`;
+  const outcome = after === want ? "in" : after === before ? "out" : "partial";
+  if (outcome === "partial") problems.push("the target holds part of the push");
+  if ((outcome === "in") !== (logsAfter === logsBefore + 1)) problems.push(`push ${outcome} but kb_sync_log has ${logsAfter - logsBefore} new rows`);
+  if (first.code === 0 && outcome !== "in") problems.push("kb reported success but the push is not in");
+  if (first.code !== 0 && outcome === "in" && !/uncertain|may have committed/i.test(first.stderr)) {
+    problems.push(`kb said "${first.stderr.trim().split("\n").pop()}" but the push is in`);
+  }
+  const leftovers = readdirSync(backupDir).filter((f) => f.endsWith(".partial"));
+  if (leftovers.length) problems.push(`${leftovers.length} partial backups left`);
+  // The operator's next step: push again. It must complete the promotion.
+  const second = await runKb(["push", "--from", "src", "--to", "tgt", "--tables", KB_TABLES], kbBed!.env);
+  const recovery = second.code === 0 ? (Date.now() - upAt) / 1000 : null;
+  if (second.code !== 0) problems.push(`second push exit ${second.code}: ${second.stderr.trim().split("\n").pop()}`);
+  if ((await kbChecksum(bed.sql)) !== want) problems.push("after the second push the target differs from the source");
+  const [{ n: logsEnd }] = await bed.sql<{ n: number }[]>`select count(*)::int as n from kb_sync_log`;
+  if (logsEnd !== logsAfter + (outcome === "in" ? 0 : 1) && logsEnd !== logsAfter + 1) problems.push("the second push was not recorded");
+  record({ scenario: "pg_kill_kb_push", run, fault_at: `${delay} ms of ${kbBed!.pushMs} ms into the push's transaction${pushEnded ? " (push had ended)" : ""}`,
+    invariants: await embeddingInvariants(bed.sql, []), recovery_s: recovery, restart_s: restartS, wasted_provider_calls: 0, in_flight_at_fault: 0,
+    problems, notes: `first push exit ${first.code}, wholly ${outcome}` });
 }
 
 async function terminateBackends(bed: FaultBed, run: number) {
@@ -333,6 +528,8 @@ try {
     ["provider_down", providerDown, RUNS],
     ["files_rebuild", filesRebuild, RUNS],
     ["xmin_pinned", xminPinned, 1],
+    ["pg_kill_merge", pgKillMerge, RUNS],
+    ["pg_kill_kb_push", pgKillKbPush, RUNS],
   ];
   const only = process.env.FAULTS_ONLY?.split(",");
   for (const [name, fn, runs] of scenarios) {
@@ -415,6 +612,7 @@ try {
   for (const [what, ok, value] of targets) console.log(`${ok ? "met   " : "MISSED"}  ${what}: ${value}`);
   if (out.passed !== out.runs || skipped.length) exitCode = 1;
 } finally {
+  await kbTeardown();
   await bed.stop();
 }
 process.exit(exitCode);
