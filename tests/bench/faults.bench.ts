@@ -16,13 +16,14 @@
 // Each scenario runs FAULTS_RUNS times (default 3) with its fault at a random point of its window.
 // Not covered here (see README "Faults"): a segment merge (merges are not in this build), kb push,
 // a MASSIVE collection and the whole local stack SIGKILLed on PGlite.
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import {
-  createSource, embeddingInvariants, filesDrift, type FaultBed, type Invariants, percentile, pick, progress, recoveryAfter, sleep,
-  startFaultBed, until, wastedInputs,
+  createSource, embeddingInvariants, filesDrift, type FaultBed, type Invariants, percentile, pick, progress, recoveryAfter, sigkillGroup, sleep,
+  type StackProcess, startFaultBed, startStackProcess, stopStackProcess, until, wastedInputs,
 } from "../../packages/testkit/faults.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
 import { type KbRun, runKb } from "../helpers/kb.ts";
@@ -35,6 +36,7 @@ const PROVIDER_DOWN_S = Number(process.env.FAULTS_PROVIDER_DOWN_S ?? 60);
 const XMIN_PIN_S = Number(process.env.FAULTS_XMIN_PIN_S ?? 60);
 const FILES_OBJECTS = Number(process.env.FAULTS_FILES_OBJECTS ?? 100_000);
 const KB_ROWS = Number(process.env.FAULTS_KB_ROWS ?? 50_000);
+const STACK_DRAIN_ROWS = Number(process.env.FAULTS_STACK_DRAIN_ROWS ?? 1_000);
 const RECOVERY_TARGET_S = 120;
 // The whole run ends by itself: a run not started within this budget is reported as skipped.
 const BUDGET_S = Number(process.env.FAULTS_BUDGET_S ?? 1800);
@@ -233,11 +235,21 @@ async function pgKillMerge(bed: FaultBed, run: number) {
   const sources = (await bed.sql<{ segment: number }[]>`
     select distinct segment from documentation_embeddings where source_table = any (${tables}) and segment > 0`).map((r) => r.segment);
   await bed.sql`update embedding_sync_settings set segment_merges_enabled = true`;
-  const b = postgres(bed.cluster.url, { max: 1, onnotice: () => {} });
-  let merging = true;
-  const merge = b`call private.merge_embedding_segments()`.catch(() => "killed").finally(() => (merging = false));
-  await until("the merge to attach its segment", 60_000, async () =>
-    (await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_segments where state = 'merging'`)[0].n > 0, 10);
+  const notices: string[] = [];
+  const b = postgres(bed.cluster.url, { max: 1, onnotice: (n) => notices.push(n.message) });
+  // A merge gives up (and returns) when it cannot attach its segment within lock_timeout: called again
+  // until one attaches.
+  let merging = false;
+  let merge: Promise<unknown> = Promise.resolve();
+  await until("the merge to attach its segment", 120_000, async () => {
+    if (!merging) {
+      merging = true;
+      merge = b`call private.merge_embedding_segments()`.catch(() => "killed").finally(() => (merging = false));
+    }
+    return (await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_segments where state = 'merging'`)[0].n > 0;
+  }, 10).catch((e) => {
+    throw new Error(`${e instanceof Error ? e.message : e}; the merge said: ${notices.slice(-3).join(" / ")}`);
+  });
   // Edits racing the merge: moved to segment 0 by the live lane; each must end once, current.
   for (const table of tables) await bed.sql.unsafe(`update ${table} set body = body || ' (modifié)' where id % 97 = 0`);
   const delay = Math.round(pick(0, 2000));
@@ -348,11 +360,14 @@ async function pgKillKbPush(bed: FaultBed, run: number) {
   const delay = Math.round(pick(0, kbBed!.pushMs));
   let restart: Awaited<ReturnType<typeof restartServer>> | null = null;
   let pushEnded = false;
+  let endedAtKill = false;
   const { run: pushing, locked } = await kbPushTimed(bed, async () => {
     await sleep(delay);
+    endedAtKill = pushEnded;
     restart = await restartServer(bed);
   });
-  const first = await pushing.then((r) => ((pushEnded = true), r));
+  void pushing.then(() => (pushEnded = true));
+  const first = await pushing;
   await locked;
   const { restartS, upAt } = restart!;
   const problems: string[] = [];
@@ -374,9 +389,181 @@ async function pgKillKbPush(bed: FaultBed, run: number) {
   if ((await kbChecksum(bed.sql)) !== want) problems.push("after the second push the target differs from the source");
   const [{ n: logsEnd }] = await bed.sql<{ n: number }[]>`select count(*)::int as n from kb_sync_log`;
   if (logsEnd !== logsAfter + (outcome === "in" ? 0 : 1) && logsEnd !== logsAfter + 1) problems.push("the second push was not recorded");
-  record({ scenario: "pg_kill_kb_push", run, fault_at: `${delay} ms of ${kbBed!.pushMs} ms into the push's transaction${pushEnded ? " (push had ended)" : ""}`,
+  record({ scenario: "pg_kill_kb_push", run, fault_at: `${delay} ms of ${kbBed!.pushMs} ms into the push's transaction${endedAtKill ? " (push had ended)" : ""}`,
     invariants: await embeddingInvariants(bed.sql, []), recovery_s: recovery, restart_s: restartS, wasted_provider_calls: 0, in_flight_at_fault: 0,
     problems, notes: `first push exit ${first.code}, wholly ${outcome}` });
+}
+
+// --- the whole local stack SIGKILLed ------------------------------------------------------------------
+// `npm start` on embedded PGlite (its own data dir, kept across runs), in its own process group, with
+// the fake provider: the group is SIGKILLed, then `npm start` runs again on the same data dir.
+let stackProc: StackProcess | null = null;
+let stackDir: string | null = null;
+let stackSql: postgres.Sql | null = null;
+
+async function stackUp(bed: FaultBed): Promise<{ p: StackProcess; sql: postgres.Sql; startS: number }> {
+  stackDir ??= mkdtempSync(join(tmpdir(), "faults-npm-start-"));
+  const t0 = Date.now();
+  const p = await startStackProcess(stackDir, {
+    EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: bed.fake.apiKey, OPENAI_BASE_URL: bed.fake.url,
+  });
+  stackProc = p;
+  stackSql = postgres(p.dbUrl, { max: 4, onnotice: () => {}, connect_timeout: 10 });
+  return { p, sql: stackSql, startS: (Date.now() - t0) / 1000 };
+}
+
+async function stackKill(): Promise<Date> {
+  const at = new Date();
+  await sigkillGroup(stackProc!.pgid);
+  await stackSql?.end({ timeout: 0 }).catch(() => {});
+  stackSql = null;
+  return at;
+}
+
+async function stackTeardown() {
+  await stackSql?.end({ timeout: 1 }).catch(() => {});
+  if (stackProc) await stopStackProcess(stackProc).catch(() => {});
+  if (stackDir) rmSync(stackDir, { recursive: true, force: true });
+}
+
+/** Single-row commits on their own connection until stopped: the ids PGlite acknowledged. */
+function ledgerWriter(url: string, table: string) {
+  const acked: number[] = [];
+  let stop = false;
+  const w = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 5 });
+  const done = (async () => {
+    for (let i = 1; !stop; i++) {
+      try {
+        await w.unsafe(`insert into ${table} (id) values (${i})`);
+        acked.push(i);
+      } catch {
+        return;
+      }
+    }
+  })();
+  return { acked, stop: async () => {
+    stop = true;
+    await Promise.race([done, sleep(2000)]);
+    await w.end({ timeout: 0 }).catch(() => {});
+  } };
+}
+
+async function lostLedger(sql: postgres.Sql, table: string, acked: number[]): Promise<number> {
+  const [r] = await sql.unsafe<{ n: number }[]>(
+    `select count(*)::int as n from unnest($1::int[]) a(id) where not exists (select from ${table} t where t.id = a.id)`, [acked]);
+  return r.n;
+}
+
+async function stackKillDrain(bed: FaultBed, run: number) {
+  const table = `sdrain_${++tableSeq}`;
+  bed.fake.resetStats();
+  let sql = stackSql ?? (await stackUp(bed)).sql;
+  await sql.unsafe(`create table ${table}_ledger (id int primary key)`);
+  await createSource(sql, table, STACK_DRAIN_ROWS);
+  const frac = pick(0.1, 0.8);
+  await until("fault point", 600_000, async () => (await progress(sql, table)).done >= frac * STACK_DRAIN_ROWS, 100);
+  const ledger = ledgerWriter(stackProc!.dbUrl, `${table}_ledger`);
+  await sleep(pick(200, 1500));
+  const [{ n: doneBefore }] = await sql.unsafe<{ n: number }[]>(
+    `select count(*)::int as n from embedding_sync_queue where source_table = '${table}' and status = 'completed'`);
+  const [{ held }] = await sql.unsafe<{ held: number }[]>(
+    `select count(*)::int as held from embedding_sync_queue where source_table = '${table}' and status = 'processing'`);
+  const faultAt = await stackKill();
+  await ledger.stop();
+  const up = await stackUp(bed);
+  sql = up.sql;
+  const upAt = Date.now();
+  const problems: string[] = [];
+  const lost = await lostLedger(sql, `${table}_ledger`, ledger.acked);
+  if (lost) problems.push(`${lost} of ${ledger.acked.length} acknowledged commits lost`);
+  const [{ n: doneAfter }] = await sql.unsafe<{ n: number }[]>(
+    `select count(*)::int as n from embedding_sync_queue where source_table = '${table}' and status = 'completed'`);
+  if (doneAfter < doneBefore) problems.push(`${doneBefore - doneAfter} completed jobs lost`);
+  const recovery = await recoveryAfter(sql, table, faultAt, upAt, 600_000).catch(() => null);
+  await until(`${table} drained`, 900_000, async () => (await progress(sql, table)).left === 0, 500).catch((e) => log(String(e)));
+  const inv = await embeddingInvariants(sql, [table]);
+  record({ scenario: "stack_kill_drain", run, fault_at: `${Math.round(frac * 100)}% drained, ${ledger.acked.length} ledger commits`,
+    invariants: inv, recovery_s: recovery, restart_s: up.startS, wasted_provider_calls: wastedInputs(bed.fake), in_flight_at_fault: held,
+    problems, notes: `${doneBefore} jobs completed at the kill` });
+}
+
+async function stackKillUpload(bed: FaultBed, run: number) {
+  let sql = stackSql ?? (await stackUp(bed)).sql;
+  const bucket = `faults-upload-${run}`;
+  await sql`insert into storage.buckets (id, name) values (${bucket}, ${bucket})`;
+  const acked = new Map<string, string>(); // name -> md5 of what was sent
+  let stop = false;
+  let failed = 0;
+  const uploader = async (w: number) => {
+    for (let i = 0; !stop; i++) {
+      const name = `burst/${w}/${i}.bin`;
+      const bytes = randomBytes(4096 + Math.floor(Math.random() * 60_000));
+      try {
+        const r = await fetch(`${stackProc!.apiUrl}/storage/v1/object/${bucket}/${name}`, {
+          method: "POST", body: bytes,
+          headers: { apikey: stackProc!.secretKey, authorization: `Bearer ${stackProc!.secretKey}`, "content-type": "application/octet-stream" },
+        });
+        if (r.ok) acked.set(name, createHash("md5").update(bytes).digest("hex"));
+        else failed++;
+        await r.arrayBuffer().catch(() => {});
+      } catch {
+        failed++;
+      }
+    }
+  };
+  const burst = Promise.all(Array.from({ length: 8 }, (_, w) => uploader(w)));
+  const delay = Math.round(pick(1000, 6000));
+  await sleep(delay);
+  const before = acked.size;
+  const faultAt = await stackKill();
+  stop = true;
+  await burst;
+  void faultAt;
+  const up = await stackUp(bed);
+  sql = up.sql;
+  const upAt = Date.now();
+  const root = join(stackDir!, "storage", bucket);
+  const problems: string[] = [];
+  // Every acknowledged upload: its row, and its file with the bytes sent.
+  const rows = await sql<{ name: string; version: string; etag: string; size: number }[]>`
+    select name, version, metadata->>'eTag' as etag, (metadata->>'size')::int as size from storage.objects where bucket_id = ${bucket}`;
+  const byName = new Map(rows.map((r) => [r.name, r]));
+  let missing = 0;
+  let wrong = 0;
+  for (const [name, md5] of acked) {
+    const r = byName.get(name);
+    if (!r) {
+      missing++;
+      continue;
+    }
+    const path = join(root, ...name.split("/"), r.version);
+    const onDisk = existsSync(path) ? createHash("md5").update(readFileSync(path)).digest("hex") : null;
+    if (r.etag !== `"${md5}"` || onDisk !== md5) wrong++;
+  }
+  if (missing) problems.push(`${missing} acknowledged uploads without a row`);
+  if (wrong) problems.push(`${wrong} acknowledged uploads whose row or file differs from what was sent`);
+  // Rows and files agree, both ways (files a crash left without a row are swept by the restarted stack).
+  const rowsWithoutFile = () => rows.filter((r) => {
+    const path = join(root, ...r.name.split("/"), r.version);
+    return !existsSync(path) || statSync(path).size !== r.size;
+  }).length;
+  const keep = new Set(rows.map((r) => join(root, ...r.name.split("/"), r.version)));
+  const filesWithoutRow = () => listFiles(root).filter((f) => !keep.has(f)).length;
+  let recovery: number | null = null;
+  try {
+    await until("Storage files and storage.objects agree", 120_000, async () => rowsWithoutFile() + filesWithoutRow() === 0, 500);
+    recovery = (Date.now() - upAt) / 1000;
+  } catch {
+    problems.push(`${rowsWithoutFile()} rows without their file, ${filesWithoutRow()} files without a row after 120 s`);
+  }
+  record({ scenario: "stack_kill_upload", run, fault_at: `${delay} ms into the burst, ${before} uploads acknowledged`,
+    invariants: await embeddingInvariants(sql, []), recovery_s: recovery, restart_s: up.startS, wasted_provider_calls: 0, in_flight_at_fault: 0,
+    problems, notes: `${acked.size} acknowledged, ${failed} failed, ${rows.length} rows` });
+}
+
+function listFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true }).flatMap((d) => (d.isDirectory() ? listFiles(join(dir, d.name)) : [join(dir, d.name)]));
 }
 
 async function terminateBackends(bed: FaultBed, run: number) {
@@ -530,6 +717,8 @@ try {
     ["xmin_pinned", xminPinned, 1],
     ["pg_kill_merge", pgKillMerge, RUNS],
     ["pg_kill_kb_push", pgKillKbPush, RUNS],
+    ["stack_kill_drain", stackKillDrain, RUNS],
+    ["stack_kill_upload", stackKillUpload, RUNS],
   ];
   const only = process.env.FAULTS_ONLY?.split(",");
   for (const [name, fn, runs] of scenarios) {
@@ -544,6 +733,8 @@ try {
         await fn(bed, i);
       } catch (e) {
         log(`${name} #${i} aborted: ${e instanceof Error ? e.stack : e}`);
+        // Whatever the run paused, back on (the collector's maintenance stays off for the whole bench).
+        await bed.sql`update cron.job set active = true where jobname <> 'legifrance-collector-maintenance'`.catch(() => {});
         results.push({ scenario: name, run: i, fault_at: "-", passed: false, invariants: await embeddingInvariants(bed.sql, []),
           recovery_s: null, recovered: false, restart_s: null, wasted_provider_calls: 0, in_flight_at_fault: 0, notes: `aborted: ${e}` });
       }
@@ -613,6 +804,7 @@ try {
   if (out.passed !== out.runs || skipped.length) exitCode = 1;
 } finally {
   await kbTeardown();
+  await stackTeardown();
   await bed.stop();
 }
 process.exit(exitCode);
