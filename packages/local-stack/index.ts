@@ -55,6 +55,7 @@ export interface LocalStack {
 
 export async function startLocalStack(opts: LocalStackOptions = {}): Promise<LocalStack> {
   const t0 = performance.now();
+  const startedAt = Date.now();
   const log = opts.log ?? (() => {});
   const dataDir = resolve(opts.dataDir ?? join(repoRoot, ".local"));
   const functionsDir = resolve(opts.functionsDir ?? join(repoRoot, "supabase/functions"));
@@ -203,7 +204,9 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const ticker: CronTicker | null = (await hasCronStandIn(sql)) ? startCronTicker({ dbUrl, log }) : null;
     if (ticker) stoppers.push(() => ticker.stop());
     // In the background (a stop just cuts it short): files a crash left without a row (storage.ts).
-    void sweepOrphanFiles(sql, storageRoot)
+    // Every file older than this start was written by an earlier process (one stack per data dir), so
+    // none is an upload in flight: all of them are judged now, not once they are 10 minutes old.
+    void sweepOrphanFiles(sql, storageRoot, Date.now() - startedAt)
       .then((n) => n > 0 && log(`[storage] removed ${n} orphaned file(s) left by an interrupted write`))
       .catch(() => {});
 
