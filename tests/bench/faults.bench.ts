@@ -12,10 +12,13 @@
 //   xmin_pinned         a session idle in transaction (xmin pinned, FAULTS_XMIN_PIN_S) during a drain
 //   files_rebuild       postmaster SIGKILL while repopulate-files-queue rebuilds files_queue from
 //                       FAULTS_FILES_OBJECTS (100,000) storage.objects rows
+//   pg_kill_merge       postmaster SIGKILL inside a segment merge (copy, HNSW build or swap), rows edited
+//   pg_kill_kb_push     postmaster SIGKILL inside `npm run kb -- push`'s transaction (FAULTS_KB_ROWS articles)
+//   pg_kill_massive     postmaster SIGKILL during a MASSIVE collection against the PISTE stand-in
+//   stack_kill_drain    `npm start` on PGlite, its whole process group SIGKILLed mid-drain and mid-commits
+//   stack_kill_upload   the same, during a burst of Storage uploads
 //
 // Each scenario runs FAULTS_RUNS times (default 3) with its fault at a random point of its window.
-// Not covered here (see README "Faults"): a segment merge (merges are not in this build), kb push,
-// a MASSIVE collection and the whole local stack SIGKILLed on PGlite.
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
@@ -25,7 +28,10 @@ import {
   createSource, embeddingInvariants, filesDrift, type FaultBed, type Invariants, percentile, pick, progress, recoveryAfter, sigkillGroup, sleep,
   type StackProcess, startFaultBed, startStackProcess, stopStackProcess, until, wastedInputs,
 } from "../../packages/testkit/faults.ts";
+import { startPisteStandIn } from "../../packages/legifrance/stand-in.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
+import { runHealthChecks } from "../../packages/ops/checks.ts";
+import { SHIPPED_MIGRATIONS } from "../../packages/ops/migrations.generated.ts";
 import { type KbRun, runKb } from "../helpers/kb.ts";
 
 const RUNS = Number(process.env.FAULTS_RUNS ?? 3);
@@ -36,6 +42,7 @@ const PROVIDER_DOWN_S = Number(process.env.FAULTS_PROVIDER_DOWN_S ?? 60);
 const XMIN_PIN_S = Number(process.env.FAULTS_XMIN_PIN_S ?? 60);
 const FILES_OBJECTS = Number(process.env.FAULTS_FILES_OBJECTS ?? 100_000);
 const KB_ROWS = Number(process.env.FAULTS_KB_ROWS ?? 50_000);
+const MASSIVE_PER_FOND = Number(process.env.FAULTS_MASSIVE_PER_FOND ?? 60);
 const STACK_DRAIN_ROWS = Number(process.env.FAULTS_STACK_DRAIN_ROWS ?? 1_000);
 const RECOVERY_TARGET_S = 120;
 // The whole run ends by itself: a run not started within this budget is reported as skipped.
@@ -566,6 +573,79 @@ function listFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((d) => (d.isDirectory() ? listFiles(join(dir, d.name)) : [join(dir, d.name)]));
 }
 
+// --- a MASSIVE collection -----------------------------------------------------------------------------
+// legifrance-collector runs in the stack (Deno) against the PISTE stand-in, uploading through the
+// stack's Storage; its continuations go through pg_net. Each run starts the plan over on an emptied
+// bucket.
+const LEGIFRANCE_BUCKET = "agentbasic-legifrance-raw";
+
+async function pgKillMassive(bed: FaultBed, run: number) {
+  const { sql } = bed;
+  const expected = new Set(piste.documentIds());
+  await sql`delete from storage.objects where bucket_id = ${LEGIFRANCE_BUCKET}`;
+  await sql`delete from files_queue where bucket_id = ${LEGIFRANCE_BUCKET}`;
+  await sql`truncate legifrance_collector_runs, legifrance_failed_documents`;
+  await sql`update legifrance_crawl_plan set next_page = 1, done = false, total_results = null, docs_collected = 0, page_size = 10`;
+  const stored = async () => (await sql<{ n: number }[]>`select count(*)::int as n from storage.objects where bucket_id = ${LEGIFRANCE_BUCKET}`)[0].n;
+  const invoke = (body: Record<string, unknown>) => fetch(`${bed.stack.apiUrl}/functions/v1/legifrance-collector`, {
+    method: "POST", headers: { apikey: bed.stack.secretKey, "content-type": "application/json" }, body: JSON.stringify(body),
+  }).then((r) => r.status).catch((e) => String(e));
+  const first = invoke({ mode: "massive", restart: true });
+  const frac = pick(0.1, 0.7);
+  await until("fault point", 600_000, async () => (await stored()) >= frac * expected.size, 50);
+  const { faultAt, restartS, upAt } = await restartServer(bed);
+  const [{ id: runId }] = await sql<{ id: string }[]>`select id from legifrance_collector_runs where mode = 'massive' order by started_at desc limit 1`;
+  const problems: string[] = [];
+  // The run resumes by itself (the invocation waits out the restart), or health's collector check
+  // names it, and then the operator resumes it with the call the check gives.
+  let how = "resumed by itself";
+  let recovery: number | null = null;
+  try {
+    await until("the MASSIVE run resumed or named by health", 600_000, async () => {
+      const [r] = await sql<{ n: number }[]>`select count(*)::int as n from storage.objects
+        where bucket_id = ${LEGIFRANCE_BUCKET} and created_at > ${faultAt}`;
+      if (r.n > 0) return true;
+      const [st] = await sql<{ status: string }[]>`select status from legifrance_collector_runs where id = ${runId}`;
+      if (st?.status === "completed") return true;
+      const report = await runHealthChecks(sql, { expectedMigrations: SHIPPED_MIGRATIONS, embeddingEnv: null });
+      const c = report.checks.find((x) => x.name === "collector");
+      if (c?.status === "fail" && c.detail?.includes(runId)) {
+        how = "named by health, resumed by the operator";
+        void invoke({ mode: "massive", runId });
+        return true;
+      }
+      if (st?.status !== "running") {
+        how = `left ${st?.status}`;
+        return true;
+      }
+      return false;
+    }, 1000);
+    recovery = (Date.now() - upAt) / 1000;
+  } catch (e) {
+    log(String(e));
+  }
+  await until("the MASSIVE run completed", 600_000, async () =>
+    (await sql<{ status: string }[]>`select status from legifrance_collector_runs where id = ${runId}`)[0]?.status === "completed", 1000)
+    .catch((e) => problems.push(String(e)));
+  const names = await sql<{ name: string }[]>`select name from storage.objects where bucket_id = ${LEGIFRANCE_BUCKET}`;
+  const got = new Set(names.map((r) => r.name.replace(/^.*\//, "").replace(/\.json$/, "")));
+  const lost = [...expected].filter((id) => !got.has(id)).length;
+  const extra = [...got].filter((id) => !expected.has(id)).length;
+  const [q] = await sql<{ n: number; d: number }[]>`select count(*)::int as n, count(distinct file_path)::int as d from files_queue
+    where bucket_id = ${LEGIFRANCE_BUCKET} and status <> 'deleted'`;
+  const [p] = await sql<{ n: number; done: boolean }[]>`select sum(docs_collected)::int as n, bool_and(done) as done from legifrance_crawl_plan where enabled`;
+  const [f] = await sql<{ n: number }[]>`select count(*)::int as n from legifrance_failed_documents where resolved_at is null`;
+  if (lost) problems.push(`${lost} documents lost`);
+  if (extra) problems.push(`${extra} unexpected objects`);
+  if (q.n !== q.d || q.d !== expected.size) problems.push(`files_queue: ${q.n} rows for ${q.d} paths, ${expected.size} documents`);
+  if (p.n !== expected.size || !p.done) problems.push(`plan counted ${p.n} documents for ${expected.size}, done ${p.done}`);
+  if (f.n) problems.push(`${f.n} failed documents`);
+  const status = await first;
+  record({ scenario: "pg_kill_massive", run, fault_at: `${Math.round(frac * 100)}% of ${expected.size} documents stored`,
+    invariants: await embeddingInvariants(sql, []), recovery_s: recovery, restart_s: restartS, wasted_provider_calls: 0, in_flight_at_fault: 0,
+    problems, notes: `${how}; first invocation answered ${status}` });
+}
+
 async function terminateBackends(bed: FaultBed, run: number) {
   const table = `term_${++tableSeq}`;
   bed.fake.resetStats();
@@ -702,7 +782,24 @@ async function filesRebuild(bed: FaultBed, run: number) {
 
 // --- run -----------------------------------------------------------------------------------------------
 
-const bed = await startFaultBed({ log, providerLatencyMs: 50 });
+// postgres.js can throw from a timer when the server dies under a pipelined write (its socket is gone
+// by the time the write runs): a client-side error with nothing to recover, which must not end the
+// run and leave its cluster and stack behind. Anything else still ends the process.
+process.on("uncaughtException", (e) => {
+  if (e instanceof TypeError && /postgres\/src\/connection\.js/.test(e.stack ?? "")) {
+    log(`postgres.js client error on a dead socket, ignored: ${e.message}`);
+    return;
+  }
+  console.error(e);
+  process.exit(1);
+});
+
+// The PISTE stand-in the collector talks to (FAULTS_MASSIVE_PER_FOND generated documents per fond).
+const piste = await startPisteStandIn({ generatedPerFond: MASSIVE_PER_FOND, latencyMs: 20 });
+const bed = await startFaultBed({
+  log, providerLatencyMs: 50,
+  functionEnv: { PISTE_OAUTH_URL: piste.oauthUrl, PISTE_API_URL: piste.apiUrl, PISTE_CLIENT_ID: piste.clientId, PISTE_CLIENT_SECRET: piste.clientSecret },
+});
 let exitCode = 0;
 try {
   const settings = await bed.cluster.settings();
@@ -717,6 +814,7 @@ try {
     ["xmin_pinned", xminPinned, 1],
     ["pg_kill_merge", pgKillMerge, RUNS],
     ["pg_kill_kb_push", pgKillKbPush, RUNS],
+    ["pg_kill_massive", pgKillMassive, RUNS],
     ["stack_kill_drain", stackKillDrain, RUNS],
     ["stack_kill_upload", stackKillUpload, RUNS],
   ];
@@ -805,6 +903,7 @@ try {
 } finally {
   await kbTeardown();
   await stackTeardown();
+  await piste.stop();
   await bed.stop();
 }
 process.exit(exitCode);
