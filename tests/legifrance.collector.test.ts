@@ -91,7 +91,11 @@ describe("MASSIVE", () => {
       await holder`lock table legifrance_crawl_plan in exclusive mode`;
       await waitFor("the collector waiting to advance its cursor", async () => (await db.sql`
         select 1 from pg_stat_activity where application_name = ${app} and wait_event_type = 'Lock'`).length > 0, 20_000, 20);
-      await db.sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ${app}`;
+      // Down for 1.5 s: every connection it opens meanwhile is killed too.
+      for (const end = Date.now() + 1500; Date.now() < end;) {
+        await db.sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ${app}`;
+        await new Promise((r) => setTimeout(r, 20));
+      }
       await holder`commit`;
       const r = await running;
       expect(r.error).toBeUndefined();

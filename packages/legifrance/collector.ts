@@ -147,7 +147,7 @@ export async function collectMassive(deps: CollectorDeps, opts: MassiveOptions):
   if (!run.acquired) return result;
 
   let lastPageMs = 0;
-  const deadline = t0 + opts.budgetMs;
+  const deadline = Date.now() + opts.budgetMs; // epoch ms, as retryWhileUnreachable reads it
   try {
     for (;;) {
       try {
