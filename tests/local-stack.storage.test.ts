@@ -295,7 +295,7 @@ describe("storage through supabase-js", () => {
       await first.stop();
       first = null;
       second = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG, dataDir });
-      await waitFor("the orphans swept", async () => !existsSync(orphan) && !existsSync(`${orphan}.tmp`), 15_000, 100);
+      await waitFor("the orphans swept", () => Promise.resolve(!existsSync(orphan) && !existsSync(`${orphan}.tmp`)), 15_000, 100);
       const s2 = createLocalClient(second.apiUrl, second.serviceRoleKey).storage.from("restarts");
       expect(await (await s2.download("restart/kept.txt")).data!.text()).toBe("kept");
     } finally {

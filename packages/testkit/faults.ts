@@ -302,9 +302,9 @@ export async function startStackProcess(dataDir: string, env: Record<string, str
   child.stderr!.on("data", (d) => (out += d));
   const pgid = child.pid!;
   try {
-    await until("npm start to be running", deadlineMs, async () => {
+    await until("npm start to be running", deadlineMs, () => {
       if (child.exitCode !== null) throw new Error(`npm start exited with ${child.exitCode}: ${out.slice(-2000)}`);
-      return out.includes("Running. Ctrl-C to stop.");
+      return Promise.resolve(out.includes("Running. Ctrl-C to stop."));
     }, 200);
   } catch (e) {
     await sigkillGroup(pgid).catch(() => {});
@@ -327,12 +327,12 @@ function groupAlive(pgid: number): boolean {
 /** kill -9 of a whole process group (by its id), then waits until no process of it is left. */
 export async function sigkillGroup(pgid: number): Promise<void> {
   process.kill(-pgid, "SIGKILL");
-  await until(`process group ${pgid} gone`, 30_000, async () => !groupAlive(pgid), 20);
+  await until(`process group ${pgid} gone`, 30_000, () => Promise.resolve(!groupAlive(pgid)), 20);
 }
 
 /** SIGTERM to the group (a clean stop), SIGKILL after 15 s. */
 export async function stopStackProcess(p: StackProcess): Promise<void> {
   if (!groupAlive(p.pgid)) return;
   process.kill(-p.pgid, "SIGTERM");
-  await until("npm start stopped", 15_000, async () => !groupAlive(p.pgid), 100).catch(() => sigkillGroup(p.pgid));
+  await until("npm start stopped", 15_000, () => Promise.resolve(!groupAlive(p.pgid)), 100).catch(() => sigkillGroup(p.pgid));
 }

@@ -305,7 +305,7 @@ async function kbChecksum(sql: postgres.Sql): Promise<string> {
   return r.c;
 }
 
-async function kbPushTimed(bed: FaultBed, onLocked?: () => Promise<void>): Promise<{ run: Promise<KbRun>; locked: Promise<number> }> {
+function kbPushTimed(bed: FaultBed, onLocked?: () => Promise<void>): { run: Promise<KbRun>; locked: Promise<number> } {
   const run = runKb(["push", "--from", "src", "--to", "tgt", "--tables", KB_TABLES], kbBed!.env);
   // The push's transaction on the target begins with an EXCLUSIVE lock on the tables it writes.
   const locked = until("the push's transaction on the target", 300_000, async () => {
@@ -339,7 +339,7 @@ async function kbSetup(bed: FaultBed) {
   const backupDir = mkdtempSync(join(tmpdir(), "faults-kb-"));
   kbBed = { src, env: { SRC_DB_URL: srcUrl, TGT_DB_URL: bed.cluster.url, KB_BACKUP_DIR: backupDir }, backupDir, pushMs: 0 };
   // A first, undisturbed push: the target starts as a copy, and its transaction's length is the window.
-  const { run, locked } = await kbPushTimed(bed);
+  const { run, locked } = kbPushTimed(bed);
   const r = await run;
   if (r.code !== 0) throw new Error(`first kb push failed (${r.code}): ${r.stderr.slice(-500)}`);
   kbBed.pushMs = Date.now() - (await locked);
@@ -369,7 +369,7 @@ async function pgKillKbPush(bed: FaultBed, run: number) {
   let restart: Awaited<ReturnType<typeof restartServer>> | null = null;
   let pushEnded = false;
   let endedAtKill = false;
-  const { run: pushing, locked } = await kbPushTimed(bed, async () => {
+  const { run: pushing, locked } = kbPushTimed(bed, async () => {
     await sleep(delay);
     endedAtKill = pushEnded;
     restart = await restartServer(bed);
@@ -559,7 +559,7 @@ async function stackKillUpload(bed: FaultBed, run: number) {
   const filesWithoutRow = () => listFiles(root).filter((f) => !keep.has(f)).length;
   let recovery: number | null = null;
   try {
-    await until("Storage files and storage.objects agree", 120_000, async () => rowsWithoutFile() + filesWithoutRow() === 0, 500);
+    await until("Storage files and storage.objects agree", 120_000, () => Promise.resolve(rowsWithoutFile() + filesWithoutRow() === 0), 500);
     recovery = (Date.now() - upAt) / 1000;
   } catch {
     problems.push(`${rowsWithoutFile()} rows without their file, ${filesWithoutRow()} files without a row after 120 s`);
