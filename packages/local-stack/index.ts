@@ -203,6 +203,15 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     if (sender) stoppers.push(() => sender.stop());
     const ticker: CronTicker | null = (await hasCronStandIn(sql)) ? startCronTicker({ dbUrl, log }) : null;
     if (ticker) stoppers.push(() => ticker.stop());
+    // Embedding jobs left by a previous run of the stack (a crash or a stop mid-drain) have no worker:
+    // the webhook fires only on new jobs and the safety-net cron every 5 minutes. Wake the workers for
+    // that backlog now, as the cron would (nothing is called when nothing is ready).
+    if (sender) {
+      void sql`select private.fan_out_embedding_workers()
+               where to_regprocedure('private.fan_out_embedding_workers(int)') is not null`
+        .then((r) => r.length && log("[stack] woke the embedding workers for the backlog found at start"))
+        .catch((e) => log(`[stack] waking the embedding workers: ${e instanceof Error ? e.message : e}`));
+    }
     // In the background (a stop just cuts it short): files a crash left without a row (storage.ts).
     // Every file older than this start was written by an earlier process (one stack per data dir), so
     // none is an upload in flight: all of them are judged now, not once they are 10 minutes old.
