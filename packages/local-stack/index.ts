@@ -206,6 +206,14 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     // Embedding jobs left by a previous run of the stack (a crash or a stop mid-drain) have no worker:
     // the webhook fires only on new jobs and the safety-net cron every 5 minutes. Wake the workers for
     // that backlog now, as the cron would (nothing is called when nothing is ready).
+    if (onPglite) {
+      // PGlite is this stack's own database and no worker outlives the stack: every job still held is
+      // a dead worker's. Its lease ends now (the next worker returns it, counting the attempt) rather
+      // than up to 180 s from now.
+      await sql`update public.embedding_sync_queue set lease_until = clock_timestamp() - interval '1 second'
+                where status = 'processing' and lease_until > clock_timestamp()`
+        .catch((e) => log(`[stack] ending the dead workers' leases: ${e instanceof Error ? e.message : e}`));
+    }
     if (sender) {
       void sql`select private.fan_out_embedding_workers()
                where to_regprocedure('private.fan_out_embedding_workers(int)') is not null`
