@@ -47,7 +47,7 @@ const MASSIVE_PER_FOND = Number(process.env.FAULTS_MASSIVE_PER_FOND ?? 40);
 const STACK_DRAIN_ROWS = Number(process.env.FAULTS_STACK_DRAIN_ROWS ?? 500);
 const RECOVERY_TARGET_S = 120;
 // The whole run ends by itself: a run not started within this budget is reported as skipped.
-const BUDGET_S = Number(process.env.FAULTS_BUDGET_S ?? 1800);
+const BUDGET_S = Number(process.env.FAULTS_BUDGET_S ?? 1500);
 const started = Date.now();
 const log = (m: string) => console.error(`[faults ${Math.round((Date.now() - started) / 1000)}s] ${m}`);
 
