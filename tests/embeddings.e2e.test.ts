@@ -183,4 +183,27 @@ describe("process-embedding-queue through the local stack", () => {
     expect(res.status).toBe(500);
     expect((await res.json()).error).toMatch(/EMBEDDING_DIMENSIONS=768 but documentation_embeddings.embedding is vector\(1536\)/);
   });
+
+  it("a stack started again on a backlog (its workers died with the last one) drains it, without webhook or cron", async () => {
+    await quiet();
+    await stack.stop();
+    await db.sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
+    try {
+      await db.sql`insert into faq_items (id, question, answer) select g, 'Question ' || g, 'Réponse ' || g || ' (restart)'
+                   from generate_series(101, 110) g`;
+      expect(await pendingJobs()).toBe(10);
+      stack = await startTestStack({
+        databaseUrl: db.url,
+        functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url },
+      });
+      admin = createLocalClient(stack.apiUrl, stack.secretKey);
+      anon = createLocalClient(stack.apiUrl, stack.publishableKey);
+      user = createLocalClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, crypto.randomUUID()) });
+      await waitFor("the backlog drained after the start", async () => (await pendingJobs()) === 0, 30_000);
+      const [c] = await db.sql`select content from documentation_embeddings where source_id = '105'`;
+      expect(c.content).toBe("question: Question 105\nanswer: Réponse 105 (restart)");
+    } finally {
+      await db.sql`alter table embedding_sync_queue enable trigger embedding_sync_queue_webhook`;
+    }
+  });
 });

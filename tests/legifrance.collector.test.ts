@@ -1,5 +1,6 @@
 // The collector's MASSIVE and MAINTENANCE modes on the real PostgreSQL, uploading through the local
 // stack's Storage (supabase-js), against the PISTE stand-in with injected failures.
+import postgres from "postgres";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createLocalClient } from "../packages/local-stack/client.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
@@ -76,6 +77,34 @@ describe("MASSIVE", () => {
     await expectEverythingCollectedOnce();
     const [done] = await db.sql`select status, invocations from legifrance_collector_runs where id = ${run.id}`;
     expect(done).toEqual({ status: "completed", invocations: 2 });
+  });
+
+  it("its connections killed mid-page (a database restart): the invocation waits, replays the page and finishes the plan", async () => {
+    const app = `collector-${Date.now()}`;
+    const own = postgres(db.url, { max: 4, onnotice: () => {}, connection: { application_name: app } });
+    const holder = await db.sql.reserve();
+    try {
+      const running = collectMassive(deps({ sql: own }, 60), { budgetMs: 60_000 });
+      await waitFor("some documents stored", async () => (await storedIds()).length >= 15, 20_000, 20);
+      // The cursor's update waits behind this lock, so the kill lands on a statement in flight.
+      await holder`begin`;
+      await holder`lock table legifrance_crawl_plan in exclusive mode`;
+      await waitFor("the collector waiting to advance its cursor", async () => (await db.sql`
+        select 1 from pg_stat_activity where application_name = ${app} and wait_event_type = 'Lock'`).length > 0, 20_000, 20);
+      // Down for 1.5 s: every connection it opens meanwhile is killed too.
+      for (const end = Date.now() + 1500; Date.now() < end;) {
+        await db.sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ${app}`;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await holder`commit`;
+      const r = await running;
+      expect(r.error).toBeUndefined();
+      expect(r).toMatchObject({ acquired: true, done: true, failed: 0 });
+      await expectEverythingCollectedOnce();
+    } finally {
+      holder.release();
+      await own.end({ timeout: 1 });
+    }
   });
 
   it("stops at its budget with the cursor saved, and the next invocation finishes the plan", async () => {

@@ -80,6 +80,15 @@ describe("local stack on embedded PGlite", () => {
   });
 
   it("persists across restarts, the second start is quick and migrations are a no-op; no orphan Deno", async () => {
+    // A job a worker of this stack held when the stack went away: no worker survives the stack on its
+    // own database, so the next start ends that lease at once instead of 180 s later.
+    await sql`create table held_notes (id int primary key, body text)`;
+    await sql`select register_embedding_source('held_notes', array['body'])`;
+    await sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
+    await sql`insert into held_notes values (1, 'note')`;
+    await sql`alter table embedding_sync_queue enable trigger embedding_sync_queue_webhook`;
+    await sql`update embedding_sync_queue set status = 'processing', locked_by = 'dead-worker', locked_at = now(),
+              lease_until = now() + interval '180 seconds' where source_table = 'held_notes'`;
     const pid = stack.functionsPid;
     await sql.end({ timeout: 2 });
     await stack.stop();
@@ -92,5 +101,8 @@ describe("local stack on embedded PGlite", () => {
     const client = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
     expect(await (await client.storage.from("lite").download("a/b.json")).data!.text()).toBe('{"x":1}');
     expect(stack.startupMs).toBeLessThan(15_000);
+    const [held] = await sql<{ expired: boolean }[]>`
+      select lease_until < now() as expired from embedding_sync_queue where source_table = 'held_notes' and status = 'processing'`;
+    expect(held).toEqual({ expired: true });
   });
 });

@@ -1,6 +1,7 @@
 // The /storage/v1 stand-in, driven with supabase-js and checked against storage.objects rows and
 // the files on disk.
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createHash } from "node:crypto";
 import { request } from "node:http";
 import { dirname, join } from "node:path";
@@ -10,7 +11,7 @@ import { signRoleKey } from "../packages/local-stack/keys.ts";
 import { sweepOrphanFiles } from "../packages/local-stack/storage.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { useTestDatabase } from "./helpers/db.ts";
+import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const db = useTestDatabase();
 let stack: LocalStack;
@@ -274,6 +275,35 @@ describe("storage through supabase-js", () => {
     expect(existsSync(orphan) || existsSync(`${orphan}.tmp`)).toBe(false);
     expect(await (await s.download("crash/kept.txt")).data!.text()).toBe("kept");
   });
+
+  it("a stack started again sweeps at once what its predecessor's crash left, and keeps what has a row", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "storage-restart-"));
+    let first: LocalStack | null = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG, dataDir });
+    let second: LocalStack | null = null;
+    try {
+      await db.sql`insert into storage.buckets (id, name) values ('restarts', 'restarts') on conflict do nothing`;
+      const s = createLocalClient(first.apiUrl, first.serviceRoleKey).storage.from("restarts");
+      expect((await s.upload("restart/kept.txt", "kept", { contentType: "text/plain" })).error).toBeNull();
+      // An upload interrupted by a SIGKILL 30 s ago: its version file and its temp file, no row.
+      const orphanDir = join(first.storageRoot, "restarts", "restart", "lost.txt");
+      mkdirSync(orphanDir, { recursive: true });
+      const orphan = join(orphanDir, "5d0c1b2a-3e4f-4a5b-8c6d-7e8f9a0b1c2d");
+      writeFileSync(orphan, "half-written");
+      writeFileSync(`${orphan}.tmp`, "temp");
+      const recent = new Date(Date.now() - 30_000);
+      for (const f of [orphan, `${orphan}.tmp`]) utimesSync(f, recent, recent);
+      await first.stop();
+      first = null;
+      second = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG, dataDir });
+      await waitFor("the orphans swept", () => Promise.resolve(!existsSync(orphan) && !existsSync(`${orphan}.tmp`)), 15_000, 100);
+      const s2 = createLocalClient(second.apiUrl, second.serviceRoleKey).storage.from("restarts");
+      expect(await (await s2.download("restart/kept.txt")).data!.text()).toBe("kept");
+    } finally {
+      await first?.stop();
+      await second?.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it("without any JWT, storage refuses everything but public reads", async () => {
     const r = await fetch(`${stack.apiUrl}/storage/v1/bucket`);

@@ -134,6 +134,21 @@ describe("files", () => {
   });
 });
 
+describe("collector", () => {
+  it("a MASSIVE run left running with its lease lapsed (its invocation died) fails, naming the run and how to resume it", async () => {
+    await db.sql`delete from legifrance_collector_runs`;
+    const [live] = await db.sql<{ id: string }[]>`
+      insert into legifrance_collector_runs (mode, lease_until) values ('massive', now() + interval '5 minutes') returning id`;
+    expect(check(await run(), "collector").status).toBe("ok");
+    await db.sql`update legifrance_collector_runs set lease_until = now() - interval '1 second' where id = ${live.id}`;
+    const c = check(await run(), "collector");
+    expect(c.status).toBe("fail");
+    expect(c.detail).toContain(`massive run ${live.id} stalled`);
+    expect(c.detail).toContain(`"runId":"${live.id}"`);
+    await db.sql`delete from legifrance_collector_runs`;
+  });
+});
+
 describe("knowledge_base", () => {
   it("never rounds a coverage gap away: 189 of 190 is 99.4 %, not 100 %", async () => {
     await db.sql`create table kb_gap (id int primary key, body text)`;

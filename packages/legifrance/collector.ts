@@ -8,6 +8,7 @@
 // MAINTENANCE: the newest page (50-100 documents) of each enabled category, no cursor.
 import type postgres from "postgres";
 import pLimit from "p-limit";
+import { isConnectionLost, retryWhileUnreachable } from "../core/db.ts";
 import type { ObjectStore } from "../files-queue/object-store.ts";
 import type { LegifranceApi } from "./client.ts";
 import { checkLegifranceId, consultRouteFor, documentPath } from "./ids.ts";
@@ -146,36 +147,46 @@ export async function collectMassive(deps: CollectorDeps, opts: MassiveOptions):
   if (!run.acquired) return result;
 
   let lastPageMs = 0;
+  const deadline = Date.now() + opts.budgetMs; // epoch ms, as retryWhileUnreachable reads it
   try {
     for (;;) {
-      const [entry] = await deps.sql<PlanEntry[]>`
-        select category, fond, query, filters, page_size, next_page, total_results
-          from public.legifrance_crawl_plan where enabled and not done order by category limit 1`;
-      if (!entry) {
-        result.done = true;
-        await deps.sql`select public.legifrance_finish_run(${run.run_id}, 'completed')`;
-        return result;
-      }
-      const [state] = await deps.sql<{ status: string }[]>`select status from public.legifrance_collector_runs where id = ${run.run_id}`;
-      if (state?.status !== "running") {
-        result.stopped = true;
-        return result;
-      }
-      // Start a page only if it can finish inside the budget (estimated from the last one).
-      if (performance.now() - t0 + lastPageMs * 1.2 > opts.budgetMs) return result;
+      try {
+        const [entry] = await deps.sql<PlanEntry[]>`
+          select category, fond, query, filters, page_size, next_page, total_results
+            from public.legifrance_crawl_plan where enabled and not done order by category limit 1`;
+        if (!entry) {
+          result.done = true;
+          await deps.sql`select public.legifrance_finish_run(${run.run_id}, 'completed')`;
+          return result;
+        }
+        const [state] = await deps.sql<{ status: string }[]>`select status from public.legifrance_collector_runs where id = ${run.run_id}`;
+        if (state?.status !== "running") {
+          result.stopped = true;
+          return result;
+        }
+        // Start a page only if it can finish inside the budget (estimated from the last one).
+        if (performance.now() - t0 + lastPageMs * 1.2 > opts.budgetMs) return result;
 
-      const tPage = performance.now();
-      const page = await deps.api.search(searchBody(entry, entry.next_page, entry.page_size), opts.signal);
-      const { ids, total } = documentIdsOf(entry.fond, page);
-      const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, "bulk", opts.signal);
-      // An empty page past the end closes the category even if the announced total was larger.
-      const effectiveTotal = ids.length === 0 ? Math.min(total, (entry.next_page - 1) * entry.page_size) : total;
-      await deps.sql`select public.legifrance_advance_plan(${run.run_id}, ${entry.category}, ${entry.next_page}, ${effectiveTotal}, ${collected}, ${failed}, ${lease})`;
-      result.pages++;
-      result.collected += collected;
-      result.failed += failed;
-      lastPageMs = performance.now() - tPage;
-      deps.log?.(`massive ${entry.category} page ${entry.next_page}: ${collected} stored, ${failed} failed (${Math.round(lastPageMs)} ms)`);
+        const tPage = performance.now();
+        const page = await deps.api.search(searchBody(entry, entry.next_page, entry.page_size), opts.signal);
+        const { ids, total } = documentIdsOf(entry.fond, page);
+        const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, "bulk", opts.signal);
+        // An empty page past the end closes the category even if the announced total was larger.
+        const effectiveTotal = ids.length === 0 ? Math.min(total, (entry.next_page - 1) * entry.page_size) : total;
+        await deps.sql`select public.legifrance_advance_plan(${run.run_id}, ${entry.category}, ${entry.next_page}, ${effectiveTotal}, ${collected}, ${failed}, ${lease})`;
+        result.pages++;
+        result.collected += collected;
+        result.failed += failed;
+        lastPageMs = performance.now() - tPage;
+        deps.log?.(`massive ${entry.category} page ${entry.next_page}: ${collected} stored, ${failed} failed (${Math.round(lastPageMs)} ms)`);
+      } catch (e) {
+        // The database went away (a restart, a failover): nothing of the page is lost, its cursor did not
+        // move. Wait for the server within the budget and replay the page (uploads are upserts, the
+        // cursor advances once); past the budget the invocation dies and its lease tells health so.
+        if (opts.signal?.aborted || !isConnectionLost(e)) throw e;
+        deps.log?.(`massive: database unreachable (${(e as Error).message}); waiting to replay the page`);
+        await retryWhileUnreachable(() => deps.sql`select 1`, deadline);
+      }
     }
   } catch (e) {
     // A killed invocation (aborted) just dies: its lease and cursor are what the next one resumes from.

@@ -55,6 +55,7 @@ export interface LocalStack {
 
 export async function startLocalStack(opts: LocalStackOptions = {}): Promise<LocalStack> {
   const t0 = performance.now();
+  const startedAt = Date.now();
   const log = opts.log ?? (() => {});
   const dataDir = resolve(opts.dataDir ?? join(repoRoot, ".local"));
   const functionsDir = resolve(opts.functionsDir ?? join(repoRoot, "supabase/functions"));
@@ -202,8 +203,27 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     if (sender) stoppers.push(() => sender.stop());
     const ticker: CronTicker | null = (await hasCronStandIn(sql)) ? startCronTicker({ dbUrl, log }) : null;
     if (ticker) stoppers.push(() => ticker.stop());
+    // Embedding jobs left by a previous run of the stack (a crash or a stop mid-drain) have no worker:
+    // the webhook fires only on new jobs and the safety-net cron every 5 minutes. Wake the workers for
+    // that backlog now, as the cron would (nothing is called when nothing is ready).
+    if (onPglite) {
+      // PGlite is this stack's own database and no worker outlives the stack: every job still held is
+      // a dead worker's. Its lease ends now (the next worker returns it, counting the attempt) rather
+      // than up to 180 s from now.
+      await sql`update public.embedding_sync_queue set lease_until = clock_timestamp() - interval '1 second'
+                where status = 'processing' and lease_until > clock_timestamp()`
+        .catch((e) => log(`[stack] ending the dead workers' leases: ${e instanceof Error ? e.message : e}`));
+    }
+    if (sender) {
+      void sql`select private.fan_out_embedding_workers()
+               where to_regprocedure('private.fan_out_embedding_workers(int)') is not null`
+        .then((r) => r.length && log("[stack] woke the embedding workers for the backlog found at start"))
+        .catch((e) => log(`[stack] waking the embedding workers: ${e instanceof Error ? e.message : e}`));
+    }
     // In the background (a stop just cuts it short): files a crash left without a row (storage.ts).
-    void sweepOrphanFiles(sql, storageRoot)
+    // Every file older than this start was written by an earlier process (one stack per data dir), so
+    // none is an upload in flight: all of them are judged now, not once they are 10 minutes old.
+    void sweepOrphanFiles(sql, storageRoot, Date.now() - startedAt)
       .then((n) => n > 0 && log(`[storage] removed ${n} orphaned file(s) left by an interrupted write`))
       .catch(() => {});
 

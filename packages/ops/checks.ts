@@ -277,6 +277,16 @@ const collector: Check = async (sql) => {
   };
   const last = runs[0];
   const line = last ? `last run ${last.mode} ${last.status} at ${last.started_at.toISOString()}; ${failedDocs} failed document(s)` : `no run yet; ${failedDocs} failed document(s)`;
+  // A MASSIVE run still 'running' whose lease lapsed has no invocation left (it died with its server or
+  // its function) and nothing else resumes it: it waits for an operator, who needs its id.
+  const stalled = await sql<{ id: string; lease_until: Date }[]>`
+    select r.id, r.lease_until from legifrance_collector_runs r
+     where r.mode = 'massive' and r.status = 'running' and r.lease_until < now() order by r.started_at`;
+  if (stalled.length) {
+    const names = stalled.map((r) => `massive run ${r.id} stalled (lease expired at ${r.lease_until.toISOString()}): ` +
+      `resume it with legifrance-collector {"mode":"massive","runId":"${r.id}"}`);
+    return { status: "fail", detail: `${names.join("; ")} (${line})`, data: { ...data, stalled_runs: stalled.map((r) => r.id) } };
+  }
   return { status: last?.status === "failed" ? "warn" : "ok", detail: line, data };
 };
 

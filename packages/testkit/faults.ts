@@ -2,16 +2,21 @@
 // `npm test`: a durable private PostgreSQL with our migrations and the local stack on it, work that
 // runs the way a deployment runs it (rows written, webhooks and pg_cron wake the functions), a fault
 // at a random point of a window, and the invariants checked in SQL afterwards.
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, request, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { startLocalStack, type LocalStack } from "../local-stack/index.ts";
 import { migrate } from "../local-stack/migrate.ts";
+import { readState } from "../local-stack/state.ts";
 import { type DurableCluster, startDurableCluster } from "./durable-postgres.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "./fake-openai.ts";
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -270,4 +275,64 @@ export function percentile(xs: number[], p: number): number {
   if (xs.length === 0) return 0;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+
+// --- the whole local stack as a process group ------------------------------------------------------
+
+/** `npm start` running in its own process group, on embedded PGlite, with its data in `dataDir`. */
+export interface StackProcess {
+  pgid: number;
+  dataDir: string;
+  apiUrl: string;
+  dbUrl: string;
+  secretKey: string;
+  output(): string;
+}
+
+/**
+ * Starts `npm start` detached (its own process group: npm, the stack, the Deno functions), on PGlite
+ * (no DATABASE_URL), without the demo, and waits until it says it is running.
+ */
+export async function startStackProcess(dataDir: string, env: Record<string, string>, deadlineMs = 300_000): Promise<StackProcess> {
+  const full: Record<string, string | undefined> = { ...process.env, API_PORT: "0", LOCAL_STACK_DATA_DIR: dataDir, LOCAL_STACK_DEMO: "0", ...env };
+  for (const k of ["DATABASE_URL", "PISTE_CLIENT_ID", "PISTE_CLIENT_SECRET"]) delete full[k];
+  const child = spawn("npm", ["start", "--silent"], { cwd: repoRoot, env: full, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let out = "";
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (out += d));
+  const pgid = child.pid!;
+  try {
+    await until("npm start to be running", deadlineMs, () => {
+      if (child.exitCode !== null) throw new Error(`npm start exited with ${child.exitCode}: ${out.slice(-2000)}`);
+      return Promise.resolve(out.includes("Running. Ctrl-C to stop."));
+    }, 200);
+  } catch (e) {
+    await sigkillGroup(pgid).catch(() => {});
+    throw new Error(`${e instanceof Error ? e.message : e}\n${out.slice(-2000)}`);
+  }
+  const { state } = readState(dataDir);
+  if (!state) throw new Error("npm start runs but wrote no stack.json");
+  return { pgid, dataDir, apiUrl: state.apiUrl, dbUrl: state.dbUrl, secretKey: state.secretKey, output: () => out };
+}
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** kill -9 of a whole process group (by its id), then waits until no process of it is left. */
+export async function sigkillGroup(pgid: number): Promise<void> {
+  process.kill(-pgid, "SIGKILL");
+  await until(`process group ${pgid} gone`, 30_000, () => Promise.resolve(!groupAlive(pgid)), 20);
+}
+
+/** SIGTERM to the group (a clean stop), SIGKILL after 15 s. */
+export async function stopStackProcess(p: StackProcess): Promise<void> {
+  if (!groupAlive(p.pgid)) return;
+  process.kill(-p.pgid, "SIGTERM");
+  await until("npm start stopped", 15_000, () => Promise.resolve(!groupAlive(p.pgid)), 100).catch(() => sigkillGroup(p.pgid));
 }
