@@ -429,8 +429,53 @@ describe("bulk segments", () => {
       await live.end({ timeout: 5 });
     }
 
-    // The real build: it applies the deferred deletes when it seals the segment.
-    await maint`call private.build_embedding_segments()`;
+    // The real build: it deletes the marked chunks when it seals the segment, after the live writes
+    // that marked some and are still open. Here the build is held before its CREATE INDEX (a writer's
+    // lock on the segment), row 20 is edited and applied in a transaction left open, then the build
+    // is let go: its seal must wait for that transaction, and delete row 20's old chunks too.
+    const gates = postgres(db.url, { max: 1, onnotice: () => {} });
+    const late = postgres(db.url, { max: 1, onnotice: () => {} });
+    let letBuild!: () => void;
+    const buildGate = new Promise<void>((r) => (letBuild = r));
+    let commit!: () => void;
+    const commitGate = new Promise<void>((r) => (commit = r));
+    let marked!: () => void;
+    const markedP = new Promise<void>((r) => (marked = r));
+    let holding!: () => void;
+    const holdingP = new Promise<void>((r) => (holding = r));
+    const hold = gates.begin(async (tx) => {
+      await tx.unsafe(`lock table ${part} in row exclusive mode`);
+      holding();
+      await buildGate;
+    });
+    let open: Promise<unknown> | undefined;
+    try {
+      await holdingP;
+      const run = maint`call private.build_embedding_segments()`.execute();
+      await waitFor("the build to wait before its CREATE INDEX", async () => (await sql`
+        select 1 from pg_locks where relation = to_regclass(${part}) and mode = 'ShareLock' and not granted`).length > 0);
+      await sql.unsafe(`update ${B} set body = '${B} doc 20 v2' where id = 20`);
+      open = late.begin(async (tx) => {
+        await drain(tx as unknown as postgres.Sql, "late-worker");
+        marked();
+        await commitGate;
+      });
+      await markedP;
+      letBuild();
+      await hold;
+      await waitFor("the seal to wait for the open live write", async () => (await sql`
+        select 1 from pg_locks where relation = 'public.embedding_segments'::regclass
+          and mode = 'ExclusiveLock' and not granted`).length > 0);
+      commit();
+      await open;
+      await run;
+    } finally {
+      letBuild();
+      commit();
+      await Promise.allSettled([hold, open]);
+      await gates.end({ timeout: 5 });
+      await late.end({ timeout: 5 });
+    }
     const done = (await segments(sql)).find((s) => s.segment === seg)!;
     expect(done).toMatchObject({ state: "sealed", indexed: true, last_error: null });
     expect(Number(done.rows)).toBe(await countIn(sql, seg));
@@ -438,7 +483,7 @@ describe("bulk segments", () => {
     expect(left.n).toBe(0);
     const ids = Array.from({ length: 200 }, (_, k) => k + 1).filter((id) => id !== 7);
     expect(await expectEachRowOnce(sql, B, ids)).toEqual(new Set([0, seg]));
-    await expectFoundByOwnVector(sql, B, [10], 2);
+    await expectFoundByOwnVector(sql, B, [10, 20], 2);
     await expectFoundByOwnVector(sql, B, sampleOf(11, 200, 5));
   }, 120_000);
 });
