@@ -3,7 +3,8 @@
 // worker SQL (claim_embedding_jobs / apply_embedding_results) with precomputed 1536-d vectors and
 // the maintenance procedure by hand, with small thresholds so a segment fills in seconds, and assert
 // that search finds every row exactly once at every stage, that a build killed in the middle is
-// finished by the next run, and that a live write never waits for a build on another segment.
+// finished by the next run, and that a live write never waits for a build, on another segment or on
+// the one its row's chunks are in (their deletes wait for the build's seal instead).
 import { createHash } from "node:crypto";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
