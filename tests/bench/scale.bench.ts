@@ -139,12 +139,14 @@ function liveEdits(tag: string, pick?: (i: number) => Promise<{ table: string; i
       const { table, id } = row;
       const marker = `${tag}${i}x${Date.now()}`;
       inflight.push((async () => {
+        // A later edit of the row appends its marker after this one, and may be applied first (newest
+        // wins): this edit is searchable once a chunk of the row contains its marker, anywhere.
         await sql`update ${sql(table)} set body = body || ' ' || ${marker} where id = ${id}`;
         const committed = performance.now();
         const committedAt = Date.now();
         for (;;) {
           const [hit] = await sql`select 1 from documentation_embeddings
-            where source_table = ${table} and source_id = ${String(id)} and content like ${"%" + marker}`;
+            where source_table = ${table} and source_id = ${String(id)} and content like ${"%" + marker + "%"}`;
           if (hit) break;
           if (performance.now() - committed > 600_000) {
             lost.push(i);
