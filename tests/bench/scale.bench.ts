@@ -183,19 +183,20 @@ function applyLockWaits() {
   const loop = (async () => {
     while (!stopped) {
       const rows = await sql<{ key: string; rel: string | null; state: string | null; blocker: string | null }[]>`
-        select a.pid || ':' || a.query_start as key, w.rel, g.state,
+        select a.pid || ':' || a.query_start as key, w.what as rel, g.state,
                (select left(regexp_replace(b.query, '[[:space:]]+', ' ', 'g'), 48) from pg_stat_activity b
                 where b.pid = any (pg_blocking_pids(a.pid)) limit 1) as blocker
         from pg_stat_activity a
-        left join lateral (select l.relation::regclass::text as rel from pg_locks l
-                           where l.pid = a.pid and not l.granted and l.relation is not null limit 1) w on true
+        left join lateral (select l.locktype || ' ' || l.mode ||
+                                  coalesce(' ' || l.relation::regclass::text, '') as what, l.relation::regclass::text as rel
+                           from pg_locks l where l.pid = a.pid and not l.granted limit 1) w on true
         left join embedding_segments g on g.id = substring(w.rel from 'documentation_embeddings_s([0-9]+)$')::int
         where a.wait_event_type = 'Lock' and a.query like '%apply_embedding_results(%' and a.pid <> pg_backend_pid()`;
       const now = Date.now();
       for (const r of rows) {
         const w = waits.get(r.key);
         if (w) w.last = now;
-        else waits.set(r.key, { first: now, last: now, rel: r.rel ?? "(not a relation)", state: r.state, blocker: r.blocker ?? "?" });
+        else waits.set(r.key, { first: now, last: now, rel: r.rel ?? "?", state: r.state, blocker: r.blocker ?? "?" });
       }
       await sleep(200);
     }
@@ -214,7 +215,7 @@ function applyLockWaits() {
 function describeWaits(waits: LockWait[]): string {
   const by = new Map<string, { n: number; max: number }>();
   for (const w of waits) {
-    const rel = w.rel.replace(/_s\d+$/, "_s<N>");
+    const rel = w.rel.replace(/_s\d+$/, "_s<N>").replace(/pg_toast_\d+$/, "pg_toast_<N>");
     const k = `${rel}${w.state ? ` (${w.state})` : ""} <- ${w.blocker}`;
     const e = by.get(k) ?? { n: 0, max: 0 };
     e.n++;
