@@ -465,8 +465,8 @@ describe("bulk segments", () => {
       letBuild();
       await hold;
       await waitFor("the seal to wait for the open live write", async () => (await sql`
-        select 1 from pg_locks where relation = 'public.embedding_segments'::regclass
-          and mode = 'ExclusiveLock' and not granted`).length > 0);
+        select 1 from pg_stat_activity where query like 'call private.build_embedding_segments()%'
+          and wait_event_type = 'Lock' and wait_event in ('transactionid', 'tuple')`).length > 0);
       commit();
       await open;
       await run;
