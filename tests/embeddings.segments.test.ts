@@ -3,7 +3,8 @@
 // worker SQL (claim_embedding_jobs / apply_embedding_results) with precomputed 1536-d vectors and
 // the maintenance procedure by hand, with small thresholds so a segment fills in seconds, and assert
 // that search finds every row exactly once at every stage, that a build killed in the middle is
-// finished by the next run, and that a live write never waits for a build on another segment.
+// finished by the next run, and that a live write never waits for a build, on another segment or on
+// the one its row's chunks are in (their deletes wait for the build's seal instead).
 import { createHash } from "node:crypto";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -334,6 +335,158 @@ describe("bulk segments", () => {
     expect(await expectEachRowOnce(sql, E, Array.from({ length: 60 }, (_, k) => k + 1))).toEqual(new Set([0]));
     await sql`update embedding_sync_settings set bulk_segments_enabled = true`;
   }, 60_000);
+
+  it("a live edit of a row in a segment under build commits while the build holds its lock", async () => {
+    const sql = db.sql;
+    const B = "seg_under_build";
+    await sql.unsafe(`create table ${B} (id int primary key, body text)`);
+    await sql`select register_embedding_source(${B})`;
+    await sql`update embedding_sync_settings set bulk_segment_min_rows = 50, bulk_segment_max_rows = 100000, segment_merges_enabled = false`;
+    await writeBulk(sql, B, 1, 200);
+    await maint`call private.maintain_embedding_segments(false)`;
+    const seg = (await segments(sql)).find((s) => s.state === "loading")!.segment;
+    await drain(sql);
+    await maint`call private.maintain_embedding_segments(false)`; // no bulk job left: closed, not built
+    expect((await segments(sql)).find((s) => s.segment === seg)?.state).toBe("building");
+    const part = `private.documentation_embeddings_s${seg}`;
+    const [v1] = await sql<{ content: string }[]>`
+      select content from documentation_embeddings where source_table = ${B} and source_id = '10' and chunk_index = 0`;
+    const [v7] = await sql<{ content: string }[]>`
+      select content from documentation_embeddings where source_table = ${B} and source_id = '7' and chunk_index = 0`;
+
+    // The build: the same CREATE INDEX as private.build_embedding_segments, in a transaction kept open,
+    // so its SHARE lock on the segment is held for as long as the test needs.
+    const builder = postgres(db.url, { max: 1, onnotice: () => {} });
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const build = builder.begin(async (tx) => {
+      const [{ spec }] = await tx<{ spec: string }[]>`select private.embedding_hnsw_index_spec() as spec`;
+      await tx.unsafe(`create index held_build on ${part} ${spec}`);
+      await held;
+      throw new Error("rolled back");
+    }).catch((e: Error) => e);
+    const live = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      await waitFor("the build's SHARE lock", async () => (await sql`
+        select 1 from pg_locks where relation = to_regclass(${part}) and mode = 'ShareLock' and granted`).length > 0);
+      await live`set lock_timeout = '5s'`;
+      // The control: a write to that segment that does not defer its deletes waits for the build.
+      const blocked = await live`set lock_timeout = '200ms'`.then(() => live.unsafe(
+        `delete from documentation_embeddings where segment = ${seg} and source_table = 'nothing'`)).then(() => null, (e) => e);
+      expect(blocked?.code).toBe("55P03"); // lock_not_available
+      await live`set lock_timeout = '5s'`;
+
+      // Live edits of rows whose chunks are in the segment under build: one edited, one deleted.
+      await sql.unsafe(`update ${B} set body = '${B} doc 10 v2' where id = 10`);
+      await sql.unsafe(`delete from ${B} where id = 7`);
+      const t0 = Date.now();
+      await drain(live, "live-worker");
+      const ms = Date.now() - t0;
+      expect(ms, "the live apply completed within its bound").toBeLessThan(5_000);
+      const [still] = await sql`select count(*)::int as n from pg_locks
+                                where relation = to_regclass(${part}) and mode = 'ShareLock' and granted`;
+      expect(still.n, "the build still held its lock when the live write committed").toBe(1);
+
+      // Searches see the edit at once: row 10 once, in segment 0, with its new text; row 7 gone.
+      const rows10 = await sql<{ content: string }[]>`
+        select d.content from documentation_embeddings d
+        where d.source_table = ${B} and d.source_id = '10' and d.segment = 0 order by d.chunk_index`;
+      expect(rows10.map((r) => r.content)).toEqual([0, 1].map((i) => v1.content.replace("v1", "v2").replace("#0", `#${i}`)));
+      const only = { source_table: B };
+      const byOld = await sql<{ source_id: string; content: string }[]>`
+        select source_id, content from match_documents(${vectorOf(v1.content)}::extensions.vector, 50, ${sql.json(only)})`;
+      expect(byOld.length).toBe(50);
+      expect(byOld.filter((r) => r.source_id === "10" && !r.content.includes(" v2 "))).toEqual([]);
+      const [top] = await sql<{ source_id: string; content: string }[]>`
+        select source_id, content from match_documents(${vectorOf(rows10[0].content)}::extensions.vector, 3)`;
+      expect(top).toEqual({ source_id: "10", content: rows10[0].content });
+      const [seven] = await sql`select count(*)::int as n from match_documents(${vectorOf(v7.content)}::extensions.vector, 50,
+                                  ${sql.json(only)}) where source_id = '7'`;
+      expect(seven.n).toBe(0);
+      for (const [q, id] of [["doc 10", "10"], ["doc 7", "7"]]) {
+        const hits = await sql<{ content: string }[]>`
+          select content from search_documents(${q}, null, 200, 'text', ${sql.json(only)}) where source_id = ${id}`;
+        expect({ q, hits: hits.map((h) => h.content).sort() })
+          .toEqual({ q, hits: id === "10" ? rows10.map((r) => r.content) : [] });
+      }
+
+      // A user sees the marks of the chunks they may read, and nothing of the others'.
+      await sql.unsafe(`alter table ${B} enable row level security;
+        create policy only_10 on ${B} for select to authenticated using (id = 10);
+        grant select on ${B} to authenticated`);
+      const seen = await sql.begin(async (tx) => {
+        await tx`select set_config('role', 'authenticated', true)`;
+        return tx<{ source_id: string; n: number }[]>`
+          select d.source_id, count(*)::int as n from embedding_pending_deletes p
+          join documentation_embeddings d on d.id = p.id and d.segment = p.segment group by d.source_id`;
+      });
+      expect(seen).toEqual([{ source_id: "10", n: 2 }]);
+      const [marks] = await sql`select count(*)::int as n from embedding_pending_deletes where segment = ${seg}`;
+      expect(marks.n).toBe(2 + 1); // row 10's two old chunks, row 7's one
+    } finally {
+      release();
+      await build;
+      await builder.end({ timeout: 5 });
+      await live.end({ timeout: 5 });
+    }
+
+    // The real build: it deletes the marked chunks when it seals the segment, after the live writes
+    // that marked some and are still open. Here the build is held before its CREATE INDEX (a writer's
+    // lock on the segment), row 20 is edited and applied in a transaction left open, then the build
+    // is let go: its seal must wait for that transaction, and delete row 20's old chunks too.
+    const gates = postgres(db.url, { max: 1, onnotice: () => {} });
+    const late = postgres(db.url, { max: 1, onnotice: () => {} });
+    let letBuild!: () => void;
+    const buildGate = new Promise<void>((r) => (letBuild = r));
+    let commit!: () => void;
+    const commitGate = new Promise<void>((r) => (commit = r));
+    let marked!: () => void;
+    const markedP = new Promise<void>((r) => (marked = r));
+    let holding!: () => void;
+    const holdingP = new Promise<void>((r) => (holding = r));
+    const hold = gates.begin(async (tx) => {
+      await tx.unsafe(`lock table ${part} in row exclusive mode`);
+      holding();
+      await buildGate;
+    });
+    let open: Promise<unknown> | undefined;
+    try {
+      await holdingP;
+      const run = maint`call private.build_embedding_segments()`.execute();
+      await waitFor("the build to wait before its CREATE INDEX", async () => (await sql`
+        select 1 from pg_locks where relation = to_regclass(${part}) and mode = 'ShareLock' and not granted`).length > 0);
+      await sql.unsafe(`update ${B} set body = '${B} doc 20 v2' where id = 20`);
+      open = late.begin(async (tx) => {
+        await drain(tx as unknown as postgres.Sql, "late-worker");
+        marked();
+        await commitGate;
+      });
+      await markedP;
+      letBuild();
+      await hold;
+      await waitFor("the seal to wait for the open live write", async () => (await sql`
+        select 1 from pg_stat_activity where query like 'call private.build_embedding_segments()%'
+          and wait_event_type = 'Lock' and wait_event in ('transactionid', 'tuple')`).length > 0);
+      commit();
+      await open;
+      await run;
+    } finally {
+      letBuild();
+      commit();
+      await Promise.allSettled([hold, open]);
+      await gates.end({ timeout: 5 });
+      await late.end({ timeout: 5 });
+    }
+    const done = (await segments(sql)).find((s) => s.segment === seg)!;
+    expect(done).toMatchObject({ state: "sealed", indexed: true, last_error: null });
+    expect(Number(done.rows)).toBe(await countIn(sql, seg));
+    const [left] = await sql`select count(*)::int as n from embedding_pending_deletes`;
+    expect(left.n).toBe(0);
+    const ids = Array.from({ length: 200 }, (_, k) => k + 1).filter((id) => id !== 7);
+    expect(await expectEachRowOnce(sql, B, ids)).toEqual(new Set([0, seg]));
+    await expectFoundByOwnVector(sql, B, [10, 20], 2);
+    await expectFoundByOwnVector(sql, B, sampleOf(11, 200, 5));
+  }, 120_000);
 });
 
 async function countIn(sql: postgres.Sql, seg: number): Promise<number> {

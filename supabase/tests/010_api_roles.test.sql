@@ -35,6 +35,9 @@ insert into api_allowed values
   ('function', 'can_read_source_row', 'authenticated'),
   ('function', 'read_source_row', 'authenticated'),
   ('table', 'documentation_embeddings', 'authenticated'),
+  -- chunks whose delete waits for their segment's index build: search skips them (RLS: the caller's
+  -- readable chunks only, as documentation_embeddings)
+  ('table', 'embedding_pending_deletes', 'authenticated'),
   ('table', 'conversations', 'authenticated'),
   ('table', 'feedback', 'authenticated'),
   ('view', 'user_questions_complete', 'authenticated'),

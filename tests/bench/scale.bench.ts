@@ -113,7 +113,8 @@ async function pendingOf(table: string): Promise<number> {
 
 /**
  * One UPDATE of an FAQ row a second (autocommit) until stop() says so; each one's time from commit to
- * its new chunk being in documentation_embeddings. Returns the latencies of every edit made.
+ * its new chunk being in documentation_embeddings. Returns the latencies of every edit made. `pick`
+ * chooses the row to edit instead (null: no edit this second).
  */
 interface LiveEdit {
   /** Epoch ms of the commit and of the moment it was found searchable. */
@@ -122,7 +123,7 @@ interface LiveEdit {
   ms: number;
 }
 
-function liveEdits(tag: string) {
+function liveEdits(tag: string, pick?: (i: number) => Promise<{ table: string; id: number } | null>) {
   const latencies: LiveEdit[] = [];
   const lost: number[] = []; // edits not searchable after 10 minutes, counted at 600,000 ms
   const inflight: Promise<void>[] = [];
@@ -130,15 +131,22 @@ function liveEdits(tag: string) {
   const loop = (async () => {
     for (let i = 0; !stopped; i++) {
       const started = performance.now();
-      const id = 1 + ((i * 37) % FAQ_ROWS);
+      const row = pick ? await pick(i) : { table: "bench_faq", id: 1 + ((i * 37) % FAQ_ROWS) };
+      if (!row) {
+        await sleep(Math.max(0, 1000 - (performance.now() - started)));
+        continue;
+      }
+      const { table, id } = row;
       const marker = `${tag}${i}x${Date.now()}`;
       inflight.push((async () => {
-        await sql`update bench_faq set body = body || ' ' || ${marker} where id = ${id}`;
+        // A later edit of the row appends its marker after this one, and may be applied first (newest
+        // wins): this edit is searchable once a chunk of the row contains its marker, anywhere.
+        await sql`update ${sql(table)} set body = body || ' ' || ${marker} where id = ${id}`;
         const committed = performance.now();
         const committedAt = Date.now();
         for (;;) {
           const [hit] = await sql`select 1 from documentation_embeddings
-            where source_table = 'bench_faq' and source_id = ${String(id)} and content like ${"%" + marker}`;
+            where source_table = ${table} and source_id = ${String(id)} and content like ${"%" + marker + "%"}`;
           if (hit) break;
           if (performance.now() - committed > 600_000) {
             lost.push(i);
@@ -161,6 +169,60 @@ function liveEdits(tag: string) {
       return latencies;
     },
   };
+}
+
+/**
+ * Samples, every 200 ms until stop(), the workers' apply_embedding_results statements that wait for a
+ * lock: the relation they wait on, the state of its segment when it is one, and what the blocking
+ * backend runs. A wait seen in several samples is one wait, lasting from its first sample to its last.
+ */
+interface LockWait { ms: number; rel: string; state: string | null; blocker: string }
+function applyLockWaits() {
+  const waits = new Map<string, { first: number; last: number; rel: string; state: string | null; blocker: string }>();
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const rows = await sql<{ key: string; rel: string | null; state: string | null; blocker: string | null }[]>`
+        select a.pid || ':' || a.query_start as key, w.what as rel, g.state,
+               (select left(regexp_replace(b.query, '[[:space:]]+', ' ', 'g'), 48) from pg_stat_activity b
+                where b.pid = any (pg_blocking_pids(a.pid)) limit 1) as blocker
+        from pg_stat_activity a
+        left join lateral (select l.locktype || ' ' || l.mode ||
+                                  coalesce(' ' || l.relation::regclass::text, '') as what, l.relation::regclass::text as rel
+                           from pg_locks l where l.pid = a.pid and not l.granted limit 1) w on true
+        left join embedding_segments g on g.id = substring(w.rel from 'documentation_embeddings_s([0-9]+)$')::int
+        where a.wait_event_type = 'Lock' and a.query like '%apply_embedding_results(%' and a.pid <> pg_backend_pid()`;
+      const now = Date.now();
+      for (const r of rows) {
+        const w = waits.get(r.key);
+        if (w) w.last = now;
+        else waits.set(r.key, { first: now, last: now, rel: r.rel ?? "?", state: r.state, blocker: r.blocker ?? "?" });
+      }
+      await sleep(200);
+    }
+  })();
+  return {
+    async stop(): Promise<LockWait[]> {
+      stopped = true;
+      await loop;
+      // Seen once: under one sampling interval.
+      return [...waits.values()].map((w) => ({ ms: w.last - w.first + 200, rel: w.rel, state: w.state, blocker: w.blocker }));
+    },
+  };
+}
+
+/** "rel (state) <- blocker: n waits, longest ms", most waits first. */
+function describeWaits(waits: LockWait[]): string {
+  const by = new Map<string, { n: number; max: number }>();
+  for (const w of waits) {
+    const rel = w.rel.replace(/_s\d+$/, "_s<N>").replace(/pg_toast_\d+$/, "pg_toast_<N>");
+    const k = `${rel}${w.state ? ` (${w.state})` : ""} <- ${w.blocker}`;
+    const e = by.get(k) ?? { n: 0, max: 0 };
+    e.n++;
+    e.max = Math.max(e.max, w.ms);
+    by.set(k, e);
+  }
+  return [...by.entries()].sort((a, b) => b[1].n - a[1].n).map(([k, e]) => `${k}: ${e.n}, longest ${e.max} ms`).join("; ") || "none";
 }
 
 try {
@@ -225,6 +287,17 @@ try {
   await createRows("bench_law", 1, BACKFILL_ROWS, 45);
   log(`backfill: ${BACKFILL_ROWS} rows created in ${seconds(t0).toFixed(1)} s`);
   const backfillEdits = liveEdits("bulk");
+  // One edit a second, while a segment is under build, of a backfilled row with chunks in it: the
+  // case where a write could wait for the build's lock.
+  const underBuildEdits = liveEdits("inbuild", async () => {
+    const [g] = await sql<{ id: number }[]>`select id from embedding_segments where state = 'building' order by id limit 1`;
+    if (!g) return null;
+    const [r] = await sql<{ id: number }[]>`
+      select source_id::int as id from ${sql(`private.documentation_embeddings_s${g.id}`)}
+      where source_table = 'bench_law' and chunk_index = 0 offset (random() * 2000)::int limit 1`;
+    return r ? { table: "bench_law", id: r.id } : null;
+  });
+  const backfillWaits = applyLockWaits();
   const tb = performance.now();
   await backfill("bench_law");
   let lastReport = 0;
@@ -243,6 +316,11 @@ try {
   const backfillSeconds = seconds(tb);
   const backfillEdited = await backfillEdits.stop();
   const backfillLatencies = backfillEdited.map((e) => e.ms);
+  const underBuildLatencies = (await underBuildEdits.stop()).map((e) => e.ms);
+  const lockWaits = await backfillWaits.stop();
+  // A live write must never wait for an index build: a wait on a segment in state 'building'.
+  const buildWaits = lockWaits.filter((w) => w.state === "building");
+  log(`backfill: the workers' writes waited for a lock ${lockWaits.length} times: ${describeWaits(lockWaits)}`);
   const [check] = await sql<{ chunks: number; sources: number; dupes: number }[]>`
     select count(*)::int as chunks, count(distinct source_id)::int as sources,
            (select count(*)::int from (select source_id, chunk_index from documentation_embeddings
@@ -357,6 +435,13 @@ try {
     live_p95_ms_outside_builds: Math.round(percentile(liveOutsideBuilds, 95)),
     live_edits_outside_builds: liveOutsideBuilds.length,
     segment_build_ms: builds.map((g) => Number(g.build_ms)),
+    live_p50_ms_rows_under_build: Math.round(percentile(underBuildLatencies, 50)),
+    live_p95_ms_rows_under_build: Math.round(percentile(underBuildLatencies, 95)),
+    live_edits_rows_under_build: underBuildLatencies.length,
+    apply_lock_waits: lockWaits.length,
+    apply_lock_wait_max_ms: Math.max(0, ...lockWaits.map((w) => w.ms)),
+    apply_waits_on_builds: buildWaits.length,
+    apply_lock_waits_by_cause: describeWaits(lockWaits),
     live_p50_ms_fifo: Math.round(percentile(fifoLatencies, 50)),
     live_p95_ms_fifo: Math.round(percentile(fifoLatencies, 95)),
     live_edits_fifo: fifoLatencies.length,
@@ -391,6 +476,12 @@ try {
       `${liveDuringBuilds.length} edits overlapping one of ${builds.length} segment builds (p50 ${result.live_p50_ms_during_builds}); target <= 2,000`, atMost(2000)],
     ["live_p95_ms_outside_builds", result.live_p95_ms_outside_builds,
       `${liveOutsideBuilds.length} edits overlapping no build (p50 ${result.live_p50_ms_outside_builds}); target <= 2,000`, atMost(2000)],
+    ["live_p95_ms_rows_under_build", result.live_p95_ms_rows_under_build,
+      `${underBuildLatencies.length} edits of backfilled rows in a segment under build (p50 ${result.live_p50_ms_rows_under_build}); target <= 2,000`, atMost(2000)],
+    ["apply_waits_on_builds", result.apply_waits_on_builds,
+      `workers' writes seen (every 200 ms) waiting on a segment under build, longest ${Math.max(0, ...buildWaits.map((w) => w.ms))} ms; target 0`, atMost(0)],
+    ["apply_lock_wait_max_ms", result.apply_lock_wait_max_ms,
+      `longest of ${lockWaits.length} lock waits of the workers' writes, any cause (see below)`],
     ["live_p95_ms_fifo", result.live_p95_ms_fifo, `baseline: lanes off, ${fifoLatencies.length} edits during a ${FIFO_ROWS}-row backlog (p50 ${result.live_p50_ms_fifo})`],
     ["backfill_rows_per_s", result.backfill_rows_per_s, `until written and indexed; ${segments.length} bulk segments, builds ${builds.map((g) => Math.round(Number(g.build_ms) / 1000)).join("/")} s`],
     ["incremental_limit_rows_per_s", result.incremental_limit_rows_per_s, `${limitRows} vectors, 4 writers, HNSW-indexed table`],
@@ -413,6 +504,7 @@ try {
   console.log(`${"metric".padEnd(w0)}  ${"value".padStart(w1)}  ${"target".padEnd(6)}  note`);
   rowsOut.forEach(([k, v, n], i) => console.log(`${k.padEnd(w0)}  ${String(v).padStart(w1)}  ${marks[i].padEnd(6)}  ${n}`));
   console.log(`parts (s): ${Object.entries(result.part_seconds).map(([k, v]) => `${k} ${v}`).join(", ")}`);
+  console.log(`lock waits of the workers' writes during the backfill: ${result.apply_lock_waits_by_cause}`);
   for (const p of problems) console.log(`problem: ${p}`);
   if (result.missed.length) console.log(`MISSED: ${result.missed.join(", ")}`);
   console.log("written to .bench/scale.json");
