@@ -306,7 +306,7 @@ stable
 security invoker
 set search_path = public, extensions
 set hnsw.iterative_scan = 'relaxed_order'
-set hnsw.ef_search = 100
+set hnsw.ef_search = 200
 as $$
 declare
   f jsonb := coalesce(filter, '{}'::jsonb);
