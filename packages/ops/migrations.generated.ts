@@ -45,4 +45,5 @@ export const SHIPPED_MIGRATIONS: readonly string[] = [
   "20260122000000",
   "20260122000100",
   "20260122000200",
+  "20260123120000",
 ];
