@@ -2,13 +2,20 @@
 // cluster (fsync, synchronous_commit, full_page_writes on), with the local stack running on it: after
 // the restart, nothing is lost, nothing is duplicated, nothing is stale, and the pipeline resumes by
 // itself, without a restart of the stack. The short version of `npm run bench:faults`.
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it, onTestFailed } from "vitest";
 import {
   createSource, embeddingInvariants, type FaultBed, pick, progress, recoveryAfter, startFaultBed, until, wastedInputs,
 } from "../packages/testkit/faults.ts";
 
 let bed: FaultBed;
-const log = (m: string) => process.env.FAULTS_DEBUG && console.error(m);
+// The bed's last lines (server restarts, pg_net, the functions' own output), printed when a test fails.
+const lines: string[] = [];
+const log = (m: string) => {
+  lines.push(`${new Date().toISOString().slice(11, 23)} ${m}`);
+  if (lines.length > 300) lines.shift();
+  if (process.env.FAULTS_DEBUG) console.error(m);
+};
+const printLogOnFailure = () => onTestFailed(() => console.error(`the fault bed's last lines:\n${lines.join("\n")}`));
 
 beforeAll(async () => {
   bed = await startFaultBed({ log, providerLatencyMs: 50 });
@@ -22,6 +29,7 @@ it("runs on a durable server", async () => {
 });
 
 it("postmaster SIGKILL mid-drain: work resumes within 120 s and every row ends with exactly its current chunk", async () => {
+  printLogOnFailure();
   const { sql } = bed;
   const rows = 1500;
   bed.fake.resetStats();
@@ -47,6 +55,7 @@ it("postmaster SIGKILL mid-drain: work resumes within 120 s and every row ends w
 }, 300_000);
 
 it("postmaster SIGKILL while a bulk resync fills a loading segment: the segment is built and every row is searchable once", async () => {
+  printLogOnFailure();
   const { sql } = bed;
   const rows = 1000;
   // Small segments (400 chunks instead of 10,000) so a run of this size opens, fills and builds several.

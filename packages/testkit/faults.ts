@@ -253,7 +253,7 @@ export async function filesDrift(sql: postgres.Sql, bucket: string): Promise<{ m
  * and no job claimed before the fault is still held (it was written or given back). Returns seconds.
  */
 export async function recoveryAfter(sql: postgres.Sql, table: string, faultAt: Date, restartedAt: number, deadlineMs: number): Promise<number> {
-  await until(`${table}: work resumed after the restart`, deadlineMs, async () => {
+  const waiting = until(`${table}: work resumed after the restart`, deadlineMs, async () => {
     const [r] = await sql<{ since: number; held: number; left: number }[]>`
       select count(*) filter (where status = 'completed' and processed_at > ${faultAt})::int as since,
              count(*) filter (where status = 'processing' and locked_at <= ${faultAt})::int as held,
@@ -261,6 +261,16 @@ export async function recoveryAfter(sql: postgres.Sql, table: string, faultAt: D
       from embedding_sync_queue where source_table = ${table}`;
     return (r.since > 0 || r.left === 0) && r.held === 0;
   }, 250);
+  try {
+    await waiting;
+  } catch (e) {
+    // Who still holds what, so a failure says which worker never came back and why its jobs wait.
+    const held = await sql<{ locked_by: string; n: number; lease_s: number; last_error: string | null }[]>`
+      select locked_by, count(*)::int as n, round(extract(epoch from max(lease_until) - now()))::int as lease_s,
+             max(last_error) as last_error
+      from embedding_sync_queue where source_table = ${table} and status = 'processing' group by locked_by`.catch(() => []);
+    throw new Error(`${(e as Error).message}; still processing: ${JSON.stringify(held)}`);
+  }
   return (Date.now() - restartedAt) / 1000;
 }
 
