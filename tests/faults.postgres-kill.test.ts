@@ -46,13 +46,14 @@ it("postmaster SIGKILL mid-drain: work resumes within 120 s and every row ends w
   const restartedAt = Date.now();
   const recovery = await recoveryAfter(sql, "fault_drain", faultAt, restartedAt, 120_000);
   expect(recovery).toBeLessThanOrEqual(120);
-  await until("the drain to finish", 120_000, async () => (await progress(sql, "fault_drain")).left === 0, 250);
+  // The recovery is the target (above); finishing the rest is throughput, slow on a loaded machine.
+  await until("the drain to finish", 300_000, async () => (await progress(sql, "fault_drain")).left === 0, 250);
   expect(await embeddingInvariants(sql, ["fault_drain"])).toEqual({
     lost_rows: 0, duplicate_chunks: 0, stale_chunks: 0, orphan_chunks: 0, stuck_jobs: 0, unfinished_jobs: 0, dead_jobs: 0,
   });
   // Re-embedded inputs: at most the batches that were in flight when the server died.
   expect(wastedInputs(bed.fake)).toBeLessThanOrEqual(Math.max(held.n, 1));
-}, 300_000);
+}, 600_000);
 
 it("postmaster SIGKILL while a bulk resync fills a loading segment: the segment is built and every row is searchable once", async () => {
   printLogOnFailure();
@@ -76,7 +77,7 @@ it("postmaster SIGKILL while a bulk resync fills a loading segment: the segment 
   const restartedAt = new Date();
   const recovery = await recoveryAfter(sql, "fault_bulk", faultAt, restartedAt.getTime(), 120_000);
   expect(recovery).toBeLessThanOrEqual(120);
-  await until("every bulk job done", 120_000, async () => (await progress(sql, "fault_bulk")).left === 0, 250);
+  await until("every bulk job done", 300_000, async () => (await progress(sql, "fault_bulk")).left === 0, 250);
   // pg_cron came back with the server and runs its jobs again (the segment jobs run every minute)...
   await until("a pg_cron run after the restart", 90_000, async () => {
     const [r] = await sql<{ n: number }[]>`
@@ -99,4 +100,4 @@ it("postmaster SIGKILL while a bulk resync fills a loading segment: the segment 
     select segment, indexed from embedding_segment_status where segment > 0`;
   expect(segments.length).toBeGreaterThan(0);
   expect(segments.every((s) => s.indexed)).toBe(true);
-}, 300_000);
+}, 600_000);
