@@ -172,6 +172,23 @@ describe("the query-embedding cache", () => {
       .rejects.toThrow(/index holds chunks embedded with model "offline[^"]*", but this function embeds queries with "text-embedding-3-large"/);
     expect(other.calls).toBe(0);
   });
+
+  it("refuses a result embedded with another model, in an index caught half re-embedded", async () => {
+    // The constant-time check has just passed for this pool (one chunk of the right model), so only the
+    // results' own models can tell that the chunks found were embedded with another model.
+    const body = searchBodySchema.parse({ query: "bail commercial six mois", mode: "vector", matchCount: 5 });
+    const before = await runSearch({ sql: db.sql, provider }, service, body);
+    const hit = before.results[0];
+    await db.sql`update documentation_embeddings set model = 'text-embedding-3-large'
+                 where source_table = ${hit.source_table} and source_id = ${hit.source_id}`;
+    try {
+      await expect(runSearch({ sql: db.sql, provider }, service, body))
+        .rejects.toThrow(/index holds chunks embedded with model "text-embedding-3-large", but this function embeds queries with "offline/);
+    } finally {
+      await db.sql`update documentation_embeddings set model = ${provider.model}
+                   where source_table = ${hit.source_table} and source_id = ${hit.source_id}`;
+    }
+  });
 });
 
 describe("the log", () => {

@@ -46,21 +46,24 @@ export class IndexModelMismatch extends Error {}
 
 const modelCheck = new WeakMap<postgres.Sql, { model: string; at: number }>();
 
+function mismatch(indexModel: string, provider: EmbeddingProvider): IndexModelMismatch {
+  return new IndexModelMismatch(
+    `the index holds chunks embedded with model "${indexModel}", but this function embeds queries with ` +
+      `"${provider.model}" (${provider.name}); set EMBEDDING_MODEL/EMBEDDING_PROVIDER to the index's, or re-embed the index`,
+  );
+}
+
 /**
- * Refuses to search an index embedded with another model: its vectors are not comparable with the
- * query's. Checked once a minute per connection pool (the query scans the chunks' model column).
+ * Refuses to search an index embedded with another model before paying for the query's embedding:
+ * its vectors are not comparable with the query's. One chunk tells (an index is embedded with one
+ * model), read in constant time whatever the index's size; checked once a minute per connection pool.
+ * An index caught half re-embedded is caught by the results' own models (see searchRows).
  */
 export async function assertIndexModel(sql: postgres.Sql, provider: EmbeddingProvider): Promise<void> {
   const seen = modelCheck.get(sql);
   if (seen && seen.model === provider.model && Date.now() - seen.at < 60_000) return;
-  const rows = await sql<{ model: string }[]>`
-    select distinct model from (select model from public.documentation_embeddings where model <> ${provider.model} limit 1) m`;
-  if (rows.length) {
-    throw new IndexModelMismatch(
-      `the index holds chunks embedded with model "${rows[0].model}", but this function embeds queries with ` +
-        `"${provider.model}" (${provider.name}); set EMBEDDING_MODEL/EMBEDDING_PROVIDER to the index's, or re-embed the index`,
-    );
-  }
+  const [row] = await sql<{ model: string }[]>`select model from public.documentation_embeddings limit 1`;
+  if (row && row.model !== provider.model) throw mismatch(row.model, provider);
   modelCheck.set(sql, { model: provider.model, at: Date.now() });
 }
 
@@ -73,6 +76,7 @@ interface Row {
   metadata: Record<string, unknown>;
   score: number;
   similarity: number | null;
+  model: string;
   source?: Record<string, unknown> | null;
 }
 
@@ -90,7 +94,8 @@ export class ForeignConversation extends Error {}
 async function searchRows(sql: postgres.Sql, caller: Caller, body: SearchBody, embedding: string | null): Promise<Row[]> {
   const filter = body.filter as postgres.JSONValue;
   const search = (tx: Tx, candidates: string[] | null, broad: boolean | null) => tx<Row[]>`
-    select s.id, s.source_table, s.source_id, s.chunk_index, s.content, s.metadata, s.score, s.similarity
+    select s.id, s.source_table, s.source_id, s.chunk_index, s.content, s.metadata, s.score, s.similarity,
+           (select d.model from public.documentation_embeddings d where d.id = s.id) as model
       ${body.includeSource ? tx`, public.read_source_row(s.source_table, s.source_id) as source` : tx``}
     from public.search_documents(${body.query}, ${embedding}::extensions.vector, ${body.matchCount},
                                  ${body.mode}, ${tx.json(filter)}, 50, ${candidates}::bigint[], 1, 1, ${broad}) s`;
@@ -136,6 +141,8 @@ export async function runSearch(
     cached = q.cached;
   }
   const rows = await searchRows(sql, caller, body, embedding);
+  const foreign = body.mode === "text" ? undefined : rows.find((r) => r.model !== provider.model);
+  if (foreign) throw mismatch(foreign.model, provider);
   const results: SearchResult[] = rows.map((r) => ({
     source_table: r.source_table,
     source_id: r.source_id,
