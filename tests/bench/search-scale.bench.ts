@@ -18,6 +18,10 @@
 //   search   vector mode, matchCount 10, through the local stack's gateway and Deno functions; each
 //            query's embedding comes from the query cache (seeded per caller, as a repeated question).
 //   recall   against an exact search over what each caller may read (service: every chunk).
+//   server   a private PostgreSQL 15 cluster with a Large compute's memory (8 GB: shared_buffers a
+//            quarter of it, effective_cache_size three quarters, as Supabase sets them) and hosted
+//            durability (fsync, synchronous_commit on), the compute README's sizing table names for
+//            this corpus at 256-d halfvec. BENCH_KEEP_DB=1 leaves it running and prints its URL.
 import { mkdirSync, writeFileSync } from "node:fs";
 import postgres from "postgres";
 import { contentHash } from "../../packages/embeddings/hash.ts";
@@ -26,7 +30,7 @@ import { startLocalStack } from "../../packages/local-stack/index.ts";
 import { signUserJwt } from "../../packages/local-stack/keys.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
 import { normalizeQuery } from "../../packages/search/query-cache.ts";
-import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts";
+import { startDurableCluster } from "../../packages/testkit/durable-postgres.ts";
 import { createAuthUsers } from "../helpers/users.ts";
 
 const STAGES = (process.env.BENCH_STAGES ?? "100000,300000,1000000").split(",").map(Number);
@@ -56,11 +60,13 @@ function percentile(xs: number[], p: number): number {
 }
 const round = (x: number, d = 1) => Number.isFinite(x) ? +x.toFixed(d) : null;
 
-const adminUrl = await ensureTestServer(log);
-const dbName = `bench_search_scale_${Date.now().toString(36)}`;
-const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
-await admin.unsafe(`create database ${dbName}`);
-const url = databaseUrl(adminUrl, dbName);
+const dbName = "search_scale";
+const cluster = await startDurableCluster({
+  database: dbName,
+  log,
+  extraConf: ["shared_buffers = '2GB'", "effective_cache_size = '6GB'", `maintenance_work_mem = '${BUILD_MEM_MB}MB'`].join("\n"),
+});
+const url = cluster.url;
 const sql = postgres(url, { max: 4, onnotice: () => {}, idle_timeout: 0 });
 let stack: Awaited<ReturnType<typeof startLocalStack>> | undefined;
 const tStart = performance.now();
@@ -329,6 +335,6 @@ try {
 } finally {
   await stack?.stop();
   await sql.end({ timeout: 5 });
-  if (!process.env.BENCH_KEEP_DB) await admin.unsafe(`drop database if exists ${dbName} with (force)`);
-  await admin.end({ timeout: 5 });
+  if (process.env.BENCH_KEEP_DB) log(`kept: ${url} (data ${cluster.dataDir}, postmaster ${cluster.postmasterPid()})`);
+  else await cluster.destroy();
 }
