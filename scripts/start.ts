@@ -1,4 +1,4 @@
-// npm start: the whole system on this machine, no Docker and no keys (see README "npm start").
+// npm start: the whole system on this machine, no Docker and no keys (see docs/local-stack.md).
 // Embedded PGlite (or DATABASE_URL), the gateway on 127.0.0.1:54321, every edge function in one
 // Deno process, the pg_net sender and pg_cron ticker, the offline embeddings provider and the
 // Légifrance stand-in unless real credentials are given; then a guided demo on faq_items (not in a

@@ -1,4 +1,4 @@
-// The README's "Using supabase-js from Node against the local stack" snippet, exactly as written there,
+// The "Using supabase-js from Node against the local stack" snippet of docs/local-stack.md, exactly as written there,
 // run by plain Node (ESM, no tsx) against a running stack.
 import { execFile } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -22,15 +22,15 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-function readmeSnippet(): string {
-  const readme = readFileSync(join(repo, "README.md"), "utf8");
-  const section = readme.split("### Using supabase-js from Node against the local stack")[1];
+function docSnippet(): string {
+  const page = readFileSync(join(repo, "docs", "local-stack.md"), "utf8");
+  const section = page.split("## Using supabase-js from Node against the local stack")[1];
   const m = section ? /```js\n([\s\S]*?)```/.exec(section) : null;
-  if (!m) throw new Error("README has no js snippet under 'Using supabase-js from Node against the local stack'");
+  if (!m) throw new Error("docs/local-stack.md has no js snippet under 'Using supabase-js from Node against the local stack'");
   return m[1];
 }
 
-describe("README: supabase-js from plain Node", () => {
+describe("docs/local-stack.md: supabase-js from plain Node", () => {
   it("the snippet runs as a plain .mjs file and reaches the local stack", async () => {
     const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
     expect((await admin.createBucket("readme-check", { public: false })).error).toBeNull();
@@ -38,7 +38,7 @@ describe("README: supabase-js from plain Node", () => {
     const dir = join(repo, "node_modules", ".cache", "readme-snippets");
     mkdirSync(dir, { recursive: true });
     const file = join(dir, `local-client-${process.pid}.mjs`);
-    writeFileSync(file, readmeSnippet());
+    writeFileSync(file, docSnippet());
     const { stdout } = await promisify(execFile)(process.execPath, [file], {
       cwd: repo,
       env: { PATH: process.env.PATH ?? "", API_URL: stack.apiUrl, SERVICE_ROLE_KEY: stack.serviceRoleKey },

@@ -11,7 +11,7 @@ import { processAlive } from "../packages/local-stack/state.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const db = useTestDatabase();
-/** What README promises for a stop. */
+/** What docs/local-stack.md promises for a stop. */
 const STOP_WITHIN_MS = 10_000;
 const started: { child: ChildProcess; dataDir: string }[] = [];
 

@@ -5,7 +5,7 @@
 //   vectors  256 dimensions stored as halfvec: what a project of this size picks. OpenAI's
 //            text-embedding-3 models take `dimensions`, and text-embedding-3-large at 256 scores above
 //            ada-002 at 1536 on MTEB (OpenAI's figures); halfvec halves the bytes again, so 1.3M chunks
-//            fit in memory on a mid-size compute (README's sizing table). Clustered: 400 topics, each
+//            fit in memory on a mid-size compute (the sizing table in docs/embedding-storage.md). Clustered: 400 topics, each
 //            chunk a point of its topic's six-dimensional patch plus a little noise (see bench_point).
 //   load     per stage (100k, 300k, 1M chunks; BENCH_STAGES to change), into loading segments of
 //            bulk_segment_max_rows chunks: a bulk job waiting in the queue makes the maintenance open
