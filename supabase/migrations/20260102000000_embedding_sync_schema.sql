@@ -140,7 +140,8 @@ alter table private.embedding_sync_wake enable row level security;
 
 revoke all on public.embedding_sources, public.embedding_sync_queue, public.embedding_sync_versions,
   public.embedding_sync_settings, public.documentation_embeddings from anon, authenticated;
-revoke all on sequence public.embedding_sync_version_seq from anon, authenticated;
+revoke all on sequence public.embedding_sync_version_seq, public.embedding_sync_queue_id_seq,
+  public.documentation_embeddings_id_seq from anon, authenticated;
 grant all on public.embedding_sources, public.embedding_sync_queue, public.embedding_sync_versions,
   public.embedding_sync_settings, public.documentation_embeddings to service_role;
 grant usage on sequence public.embedding_sync_version_seq to service_role;

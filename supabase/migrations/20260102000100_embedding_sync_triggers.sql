@@ -305,6 +305,7 @@ end $$;
 revoke all on function private.embedding_table_name(oid), private.embedding_pk_column(oid),
   private.embedding_row_sql(oid, text, text[], regprocedure, text),
   private.enqueue_embedding_job(text, text, text, text), private.embedding_source_truncated() from public;
+revoke all on function public.add_to_embedding_queue() from public, anon, authenticated;
 revoke all on function public.register_embedding_source(regclass, text[], regprocedure, text, int, int),
   public.resync_embedding_sources(text) from public, anon, authenticated;
 grant execute on function public.register_embedding_source(regclass, text[], regprocedure, text, int, int),

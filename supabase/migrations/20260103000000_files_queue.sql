@@ -46,6 +46,7 @@ alter table public.files_queue enable row level security;
 alter table public.files_queue_watched_buckets enable row level security;
 revoke all on public.files_queue, public.files_queue_watched_buckets from anon, authenticated;
 grant all on public.files_queue, public.files_queue_watched_buckets to service_role;
+revoke all on sequence public.files_queue_id_seq from anon, authenticated;
 
 -- Enqueue from Storage ---------------------------------------------------------------------------
 -- Security definer: Storage writes as its own role (service_role, authenticated, supabase_storage_admin)
@@ -316,11 +317,12 @@ as $$
    where c.bucket_id = p_bucket;
 $$;
 
+revoke all on public.files_queue_coherence, public.files_queue_insertion_rate, public.files_queue_status from anon, authenticated;
 grant select on public.files_queue_coherence, public.files_queue_insertion_rate, public.files_queue_status to service_role;
 revoke all on function public.claim_files_queue(text, int, int), public.complete_files_queue(text, bigint[]),
   public.fail_files_queue(text, bigint, text, boolean), public.recover_stuck_files_queue(),
   public.files_queue_repopulate_batch(text, text, int, boolean), public.files_queue_repair_missing(text),
-  public.files_queue_drift_alert(text) from public;
+  public.files_queue_drift_alert(text) from public, anon, authenticated;
 grant execute on function public.claim_files_queue(text, int, int), public.complete_files_queue(text, bigint[]),
   public.fail_files_queue(text, bigint, text, boolean), public.recover_stuck_files_queue(),
   public.files_queue_repopulate_batch(text, text, int, boolean), public.files_queue_repair_missing(text),

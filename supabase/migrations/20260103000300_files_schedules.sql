@@ -39,6 +39,7 @@ create table public.files_queue_coherence_checks (
 alter table public.files_queue_coherence_checks enable row level security;
 revoke all on public.files_queue_coherence_checks from anon, authenticated;
 grant all on public.files_queue_coherence_checks to service_role;
+revoke all on sequence public.files_queue_coherence_checks_id_seq from anon, authenticated;
 
 -- The hourly check: one row per watched bucket in files_queue_coherence_checks. When the alert is
 -- on, the missing rows are inserted with the anti-join repair, and rows whose object is gone are

@@ -206,24 +206,6 @@ begin
   return v_inserted;
 end $$;
 
--- resync_legal_documents (20260107000000): re-deriving the whole bucket is bulk work.
-create or replace function public.resync_legal_documents(p_bucket text default 'agentbasic-legifrance-raw')
-returns bigint
-language plpgsql
-set search_path = ''
-as $$
-declare
-  v_n bigint;
-begin
-  update public.files_queue
-     set status = 'pending', processed = false, attempts = 0, last_error = null, run_at = now(),
-         locked_by = null, locked_at = null, lease_expires_at = null, processed_at = null, updated_at = now(),
-         lane = 'bulk'
-   where bucket_id = p_bucket and status in ('completed', 'failed');
-  get diagnostics v_n = row_count;
-  return v_n;
-end $$;
-
 -- files_queue_status (20260103000000), with the pending rows per lane appended.
 create or replace view public.files_queue_status with (security_invoker = true) as
 select bucket_id, status, count(*) as files, sum(file_size) as bytes,
