@@ -128,16 +128,3 @@ create trigger client_page_chunk_metadata
   for each row when (new.source_table = 'client_document_pages')
   execute function private.client_page_chunk_metadata();
 
--- A queue row marked 'deleted' removes what its bucket's handler wrote (and so, through the embedding
--- triggers, its chunks). Replaces the Légifrance-only version.
-create or replace function private.files_queue_deleted_removes_document() returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  delete from public.legal_documents where file_path = new.file_path;
-  delete from public.client_documents where bucket_id = new.bucket_id and path = new.file_path;
-  return null;
-end $$;
-revoke all on function private.files_queue_deleted_removes_document() from public, anon, authenticated;
