@@ -37,12 +37,18 @@ create index files_queue_lease_idx on public.files_queue (lease_expires_at) wher
 create index files_queue_created_idx on public.files_queue (created_at);
 create index files_queue_claim_lane_idx on public.files_queue (lane, run_at, id) where status = 'pending';
 
+-- Each watched bucket names its handler: process-files-queue dispatches each claimed row to its
+-- bucket's handler (packages/files-queue/handlers/).
 create table public.files_queue_watched_buckets (
   bucket_id text primary key check (bucket_id ~ '^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$'),
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  handler text not null default 'legifrance' check (handler in ('legifrance', 'client-documents'))
 );
 comment on table public.files_queue_watched_buckets is
   'Buckets whose objects get a files_queue row. Add a row to watch another bucket, then run the repair.';
+comment on column public.files_queue_watched_buckets.handler is
+  'What process-files-queue does with this bucket''s files: legifrance (collected JSON -> legal_documents) '
+  'or client-documents (PDF/Markdown/text -> client_documents + pages).';
 insert into public.files_queue_watched_buckets (bucket_id) values ('agentbasic-legifrance-raw');
 
 alter table public.files_queue enable row level security;
