@@ -325,7 +325,7 @@ begin
   t0 := clock_timestamp();
   begin
     perform pg_catalog.set_config('maintenance_work_mem', cfg.bulk_segment_build_mem_mb || 'MB', true);
-    -- Leaves cores to live work (bulk_segment_build_workers, 20260121000000).
+    -- Leaves cores to live work (embedding_sync_settings.bulk_segment_build_workers).
     perform pg_catalog.set_config('max_parallel_maintenance_workers', cfg.bulk_segment_build_workers::text, true);
     execute format('insert into private.%I (%s, segment) %s', part, cols, sources);
     get diagnostics n = row_count;

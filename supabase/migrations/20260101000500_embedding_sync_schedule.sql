@@ -6,7 +6,9 @@
 --    conditional UPDATE that skips the row when another transaction holds it. A burst of 10,000
 --    inserts therefore makes about one call per window, not 10,000, and never makes writers wait
 --    on each other. The woken function keeps polling until a window after the last wake, so a
---    change that was coalesced into an earlier wake is still picked up.
+--    change that was coalesced into an earlier wake is still picked up. The wake is per lane: a
+--    statement that queued live jobs wakes ONE worker for the live lane, on its own wake row; a bulk
+--    statement fans out by backlog.
 -- 2. pg_cron every 5 minutes: k = min(max_workers, ceil(pending / batch_size)) parallel calls;
 --    the safety net for anything a webhook missed (and for retries whose backoff expired).
 -- 3. pg_cron daily: cleanup (completed jobs > 7 days) and stuck-lease recovery.
@@ -95,7 +97,7 @@ end $$;
 
 -- The insert webhook, per lane. A statement's jobs take
 -- their lane from embedding_sync.lane (the column's default), which is still in force when the
--- statement's AFTER trigger runs: under 'bulk' it queued bulk jobs and fans out as before; otherwise it
+-- statement's AFTER trigger runs: under 'bulk' it queued bulk jobs and fans out by backlog; otherwise it
 -- queued live jobs and wakes one live worker. Statement triggers fire even when every row landed on a
 -- pending job (ON CONFLICT DO UPDATE), so a live edit that upgrades a bulk job wakes too. Reading the setting rather than a transition table
 -- matters at scale: capturing the inserted rows made a 200,000-row bulk insert about 35% slower

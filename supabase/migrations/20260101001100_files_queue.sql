@@ -1,8 +1,8 @@
 -- files_queue: one row per object of a watched Storage bucket, kept in step with storage.objects by a
 -- trigger that runs in the object row's own transaction. An upload that commits has its queue row; one
--- that rolls back has none. The runbook's columns and statements keep working unchanged:
+-- that rolls back has none. The columns operators query by hand keep their names and meaning:
 --   file_path (UNIQUE on its own), bucket_id, file_size, status, processed, created_at.
--- file_path is the object's name inside its bucket, as in the runbook; two watched buckets holding
+-- file_path is the object's name inside its bucket; two watched buckets holding
 -- the same name therefore share one queue row (the first one wins), which is why the default watches
 -- a single bucket.
 

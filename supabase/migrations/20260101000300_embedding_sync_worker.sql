@@ -208,7 +208,7 @@ end $$;
 -- (a plain SELECT), and each delete names its segment as a literal, so the planner prunes every other
 -- partition and never locks it; the insert locks only the partitions its rows go to. Chunks to delete
 -- in a segment under build are marked in embedding_pending_deletes instead, and that segment is never
--- locked (see the segments migration).
+-- locked (see public.embedding_pending_deletes).
 create function public.apply_embedding_results(
   p_worker text, p_model text, p_job_ids bigint[], p_chunks jsonb
 ) returns table (job_id bigint, outcome text)

@@ -61,7 +61,7 @@ create table public.embedding_sync_queue (
   metadata jsonb,                                -- the row's metadata columns, for every chunk
   -- live: a change made by a row trigger in an ordinary transaction; bulk: work made in bulk. Every way
   -- a job is inserted (the trigger, resync's set-based inserts, an operator's INSERT) takes the lane
-  -- from the transaction's embedding_sync.lane setting (see "Lanes" in the triggers migration).
+  -- from the transaction's embedding_sync.lane setting (see private.embedding_lane_begin_bulk).
   lane text not null default (case when current_setting('embedding_sync.lane', true) = 'bulk'
                                    then 'bulk' else 'live' end) check (lane in ('live', 'bulk'))
 );
@@ -101,7 +101,7 @@ create table public.embedding_sync_settings (
   -- Lanes: off restores plain FIFO claims; bulk_share is the part of a mixed claim kept for bulk jobs.
   lanes_enabled boolean not null default true,
   bulk_share double precision not null default 0.2 check (bulk_share >= 0 and bulk_share <= 1),
-  -- Bulk segments (see the segments migration). Off: every write goes to segment 0 and no segment is
+  -- Bulk segments (public.embedding_segments). Off: every write goes to segment 0 and no segment is
   -- opened (the benchmark's baseline).
   bulk_segments_enabled boolean not null default true,
   -- A loading segment is opened when at least this many bulk jobs are ready...
@@ -128,7 +128,7 @@ create table public.embedding_sync_settings (
 );
 insert into public.embedding_sync_settings default values;
 
--- The last time the queue's insert trigger woke the workers (coalescing; see the schedule migration):
+-- The last time the queue's insert trigger woke the workers (coalescing; see private.wake_embedding_workers):
 -- the bulk fan-out's row, and the live lane's own row, so a long bulk transaction holding the bulk
 -- wake row never delays a live wake.
 create table private.embedding_sync_wake (
@@ -149,9 +149,9 @@ insert into private.embedding_sync_live_wake default values;
 -- index is built once, after the load:
 --   segment 0          the live segment (private.documentation_embeddings_s0), with its HNSW index;
 --                      every live write goes here;
---   segment 1, 2, ...  bulk segments (private.documentation_embeddings_s<N>, see the segments
---                      migration): 'loading' (no vector index: searched by an exact scan), 'building'
---                      (the index is being built), 'sealed' (indexed like segment 0).
+--   segment 1, 2, ...  bulk segments (private.documentation_embeddings_s<N>, listed in
+--                      public.embedding_segments): 'loading' (no vector index: searched by an exact
+--                      scan), 'building' (the index is being built), 'sealed' (indexed like segment 0).
 -- The btree/GIN indexes (fts, metadata, content hash, keys) are partitioned indexes on the parent; the
 -- HNSW index is not: it lives on each partition, so a loading segment may have none. Searches over the
 -- parent use each partition's HNSW index where there is one and an exact scan where there is not (a

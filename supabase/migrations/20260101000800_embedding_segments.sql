@@ -1,5 +1,5 @@
--- Bulk segments: the segments of public.documentation_embeddings beyond the live segment 0 (see the
--- schema migration), their states, and where bulk writes go.
+-- Bulk segments: the partitions of public.documentation_embeddings beyond the live segment 0, their
+-- states, and where bulk writes go.
 
 create table public.embedding_segments (
   id int primary key check (id > 0),

@@ -1,6 +1,6 @@
 -- Relational -> vector sync, part 2: what puts changes into embedding_sync_queue.
 --
--- add_to_embedding_queue() is the runbook's trigger function. It takes no arguments, so
+-- add_to_embedding_queue() is the trigger function to attach by hand. It takes no arguments, so
 --   CREATE TRIGGER sync_faq_embeddings AFTER INSERT OR UPDATE OR DELETE ON faq_items
 --     FOR EACH ROW EXECUTE FUNCTION add_to_embedding_queue();
 -- works on any table with a single-column primary key. Unregistered tables get the defaults:
@@ -8,7 +8,7 @@
 -- line, in column order, nulls skipped; no publish filter; 512-token chunks with 64 overlap.
 
 -- How embedding_sources and the queue name a table: like regclass::text with only public on the
--- search_path, so the runbook's `where source_table = 'faq_items'` matches.
+-- search_path, so a plain `where source_table = 'faq_items'` matches.
 create function private.embedding_table_name(rel oid) returns text
 language sql stable
 set search_path = ''
@@ -109,7 +109,7 @@ as $$ select pg_catalog.md5(coalesce(m, '{}'::pg_catalog.jsonb)::pg_catalog.text
 
 -- Registers (or re-registers) a table: validates the settings against the table, caches the row and
 -- metadata expressions, attaches the row trigger (unless one calling add_to_embedding_queue exists,
--- e.g. the runbook's sync_faq_embeddings) and the TRUNCATE trigger. Idempotent.
+-- e.g. a sync_faq_embeddings attached by hand) and the TRUNCATE trigger. Idempotent.
 create function public.register_embedding_source(
   source_table regclass,
   content_columns text[] default null,
