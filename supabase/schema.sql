@@ -1511,7 +1511,7 @@ declare
 begin
   select * into st from embedding_sync_settings;
   if not st.lanes_enabled then
-    return private.wake_embedding_fan_out();  -- lanes off: the FIFO baseline wakes as before
+    return private.wake_embedding_fan_out();  -- lanes off: the FIFO baseline's fan-out wake
   end if;
   update private.embedding_sync_live_wake w set last_wake_at = clock_timestamp()
   where w.id = (select x.id from private.embedding_sync_live_wake x
@@ -1592,7 +1592,7 @@ begin
         err := null;
         begin
           perform pg_catalog.set_config('maintenance_work_mem', cfg.bulk_segment_build_mem_mb || 'MB', true);
-          -- Leaves cores to live work (bulk_segment_build_workers, 20260121000000).
+          -- Leaves cores to live work (embedding_sync_settings.bulk_segment_build_workers).
           perform pg_catalog.set_config('max_parallel_maintenance_workers', cfg.bulk_segment_build_workers::text, true);
           execute format('create index %I on private.%I %s', part || '_embedding_hnsw', part, spec);
         exception when others then
@@ -1808,7 +1808,7 @@ begin
   t0 := clock_timestamp();
   begin
     perform pg_catalog.set_config('maintenance_work_mem', cfg.bulk_segment_build_mem_mb || 'MB', true);
-    -- Leaves cores to live work (bulk_segment_build_workers, 20260121000000).
+    -- Leaves cores to live work (embedding_sync_settings.bulk_segment_build_workers).
     perform pg_catalog.set_config('max_parallel_maintenance_workers', cfg.bulk_segment_build_workers::text, true);
     execute format('insert into private.%I (%s, segment) %s', part, cols, sources);
     get diagnostics n = row_count;
@@ -3348,7 +3348,10 @@ begin
   if p_batch is null or p_batch < 1 or p_batch > 100000 then
     raise exception 'batch size must be between 1 and 100000' using errcode = '22023';
   end if;
-  -- `name > coalesce(p_after, '')`: see 20260103000000 (it stays an index bound in a generic plan).
+  -- `name > coalesce(p_after, '')` rather than `p_after is null or name > p_after`: plpgsql reuses a
+  -- generic plan after a few calls, and only the former stays an index bound in it.
+  -- The batch's upper bound comes from the (bucket_id, name) index alone; the batch is then the key
+  -- range (p_after, v_upper], which the planner may read in physical order (bitmap heap scan).
   select count(*), max(k.name) into v_scanned, v_upper
     from (select o.name from storage.objects o
            where o.bucket_id = p_bucket and o.name > coalesce(p_after, '')
@@ -4334,7 +4337,7 @@ begin
 
   if (new_type, new_dims) is distinct from (cur_type, cur_dims) then
     -- One change at a time. A segment build or maintenance run in progress finishes first, and none
-    -- starts until this commits (their advisory locks, 20260115000100), so no build reads segment 0's
+    -- starts until this commits (their advisory locks), so no build reads segment 0's
     -- operator class in between.
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('public.set_embedding_storage'));
     perform pg_catalog.pg_advisory_xact_lock(1306521729);
