@@ -6,6 +6,12 @@
 -- works on any table with a single-column primary key. Unregistered tables get the defaults:
 -- the row's text columns (text, varchar, char; not the key), each as "column: value" on its own
 -- line, in column order, nulls skipped; no publish filter; 512-token chunks with 64 overlap.
+--
+-- register_embedding_source(..., metadata_columns => array['title', 'url', ...]) writes those columns'
+-- values into every chunk's metadata (keys = column names, nulls left out, plus chunk_count). A change
+-- to a metadata column alone enqueues a job whose text is unchanged: the worker finds every chunk's
+-- hash already embedded (no provider call) and apply_embedding_results rewrites only the metadata.
+-- `filter` containment on metadata is served by a GIN (jsonb_path_ops) index.
 
 -- How embedding_sources and the queue name a table: like regclass::text with only public on the
 -- search_path, so a plain `where source_table = 'faq_items'` matches.

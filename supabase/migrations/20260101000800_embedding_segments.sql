@@ -56,7 +56,7 @@ create view public.embedding_segment_status with (security_invoker = true) as
   )
   select seg.segment, seg.state,
          -- Segment 0 can hold millions of chunks: the planner's estimate, counted only while the table
-         -- has never been analysed (reltuples -1, e.g. just after the migration).
+         -- has never been analysed (reltuples -1, e.g. on a new project).
          case when seg.segment = 0
                 then (select case when c.reltuples >= 0 then c.reltuples::bigint
                                   else (select count(*) from private.documentation_embeddings_s0) end
