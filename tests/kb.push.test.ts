@@ -263,7 +263,7 @@ describe("chunks follow the model", () => {
 
 describe("environment labels", () => {
   it("shows the target's label before writing and records the source's label, not its URL", async () => {
-    // The project's label, set the documented way (migration 20260109000000).
+    // The project's label, set the documented way (migration 20260101001600_ops).
     await dev.sql`select set_environment_label('development')`;
     await prod.sql`select set_environment_label('production')`;
     await dev.sql`insert into kb_categories values (5, 'labelled')`;

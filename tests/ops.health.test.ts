@@ -127,11 +127,11 @@ describe("GET /functions/v1/health", () => {
   });
 
   it("503 naming migrations when a migration's row is removed from the history", async () => {
-    const [row] = await db.sql`delete from supabase_migrations.schema_migrations where version = '20260103000000' returning *`;
+    const [row] = await db.sql`delete from supabase_migrations.schema_migrations where version = '20260101001100' returning *`;
     try {
       const { status, body } = await health(stack.serviceRoleKey);
       expect(status).toBe(503);
-      expect(check(body, "migrations")).toMatchObject({ status: "fail", detail: "1 migration(s) not applied: 20260103000000" });
+      expect(check(body, "migrations")).toMatchObject({ status: "fail", detail: "1 migration(s) not applied: 20260101001100" });
     } finally {
       await db.sql`insert into supabase_migrations.schema_migrations ${db.sql(row)}`;
     }

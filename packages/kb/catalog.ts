@@ -55,7 +55,7 @@ export async function checkMigrations(sql: Sql, side: string): Promise<void> {
   }
 }
 
-/** public.environment_label() (migration 20260109000000) when the target has it, else null (an older project). */
+/** public.environment_label() (migration 20260101001600_ops) when the target has it, else null (an older project). */
 export async function environmentLabel(sql: Sql): Promise<string | null> {
   const [r] = await sql<{ has: boolean }[]>`select to_regprocedure('public.environment_label()') is not null as has`;
   if (!r.has) return null;

@@ -67,7 +67,7 @@ const database: Check = async (sql) => {
 
 const environment: Check = (_sql, settings) => {
   const label = settings?.environment_label ?? null;
-  if (!settings) return Promise.resolve({ status: "fail", detail: "ops_settings is missing: is migration 20260109000000 applied?" });
+  if (!settings) return Promise.resolve({ status: "fail", detail: "ops_settings is missing: is migration 20260101001600 (ops) applied?" });
   return Promise.resolve(label
     ? { status: "ok", detail: `environment: ${label}`, data: { label } }
     : { status: "warn", detail: "no environment label: select set_environment_label('production') (or staging, development, …)", data: { label: null } });

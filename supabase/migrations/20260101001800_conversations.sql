@@ -1,4 +1,4 @@
--- The assistant's log (issue 12): every question asked through the `search` function, the sources it
+-- The assistant's log: every question asked through the `search` function, the sources it
 -- returned, the answer the assistant gave, and the user's feedback. One conversations row per question
 -- (its id is the search's logId); rows of one chat share conversation_id.
 --

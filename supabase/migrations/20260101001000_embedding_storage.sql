@@ -87,7 +87,7 @@ begin
 
   if (new_type, new_dims) is distinct from (cur_type, cur_dims) then
     -- One change at a time. A segment build or maintenance run in progress finishes first, and none
-    -- starts until this commits (their advisory locks, 20260115000100), so no build reads segment 0's
+    -- starts until this commits (their advisory locks), so no build reads segment 0's
     -- operator class in between.
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('public.set_embedding_storage'));
     perform pg_catalog.pg_advisory_xact_lock(1306521729);

@@ -1,4 +1,4 @@
--- Client documents (issue 12): PDFs, Markdown and plain text uploaded to the private bucket
+-- Client documents: PDFs, Markdown and plain text uploaded to the private bucket
 -- `client-documents` at `<client_id>/<file name>` become searchable for that client's users only.
 --
 -- The files queue is generalised rather than copied: each watched bucket names its handler
@@ -10,12 +10,6 @@
 -- The embedded unit is the page (client_document_pages, one row per page with text), so every chunk
 -- carries {client_id, document_id, page, path} in its metadata and a re-upload re-embeds only the pages
 -- whose text changed: an unchanged page's UPDATE changes nothing and enqueues nothing.
-
-alter table public.files_queue_watched_buckets
-  add column handler text not null default 'legifrance' check (handler in ('legifrance', 'client-documents'));
-comment on column public.files_queue_watched_buckets.handler is
-  'What process-files-queue does with this bucket''s files: legifrance (collected JSON -> legal_documents) '
-  'or client-documents (PDF/Markdown/text -> client_documents + pages).';
 
 insert into storage.buckets (id, name, public)
 values ('client-documents', 'client-documents', false)
@@ -29,13 +23,18 @@ create table public.clients (
   created_at timestamptz not null default now()
 );
 
--- Which users belong to which client. user_id is the auth user's id.
+-- Which users belong to which client, and as what. user_id is the auth user's id.
+-- member: reads its client's documents; editor: also writes them; admin: an editor who also invites
+-- people into the client (public.invite_to_client).
 create table public.client_memberships (
   client_id uuid not null references public.clients (id) on delete cascade,
   user_id uuid not null,
   created_at timestamptz not null default now(),
+  role text not null default 'member' check (role in ('member', 'editor', 'admin')),
   primary key (client_id, user_id)
 );
+comment on column public.client_memberships.role is
+  'member: reads the client''s documents (search, Storage downloads and signed URLs); editor: also uploads, replaces and deletes them in Storage; admin: an editor who also invites people.';
 create index client_memberships_user_idx on public.client_memberships (user_id, client_id);
 
 create table public.client_documents (
@@ -128,16 +127,32 @@ create trigger client_page_chunk_metadata
   for each row when (new.source_table = 'client_document_pages')
   execute function private.client_page_chunk_metadata();
 
--- A queue row marked 'deleted' removes what its bucket's handler wrote (and so, through the embedding
--- triggers, its chunks). Replaces the Légifrance-only version.
-create or replace function private.files_queue_deleted_removes_document() returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  delete from public.legal_documents where file_path = new.file_path;
-  delete from public.client_documents where bucket_id = new.bucket_id and path = new.file_path;
-  return null;
-end $$;
-revoke all on function private.files_queue_deleted_removes_document() from public, anon, authenticated;
+-- Client documents in Storage, for the client's own members: a member reads (downloads, lists, gets
+-- signed URLs for) the objects under `<client_id>/` in the `client-documents` bucket, so a page the
+-- search cites can be opened; an editor also uploads, replaces and deletes them there. Nobody reaches
+-- another client's folder. The service role bypasses RLS. Paths use the canonical lower-case client
+-- id, the form `clients.id::text` prints.
+-- The clients whose folder the caller may read (any role) or write (editor). Security invoker: the
+-- caller's own membership rows are what client_memberships' RLS shows them.
+create policy client_documents_members_read on storage.objects for select to authenticated
+  using (bucket_id = 'client-documents'
+         and (storage.foldername(name))[1] in (select m.client_id::text from public.client_memberships m
+                                                where m.user_id = (select auth.uid())));
+-- Writes: one file directly under the client's folder (the files worker reads nothing deeper).
+create policy client_documents_editors_insert on storage.objects for insert to authenticated
+  with check (bucket_id = 'client-documents'
+              and cardinality(storage.foldername(name)) = 1
+              and (storage.foldername(name))[1] in (select m.client_id::text from public.client_memberships m
+                                                     where m.user_id = (select auth.uid()) and m.role in ('editor', 'admin')));
+create policy client_documents_editors_update on storage.objects for update to authenticated
+  using (bucket_id = 'client-documents'
+         and (storage.foldername(name))[1] in (select m.client_id::text from public.client_memberships m
+                                                where m.user_id = (select auth.uid()) and m.role in ('editor', 'admin')))
+  with check (bucket_id = 'client-documents'
+              and cardinality(storage.foldername(name)) = 1
+              and (storage.foldername(name))[1] in (select m.client_id::text from public.client_memberships m
+                                                     where m.user_id = (select auth.uid()) and m.role in ('editor', 'admin')));
+create policy client_documents_editors_delete on storage.objects for delete to authenticated
+  using (bucket_id = 'client-documents'
+         and (storage.foldername(name))[1] in (select m.client_id::text from public.client_memberships m
+                                                where m.user_id = (select auth.uid()) and m.role in ('editor', 'admin')));

@@ -16,7 +16,14 @@ create table public.ops_settings (
   pg_net_window_minutes int not null default 15 check (pg_net_window_minutes > 0),
   pg_net_failure_warn double precision not null default 0.10 check (pg_net_failure_warn between 0 and 1),
   pg_net_failure_fail double precision not null default 0.50 check (pg_net_failure_fail between 0 and 1),
-  updated_at timestamptz not null default now()
+  updated_at timestamptz not null default now(),
+  failed_files_warn int not null default 1 check (failed_files_warn > 0),
+  failed_files_fail int not null default 100 check (failed_files_fail > 0),
+  -- When the operations schema (and with it every schedule) was installed. Health judges "not yet due"
+  -- against it: no coherence check in the first two hours is not a warning, and a job that never ran
+  -- fails only once it was due twice since. An upgrade starts the clock again, which errs on the calm
+  -- side for at most two intervals. Tests and operators may set it.
+  installed_at timestamptz not null default now()
 );
 insert into public.ops_settings default values;
 alter table public.ops_settings enable row level security;
@@ -79,21 +86,45 @@ $$;
 -- Rows per registered source and how many have chunks: a count of the table and an index scan of
 -- documentation_embeddings, cheap enough for health at any size. (embedding_coverage() evaluates each
 -- row's content for the publish filter: exact, but too slow to run on every health call.)
+-- "Empty knowledge base" means an application pointed at a database whose knowledge base is empty, or
+-- a source that was emptied. A source that never held a row (the
+-- client-documents pages of a project that does not use them yet, a table registered before its first
+-- import) is not that, and warning about it forever would teach operators to ignore the warning.
+-- So a source warns when it has 0 rows and either it held rows before (it has sync versions) or every
+-- registered source is empty. health, doctor, the dashboard and the hourly alert read the same column.
 create or replace function public.ops_knowledge_base()
-returns table (source_table text, rows bigint, rows_with_embeddings bigint)
+returns table (source_table text, rows bigint, rows_with_embeddings bigint, empty_warning boolean)
 language plpgsql stable
 security invoker
 set search_path = public, extensions
 as $$
-declare
-  src record;
 begin
-  for src in select s.source_table, s.relid from public.embedding_sources s order by s.source_table loop
-    return query execute format(
-      'select %L::text, (select count(*) from %s), (select count(distinct e.source_id) from public.documentation_embeddings e where e.source_table = %L)',
-      src.source_table, src.relid::regclass, src.source_table);
-  end loop;
+  return query
+  with counts as (
+    select c.* from public.embedding_sources s,
+      lateral public.ops_source_counts(s.source_table, s.relid) c
+  )
+  select c.source_table, c.rows, c.rows_with_embeddings,
+         c.rows = 0 and (c.held_rows or not exists (select from counts o where o.rows > 0))
+    from counts c
+   order by c.source_table;
 end $$;
+
+-- One source's counts: a count of the table, an index scan of documentation_embeddings, and whether
+-- any of its rows was ever synced (embedding_sync_versions keeps a row per synced source row).
+create or replace function public.ops_source_counts(p_source_table text, p_relid oid)
+returns table (source_table text, rows bigint, rows_with_embeddings bigint, held_rows boolean)
+language plpgsql stable
+security invoker
+set search_path = public, extensions
+as $$
+begin
+  return query execute format(
+    'select %L::text, (select count(*) from %s), (select count(distinct e.source_id) from public.documentation_embeddings e where e.source_table = %L),
+            exists (select from public.embedding_sync_versions v where v.source_table = %L)',
+    p_source_table, p_relid::regclass, p_source_table, p_source_table);
+end $$;
+
 
 -- Storage <-> files_queue per watched bucket, cheaply: live counts (index scans) next to the latest
 -- hourly coherence check (its anti-join counts and drift alert). The live anti-joins of
@@ -115,8 +146,66 @@ as $$
    order by w.bucket_id
 $$;
 
-revoke all on function public.ops_queue_backlog(), public.ops_knowledge_base(), public.ops_files_overview() from public, anon, authenticated;
-grant execute on function public.ops_queue_backlog(), public.ops_knowledge_base(), public.ops_files_overview() to service_role;
+revoke all on function public.ops_queue_backlog(), public.ops_knowledge_base(), public.ops_source_counts(text, oid),
+  public.ops_files_overview() from public, anon, authenticated;
+grant execute on function public.ops_queue_backlog(), public.ops_knowledge_base(), public.ops_source_counts(text, oid),
+  public.ops_files_overview() to service_role;
+
+-- Failed files, visible: a file the worker gave up on (corrupt, empty, mislabelled, wrong path, or
+-- out of attempts) stays in files_queue as 'failed' with its error, the files' dead letter. Health,
+-- doctor, the alerts and the dashboard count them per watched bucket, show their reasons, and the
+-- service role can send chosen ones back to the queue.
+-- Counting and listing failed files reads only this index, never the (large) completed rows.
+create index files_queue_failed_idx on public.files_queue (bucket_id, updated_at desc, id desc) where status = 'failed';
+
+-- Failed files per watched bucket (0 for a bucket without any).
+create or replace function public.ops_failed_files_count()
+returns table (bucket_id text, failed bigint)
+language sql stable
+security invoker
+set search_path = public
+as $$
+  select w.bucket_id, (select count(*) from public.files_queue q where q.bucket_id = w.bucket_id and q.status = 'failed')
+    from public.files_queue_watched_buckets w
+   order by w.bucket_id
+$$;
+
+-- The most recently failed files, newest first, with the worker's reason.
+create or replace function public.ops_failed_files(p_limit int default 100)
+returns table (id bigint, bucket_id text, file_path text, attempts int, last_error text, failed_at timestamptz)
+language sql stable
+security invoker
+set search_path = public
+as $$
+  select q.id, q.bucket_id, q.file_path, q.attempts, left(q.last_error, 300), q.updated_at
+    from public.files_queue q
+   where q.status = 'failed'
+   order by q.updated_at desc, q.id desc
+   limit least(greatest(p_limit, 1), 500)
+$$;
+
+-- Retry: chosen failed files back to pending with fresh attempts, picked up by the next dispatch
+-- (process-files-queue, every minute). Only 'failed' rows move: a file re-uploaded or deleted since
+-- is already pending or deleted and stays as it is. Returns how many moved.
+create or replace function public.retry_failed_files(p_ids bigint[]) returns int
+language plpgsql
+security definer
+set search_path = public
+as $$
+declare n int;
+begin
+  update public.files_queue q
+     set status = 'pending', attempts = 0, last_error = null, run_at = now(), updated_at = now(),
+         locked_by = null, locked_at = null, lease_expires_at = null
+   where q.id = any(p_ids) and q.status = 'failed';
+  get diagnostics n = row_count;
+  return n;
+end $$;
+
+revoke all on function public.ops_failed_files_count(), public.ops_failed_files(int), public.retry_failed_files(bigint[])
+  from public, anon, authenticated;
+grant execute on function public.ops_failed_files_count(), public.ops_failed_files(int), public.retry_failed_files(bigint[])
+  to service_role;
 
 -- Samples the minute that just ended. Cheap: counts over indexed statuses and one minute of rows;
 -- the Storage side is a plain count per watched bucket (the anti-joins stay in the hourly check).
@@ -179,7 +268,8 @@ revoke all on function private.ops_sample_metrics(), private.ops_cleanup_metrics
 
 create table public.ops_alerts (
   id bigint generated always as identity primary key,
-  kind text not null check (kind in ('files_drift', 'dead_letters', 'stuck_jobs', 'queue_age', 'cron_failed', 'empty_knowledge_base')),
+  kind text not null check (kind in ('files_drift', 'dead_letters', 'stuck_jobs', 'queue_age', 'cron_failed', 'empty_knowledge_base',
+                                     'failed_files')),
   subject text not null,            -- the bucket, job or table concerned ('' when global)
   message text not null,
   opened_at timestamptz not null default now(),
@@ -218,6 +308,13 @@ begin
       from public.ops_files_overview() f
      where f.drift_alert;
 
+  -- Files the worker gave up on, per bucket (ops_settings.failed_files_warn; reasons on the dashboard).
+  return query
+    select 'failed_files'::text, f.bucket_id,
+           format('%s failed file(s) in %s (select file_path, last_error from files_queue where status = ''failed'')', f.failed, f.bucket_id)
+      from public.ops_failed_files_count() f
+     where f.failed >= s.failed_files_warn;
+
   select count(*) into n from public.embedding_sync_queue where status = 'failed';
   if n >= s.dead_letters_warn then
     return query select 'dead_letters'::text, ''::text, format('%s embedding job(s) in the dead letter', n);
@@ -244,7 +341,7 @@ begin
   return query
     select 'empty_knowledge_base'::text, c.source_table, format('empty knowledge base: %s has 0 rows', c.source_table)
       from public.ops_knowledge_base() c
-     where c.rows = 0;
+     where c.empty_warning;
 end $$;
 revoke all on function public.ops_current_alerts() from public, anon, authenticated;
 grant execute on function public.ops_current_alerts() to service_role;
@@ -296,7 +393,7 @@ begin
 end $$;
 revoke all on function private.ops_check_alerts() from public;
 
--- Dead letter retry (the runbook's statement, for chosen ids): back to pending unless the row already
+-- Dead letter retry (for chosen ids): back to pending unless the row already
 -- has a newer pending job, which wins. Service role only (the dashboard's "retry" goes through health).
 create or replace function public.retry_embedding_dead_letter(p_ids bigint[]) returns int
 language plpgsql

@@ -1,5 +1,11 @@
--- Relational -> vector sync: chunk metadata (issue 13, point 5) and the per-row fingerprint that lets
--- resync skip unchanged rows (point 6).
+-- Relational -> vector sync, part 2: what puts changes into embedding_sync_queue.
+--
+-- add_to_embedding_queue() is the trigger function to attach by hand. It takes no arguments, so
+--   CREATE TRIGGER sync_faq_embeddings AFTER INSERT OR UPDATE OR DELETE ON faq_items
+--     FOR EACH ROW EXECUTE FUNCTION add_to_embedding_queue();
+-- works on any table with a single-column primary key. Unregistered tables get the defaults:
+-- the row's text columns (text, varchar, char; not the key), each as "column: value" on its own
+-- line, in column order, nulls skipped; no publish filter; 512-token chunks with 64 overlap.
 --
 -- register_embedding_source(..., metadata_columns => array['title', 'url', ...]) writes those columns'
 -- values into every chunk's metadata (keys = column names, nulls left out, plus chunk_count). A change
@@ -7,29 +13,73 @@
 -- hash already embedded (no provider call) and apply_embedding_results rewrites only the metadata.
 -- `filter` containment on metadata is served by a GIN (jsonb_path_ops) index.
 
-alter table public.embedding_sources
-  add column metadata_columns text[],
-  -- A jsonb expression over `r` (the row), cached like row_sql; null when no metadata columns.
-  add column metadata_sql text;
+-- How embedding_sources and the queue name a table: like regclass::text with only public on the
+-- search_path, so a plain `where source_table = 'faq_items'` matches.
+create function private.embedding_table_name(rel oid) returns text
+language sql stable
+set search_path = ''
+as $$
+  select case when n.nspname = 'public' then pg_catalog.quote_ident(c.relname)
+              else pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) end
+  from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+  where c.oid = rel
+$$;
 
-alter table public.embedding_sync_queue add column metadata jsonb;
+create function private.embedding_pk_column(rel oid) returns text
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  cols text[];
+begin
+  select array_agg(a.attname::text order by a.attnum) into cols
+  from pg_catalog.pg_index i
+  join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = any (i.indkey)
+  where i.indrelid = rel and i.indisprimary;
+  if cols is null or array_length(cols, 1) <> 1 then
+    raise exception 'embedding sync needs a single-column primary key on %', rel::regclass
+      using errcode = '42P16';
+  end if;
+  return cols[1];
+end $$;
 
--- What was last applied per row: resync compares the current row against these, set-based.
-alter table public.embedding_sync_versions
-  add column content_hash text,
-  add column metadata_hash text;
-
--- Rows embedded before this migration: take the fingerprint from their last completed job when it is
--- still in the queue (completed jobs are kept 7 days); the others are re-enqueued once by the next
--- resync, and cost no provider call.
-update public.embedding_sync_versions v
-set content_hash = q.content_hash, metadata_hash = md5('{}')
-from public.embedding_sync_queue q
-where q.source_table = v.source_table and q.source_id = v.source_id and q.version = v.version
-  and q.status = 'completed' and not v.deleted;
-
-create index documentation_embeddings_metadata
-  on public.documentation_embeddings using gin (metadata jsonb_path_ops);
+-- The select list cached in embedding_sources.row_sql: `<id>, <content or null>` over alias r.
+create function private.embedding_row_sql(
+  rel oid, pk text, content_columns text[], content_function regprocedure, publish_filter text
+) returns text
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  cols text[];
+  content_expr text;
+begin
+  if content_function is not null then
+    content_expr := format('%s(pg_catalog.to_jsonb(r))', content_function::oid::regproc);
+  else
+    if content_columns is null then
+      select array_agg(a.attname::text order by a.attnum) into cols
+      from pg_catalog.pg_attribute a
+      where a.attrelid = rel and a.attnum > 0 and not a.attisdropped and a.attname <> pk
+        and a.atttypid in ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype);
+    else
+      cols := content_columns;
+    end if;
+    if cols is null or cardinality(cols) = 0 then
+      raise exception 'embedding sync: % has no text column to embed; give content_columns or content_function',
+        rel::regclass using errcode = '22023';
+    end if;
+    select 'pg_catalog.concat_ws(E''\n'', ' || string_agg(
+             format('case when r.%1$I is not null then %2$L || r.%1$I::text end', c, c || ': '), ', ')
+           || ')'
+      into content_expr from unnest(cols) as c;
+  end if;
+  content_expr := format('nullif(pg_catalog.btrim(%s), '''')', content_expr);
+  if publish_filter is not null then
+    content_expr := format('case when (%s) then %s end', publish_filter, content_expr);
+  end if;
+  return format('r.%I::text, %s', pk, content_expr);
+end $$;
 
 -- The metadata expression cached in embedding_sources.metadata_sql.
 create function private.embedding_metadata_sql(rel oid, metadata_columns text[]) returns text
@@ -57,17 +107,15 @@ begin
     || (select string_agg(format('%L, r.%I', c, c), ', ') from unnest(metadata_columns) c) || '))';
 end $$;
 
--- One row's fingerprint of its metadata, as stored in embedding_sync_versions.metadata_hash.
+-- One row's metadata fingerprint, as stored in embedding_sync_versions.metadata_hash. Without a SET
+-- clause so that it is inlined: it runs once per applied or resynced row. Every name in it is qualified.
 create function private.embedding_metadata_hash(m jsonb) returns text
-language sql immutable
-set search_path = ''
-as $$ select pg_catalog.md5(coalesce(m, '{}'::jsonb)::text) $$;
-
-drop function public.register_embedding_source(regclass, text[], regprocedure, text, int, int);
+language sql immutable parallel safe
+as $$ select pg_catalog.md5(coalesce(m, '{}'::pg_catalog.jsonb)::pg_catalog.text) $$;
 
 -- Registers (or re-registers) a table: validates the settings against the table, caches the row and
 -- metadata expressions, attaches the row trigger (unless one calling add_to_embedding_queue exists,
--- e.g. the runbook's sync_faq_embeddings) and the TRUNCATE trigger. Idempotent.
+-- e.g. a sync_faq_embeddings attached by hand) and the TRUNCATE trigger. Idempotent.
 create function public.register_embedding_source(
   source_table regclass,
   content_columns text[] default null,
@@ -131,7 +179,9 @@ begin
   end if;
 end $$;
 
--- Newest wins, as before, now carrying the row's metadata.
+-- Newest wins: a change to a row with a pending job replaces that job's action, content and metadata
+-- and takes a new version. A row being processed gets a second, pending job. The lane: a live change
+-- upgrades a pending bulk job, a bulk change never downgrades a pending live one.
 create function private.enqueue_embedding_job(
   p_source_table text, p_source_id text, p_action text, p_content text, p_metadata jsonb
 ) returns void
@@ -149,13 +199,37 @@ as $$
     content_hash = excluded.content_hash,
     metadata = excluded.metadata,
     version = excluded.version,
+    lane = case when excluded.lane = 'live' then 'live' else q.lane end,
     retry_count = 0,
     last_error = null,
     run_at = now(),
     updated_at = now()
 $$;
 
-create or replace function public.add_to_embedding_queue() returns trigger
+-- The same without metadata. Nothing calls it any more (every caller passes the row's metadata); it is
+-- kept so that these migrations build the schema they always built, until a migration of its own drops it.
+create function private.enqueue_embedding_job(
+  p_source_table text, p_source_id text, p_action text, p_content text
+) returns void
+language sql
+security definer
+set search_path = public, extensions
+as $$
+  insert into embedding_sync_queue as q (source_table, source_id, action, content, content_hash)
+  values (p_source_table, p_source_id, p_action, p_content,
+          case when p_content is null then null else encode(sha256(convert_to(p_content, 'UTF8')), 'hex') end)
+  on conflict (source_table, source_id) where status = 'pending' do update set
+    action = excluded.action,
+    content = excluded.content,
+    content_hash = excluded.content_hash,
+    version = excluded.version,
+    retry_count = 0,
+    last_error = null,
+    run_at = now(),
+    updated_at = now()
+$$;
+
+create function public.add_to_embedding_queue() returns trigger
 language plpgsql
 security definer
 set search_path = public, extensions
@@ -218,125 +292,69 @@ begin
   return null;
 end $$;
 
--- The worker's write, as before, plus: each chunk's metadata is the job's metadata and chunk_count,
--- and the applied row's fingerprint (content and metadata hashes) is kept for resync.
-create or replace function public.apply_embedding_results(
-  p_worker text, p_model text, p_job_ids bigint[], p_chunks jsonb
-) returns table (job_id bigint, outcome text)
+-- TRUNCATE skips row triggers: drop the table's chunks and pending jobs at once, and fence off
+-- jobs already being processed (their version is below the fence, so their writes are refused).
+-- Found by oid, so a source renamed where no event trigger followed it is still cleaned.
+create function private.embedding_source_truncated() returns trigger
 language plpgsql
 security definer
 set search_path = public, extensions
 as $$
-#variable_conflict use_column
 declare
-  held bigint[];
-  missing bigint[];
-  applied bigint[];
-  c_j bigint[]; c_i int[]; c_c text[]; c_h text[]; c_t int[]; c_e text[];
+  name text;
 begin
-  select coalesce(array_agg(q.id order by q.id), '{}') into held
-  from (select q.id from embedding_sync_queue q
-        where q.id = any (p_job_ids) and q.status = 'processing' and q.locked_by = p_worker
-        order by q.id for update) q;
-
-  select coalesce(array_agg(x.j), '{}'), coalesce(array_agg(x.i), '{}'), coalesce(array_agg(x.c), '{}'),
-         coalesce(array_agg(x.h), '{}'), coalesce(array_agg(x.t), '{}'), coalesce(array_agg(x.e), '{}')
-    into c_j, c_i, c_c, c_h, c_t, c_e
-  from jsonb_to_recordset(coalesce(p_chunks, '[]'::jsonb)) as x(j bigint, i int, c text, h text, t int, e text);
-
-  select coalesce(array_agg(distinct c.j), '{}') into missing
-  from unnest(c_j, c_h, c_e) as c(j, h, e)
-  where c.j = any (held) and c.e is null
-    and not exists (select from documentation_embeddings d where d.content_hash = c.h and d.model = p_model);
-
-  with cand as (
-    select distinct on (q.source_table, q.source_id) q.id, q.source_table, q.source_id, q.version, q.action,
-           q.content_hash, q.metadata
-    from embedding_sync_queue q
-    left join embedding_sources s on s.source_table = q.source_table
-    where q.id = any (held) and not q.id = any (missing) and q.version >= coalesce(s.truncated_below_version, 0)
-    order by q.source_table, q.source_id, q.version desc
-  ), bumped as (
-    insert into embedding_sync_versions as v (source_table, source_id, version, deleted, updated_at,
-      content_hash, metadata_hash)
-    select cand.source_table, cand.source_id, cand.version, cand.action = 'DELETE', now(),
-           case when cand.action <> 'DELETE' then cand.content_hash end,
-           case when cand.action <> 'DELETE' then private.embedding_metadata_hash(cand.metadata) end
-    from cand
-    on conflict (source_table, source_id) do update
-      set version = excluded.version, deleted = excluded.deleted, updated_at = excluded.updated_at,
-          content_hash = excluded.content_hash, metadata_hash = excluded.metadata_hash
-      where v.version <= excluded.version
-    returning v.source_table, v.source_id
-  )
-  select coalesce(array_agg(cand.id), '{}') into applied
-  from cand join bumped using (source_table, source_id);
-
-  delete from documentation_embeddings d
-  using embedding_sync_queue q
-  where q.id = any (applied) and q.action = 'DELETE'
-    and d.source_table = q.source_table and d.source_id = q.source_id;
-
-  -- An unchanged chunk (same index, hash, model and metadata) is left as is; a metadata-only change
-  -- rewrites the metadata and reuses the stored vector.
-  with chunks as (
-    select c.j, c.i, c.c, c.h, c.t, c.e, count(*) over (partition by c.j) as cnt
-    from unnest(c_j, c_i, c_c, c_h, c_t, c_e) as c(j, i, c, h, t, e)
-    where c.j = any (applied)
-  )
-  insert into documentation_embeddings as d (source_table, source_id, chunk_index, content, content_hash,
-    embedding, model, token_count, metadata, source_version, updated_at)
-  select q.source_table, q.source_id, c.i, c.c, c.h,
-         coalesce(c.e::vector, (select x.embedding from documentation_embeddings x
-                                where x.content_hash = c.h and x.model = p_model limit 1)),
-         p_model, c.t, coalesce(q.metadata, '{}'::jsonb) || jsonb_build_object('chunk_count', c.cnt),
-         q.version, now()
-  from chunks c
-  join embedding_sync_queue q on q.id = c.j
-  where q.action <> 'DELETE'
-  on conflict (source_table, source_id, chunk_index) do update set
-    content = excluded.content, content_hash = excluded.content_hash, embedding = excluded.embedding,
-    model = excluded.model, token_count = excluded.token_count, metadata = excluded.metadata,
-    source_version = excluded.source_version, updated_at = excluded.updated_at
-  where d.content_hash is distinct from excluded.content_hash or d.model is distinct from excluded.model
-     or d.metadata is distinct from excluded.metadata;
-
-  delete from documentation_embeddings d
-  using embedding_sync_queue q,
-        (select x.j as id, count(*) as cnt from unnest(c_j) as x(j) where x.j = any (applied) group by x.j) n
-  where q.id = n.id and q.action <> 'DELETE'
-    and d.source_table = q.source_table and d.source_id = q.source_id and d.chunk_index >= n.cnt;
-
-  update embedding_sync_queue q
-  set status = 'completed', processed_at = clock_timestamp(), updated_at = clock_timestamp(),
-      locked_by = null, locked_at = null, lease_until = null,
-      last_error = case when q.id = any (applied) then null else 'superseded by a newer version' end
-  where q.id = any (held) and not q.id = any (missing);
-
-  return query
-    select j.id, case when not j.id = any (held) then 'lost'
-                      when j.id = any (missing) then 'missing'
-                      when j.id = any (applied) then 'applied'
-                      else 'superseded' end
-    from unnest(p_job_ids) as j(id);
+  update embedding_sources set truncated_below_version = nextval('embedding_sync_version_seq'), updated_at = now()
+  where relid = TG_RELID
+  returning source_table into name;
+  name := coalesce(name, private.embedding_table_name(TG_RELID));
+  delete from documentation_embeddings where source_table = name;
+  delete from embedding_sync_versions where source_table = name;
+  delete from embedding_sync_queue where source_table = name and status = 'pending';
+  return null;
 end $$;
 
-revoke all on function private.embedding_metadata_sql(oid, text[]), private.embedding_metadata_hash(jsonb),
-  private.enqueue_embedding_job(text, text, text, text, jsonb) from public, anon, authenticated;
-revoke all on function public.register_embedding_source(regclass, text[], regprocedure, text, int, int, text[])
-  from public, anon, authenticated;
-grant execute on function public.register_embedding_source(regclass, text[], regprocedure, text, int, int, text[])
-  to service_role;
-revoke all on function public.apply_embedding_results(text, text, bigint[], jsonb) from public, anon, authenticated;
-grant execute on function public.apply_embedding_results(text, text, bigint[], jsonb) to service_role;
+-- Lanes ------------------------------------------------------------------------------------------------
+-- Every job is in one of two lanes:
+--   live  a change made by a row trigger in an ordinary transaction (an editor's FAQ edit);
+--   bulk  work made in bulk: resync_embedding_sources, resync_legal_documents and the files worker's
+--         writes for a bulk files_queue job, kb push and restore.
+-- The lane comes from the transaction-local setting embedding_sync.lane ('bulk', or anything else for
+-- live), read when the job is queued. Bulk code sets it with set_config(..., true) (or `set local`):
+-- a function-level SET clause on a custom setting needs a superuser, which hosted projects do not have.
+--
+-- Claims take live jobs first, but while bulk jobs are ready a mixed claim reserves
+-- floor(p_limit * bulk_share) of the batch (at least 1) for them, so bulk work never starves; a lane
+-- that cannot fill its share leaves it to the other. lanes_enabled = false restores plain FIFO.
+--
+-- Wakes: a statement that queues live jobs wakes ONE worker for the live lane (coalesced per wake
+-- window, on its own row so a long bulk transaction holding the bulk wake row never delays it); bulk
+-- statements keep the fan-out. A live change landing on a pending bulk job (an upgrade) wakes too.
 
--- Resync (point 6): enqueues only rows whose current text or metadata differs from what was last
+-- Bulk SQL paths call begin_bulk (sets embedding_sync.lane = 'bulk' for the transaction, returns the
+-- caller's value) and restore it before returning. An error rolls the setting back with the statement.
+create function private.embedding_lane_begin_bulk() returns text
+language plpgsql
+set search_path = ''
+as $$
+declare
+  prev text := coalesce(pg_catalog.current_setting('embedding_sync.lane', true), '');
+begin
+  perform pg_catalog.set_config('embedding_sync.lane', 'bulk', true);
+  return prev;
+end $$;
+
+create function private.embedding_lane_restore(prev text) returns void
+language sql
+set search_path = ''
+as $$ select pg_catalog.set_config('embedding_sync.lane', coalesce(prev, ''), true) $$;
+
+-- Resync: enqueues only rows whose current text or metadata differs from what was last
 -- applied (embedding_sync_versions' fingerprint) and not already pending as is, plus a DELETE for every
 -- row that has chunks but is gone or unpublished, and for the chunks of tables no longer registered or
--- dropped. p_force => true enqueues every published row, as before (a model change): the worker still
+-- dropped. p_force => true enqueues every published row (a model change): the worker still
 -- skips every chunk whose hash is already embedded with the current model.
-drop function public.resync_embedding_sources(text);
-create function public.resync_embedding_sources(p_source_table text default null, p_force boolean default false)
+-- Every mode queues bulk jobs: the body runs inside the wrapper below, which sets the lane around it.
+create function private.resync_embedding_sources_body(p_source_table text default null, p_force boolean default false)
 returns table (source_table text, enqueued bigint, deletes bigint)
 language plpgsql
 security definer
@@ -434,5 +452,28 @@ begin
   end if;
 end $$;
 
-revoke all on function public.resync_embedding_sources(text, boolean) from public, anon, authenticated;
-grant execute on function public.resync_embedding_sources(text, boolean) to service_role;
+create function public.resync_embedding_sources(p_source_table text default null, p_force boolean default false)
+returns table (source_table text, enqueued bigint, deletes bigint)
+language plpgsql
+security definer
+set search_path = public, extensions
+as $$
+declare
+  prev text := private.embedding_lane_begin_bulk();
+begin
+  return query select * from private.resync_embedding_sources_body(p_source_table, p_force);
+  perform private.embedding_lane_restore(prev);
+end $$;
+
+revoke all on function private.embedding_table_name(oid), private.embedding_pk_column(oid),
+  private.embedding_row_sql(oid, text, text[], regprocedure, text), private.embedding_source_truncated(),
+  private.enqueue_embedding_job(text, text, text, text),
+  private.embedding_lane_begin_bulk(), private.embedding_lane_restore(text) from public;
+revoke all on function private.embedding_metadata_sql(oid, text[]), private.embedding_metadata_hash(jsonb),
+  private.enqueue_embedding_job(text, text, text, text, jsonb) from public, anon, authenticated;
+revoke all on function private.resync_embedding_sources_body(text, boolean) from public, anon, authenticated, service_role;
+revoke all on function public.add_to_embedding_queue() from public, anon, authenticated;
+revoke all on function public.register_embedding_source(regclass, text[], regprocedure, text, int, int, text[]),
+  public.resync_embedding_sources(text, boolean) from public, anon, authenticated;
+grant execute on function public.register_embedding_source(regclass, text[], regprocedure, text, int, int, text[]),
+  public.resync_embedding_sources(text, boolean) to service_role;

@@ -1,21 +1,23 @@
--- Relational -> vector sync: a source's lifecycle (issue 13, points 1 and 2).
+-- Relational -> vector sync: a source's lifecycle.
 --
 -- * DROP TABLE of a source removes its registration, jobs, versions and chunks in the same transaction
 --   (event trigger on sql_drop). Where event triggers are not allowed, coverage and resync skip the
---   missing table and say so instead of failing (a dropped table's oid rendered as a number used to
+--   missing table and say so instead of failing (a dropped table's oid, rendered as a number, would
 --   break them for every table).
 -- * Renaming a source (ALTER TABLE … RENAME / SET SCHEMA) renames it everywhere (ddl_command_end), and
 --   column changes rebuild its cached expressions (or are refused when they would break its writes).
 -- * unregister_embedding_source(table) stops embedding a table and removes everything of it.
 -- * CREATE TRIGGER … EXECUTE FUNCTION add_to_embedding_queue() on a table that cannot be embedded (no
 --   single-column primary key, or nothing to embed) is refused at CREATE TRIGGER time, with the way out,
---   instead of failing every later INSERT.
-
--- One row's metadata fingerprint (20260106000000), without its SET clause so that it is inlined: it
--- runs once per applied or resynced row. Every name in it is qualified.
-create or replace function private.embedding_metadata_hash(m jsonb) returns text
-language sql immutable parallel safe
-as $$ select pg_catalog.md5(coalesce(m, '{}'::pg_catalog.jsonb)::pg_catalog.text) $$;
+--   instead of failing every later INSERT. On a table that can, the same event trigger attaches the
+--   TRUNCATE trigger: row triggers never see TRUNCATE, and a table wired only with a bare
+--   `CREATE TRIGGER … EXECUTE FUNCTION add_to_embedding_queue()` would keep its chunks after a TRUNCATE,
+--   so search would go on returning rows that are gone. It is attached in the same transaction as the
+--   CREATE TRIGGER, while that statement already holds the table's trigger lock, so no writer ever
+--   waits on it.
+--
+-- Hosted Supabase lets the postgres role create event triggers (supautils); where a role may not, the
+-- migration says so and goes on, and register_embedding_source() remains the way to get the triggers.
 
 -- Everything of one source, in an order that also fences a worker in flight: its jobs go first (a
 -- worker's apply then finds its jobs gone and writes nothing), then the chunks and versions.
@@ -35,8 +37,8 @@ begin
   return n;
 end $$;
 
--- Stops embedding a table: drops the sync triggers this project attached (and the runbook's bare
--- add_to_embedding_queue() triggers, which would otherwise register it again with defaults), then
+-- Stops embedding a table: drops the sync triggers this project attached (and bare
+-- add_to_embedding_queue() triggers attached by hand, which would otherwise register it again with defaults), then
 -- removes its registration, jobs and chunks. Takes the name as text so a table already dropped can be
 -- unregistered too. Returns the number of chunks removed.
 create function public.unregister_embedding_source(source_table text) returns bigint
@@ -148,8 +150,8 @@ begin
 end $$;
 
 -- CREATE TRIGGER: refuse a sync trigger on a table that cannot be embedded, then attach the TRUNCATE
--- trigger as before (20260104000000). The refusal aborts only the CREATE TRIGGER.
-create or replace function private.embedding_attach_truncate_trigger() returns event_trigger
+-- trigger (with a warning, never an error, when it cannot). The refusal aborts only the CREATE TRIGGER.
+create function private.embedding_attach_truncate_trigger() returns event_trigger
 language plpgsql
 security definer
 set search_path = ''
@@ -190,73 +192,22 @@ begin
   end loop;
 end $$;
 
--- TRUNCATE: found by oid, so a source renamed where no event trigger followed it is still cleaned.
-create or replace function private.embedding_source_truncated() returns trigger
-language plpgsql
-security definer
-set search_path = public, extensions
-as $$
-declare
-  name text;
-begin
-  update embedding_sources set truncated_below_version = nextval('embedding_sync_version_seq'), updated_at = now()
-  where relid = TG_RELID
-  returning source_table into name;
-  name := coalesce(name, private.embedding_table_name(TG_RELID));
-  delete from documentation_embeddings where source_table = name;
-  delete from embedding_sync_versions where source_table = name;
-  delete from embedding_sync_queue where source_table = name and status = 'pending';
-  return null;
-end $$;
-
--- Coverage: a source whose table is gone is reported (table_exists = false, its chunks as orphans)
--- instead of breaking the view for every table.
-drop view public.embedding_sync_coverage;
-drop function public.embedding_coverage();
-create function public.embedding_coverage()
-returns table (source_table text, rows bigint, rows_with_embeddings bigint, rows_missing bigint,
-               orphan_embeddings bigint, table_exists boolean)
-language plpgsql
-stable
-security invoker
-set search_path = public, extensions
-as $$
-#variable_conflict use_column
-declare
-  src embedding_sources;
-begin
-  for src in select * from embedding_sources s order by s.source_table loop
-    if not exists (select from pg_class c where c.oid = src.relid) then
-      return query
-        select src.source_table, null::bigint, null::bigint, null::bigint,
-               (select count(distinct e.source_id) from documentation_embeddings e where e.source_table = src.source_table),
-               false;
-      continue;
-    end if;
-    return query execute format($q$
-      with x as (select %2$s from %3$s r), src_rows as (select x.* from x as x(id, content) where x.content is not null),
-           emb as (select distinct e.source_id from documentation_embeddings e where e.source_table = %1$L)
-      select %1$L::text,
-             (select count(*) from src_rows),
-             (select count(*) from src_rows s join emb on emb.source_id = s.id),
-             (select count(*) from src_rows s where not exists (select from emb where emb.source_id = s.id)),
-             (select count(*) from emb where not exists (select from src_rows s where s.id = emb.source_id)),
-             true
-      $q$, src.source_table, src.row_sql, src.relid::regclass);
-  end loop;
-end $$;
-
-create view public.embedding_sync_coverage with (security_invoker = true) as
-select * from public.embedding_coverage();
-
-revoke all on public.embedding_sync_coverage from anon, authenticated;
-grant select on public.embedding_sync_coverage to service_role;
-revoke all on function public.embedding_coverage() from public, anon, authenticated;
-grant execute on function public.embedding_coverage() to service_role;
+revoke all on function private.embedding_attach_truncate_trigger() from public;
 revoke all on function private.embedding_forget_source(text), private.embedding_forget_dropped(),
   private.embedding_follow_rename() from public;
 revoke all on function public.unregister_embedding_source(text) from public, anon, authenticated;
 grant execute on function public.unregister_embedding_source(text) to service_role;
+
+
+do $$
+begin
+  create event trigger embedding_sync_attach_truncate on ddl_command_end
+    when tag in ('CREATE TRIGGER')
+    execute function private.embedding_attach_truncate_trigger();
+exception when insufficient_privilege then
+  raise notice 'embedding sync: this role may not create event triggers; tables wired with a bare '
+               'add_to_embedding_queue() trigger get TRUNCATE handling from register_embedding_source()';
+end $$;
 
 do $$
 begin

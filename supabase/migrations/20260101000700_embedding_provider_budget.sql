@@ -1,4 +1,4 @@
--- A provider budget shared by every invocation of the embedding worker (issue 9).
+-- A provider budget shared by every invocation of the embedding worker.
 --
 -- OpenAI meters tokens and requests per minute per organisation. Each invocation retrying its own
 -- 429s does not add up: k invocations fanned out over a backfill run into 429 storms instead of

@@ -14,7 +14,10 @@ create table public.legifrance_crawl_plan (
   total_results int,
   done boolean not null default false,
   docs_collected bigint not null default 0,
-  updated_at timestamptz not null default now()
+  updated_at timestamptz not null default now(),
+  -- Documents collected by maintenance runs (docs_collected counts the MASSIVE cursor's only).
+  maintenance_docs_collected bigint not null default 0,
+  last_maintenance_at timestamptz
 );
 comment on table public.legifrance_crawl_plan is
   'MASSIVE collection plan: category -> fond + query + filters. next_page is the persisted cursor; a page advances only once each of its documents is stored or recorded as failed.';
@@ -173,16 +176,44 @@ as $$
    where category = p_category and document_id = any(p_document_ids) and resolved_at is null;
 $$;
 
+-- One maintenance page of one category handled: count it on the plan and on the run.
+create function public.legifrance_record_maintenance_page(p_run_id uuid, p_category text, p_collected int, p_failed int)
+returns void
+language sql
+set search_path = public, extensions
+as $$
+  update public.legifrance_crawl_plan
+     set maintenance_docs_collected = maintenance_docs_collected + p_collected, last_maintenance_at = now()
+   where category = p_category;
+  update public.legifrance_collector_runs
+     set docs_collected = docs_collected + p_collected, docs_failed = docs_failed + p_failed, updated_at = now()
+   where id = p_run_id;
+$$;
+revoke all on function public.legifrance_record_maintenance_page(uuid, text, int, int) from public, anon, authenticated;
+grant execute on function public.legifrance_record_maintenance_page(uuid, text, int, int) to service_role;
+
+-- docs_collected is the total of both modes (MASSIVE and maintenance), with each part beside it.
 create view public.legifrance_collector_status with (security_invoker = true) as
-select p.category, p.fond, p.enabled, p.next_page, p.page_size, p.total_results, p.done, p.docs_collected,
+select p.category, p.fond, p.enabled, p.next_page, p.page_size, p.total_results, p.done,
+       p.docs_collected + p.maintenance_docs_collected as docs_collected,
        (select count(*) from public.legifrance_failed_documents f where f.category = p.category and f.resolved_at is null) as failed_documents,
-       p.updated_at
+       p.updated_at,
+       p.docs_collected as massive_docs_collected,
+       p.maintenance_docs_collected,
+       p.last_maintenance_at
   from public.legifrance_crawl_plan p;
+revoke all on public.legifrance_collector_status from anon, authenticated;
 grant select on public.legifrance_collector_status to service_role;
 
 revoke all on function public.legifrance_start_run(text, uuid, int), public.legifrance_advance_plan(uuid, text, int, int, int, int, int),
   public.legifrance_finish_run(uuid, text, text), public.legifrance_record_failure(uuid, text, text, text, text),
-  public.legifrance_resolve_failures(text, text[]), public.legifrance_run_error(uuid, text) from public;
+  public.legifrance_resolve_failures(text, text[]), public.legifrance_run_error(uuid, text) from public, anon, authenticated;
 grant execute on function public.legifrance_start_run(text, uuid, int), public.legifrance_advance_plan(uuid, text, int, int, int, int, int),
   public.legifrance_finish_run(uuid, text, text), public.legifrance_record_failure(uuid, text, text, text, text),
   public.legifrance_resolve_failures(text, text[]), public.legifrance_run_error(uuid, text) to service_role;
+
+-- The collector's private bucket, so a fresh project can collect without a manual step. Private: the
+-- raw files are read by the files worker with the service role, never by end users.
+insert into storage.buckets (id, name, public)
+values ('agentbasic-legifrance-raw', 'agentbasic-legifrance-raw', false)
+on conflict (id) do nothing;

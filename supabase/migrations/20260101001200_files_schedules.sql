@@ -1,6 +1,7 @@
 -- Schedules of the files pipeline, through pg_cron + pg_net (private.invoke_edge_function reads the
 -- project URL and key from Vault): the collector's maintenance mode every 2 h, the files worker every
--- minute fanned out by backlog, and an hourly coherence check that repairs drift when the alert is on.
+-- minute fanned out by backlog (and a webhook that wakes it within a second of an upload), and an
+-- hourly coherence check that repairs drift when the alert is on.
 
 -- k = least(p_max_workers, ceil(backlog / p_batch)) parallel calls of the worker (see
 -- private.fan_out_edge_function); 0 when idle. The backlog is ready jobs plus expired leases.
@@ -39,6 +40,7 @@ create table public.files_queue_coherence_checks (
 alter table public.files_queue_coherence_checks enable row level security;
 revoke all on public.files_queue_coherence_checks from anon, authenticated;
 grant all on public.files_queue_coherence_checks to service_role;
+revoke all on sequence public.files_queue_coherence_checks_id_seq from anon, authenticated;
 
 -- The hourly check: one row per watched bucket in files_queue_coherence_checks. When the alert is
 -- on, the missing rows are inserted with the anti-join repair, and rows whose object is gone are
@@ -76,6 +78,59 @@ begin
   end loop;
 end $$;
 revoke all on function private.files_queue_check_coherence() from public;
+
+-- A database webhook for the files worker, like the embedding queue's: files_queue rows inserted by
+-- the storage.objects trigger wake process-files-queue within a second instead of at the next
+-- minute's cron dispatch, so the files worker keeps up with a running collection (a MASSIVE run
+-- uploads ~17 documents a second). Coalesced the same way: a statement trigger claims the single
+-- wake row only when the last wake is older than the window, with a conditional UPDATE that skips
+-- the row when another transaction holds it, so uploads never wait on each other.
+create table private.files_queue_wake (
+  id boolean primary key default true check (id),
+  last_wake_at timestamptz not null default '-infinity'
+);
+insert into private.files_queue_wake default values;
+alter table private.files_queue_wake enable row level security;
+
+create function private.wake_files_workers() returns trigger
+language plpgsql
+security definer
+set search_path = public, extensions
+as $$
+declare
+  window_ms int := (select s.wake_window_ms from public.embedding_sync_settings s);
+  woke boolean;
+begin
+  update private.files_queue_wake w set last_wake_at = clock_timestamp()
+  where w.id = (select x.id from private.files_queue_wake x
+                where x.last_wake_at < clock_timestamp() - make_interval(secs => window_ms / 1000.0)
+                for update skip locked)
+  returning true into woke;
+  if woke then
+    -- The same fan-out as the minute's cron job (k from the ready backlog, at most 4 workers).
+    perform private.dispatch_files_workers(4, 50);
+  end if;
+  return null;
+end $$;
+revoke all on function private.wake_files_workers() from public;
+
+create trigger files_queue_webhook
+  after insert on public.files_queue
+  for each statement execute function private.wake_files_workers();
+
+-- Was the files worker woken less than a window (plus a second) ago? A woken worker that finds the
+-- queue empty keeps polling while this holds: uploads that commit inside the window of the wake that
+-- covered them make no call of their own (the webhook for embeddings does the same).
+create function public.files_queue_recently_woken() returns boolean
+language sql stable
+security definer
+set search_path = ''
+as $$
+  select clock_timestamp() < w.last_wake_at + make_interval(secs => (s.wake_window_ms + 1000) / 1000.0)
+  from private.files_queue_wake w, public.embedding_sync_settings s
+$$;
+revoke all on function public.files_queue_recently_woken() from public, anon, authenticated;
+grant execute on function public.files_queue_recently_woken() to service_role;
 
 select cron.schedule('legifrance-collector-maintenance', '0 */2 * * *',
   $$select private.invoke_edge_function('legifrance-collector', '{"mode":"maintenance"}'::jsonb, 5000)$$);
