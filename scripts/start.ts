@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { startLocalStack, type LocalStack } from "../packages/local-stack/index.ts";
 import { processAlive, readState } from "../packages/local-stack/state.ts";
 import { guidedDemoEnabled, runGuidedDemo } from "../packages/local-stack/demo.ts";
-import { startPisteStandIn, type PisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { startPisteStandIn, type PisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
 
 const dataDir = process.env.LOCAL_STACK_DATA_DIR || fileURLToPath(new URL("../.local", import.meta.url));
 const env = process.env;

@@ -9,7 +9,7 @@ import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { signRoleKey, signUserJwt } from "../packages/local-stack/keys.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 import { createAuthUsers } from "./helpers/users.ts";
 

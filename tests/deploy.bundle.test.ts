@@ -14,8 +14,8 @@ import { createLocalClient } from "../packages/local-stack/client.ts";
 import { listFunctions } from "../packages/local-stack/function-config.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { functionKeyEnv, signUserJwt } from "../packages/local-stack/keys.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
-import { sampleDocuments } from "../packages/legifrance/corpus.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
+import { sampleDocuments } from "../packages/testkit/legifrance-corpus.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 import { createAuthUsers } from "./helpers/users.ts";
 

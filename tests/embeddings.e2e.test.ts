@@ -8,7 +8,7 @@ import { createProcessEmbeddingQueueHandler } from "../packages/embeddings/handl
 import { createLocalClient } from "../packages/local-stack/client.ts";
 import { signUserJwt } from "../packages/local-stack/keys.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../packages/testkit/fake-openai.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 

@@ -4,9 +4,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SupabaseClient } from "@supabase/supabase-js";
 import { createLocalClient } from "../packages/local-stack/client.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { type PisteStandIn, startPisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { type PisteStandIn, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const BUCKET = "agentbasic-legifrance-raw";

@@ -8,7 +8,7 @@ import type { SupabaseClient } from "@supabase/supabase-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalClient } from "../packages/local-stack/client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 import { runKb } from "./helpers/kb.ts";
 

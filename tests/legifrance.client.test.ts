@@ -2,10 +2,10 @@
 // rules and the document parser. No database needed.
 import { afterEach, describe, expect, it } from "vitest";
 import { PisteClient, PisteHttpError, parseRetryAfter } from "../packages/legifrance/client.ts";
-import { type PisteStandIn, type PisteStandInOptions, startPisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { type PisteStandIn, type PisteStandInOptions, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
 import { checkLegifranceId, consultRouteFor, documentPath, parseDocumentPath } from "../packages/legifrance/ids.ts";
 import { ENVELOPE_FORMAT, parseCollectedFile } from "../packages/legifrance/parser.ts";
-import { generatedDocuments, sampleDocuments } from "../packages/legifrance/corpus.ts";
+import { generatedDocuments, sampleDocuments } from "../packages/testkit/legifrance-corpus.ts";
 import { documentIdsOf, searchBody } from "../packages/legifrance/collector.ts";
 
 let piste: PisteStandIn | null = null;

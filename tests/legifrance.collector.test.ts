@@ -3,9 +3,9 @@
 import postgres from "postgres";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createLocalClient } from "../packages/local-stack/client.ts";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { type PisteStandIn, startPisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { type PisteStandIn, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
 import { PisteClient } from "../packages/legifrance/client.ts";
 import { collectMaintenance, collectMassive, type CollectorDeps, stopMassive } from "../packages/legifrance/collector.ts";
 import { type ObjectStore, supabaseObjectStore } from "../packages/files-queue/object-store.ts";

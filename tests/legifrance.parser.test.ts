@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { htmlToText } from "../packages/legifrance/html.ts";
 import { documentHash, ENVELOPE_FORMAT, legifranceUrl, type LegalDocument, parseCollectedFile, toDate } from "../packages/legifrance/parser.ts";
-import { sampleDocuments } from "../packages/legifrance/corpus.ts";
+import { sampleDocuments } from "../packages/testkit/legifrance-corpus.ts";
 
 const envelope = (endpoint: string, id: string, data: unknown, fond: string | null = null, category = "cat") =>
   JSON.stringify({ format: ENVELOPE_FORMAT, id, category, fond, endpoint, data });

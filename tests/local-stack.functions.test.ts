@@ -10,7 +10,7 @@ import { createLocalClient } from "../packages/local-stack/client.ts";
 import { FUNCTION_BODY_LIMIT_BYTES } from "../packages/local-stack/gateway.ts";
 import { signRoleKey } from "../packages/local-stack/keys.ts";
 import { processAlive } from "../packages/local-stack/state.ts";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 

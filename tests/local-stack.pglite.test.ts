@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalClient } from "../packages/local-stack/client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { processAlive, readState } from "../packages/local-stack/state.ts";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import { waitFor } from "./helpers/db.ts";
 
 const dataDir = mkdtempSync(join(tmpdir(), "local-stack-pglite-"));

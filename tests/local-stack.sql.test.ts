@@ -1,7 +1,7 @@
 // pg_net and pg_cron behaviour of the local stack, driven from SQL as a migration or an operator
 // would: net.http_post / private.invoke_edge_function, cron.schedule / cron.unschedule.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 

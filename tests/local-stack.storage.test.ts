@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalClient } from "../packages/local-stack/client.ts";
 import { signRoleKey } from "../packages/local-stack/keys.ts";
 import { sweepOrphanFiles } from "../packages/local-stack/storage.ts";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 

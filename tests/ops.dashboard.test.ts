@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalClient } from "../packages/local-stack/client.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { CHECKS } from "../packages/ops/checks.ts";
 import { ensureChromium } from "../packages/testkit/chromium.ts";

@@ -2,7 +2,7 @@
 // stack answers 200; breaking a Vault entry, a cron job or the migration history answers 503 naming
 // the failing check; an emptied source table is a warning.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { CHECKS } from "../packages/ops/checks.ts";
 import { type HealthReport, healthReportSchema } from "../packages/ops/report.ts";

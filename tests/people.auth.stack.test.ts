@@ -8,7 +8,7 @@ import { authConfigFromEnv, verifyJwt } from "../packages/core/auth.ts";
 import { createLocalClient } from "../packages/local-stack/client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { functionKeyEnv } from "../packages/local-stack/keys.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const db = useTestDatabase();

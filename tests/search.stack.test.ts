@@ -8,7 +8,7 @@ import type { SupabaseClient } from "@supabase/supabase-js";
 import { createLocalClient } from "../packages/local-stack/client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { signUserJwt } from "../packages/local-stack/keys.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 import { createAuthUsers } from "./helpers/users.ts";
 import { corpus, questions } from "./fixtures/french-questions.ts";

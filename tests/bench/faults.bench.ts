@@ -28,7 +28,7 @@ import {
   createSource, embeddingInvariants, filesDrift, type FaultBed, type Invariants, percentile, pick, progress, recoveryAfter, sigkillGroup, sleep,
   type StackProcess, startFaultBed, startStackProcess, stopStackProcess, until, wastedInputs,
 } from "../../packages/testkit/faults.ts";
-import { startPisteStandIn } from "../../packages/legifrance/stand-in.ts";
+import { startPisteStandIn } from "../../packages/testkit/legifrance-stand-in.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
 import { runHealthChecks } from "../../packages/ops/checks.ts";
 import { SHIPPED_MIGRATIONS } from "../../packages/ops/migrations.generated.ts";

@@ -15,7 +15,7 @@ import postgres from "postgres";
 import { createLocalClient } from "../../packages/local-stack/client.ts";
 import { startLocalStack } from "../../packages/local-stack/index.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
-import { startPisteStandIn } from "../../packages/legifrance/stand-in.ts";
+import { startPisteStandIn } from "../../packages/testkit/legifrance-stand-in.ts";
 import { repopulate } from "../../packages/files-queue/repopulate.ts";
 import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts";
 

@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { htmlToText } from "../../packages/legifrance/html.ts";
 import { ENVELOPE_FORMAT, parseCollectedFile } from "../../packages/legifrance/parser.ts";
-import { sampleDocuments } from "../../packages/legifrance/corpus.ts";
+import { sampleDocuments } from "../../packages/testkit/legifrance-corpus.ts";
 
 const TARGET_MB_S = 1;
 const unit = "<p>I. &#8211; Le pr&eacute;sent article s&#39;applique aux contrats conclus par le ma&icirc;tre de l'ouvrage&nbsp;:</p>" +

@@ -20,8 +20,8 @@ import postgres from "postgres";
 import { createLocalClient } from "../../packages/local-stack/client.ts";
 import { startLocalStack } from "../../packages/local-stack/index.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
-import { generatedDocuments, sampleDocuments } from "../../packages/legifrance/corpus.ts";
-import { startPisteStandIn } from "../../packages/legifrance/stand-in.ts";
+import { generatedDocuments, sampleDocuments } from "../../packages/testkit/legifrance-corpus.ts";
+import { startPisteStandIn } from "../../packages/testkit/legifrance-stand-in.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../../packages/testkit/fake-openai.ts";
 import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts";
 

@@ -5,7 +5,7 @@ import type { SupabaseClient } from "@supabase/supabase-js";
 import { afterAll, beforeAll } from "vitest";
 import { createLocalClient } from "../../packages/local-stack/client.ts";
 import type { LocalStack } from "../../packages/local-stack/index.ts";
-import { startTestStack } from "../../packages/local-stack/testing.ts";
+import { startTestStack } from "../../packages/testkit/stack.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../../packages/testkit/fake-openai.ts";
 import { type TestDatabase, useTestDatabase } from "./db.ts";
 

@@ -6,7 +6,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { randomBytes } from "node:crypto";
-import { type CorpusDocument, type Fond, generatedDocuments, sampleDocuments } from "./corpus.ts";
+import { type CorpusDocument, type Fond, generatedDocuments, sampleDocuments } from "./legifrance-corpus.ts";
 
 // LOCAL-ONLY credentials: the stand-in accepts exactly these; they grant nothing anywhere else.
 export const STAND_IN_CLIENT_ID = "local-stand-in-client";
@@ -272,9 +272,9 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
   };
 }
 
-// `tsx packages/legifrance/stand-in.ts [port]` serves the stand-in on its own, for manual trials.
+// `tsx packages/testkit/legifrance-stand-in.ts [port]` serves the stand-in on its own, for manual trials.
 const g = globalThis as { process?: { argv: string[] } };
-if (g.process?.argv[1]?.endsWith("legifrance/stand-in.ts")) {
+if (g.process?.argv[1]?.endsWith("testkit/legifrance-stand-in.ts")) {
   const s = await startPisteStandIn({ port: Number(g.process.argv[2] ?? 0) || 0 });
   console.log(`PISTE_OAUTH_URL=${s.oauthUrl}\nPISTE_API_URL=${s.apiUrl}\nPISTE_CLIENT_ID=${s.clientId}\nPISTE_CLIENT_SECRET=${s.clientSecret}`);
 }
