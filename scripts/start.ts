@@ -5,13 +5,12 @@
 // DATABASE_URL the user gave, unless LOCAL_STACK_DEMO=1).
 // Ctrl-C / SIGTERM stops everything it started.
 import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { startLocalStack, type LocalStack } from "../packages/local-stack/index.ts";
-import { processAlive, readState } from "../packages/local-stack/state.ts";
+import { localDataDir, processAlive, readState } from "../packages/connection/stack-state.ts";
 import { guidedDemoEnabled, runGuidedDemo } from "../packages/local-stack/demo.ts";
 import { startPisteStandIn, type PisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
 
-const dataDir = process.env.LOCAL_STACK_DATA_DIR || fileURLToPath(new URL("../.local", import.meta.url));
+const dataDir = localDataDir();
 const env = process.env;
 const say = (line: string) => console.log(line);
 

@@ -4,11 +4,11 @@
 // stdout: TOKEN=$(npm run -s token -- --user …). The key is the one `npm start` generated in .local/.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { pgUuid } from "../packages/core/validation.ts";
 import { signUserJwt } from "../packages/local-stack/keys.ts";
+import { localDataDir } from "../packages/connection/stack-state.ts";
 
 const argsSchema = z.object({
   user: pgUuid,
@@ -31,7 +31,7 @@ try {
 const args = argsSchema.safeParse(values);
 if (!args.success) fail(args.error.issues.map((i) => `--${i.path.join(".")}: ${i.message}`).join("; "));
 
-const dataDir = process.env.LOCAL_STACK_DATA_DIR || fileURLToPath(new URL("../.local", import.meta.url));
+const dataDir = localDataDir();
 const keysFile = join(dataDir, "api-keys.json");
 const keysSchema = z.object({ signingJwk: z.object({ kty: z.literal("EC"), kid: z.string().min(1), d: z.string().min(1) }).loose() });
 let keys: ReturnType<typeof keysSchema.safeParse> | null = null;

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { listFunctions } from "../packages/local-stack/function-config.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { functionKeyEnv, signUserJwt } from "../packages/local-stack/keys.ts";
@@ -196,7 +196,7 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
     // it with supabase-js (secret key) and writes its legal_documents row.
     const doc = sampleDocuments()[0];
     const envelope = { format: "legifrance-document/v1", id: doc.id, category: "codes", fond: doc.fond, endpoint: doc.consult.endpoint, data: doc.consult.response };
-    const admin = createLocalClient(stack.apiUrl, stack.secretKey);
+    const admin = createNodeClient(stack.apiUrl, stack.secretKey);
     const up = await admin.storage.from("agentbasic-legifrance-raw").upload(`legifrance/codes/${doc.id}.json`, JSON.stringify(envelope), { contentType: "application/json" });
     expect(up.error).toBeNull();
     const r = await post(url, { batchSize: 10 }, { apikey: stack.secretKey });

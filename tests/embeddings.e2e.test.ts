@@ -5,7 +5,7 @@
 import type { SupabaseClient } from "@supabase/supabase-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createProcessEmbeddingQueueHandler } from "../packages/embeddings/handler.ts";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { signUserJwt } from "../packages/local-stack/keys.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { startTestStack } from "../packages/testkit/stack.ts";
@@ -27,9 +27,9 @@ beforeAll(async () => {
     functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url },
   });
   // The 2026 scheme: a secret key for the service, a publishable key (+ a user's ES256 JWT) for clients.
-  admin = createLocalClient(stack.apiUrl, stack.secretKey);
-  anon = createLocalClient(stack.apiUrl, stack.publishableKey);
-  user = createLocalClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, crypto.randomUUID()) });
+  admin = createNodeClient(stack.apiUrl, stack.secretKey);
+  anon = createNodeClient(stack.apiUrl, stack.publishableKey);
+  user = createNodeClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, crypto.randomUUID()) });
   // The 5-minute schedule would fire on its own; here each path is driven explicitly.
   await db.sql`update cron.job set active = false`;
   await db.sql`create table faq_items (id bigint primary key, question text not null, answer text not null,
@@ -196,9 +196,9 @@ describe("process-embedding-queue through the local stack", () => {
         databaseUrl: db.url,
         functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url },
       });
-      admin = createLocalClient(stack.apiUrl, stack.secretKey);
-      anon = createLocalClient(stack.apiUrl, stack.publishableKey);
-      user = createLocalClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, crypto.randomUUID()) });
+      admin = createNodeClient(stack.apiUrl, stack.secretKey);
+      anon = createNodeClient(stack.apiUrl, stack.publishableKey);
+      user = createNodeClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, crypto.randomUUID()) });
       await waitFor("the backlog drained after the start", async () => (await pendingJobs()) === 0, 30_000);
       const [c] = await db.sql`select content from documentation_embeddings where source_id = '105'`;
       expect(c.content).toBe("question: Question 105\nanswer: Réponse 105 (restart)");

@@ -5,7 +5,7 @@
 // get in_force right; the daily job and a resync of Storage cost nothing for unchanged documents.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SupabaseClient } from "@supabase/supabase-js";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { type PisteStandIn, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
@@ -34,7 +34,7 @@ beforeAll(async () => {
       EMBEDDING_PROVIDER: "offline",
     },
   });
-  admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+  admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
   await db.sql`update cron.job set active = false`; // this file drives every step itself
   await db.sql`alter table files_queue disable trigger files_queue_webhook`;
 }, 90_000);

@@ -3,7 +3,7 @@
 // upload -> files_queue (same transaction) -> process-files-queue -> legal_documents -> chunks.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SupabaseClient } from "@supabase/supabase-js";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { type PisteStandIn, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
@@ -28,8 +28,8 @@ beforeAll(async () => {
       EMBEDDING_PROVIDER: "offline",
     },
   });
-  admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
-  anon = createLocalClient(stack.apiUrl, stack.anonKey);
+  admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
+  anon = createNodeClient(stack.apiUrl, stack.anonKey);
   // The bucket comes from a migration.
   expect((await admin.storage.getBucket(BUCKET)).data).toMatchObject({ id: BUCKET, public: false });
   // The schedules would fire on their own during the test; this file drives every step itself.

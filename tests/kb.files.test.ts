@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { SupabaseClient } from "@supabase/supabase-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { startTestStack } from "../packages/testkit/stack.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
@@ -32,8 +32,8 @@ beforeAll(async () => {
   devStack = await startTestStack({ databaseUrl: dev.url });
   prodStack = await startTestStack({ databaseUrl: prod.url });
   for (const db of [dev, prod]) await db.sql`update cron.job set active = false`;
-  devClient = createLocalClient(devStack.apiUrl, devStack.serviceRoleKey);
-  prodClient = createLocalClient(prodStack.apiUrl, prodStack.serviceRoleKey);
+  devClient = createNodeClient(devStack.apiUrl, devStack.serviceRoleKey);
+  prodClient = createNodeClient(prodStack.apiUrl, prodStack.serviceRoleKey);
   expect((await devClient.storage.createBucket(BUCKET, { public: false })).error).toBeNull();
   for (let i = 0; i < OBJECTS; i += 20) {
     await Promise.all(Array.from({ length: Math.min(20, OBJECTS - i) }, async (_, j) => {

@@ -2,7 +2,7 @@
 // stack's Storage (supabase-js), against the PISTE stand-in with injected failures.
 import postgres from "postgres";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { type PisteStandIn, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
@@ -21,7 +21,7 @@ let store: ObjectStore;
 beforeAll(async () => {
   piste = await startPisteStandIn({ generatedPerFond: 12, latencyMs: 5 });
   stack = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG });
-  const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+  const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
   store = supabaseObjectStore(admin);
 }, 90_000);
 

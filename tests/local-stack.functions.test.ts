@@ -6,10 +6,10 @@ import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { FUNCTION_BODY_LIMIT_BYTES } from "../packages/local-stack/gateway.ts";
 import { signRoleKey } from "../packages/local-stack/keys.ts";
-import { processAlive } from "../packages/local-stack/state.ts";
+import { processAlive } from "../packages/connection/stack-state.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
@@ -52,7 +52,7 @@ function rawRequest(method: string, path: string, headers: Record<string, string
 
 describe("functions through the gateway", () => {
   it("functions.invoke reaches the function with the platform env and the caller's role", async () => {
-    const { data, error } = await createLocalClient(stack.apiUrl, stack.serviceRoleKey).functions.invoke("echo", {
+    const { data, error } = await createNodeClient(stack.apiUrl, stack.serviceRoleKey).functions.invoke("echo", {
       body: { hello: "world" },
     });
     expect(error).toBeNull();
@@ -134,7 +134,7 @@ describe("functions through the gateway", () => {
     }
     // Just under the limit, through supabase-js: the function sees the whole body.
     const text = "b".repeat(FUNCTION_BODY_LIMIT_BYTES - 16);
-    const { data, error } = await createLocalClient(stack.apiUrl, stack.serviceRoleKey).functions.invoke("echo", { body: { text } });
+    const { data, error } = await createNodeClient(stack.apiUrl, stack.serviceRoleKey).functions.invoke("echo", { body: { text } });
     expect(error).toBeNull();
     expect(data.body.text.length).toBe(text.length);
     // A function that answers without reading its body still gets its answer through.

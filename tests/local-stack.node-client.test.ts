@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { useTestDatabase } from "./helpers/db.ts";
@@ -32,7 +32,7 @@ function readmeSnippet(): string {
 
 describe("README: supabase-js from plain Node", () => {
   it("the snippet runs as a plain .mjs file and reaches the local stack", async () => {
-    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage;
     expect((await admin.createBucket("readme-check", { public: false })).error).toBeNull();
     // Inside the repository so that `import '@supabase/supabase-js'` resolves from node_modules.
     const dir = join(repo, "node_modules", ".cache", "readme-snippets");

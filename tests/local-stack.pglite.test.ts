@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { processAlive, readState } from "../packages/local-stack/state.ts";
+import { processAlive, readState } from "../packages/connection/stack-state.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import { waitFor } from "./helpers/db.ts";
 
@@ -41,7 +41,7 @@ describe("local stack on embedded PGlite", () => {
   });
 
   it("functions.invoke and storage work the same on PGlite", async () => {
-    const client = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+    const client = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
     const { data, error } = await client.functions.invoke("echo", { body: { on: "pglite" } });
     expect(error).toBeNull();
     expect(data).toMatchObject({ role: "service_role", body: { on: "pglite" } });
@@ -52,11 +52,11 @@ describe("local stack on embedded PGlite", () => {
   });
 
   it("a person signs up and signs in with supabase-js on PGlite; the profile is made; the functions see the user", async () => {
-    const c = createLocalClient(stack.apiUrl, stack.publishableKey);
+    const c = createNodeClient(stack.apiUrl, stack.publishableKey);
     const up = await c.auth.signUp({ email: "lite@example.com", password: "a long password", options: { data: { first_name: "Lite" } } });
     expect(up.error).toBeNull();
     expect(await sql`select email, first_name from public.users`).toEqual([{ email: "lite@example.com", first_name: "Lite" }]);
-    const again = createLocalClient(stack.apiUrl, stack.publishableKey);
+    const again = createNodeClient(stack.apiUrl, stack.publishableKey);
     expect((await again.auth.signInWithPassword({ email: "lite@example.com", password: "a long password" })).error).toBeNull();
     const { data } = await again.functions.invoke("echo", { body: {} });
     expect(data.role).toBe("authenticated");
@@ -98,7 +98,7 @@ describe("local stack on embedded PGlite", () => {
     stack = await startTestStack(options);
     sql = postgres(stack.dbUrl, { max: 2, onnotice: () => {} });
     expect(await sql`select name from storage.objects`).toEqual([{ name: "a/b.json" }]);
-    const client = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+    const client = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
     expect(await (await client.storage.from("lite").download("a/b.json")).data!.text()).toBe('{"x":1}');
     expect(stack.startupMs).toBeLessThan(15_000);
     const [held] = await sql<{ expired: boolean }[]>`

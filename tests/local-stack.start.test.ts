@@ -8,8 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
-import { processAlive } from "../packages/local-stack/state.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
+import { processAlive } from "../packages/connection/stack-state.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const db = useTestDatabase();
@@ -92,9 +92,9 @@ describe("npm start / npm run status", () => {
 
     // A person signs up, signs in and searches with supabase-js and the keys `npm run status` prints
     // (the demo's policy lets signed-in users read its published FAQ).
-    const person = createLocalClient(s.vars.API_URL, s.vars.PUBLISHABLE_KEY);
+    const person = createNodeClient(s.vars.API_URL, s.vars.PUBLISHABLE_KEY);
     expect((await person.auth.signUp({ email: "start@example.com", password: "a long password" })).error).toBeNull();
-    const signedIn = createLocalClient(s.vars.API_URL, s.vars.PUBLISHABLE_KEY);
+    const signedIn = createNodeClient(s.vars.API_URL, s.vars.PUBLISHABLE_KEY);
     expect((await signedIn.auth.signInWithPassword({ email: "start@example.com", password: "a long password" })).error).toBeNull();
     const found = await signedIn.functions.invoke("search", { body: { query: "mot de passe oublié", mode: "text" } });
     expect(found.error).toBeNull();
@@ -106,7 +106,7 @@ describe("npm start / npm run status", () => {
     expect(output).toMatch(/POST \/functions\/v1\/search .* -> 200\n[\s\S]*faq_items[^\n]*Comment réinitialiser/);
     // `npm run token` prints a user JWT the running stack accepts; the user sees published rows only.
     // The user exists in auth.users (conversations reference it, as on hosted): created with the admin API.
-    const adminClient = createLocalClient(s.vars.API_URL, s.vars.SECRET_KEY);
+    const adminClient = createNodeClient(s.vars.API_URL, s.vars.SECRET_KEY);
     const created = await adminClient.auth.admin.createUser({ email: "lea@example.com", password: "a long password", email_confirm: true });
     expect(created.error).toBeNull();
     const user = created.data.user!.id;

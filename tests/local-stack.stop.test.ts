@@ -7,7 +7,7 @@ import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { processAlive } from "../packages/local-stack/state.ts";
+import { processAlive } from "../packages/connection/stack-state.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const db = useTestDatabase();

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { request } from "node:http";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { signRoleKey } from "../packages/local-stack/keys.ts";
 import { sweepOrphanFiles } from "../packages/local-stack/storage.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
@@ -90,7 +90,7 @@ describe("upload limits", () => {
   const MiB = 1024 * 1024;
 
   it("a chunked upload past the 50 MB limit is refused while streaming, not after buffering it whole", async () => {
-    expect((await createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.createBucket("unlimited", { public: false })).error).toBeNull();
+    expect((await createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.createBucket("unlimited", { public: false })).error).toBeNull();
     const auth = { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "application/octet-stream" };
     const r = await streamUpload("/storage/v1/object/unlimited/zeros.bin", auth, 200 * MiB);
     expect(r.status).toBe(413);
@@ -109,7 +109,7 @@ describe("upload limits", () => {
   }, 60_000);
 
   it("a bucket's own file size limit stops a streamed upload the same way", async () => {
-    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage;
     expect((await admin.createBucket("capped", { public: false, fileSizeLimit: "1MB" })).error).toBeNull();
     const auth = { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "application/octet-stream" };
     const r = await streamUpload("/storage/v1/object/capped/two.bin", auth, 128 * MiB);
@@ -122,7 +122,7 @@ describe("upload limits", () => {
   }, 60_000);
 
   it("an object name the disk cannot hold is a 400 InvalidKey that shows no server path", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("unlimited");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("unlimited");
     for (const name of ["n".repeat(300), `dir/${"é".repeat(130)}.txt`, `${"a/".repeat(520)}x`]) {
       const r = await rawRequest("POST", `/storage/v1/object/unlimited/${encodeURIComponent(name).replace(/%2F/g, "/")}`,
         { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "text/plain" }, "x");
@@ -139,7 +139,7 @@ describe("upload limits", () => {
 
 describe("storage through supabase-js", () => {
   it("creates, gets and lists buckets (rows in storage.buckets)", async () => {
-    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage;
     expect((await admin.createBucket("docs", { public: false, fileSizeLimit: "1MB" })).error).toBeNull();
     expect((await admin.createBucket("pub", { public: true })).error).toBeNull();
     const dup = await admin.createBucket("docs");
@@ -153,7 +153,7 @@ describe("storage through supabase-js", () => {
   });
 
   it("upload / list / download / remove, with storage.objects rows exactly as uploaded", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
     const json = JSON.stringify({ id: "LEGITEXT000006070721", title: "Code civil" });
     const up1 = await s.upload("fr/code-civil.json", new Blob([json], { type: "application/json" }));
     expect(up1.error).toBeNull();
@@ -197,7 +197,7 @@ describe("storage through supabase-js", () => {
   });
 
   it("x-upsert: a second upload is refused unless upsert, which replaces content and the old file", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
     expect((await s.upload("u.txt", "v1", { contentType: "text/plain" })).error).toBeNull();
     const again = await s.upload("u.txt", "v2", { contentType: "text/plain" });
     expect(again.error).not.toBeNull();
@@ -211,7 +211,7 @@ describe("storage through supabase-js", () => {
   });
 
   it("move and copy keep rows and files in step", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
     expect((await s.upload("m/a.txt", "move me", { contentType: "text/plain" })).error).toBeNull();
     expect((await s.move("m/a.txt", "m/b.txt")).error).toBeNull();
     expect((await s.copy("m/b.txt", "m/c.txt")).error).toBeNull();
@@ -222,7 +222,7 @@ describe("storage through supabase-js", () => {
   });
 
   it("anon cannot write or read a private bucket; public buckets are readable by URL", async () => {
-    const anon = createLocalClient(stack.apiUrl, stack.anonKey).storage;
+    const anon = createNodeClient(stack.apiUrl, stack.anonKey).storage;
     const w = await anon.from("docs").upload("anon.txt", "x", { contentType: "text/plain" });
     expect(w.error).not.toBeNull();
     expect((await anon.from("docs").download("fr/code-civil.json")).error).not.toBeNull();
@@ -230,7 +230,7 @@ describe("storage through supabase-js", () => {
     expect(await db.sql`select name from storage.objects where name = 'anon.txt'`).toEqual([]);
     expect(existsSync(join(stack.storageRoot, "docs", "anon.txt"))).toBe(false);
 
-    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("pub");
+    const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("pub");
     expect((await admin.upload("p.txt", "public!", { contentType: "text/plain" })).error).toBeNull();
     const url = anon.from("pub").getPublicUrl("p.txt").data.publicUrl;
     const r = await fetch(url);
@@ -248,7 +248,7 @@ describe("storage through supabase-js", () => {
     const secret = readFileSync(join(dirname(stack.storageRoot), "jwt-secret"), "utf8").trim();
     const uid = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b";
     const userKey = await signRoleKey(secret, "authenticated", { sub: uid });
-    const user = createLocalClient(stack.apiUrl, userKey).storage.from("docs");
+    const user = createNodeClient(stack.apiUrl, userKey).storage.from("docs");
     expect((await user.upload(`${uid}/note.txt`, "mine", { contentType: "text/plain" })).error).toBeNull();
     expect((await user.upload("someone-else/note.txt", "not mine", { contentType: "text/plain" })).error).not.toBeNull();
     expect(await (await user.download(`${uid}/note.txt`)).data!.text()).toBe("mine");
@@ -258,7 +258,7 @@ describe("storage through supabase-js", () => {
   });
 
   it("after a crash, files without a row are swept and files with one are kept", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
     expect((await s.upload("crash/kept.txt", "kept", { contentType: "text/plain" })).error).toBeNull();
     // What an interrupted upload leaves: a version file (and a temp file) that no row points at.
     const orphanDir = join(stack.storageRoot, "docs", "crash", "lost.txt");
@@ -282,7 +282,7 @@ describe("storage through supabase-js", () => {
     let second: LocalStack | null = null;
     try {
       await db.sql`insert into storage.buckets (id, name) values ('restarts', 'restarts') on conflict do nothing`;
-      const s = createLocalClient(first.apiUrl, first.serviceRoleKey).storage.from("restarts");
+      const s = createNodeClient(first.apiUrl, first.serviceRoleKey).storage.from("restarts");
       expect((await s.upload("restart/kept.txt", "kept", { contentType: "text/plain" })).error).toBeNull();
       // An upload interrupted by a SIGKILL 30 s ago: its version file and its temp file, no row.
       const orphanDir = join(first.storageRoot, "restarts", "restart", "lost.txt");
@@ -296,7 +296,7 @@ describe("storage through supabase-js", () => {
       first = null;
       second = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG, dataDir });
       await waitFor("the orphans swept", () => Promise.resolve(!existsSync(orphan) && !existsSync(`${orphan}.tmp`)), 15_000, 100);
-      const s2 = createLocalClient(second.apiUrl, second.serviceRoleKey).storage.from("restarts");
+      const s2 = createNodeClient(second.apiUrl, second.serviceRoleKey).storage.from("restarts");
       expect(await (await s2.download("restart/kept.txt")).data!.text()).toBe("kept");
     } finally {
       await first?.stop();
@@ -350,7 +350,7 @@ describe("storage through supabase-js", () => {
 
 describe("signed URLs", () => {
   it("createSignedUrl / createSignedUrls: a token-holder downloads without a JWT until it expires; RLS decides who may sign", async () => {
-    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage;
     expect((await admin.createBucket("signed-docs", { public: false })).error).toBeNull();
     const s = admin.from("signed-docs");
     expect((await s.upload("dossier/été 2024.txt", "contenu signé", { contentType: "text/plain" })).error).toBeNull();
@@ -378,7 +378,7 @@ describe("signed URLs", () => {
     expect(await (await fetch(many.data![0].signedUrl!)).text()).toBe("autre");
 
     // Anon has no RLS policy on this bucket: it may not sign.
-    const anon = createLocalClient(stack.apiUrl, stack.anonKey).storage.from("signed-docs");
+    const anon = createNodeClient(stack.apiUrl, stack.anonKey).storage.from("signed-docs");
     expect((await anon.createSignedUrl("other.txt", 60)).error).not.toBeNull();
 
     // Expiry: a one-second URL works, then is refused (polled with a deadline).
@@ -396,7 +396,7 @@ describe("signed URLs", () => {
   });
 
   it("signed upload URLs answer 501 with a clear message, never a misleading 404", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("signed-docs");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("signed-docs");
     const r = await s.createSignedUploadUrl("new.txt");
     expect(r.error).not.toBeNull();
     expect(r.error!.message).toMatch(/not implemented by the local Storage/);

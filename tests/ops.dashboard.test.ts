@@ -6,7 +6,7 @@ import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { CHECKS } from "../packages/ops/checks.ts";
@@ -43,7 +43,7 @@ beforeAll(async () => {
 
   // Two files uploaded through Storage, one queue row whose object is gone: the hourly check finds the
   // drift (and repairs it, marking the row deleted), and the page shows what it found.
-  const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+  const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
   for (const name of ["codes/a.json", "codes/b.json"]) {
     expect((await admin.storage.from(BUCKET).upload(name, JSON.stringify({ name }), { contentType: "application/json" })).error).toBeNull();
   }

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthApiError, type SupabaseClient } from "@supabase/supabase-js";
 import { decodeJwt, decodeProtectedHeader, importJWK, SignJWT } from "jose";
 import { authConfigFromEnv, verifyJwt } from "../packages/core/auth.ts";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { functionKeyEnv } from "../packages/local-stack/keys.ts";
 import { startTestStack } from "../packages/testkit/stack.ts";
@@ -17,7 +17,7 @@ let admin: SupabaseClient;
 const acme = crypto.randomUUID();
 const PASSWORD = "correct horse battery";
 
-const client = () => createLocalClient(stack.apiUrl, stack.publishableKey);
+const client = () => createNodeClient(stack.apiUrl, stack.publishableKey);
 
 async function invite(email: string, clientId = acme): Promise<string> {
   const { data, error } = await admin.functions.invoke("invitations", { body: { action: "invite", email, clientId } });
@@ -31,7 +31,7 @@ async function membershipsOf(email: string) {
 
 beforeAll(async () => {
   stack = await startTestStack({ databaseUrl: db.url, functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536" } });
-  admin = createLocalClient(stack.apiUrl, stack.secretKey);
+  admin = createNodeClient(stack.apiUrl, stack.secretKey);
   await db.sql`update cron.job set active = false`;
   // One client with one document page, embedded by process-embedding-queue (woken through pg_net).
   await db.sql`insert into clients (id, name) values (${acme}, 'ACME')`;

@@ -7,7 +7,7 @@ import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { startTestStack } from "../packages/testkit/stack.ts";
 import { ensureChromium } from "../packages/testkit/chromium.ts";
@@ -40,7 +40,7 @@ beforeAll(async () => {
     (await db.sql`select 1 from documentation_embeddings where source_table = 'faq'`).length > 0, 60_000, 200);
 
   for (const [email, first, last, questions, answers, negative] of PEOPLE) {
-    const c = createLocalClient(stack.apiUrl, stack.publishableKey);
+    const c = createNodeClient(stack.apiUrl, stack.publishableKey);
     const { error } = await c.auth.signUp({ email, password: "a long password", options: { data: { first_name: first, ...(last ? { last_name: last } : {}) } } });
     expect(error).toBeNull();
     for (let i = 0; i < questions; i++) {

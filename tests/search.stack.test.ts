@@ -5,7 +5,7 @@
 // and pages -> process-embedding-queue -> search, as two users of two clients; then conversations.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SupabaseClient } from "@supabase/supabase-js";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { signUserJwt } from "../packages/local-stack/keys.ts";
 import { startTestStack } from "../packages/testkit/stack.ts";
@@ -75,7 +75,7 @@ beforeAll(async () => {
     databaseUrl: db.url,
     functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536", CLIENT_DOCUMENTS_MAX_BYTES: String(MAX_BYTES) },
   });
-  admin = createLocalClient(stack.apiUrl, stack.secretKey);
+  admin = createNodeClient(stack.apiUrl, stack.secretKey);
   await db.sql`update cron.job set active = false`;
   // This file drives the embedding worker itself, so it can count what each step embeds.
   await db.sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
@@ -145,7 +145,7 @@ describe("client documents become searchable for their client only", () => {
   });
 
   it("members open their client's documents (download, signed URL of a cited page); editors write; nobody crosses clients", async () => {
-    const storageAs = async (id: string) => createLocalClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, id) }).storage.from(BUCKET);
+    const storageAs = async (id: string) => createNodeClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, id) }).storage.from(BUCKET);
     const mine = { [alice]: `${acme}/contrat.pdf`, [bob]: `${globex}/bail.pdf` };
     for (const [who, other] of [[alice, bob], [bob, alice]] as const) {
       const files = await storageAs(who);

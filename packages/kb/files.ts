@@ -7,7 +7,7 @@
 import type { SupabaseClient } from "@supabase/supabase-js";
 import pLimit from "p-limit";
 import { z } from "zod";
-import { createLocalClient } from "../local-stack/client.ts";
+import { createNodeClient } from "../connection/node-client.ts";
 import type { Sql } from "./catalog.ts";
 import { type KbEnvironment, KbError } from "./env.ts";
 import { Progress, fmtBytes, fmtInt } from "./progress.ts";
@@ -110,7 +110,7 @@ export async function pushFiles(src: Sql, tgt: Sql, o: FilesOptions): Promise<Bu
 }
 
 function client(env: KbEnvironment): SupabaseClient {
-  return createLocalClient(env.apiUrl!, env.serviceKey!);
+  return createNodeClient(env.apiUrl!, env.serviceKey!);
 }
 
 async function ensureBucket(src: Sql, to: SupabaseClient, bucket: string): Promise<void> {

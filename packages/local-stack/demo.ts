@@ -7,7 +7,7 @@
 import postgres from "postgres";
 import { offlineEmbedding } from "../embeddings/offline.ts";
 import type { LocalStack } from "./index.ts";
-import { createLocalClient } from "./client.ts";
+import { createNodeClient } from "../connection/node-client.ts";
 
 const FAQ: Array<[string, string, boolean]> = [
   ["Comment réinitialiser mon mot de passe ?", "Cliquez sur « Mot de passe oublié » sur la page de connexion et suivez le lien reçu par courriel.", true],
@@ -65,7 +65,7 @@ function table(rows: Record<string, unknown>[]): string {
 async function searchAsUser(stack: LocalStack, say: (line: string) => void): Promise<void> {
   if (!stack.functions.includes("search")) return;
   // A person of the local Auth: signed in with supabase-js (signed up on the first run).
-  const person = createLocalClient(stack.apiUrl, stack.publishableKey);
+  const person = createNodeClient(stack.apiUrl, stack.publishableKey);
   const creds = { email: "demo@example.com", password: "demo password" };
   const signIn = await person.auth.signInWithPassword(creds);
   const signed = signIn.error ? await person.auth.signUp(creds) : signIn;

@@ -16,7 +16,7 @@ import { functionKeyEnv, gatewayAuthConfig, type LocalKeys, localKeys } from "./
 import { applyPlatformBootstrap, pushMigrations } from "./migrate.ts";
 import { startPgNetSender, type PgNetSender } from "./pg-net.ts";
 import { embeddedUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "./pglite.ts";
-import { type StackState, stateFile } from "./state.ts";
+import { type StackState, stateFile } from "../connection/stack-state.ts";
 import { createStorageHandler, sweepOrphanFiles } from "./storage.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -327,5 +327,3 @@ async function hasPgNetStandIn(sql: postgres.Sql): Promise<boolean> {
   return row?.d === "local-stack pg_net stand-in";
 }
 
-export { readState, stateFile } from "./state.ts";
-export type { StackState } from "./state.ts";

@@ -2,7 +2,7 @@
 // the report as a table for a terminal.
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { readState } from "../local-stack/state.ts";
+import { localDataDir, readState } from "../connection/stack-state.ts";
 import type { HealthReport } from "./report.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -14,7 +14,7 @@ const ENV_NAME = /^[a-z][a-z0-9_]{0,30}$/;
  * The database URL of an environment: `<NAME>_DB_URL` (e.g. `--env staging` → STAGING_DB_URL), or for
  * `local` the running local stack's database when LOCAL_DB_URL is not set.
  */
-export function resolveDbUrl(name: string, env: Record<string, string | undefined> = process.env, dataDir = join(repoRoot, ".local")): string {
+export function resolveDbUrl(name: string, env: Record<string, string | undefined> = process.env, dataDir = localDataDir(env)): string {
   if (!ENV_NAME.test(name)) throw new Error(`invalid environment name "${name}": lower-case letters, digits and _ only`);
   const variable = `${name.toUpperCase()}_DB_URL`;
   const given = env[variable];

@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { startLocalStack, type LocalStack } from "../local-stack/index.ts";
 import { migrate } from "../local-stack/migrate.ts";
-import { readState } from "../local-stack/state.ts";
+import { readState } from "../connection/stack-state.ts";
 import { type DurableCluster, startDurableCluster } from "./durable-postgres.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "./fake-openai.ts";
 

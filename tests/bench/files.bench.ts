@@ -12,7 +12,7 @@
 //   worker   process-files-queue (Deno) on the collected files: download, parse, upsert legal_documents.
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import postgres from "postgres";
-import { createLocalClient } from "../../packages/local-stack/client.ts";
+import { createNodeClient } from "../../packages/connection/node-client.ts";
 import { startLocalStack } from "../../packages/local-stack/index.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
 import { startPisteStandIn } from "../../packages/testkit/legifrance-stand-in.ts";
@@ -153,7 +153,7 @@ try {
     },
   });
   await sql`update cron.job set active = false`;
-  const client = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+  const client = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
   const docs = piste.documentIds().length;
   log(`collector: ${docs} documents, 150 ms latency, quota 20 req/s`);
   t0 = performance.now();

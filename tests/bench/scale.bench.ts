@@ -17,7 +17,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import postgres from "postgres";
-import { createLocalClient } from "../../packages/local-stack/client.ts";
+import { createNodeClient } from "../../packages/connection/node-client.ts";
 import { startLocalStack } from "../../packages/local-stack/index.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
 import { generatedDocuments, sampleDocuments } from "../../packages/testkit/legifrance-corpus.ts";
@@ -383,7 +383,7 @@ try {
     PISTE_CLIENT_ID: piste.clientId, PISTE_CLIENT_SECRET: piste.clientSecret,
     LEGIFRANCE_RPS: "18", LEGIFRANCE_CONCURRENCY: "8",
   });
-  const client = createLocalClient(stack!.apiUrl, stack!.serviceRoleKey);
+  const client = createNodeClient(stack!.apiUrl, stack!.serviceRoleKey);
   const te = performance.now();
   // MASSIVE re-invokes itself through pg_net until its plan is done; everything downstream is woken.
   const { error: colErr } = await client.functions.invoke("legifrance-collector", {
