@@ -8,7 +8,7 @@ import type { LocalStack } from "../packages/local-stack/index.ts";
 import { type PisteStandIn, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
 import { PisteClient } from "../packages/legifrance/client.ts";
 import { collectMaintenance, collectMassive, type CollectorDeps, stopMassive } from "../packages/legifrance/collector.ts";
-import { type ObjectStore, supabaseObjectStore } from "../packages/files-queue/object-store.ts";
+import { type ObjectStore, supabaseObjectStore } from "../packages/storage/object-store.ts";
 import { processFilesQueue } from "../packages/files-queue/worker.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 

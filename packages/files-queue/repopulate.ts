@@ -6,16 +6,8 @@ import { z } from "zod";
 import type postgres from "postgres";
 import { retryWhileUnreachable } from "../core/db.ts";
 import { errorResponse, guardRequest, json } from "../core/http.ts";
-import { continueViaPgNet, type FilesContext } from "./context.ts";
-
-// Supabase Storage's bucket-name rule (storage-api isValidBucketName): S3-safe characters only, no "/",
-// at most 100 characters; "." and ".." are refused since they mean something in a path.
-export const bucketNameSchema = z
-  .string()
-  .min(1)
-  .max(100)
-  .regex(/^[A-Za-z0-9_!\-.*'() &$@=;:+,?]+$/, "bucket names may only contain letters, digits and !-.*'() &$@=;:+,?_")
-  .refine((b) => b !== "." && b !== "..", "invalid bucket name");
+import { continueViaPgNet, type FilesContext } from "../storage/context.ts";
+import { bucketNameSchema } from "../storage/object-store.ts";
 
 export const repopulateBodySchema = z.object({
   bucket: bucketNameSchema,

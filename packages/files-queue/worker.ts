@@ -12,11 +12,11 @@ import { z } from "zod";
 import pLimit from "p-limit";
 import type postgres from "postgres";
 import { errorResponse, guardRequest, json } from "../core/http.ts";
-import type { FilesContext } from "./context.ts";
+import type { FilesContext } from "../storage/context.ts";
 import { clientDocumentsHandler } from "./handlers/client-documents.ts";
 import { legifranceHandler } from "./handlers/legifrance.ts";
 import type { ClaimedFile, FileFailure, FileHandler } from "./handlers/types.ts";
-import type { ObjectStore } from "./object-store.ts";
+import type { ObjectStore } from "../storage/object-store.ts";
 
 export const workerBodySchema = z.object({
   batchSize: z.number().int().min(1).max(500).default(50),

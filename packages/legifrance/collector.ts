@@ -9,7 +9,7 @@
 import type postgres from "postgres";
 import pLimit from "p-limit";
 import { isConnectionLost, retryWhileUnreachable } from "../core/db.ts";
-import type { ObjectStore } from "../files-queue/object-store.ts";
+import type { ObjectStore } from "../storage/object-store.ts";
 import type { LegifranceApi } from "./client.ts";
 import { checkLegifranceId, consultRouteFor, documentPath } from "./ids.ts";
 import { ENVELOPE_FORMAT } from "./parser.ts";

@@ -4,8 +4,8 @@ import { z } from "zod";
 import { errorResponse, guardRequest, json, readsNeedAuthenticated } from "../core/http.ts";
 import { parseEnv, readEnv } from "../core/env.ts";
 import { pgUuid } from "../core/validation.ts";
-import { continueViaPgNet, type FilesContext } from "../files-queue/context.ts";
-import { bucketNameSchema } from "../files-queue/repopulate.ts";
+import { continueViaPgNet, type FilesContext } from "../storage/context.ts";
+import { bucketNameSchema } from "../storage/object-store.ts";
 import { PisteClient } from "./client.ts";
 import { collectMaintenance, collectMassive, stopMassive } from "./collector.ts";
 

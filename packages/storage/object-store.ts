@@ -1,7 +1,17 @@
-// The Storage port used by the collector (put) and the files worker (get). The real adapter goes through
-// supabase-js Storage, so object rows are written by Storage itself and the files_queue trigger fires
-// exactly as it does on a hosted project.
+// The Storage port used by the Légifrance collector (put) and the files worker (get). The real
+// adapter goes through supabase-js Storage, so object rows are written by Storage itself and the
+// files_queue trigger fires exactly as it does on a hosted project.
 import type { SupabaseClient } from "@supabase/supabase-js";
+import { z } from "zod";
+
+// Supabase Storage's bucket-name rule (storage-api isValidBucketName): S3-safe characters only, no "/",
+// at most 100 characters; "." and ".." are refused since they mean something in a path.
+export const bucketNameSchema = z
+  .string()
+  .min(1)
+  .max(100)
+  .regex(/^[A-Za-z0-9_!\-.*'() &$@=;:+,?]+$/, "bucket names may only contain letters, digits and !-.*'() &$@=;:+,?_")
+  .refine((b) => b !== "." && b !== "..", "invalid bucket name");
 
 export interface ObjectStore {
   /**
