@@ -16,7 +16,11 @@ const db = useTestDatabase();
 let stack: LocalStack;
 
 beforeAll(async () => {
-  stack = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG });
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionsDir: FIXTURE_FUNCTIONS_DIR,
+    configFile: FIXTURE_CONFIG,
+  });
 }, 60_000);
 afterAll(async () => {
   await stack?.stop();

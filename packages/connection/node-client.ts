@@ -19,7 +19,9 @@ export function createNodeClient(apiUrl: string, key: string, opts: { accessToke
   const g = globalThis as { WebSocket?: unknown };
   const token = opts.accessToken;
   return createClient(apiUrl, key, {
-    ...(token ? { accessToken: () => Promise.resolve(token) } : { auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false } }),
+    ...(token
+      ? { accessToken: () => Promise.resolve(token) }
+      : { auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false } }),
     ...(g.WebSocket ? {} : { realtime: { transport: NoRealtime as never } }),
   });
 }

@@ -49,13 +49,17 @@ export function processAlive(pid: number): boolean {
 /** The state of a running stack, or null (with the reason) when none is running. */
 export function readState(dataDir: string): { state: StackState | null; reason?: string } {
   const file = stateFile(dataDir);
-  if (!existsSync(file)) return { state: null, reason: `no ${file}: the local stack is not running (start it with npm start)` };
+  if (!existsSync(file)) {
+    return { state: null, reason: `no ${file}: the local stack is not running (start it with npm start)` };
+  }
   let state: StackState;
   try {
     state = JSON.parse(readFileSync(file, "utf8"));
   } catch {
     return { state: null, reason: `${file} is unreadable` };
   }
-  if (!processAlive(state.pid)) return { state: null, reason: `the stack that wrote ${file} (pid ${state.pid}) is no longer running` };
+  if (!processAlive(state.pid)) {
+    return { state: null, reason: `the stack that wrote ${file} (pid ${state.pid}) is no longer running` };
+  }
   return { state };
 }

@@ -40,9 +40,12 @@ export async function repopulate(sql: postgres.Sql, body: RepopulateBody, budget
     const tb = performance.now();
     // A batch replayed from the same cursor only meets conflicts, so a restart of the database in the
     // middle of a rebuild is waited out (within the budget) instead of losing the cursor.
-    const [b] = await retryWhileUnreachable(() => sql<{ inserted: string; scanned: string; cursor: string | null; done: boolean }[]>`
+    const [b] = await retryWhileUnreachable(
+      () =>
+        sql<{ inserted: string; scanned: string; cursor: string | null; done: boolean }[]>`
       select * from public.files_queue_repopulate_batch(${body.bucket}, ${r.cursor}, ${body.batchSize}, ${body.dryRun})`,
-      t0Epoch + budgetMs);
+      t0Epoch + budgetMs,
+    );
     lastMs = performance.now() - tb;
     r.batches++;
     r.scanned += Number(b.scanned);
@@ -67,7 +70,10 @@ export function repopulateHandler(ctx: () => FilesContext, defaultBudgetMs = 100
       const result = await repopulate(sql, body, body.budgetMs ?? defaultBudgetMs);
       if (!result.done && !body.dryRun) {
         result.continued = await continueViaPgNet(sql, "repopulate-files-queue", {
-          bucket: body.bucket, batchSize: body.batchSize, cursor: result.cursor, dryRun: false,
+          bucket: body.bucket,
+          batchSize: body.batchSize,
+          cursor: result.cursor,
+          dryRun: false,
           ...(body.budgetMs ? { budgetMs: body.budgetMs } : {}),
         });
       }

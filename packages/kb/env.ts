@@ -45,7 +45,11 @@ export function resolveEnvironment(
   let key: string | undefined;
   if (name === "local" && !env.LOCAL_DB_URL) {
     const { state, reason } = readState(opts.localDataDir ?? localDataDir(env));
-    if (!state) throw new KbError(`environment "local" is the running local stack, which is not running (${reason}); start it with npm start or set LOCAL_DB_URL`);
+    if (!state) {
+      throw new KbError(
+        `environment "local" is the running local stack, which is not running (${reason}); start it with npm start or set LOCAL_DB_URL`,
+      );
+    }
     url = state.dbUrl;
     apiUrl = state.apiUrl;
     key = state.serviceRoleKey;
@@ -60,12 +64,15 @@ export function resolveEnvironment(
   if (opts.files) {
     if (!apiUrl) throw new KbError(`--files needs ${NAME}_URL (the project's API URL) for environment "${name}"`);
     if (!httpUrl.safeParse(apiUrl).success) throw new KbError(`${NAME}_URL is not an http(s):// URL`);
-    if (!key) throw new KbError(`--files needs ${NAME}_SECRET_KEY or ${NAME}_SERVICE_ROLE_KEY for environment "${name}"`);
+    if (!key) {
+      throw new KbError(`--files needs ${NAME}_SECRET_KEY or ${NAME}_SERVICE_ROLE_KEY for environment "${name}"`);
+    }
   }
   const u = new URL(checked.data);
   const host = u.hostname;
   const user = decodeURIComponent(u.username);
-  const ref = host.match(/^db\.([a-z0-9]{20})\.supabase\.co$/)?.[1] ?? user.match(/^postgres\.([a-z0-9]{20})$/)?.[1] ?? null;
+  const ref = host.match(/^db\.([a-z0-9]{20})\.supabase\.co$/)?.[1] ?? user.match(/^postgres\.([a-z0-9]{20})$/)?.[1] ??
+    null;
   return {
     name,
     dbUrl: checked.data,

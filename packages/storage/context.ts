@@ -30,7 +30,11 @@ export function lazyContext(): () => FilesContext {
 }
 
 /** Fire-and-forget self-continuation through pg_net (sent after this statement's commit). */
-export async function continueViaPgNet(sql: postgres.Sql, functionName: string, body: Record<string, unknown>): Promise<boolean> {
+export async function continueViaPgNet(
+  sql: postgres.Sql,
+  functionName: string,
+  body: Record<string, unknown>,
+): Promise<boolean> {
   const [r] = await sql<{ id: string | null }[]>`
     select private.invoke_edge_function(${functionName}, ${sql.json(body as postgres.JSONValue)}, 5000) as id`;
   return r?.id != null;

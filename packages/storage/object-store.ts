@@ -18,7 +18,13 @@ export interface ObjectStore {
    * Writes (upserts) an object. `metadata` is the object's user metadata; `{ lane: "bulk" }` queues it
    * in files_queue's bulk lane.
    */
-  put(bucket: string, path: string, body: string, contentType: string, metadata?: Record<string, string>): Promise<void>;
+  put(
+    bucket: string,
+    path: string,
+    body: string,
+    contentType: string,
+    metadata?: Record<string, string>,
+  ): Promise<void>;
   /** Reads an object's bytes as UTF-8 text. */
   get(bucket: string, path: string): Promise<string>;
   /** Reads an object's raw bytes (PDFs). */
@@ -43,12 +49,16 @@ export function supabaseObjectStore(client: SupabaseClient): ObjectStore {
     },
     async get(bucket, path) {
       const { data, error } = await client.storage.from(bucket).download(path);
-      if (error || !data) throw new ObjectStoreError(`download ${bucket}/${path}: ${error?.message ?? "no data"}`, statusOf(error));
+      if (error || !data) {
+        throw new ObjectStoreError(`download ${bucket}/${path}: ${error?.message ?? "no data"}`, statusOf(error));
+      }
       return await data.text();
     },
     async getBytes(bucket, path) {
       const { data, error } = await client.storage.from(bucket).download(path);
-      if (error || !data) throw new ObjectStoreError(`download ${bucket}/${path}: ${error?.message ?? "no data"}`, statusOf(error));
+      if (error || !data) {
+        throw new ObjectStoreError(`download ${bucket}/${path}: ${error?.message ?? "no data"}`, statusOf(error));
+      }
       return new Uint8Array(await data.arrayBuffer());
     },
   };

@@ -27,7 +27,12 @@ export function useNotesStack(functionEnv: Record<string, string> = {}): NotesSt
     fake = await startFakeOpenAI({ latencyMs: 20 });
     stack = await startTestStack({
       databaseUrl: db.url,
-      functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url, ...functionEnv },
+      functionEnv: {
+        EMBEDDING_PROVIDER: "openai",
+        OPENAI_API_KEY: fake.apiKey,
+        OPENAI_BASE_URL: fake.url,
+        ...functionEnv,
+      },
     });
     admin = createNodeClient(stack.apiUrl, stack.secretKey);
     await db.sql`update cron.job set active = false`;
