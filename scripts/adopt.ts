@@ -18,7 +18,10 @@ const projectArg = z
   // npm runs scripts from the package root; a relative path means one from where npm was run.
   .transform((p) => resolve(process.env.INIT_CWD ?? process.cwd(), p))
   .refine((p) => existsSync(p) && statSync(p).isDirectory(), "is not a directory")
-  .refine((p) => existsSync(resolve(p, "supabase/config.toml")), "has no supabase/config.toml (run `supabase init` there first)")
+  .refine(
+    (p) => existsSync(resolve(p, "supabase/config.toml")),
+    "has no supabase/config.toml (run `supabase init` there first)",
+  )
   .refine((p) => p !== resolve(sourceRoot), "is this project itself");
 
 const args = process.argv.slice(2).filter((a) => a !== "--");
@@ -46,9 +49,15 @@ try {
   }
   applyPlan(project, plan);
   const code = [...plan.writes.keys()].filter((p) => !p.startsWith("supabase/migrations/")).length;
-  console.log(`adopt: ${plan.newMigrations.length} new migration(s), ${code} file(s) written, ${plan.deletes.length} removed`);
+  console.log(
+    `adopt: ${plan.newMigrations.length} new migration(s), ${code} file(s) written, ${plan.deletes.length} removed`,
+  );
   for (const m of plan.newMigrations) console.log(`  supabase/migrations/${m.file}  (ours: ${m.source})`);
-  console.log(plan.newMigrations.length ? "Next: supabase db push, then supabase functions deploy." : "Next: supabase functions deploy.");
+  console.log(
+    plan.newMigrations.length
+      ? "Next: supabase db push, then supabase functions deploy."
+      : "Next: supabase functions deploy.",
+  );
 } catch (e) {
   console.error(`adopt: ${e instanceof Error ? e.message : String(e)}`);
   process.exit(1);

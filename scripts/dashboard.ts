@@ -31,9 +31,12 @@ const handle = createHealthHandler({
   authorize: (req) => {
     const token = (req.headers.get("authorization") ?? "").replace(/^Bearer\s+/i, "");
     const a = Buffer.from(token), b = Buffer.from(sessionKey);
-    return a.length === b.length && timingSafeEqual(a, b)
-      ? { ok: true, value: "service_role" }
-      : { ok: false, response: unauthorizedResponse(token ? "not this dashboard's session key" : "missing credentials (paste the session key)") };
+    return a.length === b.length && timingSafeEqual(a, b) ? { ok: true, value: "service_role" } : {
+      ok: false,
+      response: unauthorizedResponse(
+        token ? "not this dashboard's session key" : "missing credentials (paste the session key)",
+      ),
+    };
   },
   options: () => ({ expectedMigrations, embeddingEnv: hasEmbeddingEnv ? process.env : null }),
 });
@@ -42,17 +45,19 @@ const server = createServer(async (req, res) => {
   try {
     const path = (req.url ?? "/").split("?")[0];
     let r: Response | null = null;
-    if (path === "/" ) r = new Response(null, { status: 302, headers: { location: "/dashboard" } });
+    if (path === "/") r = new Response(null, { status: 302, headers: { location: "/dashboard" } });
     else if (path === "/dashboard" || path.startsWith("/dashboard/")) r = await dashboardAsset(path);
     else if (path === "/functions/v1/health" || path.startsWith("/functions/v1/health/")) {
       const hasBody = req.method === "POST";
-      r = await handle(new Request(`http://127.0.0.1${req.url}`, {
-        method: req.method,
-        headers: req.headers as Record<string, string>,
-        body: hasBody ? (Readable.toWeb(req) as ReadableStream) : undefined,
-        // @ts-expect-error Node's fetch needs duplex for a streamed body; the DOM type lacks it.
-        duplex: hasBody ? "half" : undefined,
-      }));
+      r = await handle(
+        new Request(`http://127.0.0.1${req.url}`, {
+          method: req.method,
+          headers: req.headers as Record<string, string>,
+          body: hasBody ? (Readable.toWeb(req) as ReadableStream) : undefined,
+          // @ts-expect-error Node's fetch needs duplex for a streamed body; the DOM type lacks it.
+          duplex: hasBody ? "half" : undefined,
+        }),
+      );
     }
     r ??= Response.json({ error: "not found" }, { status: 404 });
     res.writeHead(r.status, Object.fromEntries(r.headers));

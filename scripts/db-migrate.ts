@@ -3,7 +3,9 @@ import { migrate } from "../packages/local-stack/migrate.ts";
 
 const url = process.env.DATABASE_URL;
 if (!url) {
-  console.error("DATABASE_URL is not set. Example: DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres npm run db:migrate");
+  console.error(
+    "DATABASE_URL is not set. Example: DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres npm run db:migrate",
+  );
   process.exit(2);
 }
 process.stdout.write(await migrate(url));

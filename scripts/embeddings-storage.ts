@@ -6,7 +6,8 @@ import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { z } from "zod";
 
-const usage = `usage: DATABASE_URL=postgres://... npm run embeddings:storage -- [--type vector|halfvec] [--dimensions N] [--yes]
+const usage =
+  `usage: DATABASE_URL=postgres://... npm run embeddings:storage -- [--type vector|halfvec] [--dimensions N] [--yes]
   no option       prints the current type and dimensions
   --type          vector (4 bytes a component) or halfvec (2 bytes): converted in place, nothing re-embedded
   --dimensions    a dimension change clears every chunk and re-embeds every row (needs --yes); set the
@@ -24,12 +25,24 @@ const argsSchema = z
     path: ["dimensions"],
   });
 
-interface Storage { vector_type: string; dimensions: number; pending_index_rebuilds: number }
+interface Storage {
+  vector_type: string;
+  dimensions: number;
+  pending_index_rebuilds: number;
+}
 
 async function main(argv: string[]): Promise<number> {
   let raw;
   try {
-    raw = parseArgs({ args: argv, options: { type: { type: "string" }, dimensions: { type: "string" }, yes: { type: "boolean" }, help: { type: "boolean", short: "h" } } }).values;
+    raw = parseArgs({
+      args: argv,
+      options: {
+        type: { type: "string" },
+        dimensions: { type: "string" },
+        yes: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
   } catch (e) {
     console.error(`${e instanceof Error ? e.message : e}\n${usage}`);
     return 2;
@@ -40,34 +53,46 @@ async function main(argv: string[]): Promise<number> {
   }
   const parsed = argsSchema.safeParse({ ...raw, DATABASE_URL: process.env.DATABASE_URL });
   if (!parsed.success) {
-    console.error(`${parsed.error.issues.map((i) => `${i.path.join(".") || "arguments"}: ${i.message}`).join("\n")}\n${usage}`);
+    console.error(
+      `${parsed.error.issues.map((i) => `${i.path.join(".") || "arguments"}: ${i.message}`).join("\n")}\n${usage}`,
+    );
     return 2;
   }
   const a = parsed.data;
   const sql = postgres(a.DATABASE_URL, { max: 1, onnotice: (n) => console.log(n.message) });
   try {
     const show = async () => {
-      const [s] = await sql<Storage[]>`select vector_type, dimensions, pending_index_rebuilds from public.embedding_storage()`;
+      const [s] = await sql<
+        Storage[]
+      >`select vector_type, dimensions, pending_index_rebuilds from public.embedding_storage()`;
       return s;
     };
     const before = await show();
     const type = a.type ?? before.vector_type;
     const dims = a.dimensions ?? before.dimensions;
     if (type === "vector" && dims > 2000) {
-      console.error(`an HNSW index on vector takes at most 2000 dimensions; the table has ${dims} (use --type halfvec)`);
+      console.error(
+        `an HNSW index on vector takes at most 2000 dimensions; the table has ${dims} (use --type halfvec)`,
+      );
       return 2;
     }
     if (dims !== before.dimensions && !a.yes) {
-      console.error(`changing the dimensions from ${before.dimensions} to ${dims} deletes every stored embedding and ` +
-        `re-embeds every row with the provider; run again with --yes to go ahead`);
+      console.error(
+        `changing the dimensions from ${before.dimensions} to ${dims} deletes every stored embedding and ` +
+          `re-embeds every row with the provider; run again with --yes to go ahead`,
+      );
       return 2;
     }
     if (a.type !== undefined || a.dimensions !== undefined || before.pending_index_rebuilds > 0) {
       await sql`call public.set_embedding_storage(${dims}, ${type})`;
     }
     const after = await show();
-    console.log(`embeddings stored as ${after.vector_type}(${after.dimensions})` +
-      (after.pending_index_rebuilds ? `; ${after.pending_index_rebuilds} segment indexes still to rebuild (run again)` : ""));
+    console.log(
+      `embeddings stored as ${after.vector_type}(${after.dimensions})` +
+        (after.pending_index_rebuilds
+          ? `; ${after.pending_index_rebuilds} segment indexes still to rebuild (run again)`
+          : ""),
+    );
     return 0;
   } finally {
     await sql.end({ timeout: 5 });

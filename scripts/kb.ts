@@ -33,12 +33,20 @@ async function main(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     options: {
-      env: { type: "string" }, from: { type: "string" }, to: { type: "string" },
-      mode: { type: "string", default: "replace" }, tables: { type: "string" }, files: { type: "string" },
-      "dry-run": { type: "boolean" }, yes: { type: "boolean" }, "allow-empty": { type: "boolean" },
-      "copy-credential-column": { type: "string", multiple: true }, "target-model": { type: "string" },
+      env: { type: "string" },
+      from: { type: "string" },
+      to: { type: "string" },
+      mode: { type: "string", default: "replace" },
+      tables: { type: "string" },
+      files: { type: "string" },
+      "dry-run": { type: "boolean" },
+      yes: { type: "boolean" },
+      "allow-empty": { type: "boolean" },
+      "copy-credential-column": { type: "string", multiple: true },
+      "target-model": { type: "string" },
       "register-missing-sources": { type: "boolean" },
-      json: { type: "boolean" }, help: { type: "boolean", short: "h" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
     },
   });
   const [command, ...rest] = positionals;
@@ -68,9 +76,17 @@ async function main(argv: string[]): Promise<number> {
       const mode = z.enum(["replace", "upsert", "overwrite"]).safeParse(v.mode);
       if (!mode.success) throw new KbError(`--mode must be replace, upsert or overwrite (got "${v.mode}")`);
       return await pushCommand({
-        from: need("from"), to: need("to"), mode: mode.data, tables, files: v.files, dryRun: !!v["dry-run"],
-        yes: !!v.yes, allowEmpty: !!v["allow-empty"], allowCredentialColumns: v["copy-credential-column"] ?? [],
-        registerMissingSources: !!v["register-missing-sources"], targetModel: v["target-model"],
+        from: need("from"),
+        to: need("to"),
+        mode: mode.data,
+        tables,
+        files: v.files,
+        dryRun: !!v["dry-run"],
+        yes: !!v.yes,
+        allowEmpty: !!v["allow-empty"],
+        allowCredentialColumns: v["copy-credential-column"] ?? [],
+        registerMissingSources: !!v["register-missing-sources"],
+        targetModel: v["target-model"],
       }, io);
     }
     case "restore": {
@@ -91,10 +107,16 @@ async function main(argv: string[]): Promise<number> {
 // Until the commit is sent the target is unchanged, and the backup being written is deleted.
 function interrupted(signal: string): void {
   if (pushInFlight.committing) {
-    console.error(`kb: interrupted (${signal}) while the push was committing: it may have been applied; npm run kb -- status shows the last pushes`);
+    console.error(
+      `kb: interrupted (${signal}) while the push was committing: it may have been applied; npm run kb -- status shows the last pushes`,
+    );
   } else {
     const discarded = pushInFlight.backup?.discard();
-    console.error(`kb: interrupted: target unchanged (${signal})${discarded ? `; the backup it was writing was discarded: ${discarded}` : ""}`);
+    console.error(
+      `kb: interrupted: target unchanged (${signal})${
+        discarded ? `; the backup it was writing was discarded: ${discarded}` : ""
+      }`,
+    );
   }
   process.exit(130);
 }

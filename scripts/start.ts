@@ -5,19 +5,20 @@
 // DATABASE_URL the user gave, unless LOCAL_STACK_DEMO=1).
 // Ctrl-C / SIGTERM stops everything it started.
 import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import { startLocalStack, type LocalStack } from "../packages/local-stack/index.ts";
-import { processAlive, readState } from "../packages/local-stack/state.ts";
+import { type LocalStack, startLocalStack } from "../packages/local-stack/index.ts";
+import { localDataDir, processAlive, readState } from "../packages/connection/stack-state.ts";
 import { guidedDemoEnabled, runGuidedDemo } from "../packages/local-stack/demo.ts";
-import { startPisteStandIn, type PisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { type PisteStandIn, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
 
-const dataDir = process.env.LOCAL_STACK_DATA_DIR || fileURLToPath(new URL("../.local", import.meta.url));
+const dataDir = localDataDir();
 const env = process.env;
 const say = (line: string) => console.log(line);
 
 const running = readState(dataDir).state;
 if (running) {
-  console.error(`The local stack is already running (pid ${running.pid}, ${running.apiUrl}). Stop it first (Ctrl-C in its terminal).`);
+  console.error(
+    `The local stack is already running (pid ${running.pid}, ${running.apiUrl}). Stop it first (Ctrl-C in its terminal).`,
+  );
   process.exit(1);
 }
 
@@ -49,7 +50,11 @@ async function shutdown(signal: string, code = 0): Promise<void> {
   }, STOP_DEADLINE_MS).unref();
   await stack?.stop();
   await piste?.stop();
-  say(`stopped (database, gateway, functions, pg_net sender, cron ticker) in ${((Date.now() - stopStartedAt) / 1000).toFixed(1)} s.`);
+  say(
+    `stopped (database, gateway, functions, pg_net sender, cron ticker) in ${
+      ((Date.now() - stopStartedAt) / 1000).toFixed(1)
+    } s.`,
+  );
   process.exit(code);
 }
 process.on("SIGINT", () => void shutdown("SIGINT"));
@@ -126,25 +131,49 @@ try {
   say("");
   say(`Local stack ready in ${readyS} s (stack ${(stack.startupMs / 1000).toFixed(1)} s) — LOCAL ONLY, no Docker`);
   say(`  API gateway      ${stack.apiUrl}   (/functions/v1/<name>, /storage/v1)`);
-  say(`  Database         ${stack.dbUrl}   (${s.database === "pglite" ? `embedded PGlite + pgvector, data in ${dataDir}/pglite` : "DATABASE_URL"})`);
-  say(`  Functions        ${stack.functions.join(", ") || "(none yet)"}   (one Deno process, pid ${stack.functionsPid})`);
+  say(
+    `  Database         ${stack.dbUrl}   (${
+      s.database === "pglite" ? `embedded PGlite + pgvector, data in ${dataDir}/pglite` : "DATABASE_URL"
+    })`,
+  );
+  say(
+    `  Functions        ${stack.functions.join(", ") || "(none yet)"}   (one Deno process, pid ${stack.functionsPid})`,
+  );
   for (const [name, err] of Object.entries(s.functionsFailed)) say(`    ! ${name} failed to load: ${err}`);
   say(`  Storage          ${stack.storageRoot}`);
   say(`  pg_net           ${s.pgNet}; pg_cron: ${s.pgCron}`);
-  say(`  Embeddings       ${embeddingProvider === "offline" ? "offline provider (deterministic, lexical — NOT semantic, local only)" : `OpenAI (${env.OPENAI_BASE_URL ?? "api"})`}`);
-  say(`  Légifrance       ${legifrance === "stand-in" ? `stand-in with sample documents at ${piste!.apiUrl} (NOT the real PISTE API)` : "real PISTE API"}`);
+  say(
+    `  Embeddings       ${
+      embeddingProvider === "offline"
+        ? "offline provider (deterministic, lexical — NOT semantic, local only)"
+        : `OpenAI (${env.OPENAI_BASE_URL ?? "api"})`
+    }`,
+  );
+  say(
+    `  Légifrance       ${
+      legifrance === "stand-in"
+        ? `stand-in with sample documents at ${piste!.apiUrl} (NOT the real PISTE API)`
+        : "real PISTE API"
+    }`,
+  );
   say(`  Keys             anon and service_role JWTs signed with a local secret (${dataDir}/jwt-secret): local-only`);
-  say(`  npm run status   prints API_URL, DB_URL, PUBLISHABLE_KEY, SECRET_KEY, ANON_KEY, SERVICE_ROLE_KEY, … as KEY=value lines`);
+  say(
+    `  npm run status   prints API_URL, DB_URL, PUBLISHABLE_KEY, SECRET_KEY, ANON_KEY, SERVICE_ROLE_KEY, … as KEY=value lines`,
+  );
   say("");
 
   if (guidedDemoEnabled(env)) {
-    await runGuidedDemo(stack, say, embeddingProvider).catch((e) => say(`demo failed: ${e instanceof Error ? e.message : e}`));
+    await runGuidedDemo(stack, say, embeddingProvider).catch((e) =>
+      say(`demo failed: ${e instanceof Error ? e.message : e}`)
+    );
   }
   say("Running. Ctrl-C to stop.");
 } catch (e) {
   console.error(`npm start failed: ${e instanceof Error ? e.message : e}`);
   if ((e as NodeJS.ErrnoException).code === "EADDRINUSE") {
-    console.error("A port is taken (another local stack, or `supabase start`?). Stop it, or set API_PORT (and DATABASE_URL) to run elsewhere.");
+    console.error(
+      "A port is taken (another local stack, or `supabase start`?). Stop it, or set API_PORT (and DATABASE_URL) to run elsewhere.",
+    );
   }
   await shutdown("error", 1);
 }

@@ -1,9 +1,8 @@
 // npm run status: the running local stack's KEY=value lines, like `supabase status -o env`, read
 // from the state file it writes in .local/. Exit code 1 (and the reason on stderr) when not running.
-import { fileURLToPath } from "node:url";
-import { readState } from "../packages/local-stack/state.ts";
+import { localDataDir, readState } from "../packages/connection/stack-state.ts";
 
-const dataDir = process.env.LOCAL_STACK_DATA_DIR || fileURLToPath(new URL("../.local", import.meta.url));
+const dataDir = localDataDir();
 const { state, reason } = readState(dataDir);
 if (!state) {
   console.error(`Local stack is NOT running: ${reason}`);

@@ -12,6 +12,8 @@ step "deno check (edge functions)"
 deno check supabase/functions/*/index.ts
 step "lint (deno lint)"
 deno lint --quiet
+step "format (deno fmt --check: TypeScript and JavaScript, 120 columns)"
+deno fmt --check --quiet
 
 step "test bed (PostgreSQL + migrated template)"
 TEST_DATABASE_URL=$(tsx scripts/testbed.ts)

@@ -4,11 +4,11 @@
 // stdout: TOKEN=$(npm run -s token -- --user …). The key is the one `npm start` generated in .local/.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { pgUuid } from "../packages/core/validation.ts";
 import { signUserJwt } from "../packages/local-stack/keys.ts";
+import { localDataDir } from "../packages/connection/stack-state.ts";
 
 const argsSchema = z.object({
   user: pgUuid,
@@ -24,21 +24,28 @@ function fail(message: string): never {
 
 let values: Record<string, unknown>;
 try {
-  ({ values } = parseArgs({ args: process.argv.slice(2), options: { user: { type: "string" }, email: { type: "string" }, expires: { type: "string" } } }));
+  ({ values } = parseArgs({
+    args: process.argv.slice(2),
+    options: { user: { type: "string" }, email: { type: "string" }, expires: { type: "string" } },
+  }));
 } catch (e) {
   fail((e as Error).message);
 }
 const args = argsSchema.safeParse(values);
 if (!args.success) fail(args.error.issues.map((i) => `--${i.path.join(".")}: ${i.message}`).join("; "));
 
-const dataDir = process.env.LOCAL_STACK_DATA_DIR || fileURLToPath(new URL("../.local", import.meta.url));
+const dataDir = localDataDir();
 const keysFile = join(dataDir, "api-keys.json");
-const keysSchema = z.object({ signingJwk: z.object({ kty: z.literal("EC"), kid: z.string().min(1), d: z.string().min(1) }).loose() });
+const keysSchema = z.object({
+  signingJwk: z.object({ kty: z.literal("EC"), kid: z.string().min(1), d: z.string().min(1) }).loose(),
+});
 let keys: ReturnType<typeof keysSchema.safeParse> | null = null;
 try {
   if (existsSync(keysFile)) keys = keysSchema.safeParse(JSON.parse(readFileSync(keysFile, "utf8")));
 } catch { /* unreadable: said below */ }
-if (!keys?.success) fail("the local stack has no signing key yet: run npm start once (it generates its local-only keys)");
+if (!keys?.success) {
+  fail("the local stack has no signing key yet: run npm start once (it generates its local-only keys)");
+}
 
 const { user, email, expires } = args.data;
 console.log(await signUserJwt(keys.data, user, { expiresInSeconds: expires, claims: email ? { email } : {} }));

@@ -55,7 +55,9 @@ function push(): ReturnType<typeof run> {
 async function applied(): Promise<string[]> {
   const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
   try {
-    return (await sql<{ version: string }[]>`select version from supabase_migrations.schema_migrations order by version`).map((r) => r.version);
+    return (await sql<
+      { version: string }[]
+    >`select version from supabase_migrations.schema_migrations order by version`).map((r) => r.version);
   } finally {
     await sql.end();
   }
@@ -78,7 +80,10 @@ function snapshot(dir: string): Map<string, string> {
   return out;
 }
 
-function changes(before: Map<string, string>, after: Map<string, string>): { added: string[]; changed: string[]; removed: string[] } {
+function changes(
+  before: Map<string, string>,
+  after: Map<string, string>,
+): { added: string[]; changed: string[]; removed: string[] } {
   return {
     added: [...after.keys()].filter((k) => !before.has(k)).sort(),
     changed: [...after.keys()].filter((k) => before.has(k) && before.get(k) !== after.get(k)).sort(),
@@ -95,13 +100,21 @@ beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), "adopt-project-"));
   mkdirSync(join(scratch, "supabase/migrations"), { recursive: true });
   mkdirSync(join(scratch, "supabase/functions/hello"), { recursive: true });
-  writeFileSync(join(scratch, "supabase/config.toml"), 'project_id = "scratch"\n\n[db]\nmajor_version = 15\n\n[functions.hello]\nverify_jwt = true\n');
-  writeFileSync(join(scratch, "supabase/migrations", OWN_MIGRATION), "create table public.notes (id bigint primary key, body text not null);\n");
+  writeFileSync(
+    join(scratch, "supabase/config.toml"),
+    'project_id = "scratch"\n\n[db]\nmajor_version = 15\n\n[functions.hello]\nverify_jwt = true\n',
+  );
+  writeFileSync(
+    join(scratch, "supabase/migrations", OWN_MIGRATION),
+    "create table public.notes (id bigint primary key, body text not null);\n",
+  );
   writeFileSync(join(scratch, "supabase/functions/hello/index.ts"), 'Deno.serve(() => new Response("hello"));\n');
 
   // A newer version of this project: the same tree, to which tests add migrations.
   newer = mkdtempSync(join(tmpdir(), "adopt-newer-source-"));
-  for (const p of ["packages", "supabase", "scripts", "package.json", "deno.json"]) cpSync(join(root, p), join(newer, p), { recursive: true });
+  for (const p of ["packages", "supabase", "scripts", "package.json", "deno.json"]) {
+    cpSync(join(root, p), join(newer, p), { recursive: true });
+  }
   symlinkSync(join(root, "node_modules"), join(newer, "node_modules"));
 
   dbName = `adopt_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
@@ -137,7 +150,9 @@ describe("npm run adopt", () => {
     expect(manifest.migrations.map((m: { source: string }) => m.source)).toEqual(ours);
     expect(manifest.migrations.map((m: { file: string }) => m.file)).toEqual(written);
     ours.forEach((src, i) => {
-      expect(readFileSync(join(scratch, "supabase/migrations", written[i]), "utf8")).toBe(readFileSync(join(root, "supabase/migrations", src), "utf8"));
+      expect(readFileSync(join(scratch, "supabase/migrations", written[i]), "utf8")).toBe(
+        readFileSync(join(root, "supabase/migrations", src), "utf8"),
+      );
     });
 
     // The project's own function and config stay; ours are added beside them.
@@ -145,7 +160,9 @@ describe("npm run adopt", () => {
     const config = readFileSync(join(scratch, "supabase/config.toml"), "utf8");
     expect(config).toContain("[functions.hello]\nverify_jwt = true");
     for (const f of listFunctions(root)) {
-      expect(config).toContain(`[functions.${f}]\nverify_jwt = false\nimport_map = "./functions/_shared/vector-sync/import_map.json"`);
+      expect(config).toContain(
+        `[functions.${f}]\nverify_jwt = false\nimport_map = "./functions/_shared/vector-sync/import_map.json"`,
+      );
     }
 
     const p = await push();
@@ -153,7 +170,8 @@ describe("npm run adopt", () => {
     expect(await applied()).toEqual(files.map(versionOf));
     const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
     try {
-      const [t] = await sql`select to_regclass('public.notes')::text as notes, to_regclass('public.embedding_sync_queue')::text as queue`;
+      const [t] =
+        await sql`select to_regclass('public.notes')::text as notes, to_regclass('public.embedding_sync_queue')::text as queue`;
       expect(t).toEqual({ notes: "notes", queue: "embedding_sync_queue" });
     } finally {
       await sql.end();
@@ -192,11 +210,20 @@ describe("npm run adopt", () => {
     writeFileSync(join(scratch, "supabase/migrations", own2), "alter table public.notes add column title text;\n");
     expect((await push()).code).toBe(0);
     // The newer version has two migrations the project has not seen; b needs a before it.
-    addSourceMigration("20260130000000_adopt_probe_a.sql", "create table public.adopt_probe (id bigint primary key);\n");
-    addSourceMigration("20260130000100_adopt_probe_b.sql", "alter table public.adopt_probe add column label text not null default 'b';\n");
+    addSourceMigration(
+      "20260130000000_adopt_probe_a.sql",
+      "create table public.adopt_probe (id bigint primary key);\n",
+    );
+    addSourceMigration(
+      "20260130000100_adopt_probe_b.sql",
+      "alter table public.adopt_probe add column label text not null default 'b';\n",
+    );
     // And one it already has was edited in place since: it is not written again.
     const edited = readdirSync(join(newer, "supabase/migrations")).sort()[0];
-    writeFileSync(join(newer, "supabase/migrations", edited), readFileSync(join(newer, "supabase/migrations", edited), "utf8") + "-- edited\n");
+    writeFileSync(
+      join(newer, "supabase/migrations", edited),
+      readFileSync(join(newer, "supabase/migrations", edited), "utf8") + "-- edited\n",
+    );
     const before = snapshot(scratch);
     const appliedBefore = await applied();
 
@@ -214,7 +241,8 @@ describe("npm run adopt", () => {
       MANIFEST,
     ]);
     expect(diff.removed).toEqual([]);
-    expect(readFileSync(join(scratch, "supabase/functions/_shared/vector-sync/ops/migrations.generated.ts"), "utf8")).toContain('"20261202000002"');
+    expect(readFileSync(join(scratch, "supabase/functions/_shared/vector-sync/ops/migrations.generated.ts"), "utf8"))
+      .toContain('"20261202000002"');
 
     const p = await push();
     expect(p.code, p.out + p.err).toBe(0);
@@ -229,7 +257,10 @@ describe("npm run adopt", () => {
   }, 240_000);
 
   it("refuses, writing nothing, when the user changed a file adopt wrote", async () => {
-    addSourceMigration("20260130000200_adopt_probe_c.sql", "create table public.adopt_probe_c (id bigint primary key);\n");
+    addSourceMigration(
+      "20260130000200_adopt_probe_c.sql",
+      "create table public.adopt_probe_c (id bigint primary key);\n",
+    );
     const edited = "supabase/functions/_shared/vector-sync/core/http.ts";
     const original = readFileSync(join(scratch, edited), "utf8");
     writeFileSync(join(scratch, edited), original + "// a local tweak\n");
@@ -244,7 +275,13 @@ describe("npm run adopt", () => {
     // The same for an edit inside our block of config.toml.
     writeFileSync(join(scratch, edited), original);
     const config = join(scratch, "supabase/config.toml");
-    writeFileSync(config, readFileSync(config, "utf8").replace("[functions.search]\nverify_jwt = false", "[functions.search]\nverify_jwt = true"));
+    writeFileSync(
+      config,
+      readFileSync(config, "utf8").replace(
+        "[functions.search]\nverify_jwt = false",
+        "[functions.search]\nverify_jwt = true",
+      ),
+    );
     const before2 = snapshot(scratch);
     const r2 = await adopt(newer, scratch);
     expect(r2.code).toBe(1);
@@ -256,7 +293,10 @@ describe("npm run adopt", () => {
     const other = mkdtempSync(join(tmpdir(), "adopt-clash-"));
     try {
       mkdirSync(join(other, "supabase/functions/search"), { recursive: true });
-      writeFileSync(join(other, "supabase/config.toml"), 'project_id = "clash"\n\n[functions.search]\nverify_jwt = true\n');
+      writeFileSync(
+        join(other, "supabase/config.toml"),
+        'project_id = "clash"\n\n[functions.search]\nverify_jwt = true\n',
+      );
       writeFileSync(join(other, "supabase/functions/search/index.ts"), 'Deno.serve(() => new Response("theirs"));\n');
       const before = snapshot(other);
       const r = await adopt(root, other);

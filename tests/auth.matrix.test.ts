@@ -9,7 +9,7 @@ import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { signRoleKey, signUserJwt } from "../packages/local-stack/keys.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 import { createAuthUsers } from "./helpers/users.ts";
 
@@ -19,7 +19,10 @@ const userId = crypto.randomUUID();
 
 beforeAll(async () => {
   await createAuthUsers(db.sql, [userId]);
-  stack = await startTestStack({ databaseUrl: db.url, functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536" } });
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536" },
+  });
 }, 90_000);
 afterAll(async () => {
   await stack?.stop();
@@ -63,7 +66,11 @@ const FUNCTIONS: { name: string; mutation?: unknown; read?: unknown }[] = [
   { name: "invitations", mutation: { action: "purge" }, read: { action: "list" } },
 ];
 
-async function call(name: string, body: unknown, headers: Headers): Promise<{ status: number; body: { error?: string; details?: unknown } }> {
+async function call(
+  name: string,
+  body: unknown,
+  headers: Headers,
+): Promise<{ status: number; body: { error?: string; details?: unknown } }> {
   const r = await fetch(`${stack.apiUrl}/functions/v1/${name}`, {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
@@ -91,9 +98,15 @@ describe("every function, every credential kind", () => {
       else expect(detailed, kind).toBe(0);
     }
     expect((await fetch(`${stack.apiUrl}/functions/v1/health`)).status).toBe(401);
-    const bad = await fetch(`${stack.apiUrl}/functions/v1/health`, { headers: { apikey: "sb_secret_not_a_key_of_this_project" } });
+    const bad = await fetch(`${stack.apiUrl}/functions/v1/health`, {
+      headers: { apikey: "sb_secret_not_a_key_of_this_project" },
+    });
     expect(bad.status).toBe(401);
-    const retry = await fetch(`${stack.apiUrl}/functions/v1/health/retry`, { method: "POST", headers: creds["user JWT (ES256)"], body: '{"ids":[1]}' });
+    const retry = await fetch(`${stack.apiUrl}/functions/v1/health/retry`, {
+      method: "POST",
+      headers: creds["user JWT (ES256)"],
+      body: '{"ids":[1]}',
+    });
     expect(retry.status).toBe(403);
   });
 
@@ -134,7 +147,10 @@ describe("every function, every credential kind", () => {
       const { generateKeyPair } = await import("jose");
       const { privateKey } = await generateKeyPair("ES256");
       // Same kid as the project's key, signed by another key: the signature must not verify.
-      return await new SignJWT({ role: "service_role" }).setProtectedHeader({ alg: "ES256", kid: stack.keys.signingJwk.kid })
+      return await new SignJWT({ role: "service_role" }).setProtectedHeader({
+        alg: "ES256",
+        kid: stack.keys.signingJwk.kid,
+      })
         .setExpirationTime("1h").sign(privateKey);
     })();
     const expired = await signUserJwt(stack.keys, crypto.randomUUID(), { expiresInSeconds: -60 });
@@ -145,7 +161,11 @@ describe("every function, every credential kind", () => {
       ["a forged legacy JWT", { authorization: `Bearer ${forgedLegacy}` }, /legacy JWT secret|signature/],
       ["an ES256 JWT from another key", { authorization: `Bearer ${otherKey}` }, /signature/],
       ["an expired user JWT", { apikey: stack.publishableKey, authorization: `Bearer ${expired}` }, /expired/],
-      ["a bad JWT beside a valid secret key", { apikey: stack.secretKey, authorization: "Bearer abc.def.ghi" }, /malformed|signature/],
+      [
+        "a bad JWT beside a valid secret key",
+        { apikey: stack.secretKey, authorization: "Bearer abc.def.ghi" },
+        /malformed|signature/,
+      ],
     ];
     for (const fn of FUNCTIONS) {
       for (const [what, headers, reason] of bad) {
@@ -169,7 +189,11 @@ describe("every function, every credential kind", () => {
     const creds = await credentials();
     for (const fn of FUNCTIONS) {
       for (const [kind, headers] of Object.entries(creds) as [Kind, Headers][]) {
-        const r = await fetch(`${stack.apiUrl}/functions/v1/${fn.name}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: "{not json" });
+        const r = await fetch(`${stack.apiUrl}/functions/v1/${fn.name}`, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...headers },
+          body: "{not json",
+        });
         expect(r.status, `${fn.name} with ${kind}`).toBe(400);
         expect(await r.json()).toEqual({ error: "invalid JSON body", details: "the body must be JSON (or empty)" });
       }
@@ -195,7 +219,8 @@ describe("every function, every credential kind", () => {
       expect(details.properties[field].errors, `${name} ${field}`).toEqual([expect.stringMatching(/NUL character/)]);
     }
     // Nothing was written: the entry is unanswered and has no feedback.
-    const [row] = await db.sql`select response, (select count(*)::int from feedback f where f.conversation_entry_id = c.id) as feedback
+    const [row] = await db
+      .sql`select response, (select count(*)::int from feedback f where f.conversation_entry_id = c.id) as feedback
                                     from conversations c where id = ${logId}`;
     expect(row).toEqual({ response: null, feedback: 0 });
   });

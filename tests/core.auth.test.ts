@@ -13,7 +13,8 @@ async function es256() {
   const kid = "kid-unit-1";
   const jwks = { keys: [{ ...(await exportJWK(publicKey)), kid, alg: "ES256" }] };
   const sign = (claims: Record<string, unknown>, opts: { kid?: string; exp?: string | number } = {}) =>
-    new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: opts.kid ?? kid }).setExpirationTime(opts.exp ?? "1h").sign(privateKey);
+    new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: opts.kid ?? kid }).setExpirationTime(opts.exp ?? "1h")
+      .sign(privateKey);
   return { jwks, sign };
 }
 
@@ -36,12 +37,19 @@ describe("authConfigFromEnv", () => {
   });
 
   it("a malformed variable is an error naming it, never showing its value", () => {
-    expect(() => authConfigFromEnv({ SUPABASE_SECRET_KEYS: "sb_secret_oops_not_json" })).toThrow(/^SUPABASE_SECRET_KEYS is not valid JSON$/);
+    expect(() => authConfigFromEnv({ SUPABASE_SECRET_KEYS: "sb_secret_oops_not_json" })).toThrow(
+      /^SUPABASE_SECRET_KEYS is not valid JSON$/,
+    );
     expect(() => authConfigFromEnv({ SUPABASE_JWKS: '{"nope":1}' })).toThrow(/SUPABASE_JWKS has an unexpected shape/);
   });
 
   it("the functions' own client key: a secret key first, else the legacy service_role JWT", () => {
-    expect(serviceKeyFromEnv({ SUPABASE_SECRET_KEYS: JSON.stringify({ default: SECRET }), SUPABASE_SERVICE_ROLE_KEY: "legacy" })).toBe(SECRET);
+    expect(
+      serviceKeyFromEnv({
+        SUPABASE_SECRET_KEYS: JSON.stringify({ default: SECRET }),
+        SUPABASE_SERVICE_ROLE_KEY: "legacy",
+      }),
+    ).toBe(SECRET);
     expect(serviceKeyFromEnv({ SUPABASE_SERVICE_ROLE_KEY: "legacy" })).toBe("legacy");
     expect(() => serviceKeyFromEnv({})).toThrow(/SUPABASE_SECRET_KEYS nor SUPABASE_SERVICE_ROLE_KEY/);
   });
@@ -76,13 +84,21 @@ describe("authenticate", () => {
 
   it("refuses what is not authentic, with the reason", async () => {
     const { jwks, sign } = await es256();
-    const cfg = authConfigFromEnv({ SUPABASE_SECRET_KEYS: JSON.stringify({ default: SECRET }), SUPABASE_JWKS: JSON.stringify(jwks) });
+    const cfg = authConfigFromEnv({
+      SUPABASE_SECRET_KEYS: JSON.stringify({ default: SECRET }),
+      SUPABASE_JWKS: JSON.stringify(jwks),
+    });
     const cases: [Record<string, string>, RegExp][] = [
       [{}, /missing credentials/],
       [{ apikey: SECRET.slice(0, -1) + "X" }, /unknown secret key/],
       [{ apikey: PUBLISHABLE }, /unknown publishable key/],
-      [{ authorization: `Bearer ${await sign({ role: "authenticated" }, { kid: "another-kid" })}` }, /signature or claims/],
-      [{ authorization: `Bearer ${await sign({ role: "authenticated" }, { exp: Math.floor(Date.now() / 1000) - 10 })}` }, /expired/],
+      [
+        { authorization: `Bearer ${await sign({ role: "authenticated" }, { kid: "another-kid" })}` },
+        /signature or claims/,
+      ],
+      [{
+        authorization: `Bearer ${await sign({ role: "authenticated" }, { exp: Math.floor(Date.now() / 1000) - 10 })}`,
+      }, /expired/],
       [{ authorization: `Bearer ${await sign({ role: "superuser" })}` }, /no known role/],
       // A legacy HS256 JWT that is not one of the platform's keys needs the legacy secret to verify.
       [{ authorization: `Bearer ${await signRoleKey(HS, "service_role")}` }, /no legacy JWT secret/],
@@ -99,7 +115,10 @@ describe("authenticate", () => {
   it("with the legacy JWT secret, HS256 user JWTs verify and forged ones do not", async () => {
     const cfg = authConfigFromEnv({ SUPABASE_JWT_SECRET: HS });
     const user = await signRoleKey(HS, "authenticated", { sub: "u-1" });
-    expect(await authenticate(req({ authorization: `Bearer ${user}` }), cfg)).toMatchObject({ ok: true, caller: { role: "authenticated", via: "user_jwt", userId: "u-1" } });
+    expect(await authenticate(req({ authorization: `Bearer ${user}` }), cfg)).toMatchObject({
+      ok: true,
+      caller: { role: "authenticated", via: "user_jwt", userId: "u-1" },
+    });
     const forged = await signRoleKey(HS.replace("unit", "fake"), "service_role");
     const bad = await authenticate(req({ authorization: `Bearer ${forged}` }), cfg);
     expect(bad.ok).toBe(false);

@@ -16,7 +16,8 @@ afterAll(async () => {
 
 // Only the sleeping statement: killed during postgres.js's own type lookup on connect, the error
 // would surface as an unhandled rejection outside the retried call.
-const terminateProbe = () => db.sql`
+const terminateProbe = () =>
+  db.sql`
   select pg_terminate_backend(pid) from pg_stat_activity
   where application_name = 'reconnect_probe' and state = 'active' and query like '%pg_sleep(%'`;
 
@@ -44,7 +45,11 @@ it("does not retry a statement that failed on its own merits", async () => {
 });
 
 it("gives up at the deadline with the connection error", async () => {
-  const dead = postgres("postgres://postgres:postgres@127.0.0.1:1/none", { max: 1, connect_timeout: 1, onnotice: () => {} });
+  const dead = postgres("postgres://postgres:postgres@127.0.0.1:1/none", {
+    max: 1,
+    connect_timeout: 1,
+    onnotice: () => {},
+  });
   const t0 = Date.now();
   const err = await retryWhileUnreachable(() => dead`select 1`, Date.now() + 1_500).catch((e) => e);
   expect(isConnectionLost(err)).toBe(true);

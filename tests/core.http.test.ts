@@ -20,7 +20,11 @@ const asUser = { authorization: `Bearer ${userJwt}` };
 const asService = { apikey: SECRET };
 
 function post(headers: Record<string, string>, body: string): Request {
-  return new Request("http://fn/", { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
+  return new Request("http://fn/", {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body,
+  });
 }
 const conversationsRole = readsNeedAuthenticated("action", ["answer", "feedback", "list", "archive"]);
 
@@ -36,7 +40,9 @@ describe("a NUL character in a body", () => {
     const cases: [z.ZodType, string, string[]][] = [
       [searchBodySchema, JSON.stringify({ query: "cong\u0000é" }), ["query"]],
       [conversationsBodySchema, JSON.stringify({ action: "answer", logId, response: "a\u0000b" }), ["response"]],
-      [conversationsBodySchema, JSON.stringify({ action: "feedback", logId, rating: 1, comment: "\u0000" }), ["comment"]],
+      [conversationsBodySchema, JSON.stringify({ action: "feedback", logId, rating: 1, comment: "\u0000" }), [
+        "comment",
+      ]],
       // Metadata filters reach jsonb: a value and a key are both refused.
       [searchBodySchema, JSON.stringify({ query: "bail", filter: { path: "x\u0000" } }), ["filter", "path"]],
       [searchBodySchema, JSON.stringify({ query: "bail", filter: { "pa\u0000ge": 3 } }), ["filter", "pa\u0000ge"]],
@@ -54,7 +60,12 @@ describe("a NUL character in a body", () => {
   });
 
   it("leaves every other character alone", async () => {
-    const r = await guard(searchBodySchema, asUser, JSON.stringify({ query: "congé \u0001 \uffff 🙂" }), () => "authenticated");
+    const r = await guard(
+      searchBodySchema,
+      asUser,
+      JSON.stringify({ query: "congé \u0001 \uffff 🙂" }),
+      () => "authenticated",
+    );
     expect(r.status).toBe(200);
     expect(r.body.query).toBe("congé \u0001 \uffff 🙂");
   });
@@ -63,7 +74,9 @@ describe("a NUL character in a body", () => {
 describe("a body that is not JSON", () => {
   it("is the same 400 for every valid caller, before the role check", async () => {
     const signedIn: RequiredRole = () => "authenticated";
-    for (const [schema, role] of [[searchBodySchema, signedIn], [conversationsBodySchema, conversationsRole]] as const) {
+    for (
+      const [schema, role] of [[searchBodySchema, signedIn], [conversationsBodySchema, conversationsRole]] as const
+    ) {
       for (const headers of [asUser, asService]) {
         const r = await guard(schema, headers, "{not json", role);
         expect(r.status).toBe(400);
@@ -78,27 +91,46 @@ describe("a body that is not JSON", () => {
 describe("pgUuid", () => {
   it("accepts every spelling PostgreSQL's uuid input accepts, in canonical form", () => {
     const canonical = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-    for (const s of [
-      canonical,
-      "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
-      "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
-      "a0eebc999c0b4ef8bb6d6bb9bd380a11",
-      "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
-      "{a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11}",
-    ]) expect(pgUuid.parse(s), s).toBe(canonical);
+    for (
+      const s of [
+        canonical,
+        "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+        "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+        "{a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11}",
+      ]
+    ) expect(pgUuid.parse(s), s).toBe(canonical);
     // No version or variant digit is required: PostgreSQL stores any 128 bits.
     expect(pgUuid.parse("00000000-0000-0000-0000-0000000000aa")).toBe("00000000-0000-0000-0000-0000000000aa");
   });
 
   it("refuses what PostgreSQL refuses", () => {
-    for (const s of ["", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11-", "{a0eebc999c0b4ef8bb6d6bb9bd380a11",
-      "a0eebc9-99c0b-4ef8-bb6d-6bb9bd380a11", "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11", "g0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", " a0eebc999c0b4ef8bb6d6bb9bd380a11"]) {
+    for (
+      const s of [
+        "",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11-",
+        "{a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        "a0eebc9-99c0b-4ef8-bb6d-6bb9bd380a11",
+        "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11",
+        "g0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        " a0eebc999c0b4ef8bb6d6bb9bd380a11",
+      ]
+    ) {
       expect(pgUuid.safeParse(s).success, s).toBe(false);
     }
   });
 
   it("conversations take the id PostgreSQL would", async () => {
-    const r = await guard(conversationsBodySchema, asUser, JSON.stringify({ action: "archive", conversationId: "00000000-0000-0000-0000-0000000000AA" }));
-    expect(r).toEqual({ status: 200, body: { action: "archive", conversationId: "00000000-0000-0000-0000-0000000000aa" } });
+    const r = await guard(
+      conversationsBodySchema,
+      asUser,
+      JSON.stringify({ action: "archive", conversationId: "00000000-0000-0000-0000-0000000000AA" }),
+    );
+    expect(r).toEqual({
+      status: 200,
+      body: { action: "archive", conversationId: "00000000-0000-0000-0000-0000000000aa" },
+    });
   });
 });

@@ -10,12 +10,12 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { listFunctions } from "../packages/local-stack/function-config.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { functionKeyEnv, signUserJwt } from "../packages/local-stack/keys.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
-import { sampleDocuments } from "../packages/legifrance/corpus.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
+import { sampleDocuments } from "../packages/testkit/legifrance-corpus.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 import { createAuthUsers } from "./helpers/users.ts";
 
@@ -30,7 +30,11 @@ const timings: Record<string, { bundleMs: number; bytes: number }> = {};
 
 /** The registry npm is configured with (never written down anywhere: read from npm's config). */
 function npmRegistry(): string {
-  const out = execFileSync("npm", ["config", "get", "registry"], { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  const out = execFileSync("npm", ["config", "get", "registry"], {
+    cwd: root,
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "ignore"],
+  }).trim();
   if (!/^https?:\/\//.test(out)) throw new Error(`npm config get registry gave no URL: ${out}`);
   return out;
 }
@@ -41,7 +45,9 @@ interface Graph {
 
 /** Files of this repo that an entry reaches, relative to the repo root, and the bare names it imports. */
 function reach(entry: string): { files: string[]; bare: Set<string> } {
-  const graph = JSON.parse(execFileSync(deno, ["info", "--json", entry], { cwd: root, encoding: "utf8", maxBuffer: 64 << 20 })) as Graph;
+  const graph = JSON.parse(
+    execFileSync(deno, ["info", "--json", entry], { cwd: root, encoding: "utf8", maxBuffer: 64 << 20 }),
+  ) as Graph;
   const files: string[] = [];
   const bare = new Set<string>();
   for (const m of graph.modules) {
@@ -58,7 +64,11 @@ function tracked(): Set<string> {
   return new Set(execFileSync("git", ["ls-files"], { cwd: root, encoding: "utf8" }).split("\n").filter(Boolean));
 }
 
-function run(cmd: string, args: string[], opts: { cwd: string; env: Record<string, string> }): Promise<{ code: number | null; out: string }> {
+function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd: string; env: Record<string, string> },
+): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
     const p = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
@@ -69,7 +79,10 @@ function run(cmd: string, args: string[], opts: { cwd: string; env: Record<strin
 }
 
 /** Copies what the entry reaches into an empty dir, bundles it there, and serves the bundle. */
-async function deployLike(name: string, env: Record<string, string>): Promise<{ url: string; stop: () => void; dir: string }> {
+async function deployLike(
+  name: string,
+  env: Record<string, string>,
+): Promise<{ url: string; stop: () => void; dir: string }> {
   const entry = `supabase/functions/${name}/index.ts`;
   const { files } = reach(entry);
   const dir = mkdtempSync(join(tmpdir(), `deploy-${name}-`));
@@ -90,7 +103,18 @@ async function deployLike(name: string, env: Record<string, string>): Promise<{ 
   timings[name] = { bundleMs: Math.round(performance.now() - t0), bytes: statSync(join(dir, "bundle.js")).size };
 
   // Only net, env, and read of its own directory: no node_modules, no repo, no cache to fall back on.
-  const p = spawn(deno, ["serve", "--no-prompt", "--allow-net", "--allow-env", `--allow-read=${dir}`, "--host", "127.0.0.1", "--port", "0", "bundle.js"], {
+  const p = spawn(deno, [
+    "serve",
+    "--no-prompt",
+    "--allow-net",
+    "--allow-env",
+    `--allow-read=${dir}`,
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "bundle.js",
+  ], {
     cwd: dir,
     env: { PATH: base.PATH, HOME: dir, NO_COLOR: "1", DENO_DIR: join(dir, ".deno"), ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -114,7 +138,11 @@ async function deployLike(name: string, env: Record<string, string>): Promise<{ 
 }
 
 async function post(url: string, body: unknown, headers: Record<string, string>) {
-  const r = await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+  const r = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
   return { status: r.status, body: await r.json() };
 }
 
@@ -126,7 +154,11 @@ afterAll(async () => {
   rmSync(denoDir, { recursive: true, force: true });
   const total = Object.values(timings);
   if (total.length) {
-    console.log(`[deploy] bundles: ${Object.entries(timings).map(([n, t]) => `${n} ${(t.bytes / 1e6).toFixed(2)} MB in ${t.bundleMs} ms`).join("; ")}`);
+    console.log(
+      `[deploy] bundles: ${
+        Object.entries(timings).map(([n, t]) => `${n} ${(t.bytes / 1e6).toFixed(2)} MB in ${t.bundleMs} ms`).join("; ")
+      }`,
+    );
   }
 });
 
@@ -167,7 +199,8 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
     // And it works: the bundle embeds the rows (offline provider) into documentation_embeddings.
     const p = await post(url, { action: "process", batchSize: 50 }, { apikey: stack.secretKey });
     expect(p.body).toMatchObject({ claimed: 7, embedded: 7, dead: 0 });
-    const [c] = await db.sql`select count(distinct source_id)::int as n from documentation_embeddings where source_table = 'deploy_notes'`;
+    const [c] = await db
+      .sql`select count(distinct source_id)::int as n from documentation_embeddings where source_table = 'deploy_notes'`;
     expect(c.n).toBe(7);
   },
   "legifrance-collector": async (url) => {
@@ -195,13 +228,27 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
     // A real collected document, uploaded through Storage with the secret key; the bundle downloads
     // it with supabase-js (secret key) and writes its legal_documents row.
     const doc = sampleDocuments()[0];
-    const envelope = { format: "legifrance-document/v1", id: doc.id, category: "codes", fond: doc.fond, endpoint: doc.consult.endpoint, data: doc.consult.response };
-    const admin = createLocalClient(stack.apiUrl, stack.secretKey);
-    const up = await admin.storage.from("agentbasic-legifrance-raw").upload(`legifrance/codes/${doc.id}.json`, JSON.stringify(envelope), { contentType: "application/json" });
+    const envelope = {
+      format: "legifrance-document/v1",
+      id: doc.id,
+      category: "codes",
+      fond: doc.fond,
+      endpoint: doc.consult.endpoint,
+      data: doc.consult.response,
+    };
+    const admin = createNodeClient(stack.apiUrl, stack.secretKey);
+    const up = await admin.storage.from("agentbasic-legifrance-raw").upload(
+      `legifrance/codes/${doc.id}.json`,
+      JSON.stringify(envelope),
+      { contentType: "application/json" },
+    );
     expect(up.error).toBeNull();
     const r = await post(url, { batchSize: 10 }, { apikey: stack.secretKey });
     expect(r.status).toBe(200);
-    const row = await waitFor("the legal_documents row", async () => (await db.sql`select id, title from legal_documents where id = ${doc.id}`)[0]);
+    const row = await waitFor(
+      "the legal_documents row",
+      async () => (await db.sql`select id, title from legal_documents where id = ${doc.id}`)[0],
+    );
     expect(row.title).toBeTruthy();
   },
   search: async (url) => {
@@ -217,9 +264,20 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
                                                  (2, ${crypto.randomUUID()}, 'le mémo de déploiement d''un autre')`;
     const { processEmbeddingQueue } = await import("../packages/embeddings/pipeline.ts");
     const { OfflineEmbeddingProvider } = await import("../packages/embeddings/offline.ts");
-    await processEmbeddingQueue(db.sql, new OfflineEmbeddingProvider(1536), { workerId: "deploy", batchSize: 10, budgetMs: 30_000, leaseSeconds: 60, concurrency: 1, maxAttempts: 3 });
+    await processEmbeddingQueue(db.sql, new OfflineEmbeddingProvider(1536), {
+      workerId: "deploy",
+      batchSize: 10,
+      budgetMs: 30_000,
+      leaseSeconds: 60,
+      concurrency: 1,
+      maxAttempts: 3,
+    });
     const jwt = await signUserJwt(stack.keys, owner);
-    const r = await post(url, { query: "mémo de déploiement", includeSource: true, filter: { source_table: "deploy_memos" } }, { apikey: stack.publishableKey, authorization: `Bearer ${jwt}` });
+    const r = await post(url, {
+      query: "mémo de déploiement",
+      includeSource: true,
+      filter: { source_table: "deploy_memos" },
+    }, { apikey: stack.publishableKey, authorization: `Bearer ${jwt}` });
     expect(r.status).toBe(200);
     expect(r.body.results.map((x: { source_id: string }) => x.source_id)).toEqual(["1"]);
     expect(r.body.results[0].source).toMatchObject({ id: 1, owner });
@@ -229,12 +287,15 @@ const SCENARIOS: Record<string, (url: string) => Promise<void>> = {
   conversations: async (url) => {
     const owner = crypto.randomUUID();
     await createAuthUsers(db.sql, [owner]);
-    const [entry] = await db.sql`insert into conversations (user_id, question) values (${owner}, 'une question') returning id`;
+    const [entry] = await db
+      .sql`insert into conversations (user_id, question) values (${owner}, 'une question') returning id`;
     const jwt = await signUserJwt(stack.keys, owner);
     const headers = { apikey: stack.publishableKey, authorization: `Bearer ${jwt}` };
     expect((await post(url, { action: "answer", logId: entry.id, response: "une réponse" }, headers)).status).toBe(200);
     const l = await post(url, { action: "list" }, headers);
-    expect(l.body.entries).toEqual([expect.objectContaining({ logId: entry.id, question: "une question", response: "une réponse" })]);
+    expect(l.body.entries).toEqual([
+      expect.objectContaining({ logId: entry.id, question: "une question", response: "une réponse" }),
+    ]);
   },
   invitations: async (url) => {
     const clientId = crypto.randomUUID();
@@ -271,7 +332,9 @@ describe("deploy readiness: every function bundles from its own files and runs",
       expect(m, `${key} -> ${target} is not npm:<name>@<exact version>`).toBeTruthy();
       const [, pkgName, version] = m!;
       expect(key.replace(/\/$/, "")).toBe(pkgName);
-      expect(version, `${pkgName}: ${IMPORT_MAP} says ${version}, package.json pins ${pinned[pkgName]}`).toBe(pinned[pkgName]);
+      expect(version, `${pkgName}: ${IMPORT_MAP} says ${version}, package.json pins ${pinned[pkgName]}`).toBe(
+        pinned[pkgName],
+      );
     }
   }, 60_000);
 

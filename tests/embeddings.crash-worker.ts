@@ -8,6 +8,11 @@ const [dbUrl, baseURL, apiKey, lease] = process.argv.slice(2);
 const sql = postgres(dbUrl, { max: 2, onnotice: () => {} });
 const provider = new OpenAIEmbeddingProvider({ apiKey, baseURL, model: "text-embedding-3-small", dimensions: 1536 });
 await processEmbeddingQueue(sql, provider, {
-  workerId: `doomed-${process.pid}`, batchSize: 100, budgetMs: 60_000, leaseSeconds: Number(lease), concurrency: 1, maxAttempts: 1,
+  workerId: `doomed-${process.pid}`,
+  batchSize: 100,
+  budgetMs: 60_000,
+  leaseSeconds: Number(lease),
+  concurrency: 1,
+  maxAttempts: 1,
 });
 await sql.end();

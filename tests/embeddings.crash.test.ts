@@ -24,7 +24,9 @@ it("SIGKILL mid-batch: the jobs return after the lease and are completed exactly
   fake.setFaults({ latencyMs: 30_000 }); // the doomed worker hangs in its provider call
   const script = fileURLToPath(new URL("./embeddings.crash-worker.ts", import.meta.url));
   // node itself (not the tsx wrapper, which would leave its own child running when killed).
-  const child = spawn(process.execPath, ["--import", "tsx", script, db.url, fake.url, fake.apiKey, "6"], { stdio: "ignore" });
+  const child = spawn(process.execPath, ["--import", "tsx", script, db.url, fake.url, fake.apiKey, "6"], {
+    stdio: "ignore",
+  });
   const exited = new Promise((r) => child.once("exit", r));
   try {
     await waitFor("the worker to hold jobs", async () => {
@@ -41,20 +43,36 @@ it("SIGKILL mid-batch: the jobs return after the lease and are completed exactly
                               from embedding_sync_queue where status = 'processing'`;
   expect(held.holders).toBe(1);
 
-  const provider = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536 });
-  const rescue = () => processEmbeddingQueue(db.sql, provider, {
-    workerId: "rescuer", batchSize: 100, budgetMs: 20_000, leaseSeconds: 30, concurrency: 1, maxAttempts: 3,
+  const provider = new OpenAIEmbeddingProvider({
+    apiKey: fake.apiKey,
+    baseURL: fake.url,
+    model: "text-embedding-3-small",
+    dimensions: 1536,
   });
+  const rescue = () =>
+    processEmbeddingQueue(db.sql, provider, {
+      workerId: "rescuer",
+      batchSize: 100,
+      budgetMs: 20_000,
+      leaseSeconds: 30,
+      concurrency: 1,
+      maxAttempts: 3,
+    });
   // Before the lease ends the jobs stay with the dead worker.
   if (new Date(held.until).getTime() > Date.now() + 500) expect((await rescue()).claimed).toBe(0);
-  await waitFor("the lease to expire", () => Promise.resolve(Date.now() > new Date(held.until).getTime() + 100), 10_000);
+  await waitFor(
+    "the lease to expire",
+    () => Promise.resolve(Date.now() > new Date(held.until).getTime() + 100),
+    10_000,
+  );
   fake.resetStats();
   const r = await rescue();
   expect(r).toMatchObject({ claimed: 60, embedded: 60, dead: 0 });
   const rows = await db.sql`select status, retry_count from embedding_sync_queue where source_table = 'crash_docs'`;
   expect(rows).toHaveLength(60);
   expect(rows.every((x) => x.status === "completed" && x.retry_count === 1)).toBe(true);
-  const [c] = await db.sql`select count(*)::int as n, count(distinct source_id)::int as ids from documentation_embeddings where source_table = 'crash_docs'`;
+  const [c] = await db
+    .sql`select count(*)::int as n, count(distinct source_id)::int as ids from documentation_embeddings where source_table = 'crash_docs'`;
   expect(c).toEqual({ n: 60, ids: 60 });
   expect([...fake.stats.inputCounts.values()].every((n) => n === 1)).toBe(true);
 });

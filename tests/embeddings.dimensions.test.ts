@@ -21,7 +21,10 @@ async function post(body: Record<string, unknown>) {
     headers: { authorization: `Bearer ${fake.apiKey}`, "content-type": "application/json" },
     body: JSON.stringify(body),
   });
-  return { status: res.status, body: await res.json() as { data?: { embedding: number[] }[]; error?: { message: string } } };
+  return {
+    status: res.status,
+    body: await res.json() as { data?: { embedding: number[] }[]; error?: { message: string } },
+  };
 }
 
 describe("OpenAI dimensions", () => {
@@ -29,7 +32,10 @@ describe("OpenAI dimensions", () => {
     for (const [model, dims] of [["text-embedding-3-small", "512"], ["text-embedding-3-large", "1024"]] as const) {
       fake.resetStats();
       const provider = createProvider(parseEmbeddingEnv({
-        OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url, EMBEDDING_MODEL: model, EMBEDDING_DIMENSIONS: dims,
+        OPENAI_API_KEY: fake.apiKey,
+        OPENAI_BASE_URL: fake.url,
+        EMBEDDING_MODEL: model,
+        EMBEDDING_DIMENSIONS: dims,
       }));
       const { vectors } = await provider.embed(["Le salarié a droit à un congé de deux jours et demi par mois."]);
       expect(vectors[0]).toHaveLength(Number(dims));
@@ -40,14 +46,22 @@ describe("OpenAI dimensions", () => {
   });
 
   it("the fake answers like the real API: dimensions honoured for text-embedding-3, refused for ada-002", async () => {
-    const short = await post({ model: "text-embedding-3-small", input: "bonjour", dimensions: 256, encoding_format: "float" });
+    const short = await post({
+      model: "text-embedding-3-small",
+      input: "bonjour",
+      dimensions: 256,
+      encoding_format: "float",
+    });
     expect(short.status).toBe(200);
     expect(short.body.data![0].embedding).toHaveLength(256);
     const full = await post({ model: "text-embedding-3-small", input: "bonjour", encoding_format: "float" });
     expect(full.body.data![0].embedding).toHaveLength(1536);
 
     const ada = await post({ model: "text-embedding-ada-002", input: "bonjour", dimensions: 512 });
-    expect(ada).toMatchObject({ status: 400, body: { error: { message: "This model does not support specifying dimensions." } } });
+    expect(ada).toMatchObject({
+      status: 400,
+      body: { error: { message: "This model does not support specifying dimensions." } },
+    });
     expect((await post({ model: "text-embedding-ada-002", input: "bonjour", dimensions: 1536 })).status).toBe(400);
     expect((await post({ model: "text-embedding-3-small", input: "bonjour", dimensions: 2000 })).status).toBe(400);
     expect((await post({ model: "text-embedding-3-small", input: "bonjour", dimensions: 0 })).status).toBe(400);
@@ -55,14 +69,23 @@ describe("OpenAI dimensions", () => {
 
   it("ada-002 is asked without `dimensions` and gets its 1536", async () => {
     fake.resetStats();
-    const ada = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-ada-002", dimensions: 1536 });
+    const ada = new OpenAIEmbeddingProvider({
+      apiKey: fake.apiKey,
+      baseURL: fake.url,
+      model: "text-embedding-ada-002",
+      dimensions: 1536,
+    });
     const { vectors } = await ada.embed(["bonjour"]);
     expect(vectors[0]).toHaveLength(1536);
     expect(fake.stats.byStatus).toEqual({ 200: 1 });
   });
 
   it("the configuration refuses a size the model cannot return, before any request", () => {
-    const env = (model: string, dims: string) => ({ OPENAI_API_KEY: "sk-test", EMBEDDING_MODEL: model, EMBEDDING_DIMENSIONS: dims });
+    const env = (model: string, dims: string) => ({
+      OPENAI_API_KEY: "sk-test",
+      EMBEDDING_MODEL: model,
+      EMBEDDING_DIMENSIONS: dims,
+    });
     expect(() => parseEmbeddingEnv(env("text-embedding-ada-002", "512")))
       .toThrow(/EMBEDDING_DIMENSIONS: text-embedding-ada-002 always returns 1536 dimensions/);
     expect(() => parseEmbeddingEnv(env("text-embedding-3-small", "2000")))

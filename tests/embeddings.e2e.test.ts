@@ -5,10 +5,10 @@
 import type { SupabaseClient } from "@supabase/supabase-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createProcessEmbeddingQueueHandler } from "../packages/embeddings/handler.ts";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { signUserJwt } from "../packages/local-stack/keys.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../packages/testkit/fake-openai.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
@@ -27,9 +27,11 @@ beforeAll(async () => {
     functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url },
   });
   // The 2026 scheme: a secret key for the service, a publishable key (+ a user's ES256 JWT) for clients.
-  admin = createLocalClient(stack.apiUrl, stack.secretKey);
-  anon = createLocalClient(stack.apiUrl, stack.publishableKey);
-  user = createLocalClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, crypto.randomUUID()) });
+  admin = createNodeClient(stack.apiUrl, stack.secretKey);
+  anon = createNodeClient(stack.apiUrl, stack.publishableKey);
+  user = createNodeClient(stack.apiUrl, stack.publishableKey, {
+    accessToken: await signUserJwt(stack.keys, crypto.randomUUID()),
+  });
   // The 5-minute schedule would fire on its own; here each path is driven explicitly.
   await db.sql`update cron.job set active = false`;
   await db.sql`create table faq_items (id bigint primary key, question text not null, answer text not null,
@@ -57,7 +59,9 @@ async function embeddedIds(): Promise<string[]> {
 }
 
 async function pendingJobs(): Promise<number> {
-  const [r] = await db.sql<{ n: number }[]>`select count(*)::int as n from embedding_sync_queue where status in ('pending', 'processing')`;
+  const [r] = await db.sql<
+    { n: number }[]
+  >`select count(*)::int as n from embedding_sync_queue where status in ('pending', 'processing')`;
   return r.n;
 }
 
@@ -79,12 +83,19 @@ describe("process-embedding-queue through the local stack", () => {
   });
 
   it("the webhook path: an insert wakes the function, which drains the queue", async () => {
-    await db.sql`insert into faq_items (id, question, answer) select g, 'Question ' || g, 'Réponse ' || g from generate_series(1, 30) g`;
-    await waitFor("webhook drained 30 rows", async () => (await embeddedIds()).length === 30 && (await pendingJobs()) === 0, 30_000);
+    await db
+      .sql`insert into faq_items (id, question, answer) select g, 'Question ' || g, 'Réponse ' || g from generate_series(1, 30) g`;
+    await waitFor(
+      "webhook drained 30 rows",
+      async () => (await embeddedIds()).length === 30 && (await pendingJobs()) === 0,
+      30_000,
+    );
     const [c] = await db.sql`select content, model from documentation_embeddings where source_id = '7'`;
     expect(c).toEqual({ content: "question: Question 7\nanswer: Réponse 7", model: "text-embedding-3-small" });
     // Coalesced: one insert statement, one wake-up.
-    const calls = await db.sql`select count(*)::int as n from net.http_request_queue where url like ${"%/functions/v1/" + FN}`;
+    const calls = await db.sql`select count(*)::int as n from net.http_request_queue where url like ${
+      "%/functions/v1/" + FN
+    }`;
     expect(calls[0].n).toBeLessThanOrEqual(2);
   });
 
@@ -118,7 +129,9 @@ describe("process-embedding-queue through the local stack", () => {
       expect((await invoke({ action: "status" }, anon)).status).toBe(403); // reads need a signed-in user
       const status = await invoke({ action: "status" }, user);
       expect(status.status).toBe(200);
-      expect(status.body.queue).toEqual([expect.objectContaining({ source_table: "faq_items", pending: 0, processing: 0, failed: 0 })]);
+      expect(status.body.queue).toEqual([
+        expect.objectContaining({ source_table: "faq_items", pending: 0, processing: 0, failed: 0 }),
+      ]);
 
       fake.resetStats();
       // Nothing changed since the last embedding: a resync enqueues nothing.
@@ -174,14 +187,24 @@ describe("process-embedding-queue through the local stack", () => {
 
   it("refuses to run when EMBEDDING_DIMENSIONS does not match the table", async () => {
     const handle = createProcessEmbeddingQueueHandler({
-      SUPABASE_URL: stack.apiUrl, SUPABASE_DB_URL: db.url, SUPABASE_ANON_KEY: stack.anonKey,
-      SUPABASE_SERVICE_ROLE_KEY: stack.serviceRoleKey, EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "768",
+      SUPABASE_URL: stack.apiUrl,
+      SUPABASE_DB_URL: db.url,
+      SUPABASE_ANON_KEY: stack.anonKey,
+      SUPABASE_SERVICE_ROLE_KEY: stack.serviceRoleKey,
+      EMBEDDING_PROVIDER: "offline",
+      EMBEDDING_DIMENSIONS: "768",
     });
-    const res = await handle(new Request("http://local/fn", {
-      method: "POST", headers: { authorization: `Bearer ${stack.serviceRoleKey}` }, body: JSON.stringify({ action: "process" }),
-    }));
+    const res = await handle(
+      new Request("http://local/fn", {
+        method: "POST",
+        headers: { authorization: `Bearer ${stack.serviceRoleKey}` },
+        body: JSON.stringify({ action: "process" }),
+      }),
+    );
     expect(res.status).toBe(500);
-    expect((await res.json()).error).toMatch(/EMBEDDING_DIMENSIONS=768 but documentation_embeddings.embedding is vector\(1536\)/);
+    expect((await res.json()).error).toMatch(
+      /EMBEDDING_DIMENSIONS=768 but documentation_embeddings.embedding is vector\(1536\)/,
+    );
   });
 
   it("a stack started again on a backlog (its workers died with the last one) drains it, without webhook or cron", async () => {
@@ -189,16 +212,19 @@ describe("process-embedding-queue through the local stack", () => {
     await stack.stop();
     await db.sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
     try {
-      await db.sql`insert into faq_items (id, question, answer) select g, 'Question ' || g, 'Réponse ' || g || ' (restart)'
+      await db
+        .sql`insert into faq_items (id, question, answer) select g, 'Question ' || g, 'Réponse ' || g || ' (restart)'
                    from generate_series(101, 110) g`;
       expect(await pendingJobs()).toBe(10);
       stack = await startTestStack({
         databaseUrl: db.url,
         functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url },
       });
-      admin = createLocalClient(stack.apiUrl, stack.secretKey);
-      anon = createLocalClient(stack.apiUrl, stack.publishableKey);
-      user = createLocalClient(stack.apiUrl, stack.publishableKey, { accessToken: await signUserJwt(stack.keys, crypto.randomUUID()) });
+      admin = createNodeClient(stack.apiUrl, stack.secretKey);
+      anon = createNodeClient(stack.apiUrl, stack.publishableKey);
+      user = createNodeClient(stack.apiUrl, stack.publishableKey, {
+        accessToken: await signUserJwt(stack.keys, crypto.randomUUID()),
+      });
       await waitFor("the backlog drained after the start", async () => (await pendingJobs()) === 0, 30_000);
       const [c] = await db.sql`select content from documentation_embeddings where source_id = '105'`;
       expect(c.content).toBe("question: Question 105\nanswer: Réponse 105 (restart)");

@@ -25,12 +25,19 @@ describe("continuation", () => {
       expect(data.continued).toBe(true);
       expect(data.claimed).toBeGreaterThan(0);
       expect(data.claimed).toBeLessThan(1500);
-      await waitFor("the successors drained the bulk backlog", async () => {
-        const [r] = await db.sql`select count(*)::int as n from embedding_sync_queue where status in ('pending', 'processing')`;
-        return r.n === 0;
-      }, 110_000, 250);
+      await waitFor(
+        "the successors drained the bulk backlog",
+        async () => {
+          const [r] = await db
+            .sql`select count(*)::int as n from embedding_sync_queue where status in ('pending', 'processing')`;
+          return r.n === 0;
+        },
+        110_000,
+        250,
+      );
       expect((await functionCalls()) - before).toBeGreaterThanOrEqual(1);
-      const [n] = await db.sql`select count(distinct source_id)::int as n from documentation_embeddings where source_table = 'notes'`;
+      const [n] = await db
+        .sql`select count(distinct source_id)::int as n from documentation_embeddings where source_table = 'notes'`;
       expect(n.n).toBe(1500);
     } finally {
       await db.sql`alter table embedding_sync_queue enable trigger embedding_sync_queue_webhook`;

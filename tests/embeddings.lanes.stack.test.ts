@@ -18,7 +18,8 @@ describe("lanes through the local stack", () => {
     // The live wake's time is held in SQL, not raced: set into the future in the first edit's own
     // transaction, it keeps the worker lingering and coalesces the second edit's wake however slow the
     // machine; set into the past, it lets the worker end.
-    const wakeIn = (hours: number) => `update private.embedding_sync_live_wake set last_wake_at = clock_timestamp() + interval '${hours} hours'`;
+    const wakeIn = (hours: number) =>
+      `update private.embedding_sync_live_wake set last_wake_at = clock_timestamp() + interval '${hours} hours'`;
     const before = await functionCalls();
     await db.sql.begin(async (tx) => {
       await tx`insert into notes values (1, 'première version')`;

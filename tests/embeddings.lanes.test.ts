@@ -36,7 +36,9 @@ const complete = (worker: string, jobs: Claimed[]) =>
   db.sql`select complete_embedding_jobs(${worker}, ${jobs.map((j) => j.id)}::bigint[])`;
 const lanes = async () =>
   Object.fromEntries((await db.sql<{ lane: string; n: number }[]>`
-    select lane, count(*)::int as n from embedding_sync_queue where status = 'pending' group by lane`).map((r) => [r.lane, r.n]));
+    select lane, count(*)::int as n from embedding_sync_queue where status = 'pending' group by lane`).map((
+    r,
+  ) => [r.lane, r.n]));
 
 describe("which lane a change lands in", () => {
   it("row triggers queue live jobs; bulk writes, resync in every mode are bulk, and resync restores the caller's lane", async () => {
@@ -71,7 +73,8 @@ describe("which lane a change lands in", () => {
     await db.sql`alter table pages enable trigger user`;
     await db.sql`select register_embedding_source('pages', array['body'])`;
     await db.sql`select * from resync_embedding_sources('pages')`;
-    const rows = await db.sql`select lane, count(*)::int as n from embedding_sync_queue where source_table = 'pages' group by lane`;
+    const rows = await db
+      .sql`select lane, count(*)::int as n from embedding_sync_queue where source_table = 'pages' group by lane`;
     expect(rows).toEqual([{ lane: "bulk", n: 5 }]);
     await db.sql`select unregister_embedding_source('pages')`;
   });
@@ -79,16 +82,18 @@ describe("which lane a change lands in", () => {
   it("a live edit of a row whose job is pending in bulk upgrades it; a bulk change never downgrades a live one", async () => {
     await bulkNotes(2);
     await db.sql`update notes set body = 'edited by hand' where id = 1`;
-    const jobs = await db.sql`select source_id, lane, content from embedding_sync_queue where status = 'pending' order by source_id`;
+    const jobs = await db
+      .sql`select source_id, lane, content from embedding_sync_queue where status = 'pending' order by source_id`;
     expect(jobs).toEqual([
-      { source_id: "1", lane: "live", content: "body: edited by hand" },  // still one pending job per row
+      { source_id: "1", lane: "live", content: "body: edited by hand" }, // still one pending job per row
       { source_id: "2", lane: "bulk", content: "body: note 2" },
     ]);
     await db.sql.begin(async (tx) => {
       await tx.unsafe(`set local embedding_sync.lane = 'bulk'`);
       await tx`update notes set body = body || ' (bulk)'`;
     });
-    const after = await db.sql`select source_id, lane, content from embedding_sync_queue where status = 'pending' order by source_id`;
+    const after = await db
+      .sql`select source_id, lane, content from embedding_sync_queue where status = 'pending' order by source_id`;
     expect(after).toEqual([
       { source_id: "1", lane: "live", content: "body: edited by hand (bulk)" },
       { source_id: "2", lane: "bulk", content: "body: note 2 (bulk)" },
@@ -167,7 +172,8 @@ describe("what operators see", () => {
   it("embedding_sync_status counts pending jobs per lane; stuck and dead-letter rows show their lane", async () => {
     await bulkNotes(7);
     await db.sql`insert into faq select g, 'q' || g from generate_series(1, 3) g`;
-    await db.sql`update embedding_sync_queue set created_at = now() - interval '1 hour' where source_table = 'faq' and source_id = '1'`;
+    await db
+      .sql`update embedding_sync_queue set created_at = now() - interval '1 hour' where source_table = 'faq' and source_id = '1'`;
     const status = await db.sql`
       select source_table, pending::int, pending_live::int, pending_bulk::int,
              extract(epoch from oldest_pending_live_age)::int >= 3600 as old_live
@@ -189,7 +195,8 @@ describe("what operators see", () => {
 describe("wakes", () => {
   beforeAll(async () => {
     await db.sql`delete from vault.secrets where name in ('project_url', 'secret_key', 'service_role_key')`;
-    await db.sql`select vault.create_secret('http://127.0.0.1:9', 'project_url'), vault.create_secret('local-test-key', 'secret_key')`;
+    await db
+      .sql`select vault.create_secret('http://127.0.0.1:9', 'project_url'), vault.create_secret('local-test-key', 'secret_key')`;
   });
   beforeEach(async () => {
     await db.sql`delete from net.http_request_queue`;
@@ -197,7 +204,8 @@ describe("wakes", () => {
     await db.sql`update private.embedding_sync_wake set last_wake_at = '-infinity'`;
     await db.sql`update private.embedding_sync_live_wake set last_wake_at = '-infinity'`;
   });
-  const calls = async () => (await db.sql<{ body: Record<string, unknown> }[]>`
+  const calls = async () =>
+    (await db.sql<{ body: Record<string, unknown> }[]>`
     select convert_from(body, 'UTF8')::jsonb as body from net.http_request_queue
     where url like '%/functions/v1/process-embedding-queue' order by id`).map((r) => r.body);
 
@@ -256,7 +264,8 @@ describe("wakes", () => {
     await bulkNotes(30, 9000);
     await db.sql`select id from claim_embedding_jobs('dead-worker', 100, 60, 'bulk')`;
     // The worker died with the server: its lease ran out, and no job is pending.
-    await db.sql`update embedding_sync_queue set lease_until = now() - interval '1 second' where locked_by = 'dead-worker'`;
+    await db
+      .sql`update embedding_sync_queue set lease_until = now() - interval '1 second' where locked_by = 'dead-worker'`;
     await db.sql`delete from net.http_request_queue`;
     await db.sql`select private.fan_out_embedding_workers()`;
     expect((await calls()).length).toBeGreaterThanOrEqual(1);
@@ -270,14 +279,18 @@ describe("wakes", () => {
     await db.sql`delete from net.http_request_queue`;
     const [still] = await db.sql`select private.continue_embedding_worker(${db.sql.json(body)}) as id`;
     expect(still.id).toBeNull(); // only bulk jobs are ready: a live worker has no successor to ask for
-    const [bulk] = await db.sql`select private.continue_embedding_worker(${db.sql.json({ ...body, lane: "bulk" })}) as id`;
+    const [bulk] = await db.sql`select private.continue_embedding_worker(${
+      db.sql.json({ ...body, lane: "bulk" })
+    }) as id`;
     expect(bulk.id).not.toBeNull();
     expect(await calls()).toEqual([{ ...body, lane: "bulk" }]);
     // As many workers as max_workers hold jobs: no successor, the chains never outgrow the parallelism.
     await db.sql`update embedding_sync_settings set max_workers = 1`;
     try {
       await claim("busy", 1);
-      const [full] = await db.sql`select private.continue_embedding_worker(${db.sql.json({ ...body, lane: "bulk" })}) as id`;
+      const [full] = await db.sql`select private.continue_embedding_worker(${
+        db.sql.json({ ...body, lane: "bulk" })
+      }) as id`;
       expect(full.id).toBeNull();
     } finally {
       await db.sql`update embedding_sync_settings set max_workers = 4`;

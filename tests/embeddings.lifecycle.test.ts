@@ -4,7 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { vectorLiteral } from "../packages/embeddings/hash.ts";
 import { offlineEmbedding } from "../packages/embeddings/offline.ts";
 import { OpenAIEmbeddingProvider } from "../packages/embeddings/openai.ts";
-import { type ProcessOptions, processEmbeddingQueue } from "../packages/embeddings/pipeline.ts";
+import { processEmbeddingQueue, type ProcessOptions } from "../packages/embeddings/pipeline.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../packages/testkit/fake-openai.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 
@@ -14,7 +14,13 @@ let provider: OpenAIEmbeddingProvider;
 
 beforeAll(async () => {
   fake = await startFakeOpenAI();
-  provider = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 10_000 });
+  provider = new OpenAIEmbeddingProvider({
+    apiKey: fake.apiKey,
+    baseURL: fake.url,
+    model: "text-embedding-3-small",
+    dimensions: 1536,
+    timeoutMs: 10_000,
+  });
 });
 afterAll(async () => {
   await fake?.stop();
@@ -26,8 +32,15 @@ beforeEach(async () => {
 let workers = 0;
 const run = (extra: Partial<ProcessOptions> = {}) =>
   processEmbeddingQueue(db.sql, provider, {
-    workerId: `life-${++workers}`, batchSize: 500, budgetMs: 30_000, leaseSeconds: 30, concurrency: 2, maxAttempts: 3,
-    retryBaseMs: 20, retryMaxMs: 200, ...extra,
+    workerId: `life-${++workers}`,
+    batchSize: 500,
+    budgetMs: 30_000,
+    leaseSeconds: 30,
+    concurrency: 2,
+    maxAttempts: 3,
+    retryBaseMs: 20,
+    retryMaxMs: 200,
+    ...extra,
   });
 
 async function footprint(table: string) {
@@ -63,15 +76,25 @@ describe("source lifecycle", () => {
     });
     expect(await footprint("notes")).toEqual({ sources: 0, jobs: 0, versions: 0, chunks: 0 });
     expect(await searchTables()).toEqual(["keep_notes"]);
-    expect(await db.sql`select source_table, rows::int from embedding_sync_coverage where source_table in ('notes', 'keep_notes')`).toEqual([{ source_table: "keep_notes", rows: 2 }]);
-    expect(await db.sql`select source_table, enqueued::int from resync_embedding_sources(null) where source_table in ('notes', 'keep_notes')`).toEqual([{ source_table: "keep_notes", enqueued: 0 }]);
+    expect(
+      await db
+        .sql`select source_table, rows::int from embedding_sync_coverage where source_table in ('notes', 'keep_notes')`,
+    ).toEqual([{ source_table: "keep_notes", rows: 2 }]);
+    expect(
+      await db
+        .sql`select source_table, enqueued::int from resync_embedding_sources(null) where source_table in ('notes', 'keep_notes')`,
+    ).toEqual([{ source_table: "keep_notes", enqueued: 0 }]);
     expect(await db.sql`select source_table from embedding_sync_status`).toEqual([{ source_table: "keep_notes" }]);
   });
 
   it("a worker holding jobs of a table dropped meanwhile writes nothing", async () => {
     await makeNotes("racy_notes");
     await db.sql`update racy_notes set body = body || ' (modifiée)'`;
-    const r = await run({ beforeWrite: async () => { await db.sql`drop table racy_notes`; } });
+    const r = await run({
+      beforeWrite: async () => {
+        await db.sql`drop table racy_notes`;
+      },
+    });
     expect(r.claimed).toBe(2);
     expect(await footprint("racy_notes")).toEqual({ sources: 0, jobs: 0, versions: 0, chunks: 0 });
   });
@@ -85,8 +108,16 @@ describe("source lifecycle", () => {
       await db.sql`alter event trigger embedding_sync_forget_dropped enable`;
     }
     const cov = await db.sql`select * from embedding_coverage() where source_table = 'orphan_notes'`;
-    expect(cov).toEqual([{ source_table: "orphan_notes", rows: null, rows_with_embeddings: null, rows_missing: null, orphan_embeddings: "2", table_exists: false }]);
-    const resync = await db.sql`select source_table, enqueued::int, deletes::int from resync_embedding_sources(null) where source_table = 'orphan_notes'`;
+    expect(cov).toEqual([{
+      source_table: "orphan_notes",
+      rows: null,
+      rows_with_embeddings: null,
+      rows_missing: null,
+      orphan_embeddings: "2",
+      table_exists: false,
+    }]);
+    const resync = await db
+      .sql`select source_table, enqueued::int, deletes::int from resync_embedding_sources(null) where source_table = 'orphan_notes'`;
     expect(resync).toEqual([{ source_table: "orphan_notes", enqueued: 0, deletes: 2 }]);
     await run();
     expect((await footprint("orphan_notes")).chunks).toBe(0);
@@ -102,9 +133,17 @@ describe("source lifecycle", () => {
     await db.sql`insert into new_notes values (3, 'note trois')`;
     await db.sql`update new_notes set body = 'note un, révisée' where id = 1`;
     await run();
-    expect(await db.sql`select source_id, content from documentation_embeddings where source_table = 'new_notes' order by source_id`)
-      .toEqual([{ source_id: "1", content: "body: note un, révisée" }, { source_id: "2", content: "body: note deux sur le bail" }, { source_id: "3", content: "body: note trois" }]);
-    expect(await db.sql`select rows::int, rows_missing::int from embedding_sync_coverage where source_table = 'new_notes'`).toEqual([{ rows: 3, rows_missing: 0 }]);
+    expect(
+      await db
+        .sql`select source_id, content from documentation_embeddings where source_table = 'new_notes' order by source_id`,
+    )
+      .toEqual([{ source_id: "1", content: "body: note un, révisée" }, {
+        source_id: "2",
+        content: "body: note deux sur le bail",
+      }, { source_id: "3", content: "body: note trois" }]);
+    expect(
+      await db.sql`select rows::int, rows_missing::int from embedding_sync_coverage where source_table = 'new_notes'`,
+    ).toEqual([{ rows: 3, rows_missing: 0 }]);
     await db.sql`truncate new_notes`;
     expect((await footprint("new_notes")).chunks).toBe(0);
   });
@@ -114,30 +153,44 @@ describe("source lifecycle", () => {
     await db.sql`alter table col_notes rename column id to note_id`;
     await db.sql`alter table col_notes add column author text`;
     await db.sql`insert into col_notes (note_id, body, author) values (3, 'note trois', 'Camille')`;
-    expect(await db.sql`select source_id, content from embedding_sync_queue where source_table = 'col_notes' and status = 'pending'`)
+    expect(
+      await db
+        .sql`select source_id, content from embedding_sync_queue where source_table = 'col_notes' and status = 'pending'`,
+    )
       .toEqual([{ source_id: "3", content: "body: note trois\nauthor: Camille" }]);
 
     await db.sql`create table picked_notes (id int primary key, body text, tag text)`;
-    await db.sql`select register_embedding_source('picked_notes', content_columns => array['body'], metadata_columns => array['tag'])`;
-    for (const ddl of ["alter table picked_notes rename column body to texte", "alter table picked_notes drop column tag"]) {
+    await db
+      .sql`select register_embedding_source('picked_notes', content_columns => array['body'], metadata_columns => array['tag'])`;
+    for (
+      const ddl of ["alter table picked_notes rename column body to texte", "alter table picked_notes drop column tag"]
+    ) {
       const err = await db.sql.unsafe(ddl).then(() => null, (e) => e);
       expect(err?.message, ddl).toMatch(/this ALTER TABLE breaks the embedding of picked_notes/);
-      expect(err.hint).toMatch(/register_embedding_source\('picked_notes'.*unregister_embedding_source\('picked_notes'\)/s);
+      expect(err.hint).toMatch(
+        /register_embedding_source\('picked_notes'.*unregister_embedding_source\('picked_notes'\)/s,
+      );
     }
     await db.sql`insert into picked_notes values (1, 'toujours embarqué', 'a')`; // writes keep working
-    expect(await db.sql`select content from embedding_sync_queue where source_table = 'picked_notes'`).toEqual([{ content: "body: toujours embarqué" }]);
+    expect(await db.sql`select content from embedding_sync_queue where source_table = 'picked_notes'`).toEqual([{
+      content: "body: toujours embarqué",
+    }]);
   });
 
   it("unregister_embedding_source removes the registration, triggers, jobs and chunks; later writes enqueue nothing", async () => {
     await makeNotes("bye_notes");
-    await db.sql`create trigger sync_bye after insert or update or delete on bye_notes for each row execute function add_to_embedding_queue()`;
+    await db
+      .sql`create trigger sync_bye after insert or update or delete on bye_notes for each row execute function add_to_embedding_queue()`;
     await db.sql`update bye_notes set body = 'pending' where id = 2`;
     expect(await db.sql`select unregister_embedding_source('bye_notes') as n`).toEqual([{ n: "2" }]);
     expect(await footprint("bye_notes")).toEqual({ sources: 0, jobs: 0, versions: 0, chunks: 0 });
-    expect(await db.sql`select tgname from pg_trigger where tgrelid = 'bye_notes'::regclass and not tgisinternal`).toEqual([]);
+    expect(await db.sql`select tgname from pg_trigger where tgrelid = 'bye_notes'::regclass and not tgisinternal`)
+      .toEqual([]);
     await db.sql`insert into bye_notes values (9, 'après')`;
     expect(await footprint("bye_notes")).toEqual({ sources: 0, jobs: 0, versions: 0, chunks: 0 });
-    await expect(db.sql`select unregister_embedding_source('bye_notes')`).rejects.toThrow(/not a registered embedding source/);
+    await expect(db.sql`select unregister_embedding_source('bye_notes')`).rejects.toThrow(
+      /not a registered embedding source/,
+    );
   });
 });
 
@@ -148,11 +201,18 @@ describe("the runbook trigger on a table that cannot be embedded", () => {
     await db.sql`create table numbers_only (id int primary key, n int)`;
     for (const t of ["pair_items", "keyless_items", "numbers_only"]) {
       const err = await db.sql.unsafe(`create trigger sync_x after insert or update or delete on ${t}
-                                       for each row execute function add_to_embedding_queue()`).then(() => null, (e) => e);
+                                       for each row execute function add_to_embedding_queue()`).then(
+        () => null,
+        (e) => e,
+      );
       expect(err, t).not.toBeNull();
-      expect(err.message).toMatch(t === "numbers_only" ? /no text column to embed/ : /needs a single-column primary key/);
+      expect(err.message).toMatch(
+        t === "numbers_only" ? /no text column to embed/ : /needs a single-column primary key/,
+      );
       expect(err.hint).toMatch(/single-column primary key.*register_embedding_source/s);
-      expect(await db.sql`select count(*)::int as n from pg_trigger where tgrelid = ${t}::regclass and not tgisinternal`).toEqual([{ n: 0 }]);
+      expect(
+        await db.sql`select count(*)::int as n from pg_trigger where tgrelid = ${t}::regclass and not tgisinternal`,
+      ).toEqual([{ n: 0 }]);
     }
     // The user's writes are never blocked.
     await db.sql`insert into pair_items values (1, 1, 'x')`;
@@ -162,7 +222,8 @@ describe("the runbook trigger on a table that cannot be embedded", () => {
     await db.sql`create table pair_items2 (a int, b int, body text, primary key (a, b))`;
     await db.sql`alter event trigger embedding_sync_attach_truncate disable`;
     try {
-      await db.sql`create trigger sync_x after insert or update or delete on pair_items2 for each row execute function add_to_embedding_queue()`;
+      await db
+        .sql`create trigger sync_x after insert or update or delete on pair_items2 for each row execute function add_to_embedding_queue()`;
     } finally {
       await db.sql`alter event trigger embedding_sync_attach_truncate enable`;
     }
@@ -177,6 +238,7 @@ describe("the runbook trigger on a table that cannot be embedded", () => {
     }
     expect(await db.sql`select count(*)::int as n from pair_items2`).toEqual([{ n: 2 }]);
     expect(notices.some((m) => /needs a single-column primary key/.test(m))).toBe(true);
-    expect(await db.sql`select count(*)::int as n from embedding_sync_queue where source_table = 'pair_items2'`).toEqual([{ n: 0 }]);
+    expect(await db.sql`select count(*)::int as n from embedding_sync_queue where source_table = 'pair_items2'`)
+      .toEqual([{ n: 0 }]);
   });
 });

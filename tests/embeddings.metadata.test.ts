@@ -14,7 +14,13 @@ let provider: OpenAIEmbeddingProvider;
 
 beforeAll(async () => {
   fake = await startFakeOpenAI();
-  provider = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 10_000 });
+  provider = new OpenAIEmbeddingProvider({
+    apiKey: fake.apiKey,
+    baseURL: fake.url,
+    model: "text-embedding-3-small",
+    dimensions: 1536,
+    timeoutMs: 10_000,
+  });
 });
 afterAll(async () => {
   await fake?.stop();
@@ -26,8 +32,14 @@ beforeEach(async () => {
 let workers = 0;
 const run = () =>
   processEmbeddingQueue(db.sql, provider, {
-    workerId: `meta-${++workers}`, batchSize: 500, budgetMs: 30_000, leaseSeconds: 30, concurrency: 2, maxAttempts: 3,
-    retryBaseMs: 20, retryMaxMs: 200,
+    workerId: `meta-${++workers}`,
+    batchSize: 500,
+    budgetMs: 30_000,
+    leaseSeconds: 30,
+    concurrency: 2,
+    maxAttempts: 3,
+    retryBaseMs: 20,
+    retryMaxMs: 200,
   });
 
 async function metadataOf(table: string) {
@@ -54,8 +66,21 @@ describe("chunk metadata", () => {
       (2, 'Bail commercial', 'Le locataire peut demander le renouvellement du bail.', 'https://example.test/a/2', 'baux', '2023-01-15', null)`;
     await run();
     expect(await metadataOf("articles")).toEqual({
-      1: { title: "Congés payés", url: "https://example.test/a/1", category: "travail", published_on: "2024-05-01", owner: "rh", chunk_count: 1 },
-      2: { title: "Bail commercial", url: "https://example.test/a/2", category: "baux", published_on: "2023-01-15", chunk_count: 1 },
+      1: {
+        title: "Congés payés",
+        url: "https://example.test/a/1",
+        category: "travail",
+        published_on: "2024-05-01",
+        owner: "rh",
+        chunk_count: 1,
+      },
+      2: {
+        title: "Bail commercial",
+        url: "https://example.test/a/2",
+        category: "baux",
+        published_on: "2023-01-15",
+        chunk_count: 1,
+      },
     });
 
     // Only metadata changes: one job, no provider call, the new values in the chunk.
@@ -70,7 +95,8 @@ describe("chunk metadata", () => {
 
     // A column neither embedded nor in the metadata still enqueues nothing.
     await db.sql`update articles set views = views + 1`;
-    expect(await db.sql`select 1 from embedding_sync_queue where source_table = 'articles' and status = 'pending'`).toHaveLength(0);
+    expect(await db.sql`select 1 from embedding_sync_queue where source_table = 'articles' and status = 'pending'`)
+      .toHaveLength(0);
 
     // And resync compares metadata too: a change the trigger never saw is found, nothing else.
     await db.sql`alter table articles disable trigger user`;
@@ -84,10 +110,12 @@ describe("chunk metadata", () => {
   it("filter on metadata works in match_documents and hybrid_search", async () => {
     const q = vectorLiteral(offlineEmbedding("congé par mois", 1536));
     const vec = await asAuthenticated((tx) =>
-      tx`select source_id, metadata from match_documents(${q}::vector, 5, '{"category": "baux"}')`);
+      tx`select source_id, metadata from match_documents(${q}::vector, 5, '{"category": "baux"}')`
+    );
     expect(vec.map((h) => h.source_id)).toEqual(["2"]);
     const hybrid = await asAuthenticated((tx) =>
-      tx`select source_id from hybrid_search('congé', ${q}::vector, 5, '{"source_table": "articles", "owner": "juridique"}')`);
+      tx`select source_id from hybrid_search('congé', ${q}::vector, 5, '{"source_table": "articles", "owner": "juridique"}')`
+    );
     expect(hybrid.map((h) => h.source_id)).toEqual(["1"]);
   });
 
@@ -100,14 +128,17 @@ describe("chunk metadata", () => {
     await db.sql`analyze documentation_embeddings`;
     const q = vectorLiteral(offlineEmbedding("document numéro 17 sur le thème 17", 1536));
     const hits = await asAuthenticated((tx) =>
-      tx`select source_id from match_documents(${q}::vector, 10, '{"tag": "rare"}')`);
+      tx`select source_id from match_documents(${q}::vector, 10, '{"tag": "rare"}')`
+    );
     expect(hits.map((h) => h.source_id).sort()).toEqual(["1000", "1500", "2000", "2500", "3000", "500"]);
     // A filter matching 1 chunk in 20: still a full page of results, all matching.
     const medium = await asAuthenticated((tx) =>
-      tx`select source_id, metadata->>'tag' as tag from match_documents(${q}::vector, 10, '{"tag": "medium"}')`);
+      tx`select source_id, metadata->>'tag' as tag from match_documents(${q}::vector, 10, '{"tag": "medium"}')`
+    );
     expect(medium.map((h) => h.tag)).toEqual(Array(10).fill("medium"));
     const hybridMedium = await asAuthenticated((tx) =>
-      tx`select metadata->>'tag' as tag from hybrid_search('thème', ${q}::vector, 10, '{"tag": "medium"}')`);
+      tx`select metadata->>'tag' as tag from hybrid_search('thème', ${q}::vector, 10, '{"tag": "medium"}')`
+    );
     expect(hybridMedium.map((h) => h.tag)).toEqual(Array(10).fill("medium"));
     // At scale the planner serves the ORDER BY distance from HNSW, which returns ef_search (40)
     // candidates: filtered afterwards, a 1-in-20 filter would keep about 2. Forced here on purpose.
@@ -115,19 +146,25 @@ describe("chunk metadata", () => {
       await tx`set local enable_seqscan = off`;
       await tx`set local enable_bitmapscan = off`;
       await tx`set local enable_sort = off`;
-      const plan = await tx.unsafe(`explain select id from documentation_embeddings order by embedding <=> '${q}' limit 10`);
+      const plan = await tx.unsafe(
+        `explain select id from documentation_embeddings order by embedding <=> '${q}' limit 10`,
+      );
       expect(plan.map((p) => Object.values(p)[0]).join("\n")).toMatch(/hnsw/);
       await tx`set local role authenticated`;
       return await tx`select metadata->>'tag' as tag from match_documents(${q}::vector, 10, '{"tag": "medium"}')`;
     });
     expect(viaHnsw.map((h) => h.tag)).toEqual(Array(10).fill("medium"));
-    const plan = await db.sql.unsafe(`explain select id from documentation_embeddings where metadata @> '{"tag": "rare"}'`);
+    const plan = await db.sql.unsafe(
+      `explain select id from documentation_embeddings where metadata @> '{"tag": "rare"}'`,
+    );
     expect(plan.map((p) => Object.values(p)[0]).join("\n")).toMatch(/documentation_embeddings_metadata/);
   });
 
   it("refuses unknown or reserved metadata columns at registration", async () => {
     await db.sql`create table bad_meta (id int primary key, body text, chunk_count int)`;
-    await expect(db.sql`select register_embedding_source('bad_meta', metadata_columns => array['nope'])`).rejects.toThrow(/metadata_columns names a column/);
-    await expect(db.sql`select register_embedding_source('bad_meta', metadata_columns => array['chunk_count'])`).rejects.toThrow(/reserved/);
+    await expect(db.sql`select register_embedding_source('bad_meta', metadata_columns => array['nope'])`).rejects
+      .toThrow(/metadata_columns names a column/);
+    await expect(db.sql`select register_embedding_source('bad_meta', metadata_columns => array['chunk_count'])`).rejects
+      .toThrow(/reserved/);
   });
 });

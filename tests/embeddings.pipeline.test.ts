@@ -3,7 +3,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { vectorLiteral } from "../packages/embeddings/hash.ts";
 import { offlineEmbedding } from "../packages/embeddings/offline.ts";
 import { OpenAIEmbeddingProvider } from "../packages/embeddings/openai.ts";
-import { type ProcessOptions, processEmbeddingQueue } from "../packages/embeddings/pipeline.ts";
+import { processEmbeddingQueue, type ProcessOptions } from "../packages/embeddings/pipeline.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../packages/testkit/fake-openai.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 
@@ -13,7 +13,13 @@ let provider: OpenAIEmbeddingProvider;
 
 beforeAll(async () => {
   fake = await startFakeOpenAI();
-  provider = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 10_000 });
+  provider = new OpenAIEmbeddingProvider({
+    apiKey: fake.apiKey,
+    baseURL: fake.url,
+    model: "text-embedding-3-small",
+    dimensions: 1536,
+    timeoutMs: 10_000,
+  });
 });
 afterAll(async () => {
   await fake?.stop();
@@ -41,7 +47,9 @@ function run(extra: Partial<ProcessOptions> = {}) {
 }
 
 async function makeTable(name: string, opts: { chunkTokens?: number; overlap?: number } = {}) {
-  await db.sql.unsafe(`create table ${name} (id int primary key, title text, body text, is_published boolean not null default true)`);
+  await db.sql.unsafe(
+    `create table ${name} (id int primary key, title text, body text, is_published boolean not null default true)`,
+  );
   await db.sql`select register_embedding_source(${name}::regclass, publish_filter => 'is_published',
     chunk_tokens => ${opts.chunkTokens ?? 512}, chunk_overlap_tokens => ${opts.overlap ?? 64})`;
 }
@@ -61,17 +69,24 @@ async function queueStatus(table: string) {
 describe("process pipeline", () => {
   it("embeds inserts, follows updates and unpublishing, removes deletes; unchanged updates cost nothing", async () => {
     await makeTable("basic_items");
-    await db.sql`insert into basic_items (id, title, body) select g, 'Titre ' || g, 'Corps numéro ' || g from generate_series(1, 20) g`;
+    await db
+      .sql`insert into basic_items (id, title, body) select g, 'Titre ' || g, 'Corps numéro ' || g from generate_series(1, 20) g`;
     fake.resetStats();
     const r1 = await run();
     expect(r1).toMatchObject({ claimed: 20, embedded: 20, dead: 0, retried: 0 });
     expect(fake.stats.ok).toBe(1); // 20 inputs packed into one request
     const c = await chunks("basic_items", "3");
-    expect(c).toEqual([{ source_id: "3", chunk_index: 0, content: "title: Titre 3\nbody: Corps numéro 3", token_count: expect.any(Number) }]);
+    expect(c).toEqual([{
+      source_id: "3",
+      chunk_index: 0,
+      content: "title: Titre 3\nbody: Corps numéro 3",
+      token_count: expect.any(Number),
+    }]);
 
     // An UPDATE that leaves the embedded text as it was enqueues nothing.
     await db.sql`update basic_items set is_published = true where id = 3`;
-    expect(await db.sql`select 1 from embedding_sync_queue where source_table = 'basic_items' and status = 'pending'`).toHaveLength(0);
+    expect(await db.sql`select 1 from embedding_sync_queue where source_table = 'basic_items' and status = 'pending'`)
+      .toHaveLength(0);
 
     await db.sql`update basic_items set body = 'Nouveau corps' where id = 3`;
     await db.sql`update basic_items set is_published = false where id = 4`;
@@ -135,11 +150,24 @@ describe("process pipeline", () => {
   it("a slow provider times out: the jobs go back to the queue, none is left processing", async () => {
     await makeTable("slow_items");
     await db.sql`insert into slow_items (id, title) select g, 'lent ' || g from generate_series(1, 5) g`;
-    const impatient = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 300 });
+    const impatient = new OpenAIEmbeddingProvider({
+      apiKey: fake.apiKey,
+      baseURL: fake.url,
+      model: "text-embedding-3-small",
+      dimensions: 1536,
+      timeoutMs: 300,
+    });
     fake.setFaults({ latencyMs: 2_000 });
     try {
       const r = await processEmbeddingQueue(db.sql, impatient, {
-        workerId: "impatient", batchSize: 10, budgetMs: 10_000, leaseSeconds: 30, concurrency: 1, maxAttempts: 2, retryBaseMs: 10, retryMaxMs: 50,
+        workerId: "impatient",
+        batchSize: 10,
+        budgetMs: 10_000,
+        leaseSeconds: 30,
+        concurrency: 1,
+        maxAttempts: 2,
+        retryBaseMs: 10,
+        retryMaxMs: 50,
       });
       expect(r).toMatchObject({ claimed: 5, embedded: 0, retried: 5 });
     } finally {
@@ -162,9 +190,11 @@ describe("process pipeline", () => {
       fake.setFaults({ latencyMs: 0 });
     }
     // Pending, due now, no attempt counted, no lease: the next invocation takes them straight away.
-    expect(await db.sql`
+    expect(
+      await db.sql`
       select status, retry_count, locked_by, lease_until, run_at <= now() as due
-      from embedding_sync_queue where source_table = 'late_items' group by 1, 2, 3, 4, 5`)
+      from embedding_sync_queue where source_table = 'late_items' group by 1, 2, 3, 4, 5`,
+    )
       .toEqual([{ status: "pending", retry_count: 0, locked_by: null, lease_until: null, due: true }]);
     expect(await run()).toMatchObject({ claimed: 5, embedded: 5 });
   });
@@ -210,7 +240,8 @@ describe("process pipeline", () => {
 
   it("fails only the job of a poisoned input; the rest of the batch is written", async () => {
     await makeTable("poison_items");
-    await db.sql`insert into poison_items (id, title) select g, case when g = 7 then 'POISONED text' else 'sain ' || g end
+    await db
+      .sql`insert into poison_items (id, title) select g, case when g = 7 then 'POISONED text' else 'sain ' || g end
                  from generate_series(1, 16) g`;
     fake.setFaults({ poison: ["POISONED"] });
     const r = await run();
@@ -218,7 +249,8 @@ describe("process pipeline", () => {
     expect(r).toMatchObject({ claimed: 16, embedded: 15, dead: 1 });
     expect((await chunks("poison_items")).map((c) => c.source_id)).not.toContain("7");
     expect(await chunks("poison_items")).toHaveLength(15);
-    const [dead] = await db.sql`select status, last_error from embedding_sync_queue where source_table = 'poison_items' and source_id = '7'`;
+    const [dead] = await db
+      .sql`select status, last_error from embedding_sync_queue where source_table = 'poison_items' and source_id = '7'`;
     expect(dead.status).toBe("failed");
     expect(dead.last_error).toMatch(/refused the input/);
   });
@@ -226,7 +258,12 @@ describe("process pipeline", () => {
   it("a worker that dies mid-batch: its jobs come back after the lease; nothing lost, nothing written twice", async () => {
     await makeTable("crash_items");
     await db.sql`insert into crash_items (id, title) select g, 'crash ' || g from generate_series(1, 40) g`;
-    await expect(run({ leaseSeconds: 600, beforeWrite: () => { throw new Error("killed"); } })).rejects.toThrow("killed");
+    await expect(run({
+      leaseSeconds: 600,
+      beforeWrite: () => {
+        throw new Error("killed");
+      },
+    })).rejects.toThrow("killed");
     expect(await queueStatus("crash_items")).toEqual([{ status: "processing", n: 40 }]);
     // Before the lease ends nobody else can take them.
     expect(await run()).toMatchObject({ claimed: 0 });
@@ -258,8 +295,14 @@ describe("process pipeline", () => {
     expect((await chunks("race_items", "1"))[0].content).toBe("title: version deux");
     // A change arriving while its row is processed becomes a new pending job, processed next.
     await db.sql`update race_items set title = 'version trois' where id = 1`;
-    await run({ maxBatches: 1, beforeWrite: async () => { await db.sql`update race_items set title = 'version quatre' where id = 1`; } });
-    const pendingNow = await db.sql`select content from embedding_sync_queue where source_table = 'race_items' and status = 'pending'`;
+    await run({
+      maxBatches: 1,
+      beforeWrite: async () => {
+        await db.sql`update race_items set title = 'version quatre' where id = 1`;
+      },
+    });
+    const pendingNow = await db
+      .sql`select content from embedding_sync_queue where source_table = 'race_items' and status = 'pending'`;
     expect(pendingNow.map((x) => x.content)).toEqual(["title: version quatre"]);
     expect((await chunks("race_items", "1"))[0].content).toBe("title: version trois");
     await db.sql`update race_items set title = 'version cinq' where id = 2`;
@@ -281,7 +324,11 @@ describe("process pipeline", () => {
     expect(await chunks("gone_items", "2")).toHaveLength(1);
     // Same race with the delete processed after the stale write.
     await db.sql`insert into gone_items (id, title) values (3, 'trois')`;
-    await run({ beforeWrite: async () => { await db.sql`delete from gone_items where id = 3`; } });
+    await run({
+      beforeWrite: async () => {
+        await db.sql`delete from gone_items where id = 3`;
+      },
+    });
     await run();
     expect(await chunks("gone_items", "3")).toHaveLength(0);
     const [cov] = await db.sql`select * from embedding_sync_coverage where source_table = 'gone_items'`;
@@ -291,7 +338,9 @@ describe("process pipeline", () => {
   it("a 50,000-character row becomes several chunks, none over the limit", async () => {
     await makeTable("big_items", { chunkTokens: 512, overlap: 64 });
     await makeTable("huge_items", { chunkTokens: 8191, overlap: 200 });
-    const words = Array.from({ length: 9000 }, (_, i) => `mot${i % 997} ${i % 13 === 0 ? "éléphant" : "loi"}`).join(" ");
+    const words = Array.from({ length: 9000 }, (_, i) => `mot${i % 997} ${i % 13 === 0 ? "éléphant" : "loi"}`).join(
+      " ",
+    );
     const text = words.slice(0, 50_000);
     await db.sql`insert into big_items (id, body) values (1, ${text})`;
     await db.sql`insert into huge_items (id, body) values (1, ${text + " " + text})`;
@@ -340,14 +389,30 @@ describe("process pipeline", () => {
 
   it("8 concurrent workers drain 2,000 rows: every job completed once, every row embedded once", async () => {
     await makeTable("many_items");
-    await db.sql`insert into many_items (id, title, body) select g, 'ligne ' || g, md5(g::text) from generate_series(1, 2000) g`;
+    await db
+      .sql`insert into many_items (id, title, body) select g, 'ligne ' || g, md5(g::text) from generate_series(1, 2000) g`;
     fake.resetStats();
     // A request cut by its client timeout is retried, and the provider may have served it: on a
     // loaded machine that is a second embedding of the same inputs, which is not what this test is
     // about. No timeout or lease can end within this test, so any duplicate is a double claim.
-    const patient = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 600_000 });
-    const results = await Promise.all(Array.from({ length: 8 }, () =>
-      processEmbeddingQueue(db.sql, patient, { workerId: `test-${++workers}`, batchSize: 100, budgetMs: 600_000, leaseSeconds: 900, concurrency: 2, maxAttempts: 4 })));
+    const patient = new OpenAIEmbeddingProvider({
+      apiKey: fake.apiKey,
+      baseURL: fake.url,
+      model: "text-embedding-3-small",
+      dimensions: 1536,
+      timeoutMs: 600_000,
+    });
+    const results = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        processEmbeddingQueue(db.sql, patient, {
+          workerId: `test-${++workers}`,
+          batchSize: 100,
+          budgetMs: 600_000,
+          leaseSeconds: 900,
+          concurrency: 2,
+          maxAttempts: 4,
+        })),
+    );
     expect(results.reduce((n, r) => n + r.providerCalls, 0)).toBe(fake.stats.requests);
     expect(results.reduce((n, r) => n + r.claimed, 0)).toBe(2000);
     expect(await queueStatus("many_items")).toEqual([{ status: "completed", n: 2000 }]);

@@ -15,12 +15,23 @@ let fake: FakeOpenAI;
 
 beforeAll(async () => {
   fake = await startFakeOpenAI();
-  const provider = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 10_000 });
+  const provider = new OpenAIEmbeddingProvider({
+    apiKey: fake.apiKey,
+    baseURL: fake.url,
+    model: "text-embedding-3-small",
+    dimensions: 1536,
+    timeoutMs: 10_000,
+  });
   await db.sql`create table fr_law (id int primary key, title text, body text)`;
   await db.sql`select register_embedding_source('fr_law', content_columns => array['title', 'body'])`;
   await db.sql`insert into fr_law ${db.sql(corpus)}`;
   const r = await processEmbeddingQueue(db.sql, provider, {
-    workerId: "search-1", batchSize: 500, budgetMs: 30_000, leaseSeconds: 30, concurrency: 2, maxAttempts: 3,
+    workerId: "search-1",
+    batchSize: 500,
+    budgetMs: 30_000,
+    leaseSeconds: 30,
+    concurrency: 2,
+    maxAttempts: 3,
   });
   expect(r.claimed).toBe(corpus.length);
 }, 60_000);
@@ -44,7 +55,8 @@ describe("hybrid_search with a null embedding", () => {
 
   it("an embedding without text is a vector-only search", async () => {
     const q = vectorLiteral(offlineEmbedding("vitesse des véhicules en agglomération", 1536));
-    const hits = await db.sql`select source_id, score from hybrid_search(null, ${q}::vector, 3, ${FILTER}::text::jsonb)`;
+    const hits = await db
+      .sql`select source_id, score from hybrid_search(null, ${q}::vector, 3, ${FILTER}::text::jsonb)`;
     expect(hits.map((h) => h.source_id)[0]).toBe("21");
     expect(hits.map((h) => h.score)).toEqual([1 / 51, 1 / 52, 1 / 53]);
   });
@@ -76,11 +88,18 @@ describe("natural questions in full text", () => {
       (await db.sql<{ source_id: string }[]>`
         select source_id from documentation_embeddings
         where source_table = 'fr_law' and fts @@ websearch_to_tsquery('french', ${q})
-        order by ts_rank_cd(fts, websearch_to_tsquery('french', ${q})) desc limit ${K}`).map((r) => r.source_id));
+        order by ts_rank_cd(fts, websearch_to_tsquery('french', ${q})) desc limit ${K}`).map((r) => r.source_id)
+    );
     const after = await score(async (q) =>
-      (await db.sql<{ source_id: string }[]>`select source_id from hybrid_search(${q}, null, ${K}, ${FILTER}::text::jsonb)`).map((r) => r.source_id));
+      (await db.sql<
+        { source_id: string }[]
+      >`select source_id from hybrid_search(${q}, null, ${K}, ${FILTER}::text::jsonb)`).map((r) => r.source_id)
+    );
     console.log(`\nfull-text branch, ${questions.length} French questions over ${corpus.length} documents:`);
-    console.table({ "before (websearch_to_tsquery, every word)": before, "after (any meaningful word, ts_rank_cd)": after });
+    console.table({
+      "before (websearch_to_tsquery, every word)": before,
+      "after (any meaningful word, ts_rank_cd)": after,
+    });
 
     expect(after[`recall@${K}`]).toBeGreaterThanOrEqual(0.9);
     expect(after[`recall@${K}`]).toBeGreaterThan(before[`recall@${K}`] as number);
@@ -91,7 +110,8 @@ describe("natural questions in full text", () => {
   it("ignores French stop words and question words", async () => {
     const [r] = await db.sql`select embedding_question_tsquery('Combien de jours de congé par mois ?')::text as q`;
     expect(r.q).toBe("'cong' | 'jour' | 'mois'");
-    const [s] = await db.sql`select embedding_question_tsquery('Comment est-ce que je peux le faire ?') is null as empty`;
+    const [s] = await db
+      .sql`select embedding_question_tsquery('Comment est-ce que je peux le faire ?') is null as empty`;
     expect(s.empty).toBe(false);
   });
 });

@@ -31,23 +31,34 @@ function vectorOf(text: string): string {
 const chunkCount = (id: number) => (id % 5 === 0 ? 2 : 1);
 const chunkText = (content: string, i: number) => `${content} #${i}`;
 
-interface Job { id: string; source_id: string; action: string; content: string | null }
+interface Job {
+  id: string;
+  source_id: string;
+  action: string;
+  content: string | null;
+}
 
 /** One worker pass over everything claimable: the pipeline's SQL with precomputed vectors. */
 async function drain(sql: postgres.Sql, worker = "seg-worker", batch = 100): Promise<number> {
   let done = 0;
   for (;;) {
-    const jobs = await sql<Job[]>`select id::text, source_id, action, content from claim_embedding_jobs(${worker}, ${batch}, 120)`;
+    const jobs = await sql<
+      Job[]
+    >`select id::text, source_id, action, content from claim_embedding_jobs(${worker}, ${batch}, 120)`;
     if (!jobs.length) return done;
-    const chunks = jobs.flatMap((j) => j.action === "DELETE" || j.content === null ? [] : Array.from(
-      { length: chunkCount(Number(j.source_id)) },
-      (_, i) => {
-        const c = chunkText(j.content!, i);
-        return { j: Number(j.id), i, c, h: createHash("sha256").update(c).digest("hex"), t: 4, e: vectorOf(c) };
-      },
-    ));
+    const chunks = jobs.flatMap((j) =>
+      j.action === "DELETE" || j.content === null ? [] : Array.from(
+        { length: chunkCount(Number(j.source_id)) },
+        (_, i) => {
+          const c = chunkText(j.content!, i);
+          return { j: Number(j.id), i, c, h: createHash("sha256").update(c).digest("hex"), t: 4, e: vectorOf(c) };
+        },
+      )
+    );
     const out = await sql<{ outcome: string }[]>`
-      select outcome from apply_embedding_results(${worker}, ${MODEL}, ${jobs.map((j) => Number(j.id))}::bigint[], ${sql.json(chunks)})`;
+      select outcome from apply_embedding_results(${worker}, ${MODEL}, ${jobs.map((j) => Number(j.id))}::bigint[], ${
+      sql.json(chunks)
+    })`;
     expect(out.every((o) => o.outcome === "applied" || o.outcome === "superseded")).toBe(true);
     done += jobs.length;
   }
@@ -55,9 +66,13 @@ async function drain(sql: postgres.Sql, worker = "seg-worker", batch = 100): Pro
 
 /** Writes rows [from, to] of `table` ("<table> doc <id> v<version>") and makes their jobs bulk. */
 async function writeBulk(sql: postgres.Sql, table: string, from: number, to: number, version = 1) {
-  await sql.unsafe(`insert into ${table} select g, '${table} doc ' || g || ' v${version}' from generate_series(${from}, ${to}) g
-                    on conflict (id) do update set body = excluded.body`);
-  await sql.unsafe(`update embedding_sync_queue set lane = 'bulk' where source_table = '${table}' and status = 'pending'`);
+  await sql.unsafe(
+    `insert into ${table} select g, '${table} doc ' || g || ' v${version}' from generate_series(${from}, ${to}) g
+                    on conflict (id) do update set body = excluded.body`,
+  );
+  await sql.unsafe(
+    `update embedding_sync_queue set lane = 'bulk' where source_table = '${table}' and status = 'pending'`,
+  );
 }
 
 /** Every written row has exactly its chunks, all in one segment; returns the segments in use. */
@@ -72,7 +87,12 @@ async function expectEachRowOnce(sql: postgres.Sql, table: string, ids: Iterable
   for (const id of want) {
     const r = got.get(id);
     expect(r, `row ${id} is missing`).toBeDefined();
-    expect({ id, n: r!.n, segs: r!.segs, idx: r!.idx }).toEqual({ id, n: chunkCount(id), segs: 1, idx: chunkCount(id) });
+    expect({ id, n: r!.n, segs: r!.segs, idx: r!.idx }).toEqual({
+      id,
+      n: chunkCount(id),
+      segs: 1,
+      idx: chunkCount(id),
+    });
   }
   return new Set(rows.map((r) => r.seg));
 }
@@ -82,7 +102,9 @@ async function expectFoundByOwnVector(sql: postgres.Sql, table: string, sample: 
   for (const id of sample) {
     // The chunk's text as the worker embedded it (the source's content: its text columns).
     const [{ content: text }] = await sql<{ content: string }[]>`
-      select content from documentation_embeddings where source_table = ${table} and source_id = ${String(id)} and chunk_index = 0`;
+      select content from documentation_embeddings where source_table = ${table} and source_id = ${
+      String(id)
+    } and chunk_index = 0`;
     expect(text).toContain(`doc ${id} v${version}`);
     const [top] = await sql<{ source_table: string; source_id: string; chunk_index: number }[]>`
       select source_table, source_id, chunk_index from match_documents(${vectorOf(text)}::extensions.vector, 3)`;
@@ -94,18 +116,32 @@ const sampleOf = (from: number, to: number, n: number) =>
   Array.from({ length: n }, (_, k) => from + Math.floor(((to - from) * k) / Math.max(n - 1, 1)));
 
 function segments(sql: postgres.Sql) {
-  return sql<{ segment: number; state: string; rows: string; indexed: boolean; build_attempts: number; last_error: string | null }[]>`
+  return sql<
+    {
+      segment: number;
+      state: string;
+      rows: string;
+      indexed: boolean;
+      build_attempts: number;
+      last_error: string | null;
+    }[]
+  >`
     select segment, state, rows, indexed, build_attempts, last_error from embedding_segment_status order by segment`;
 }
 
 /** The backend building an index on this segment, once pg_stat_progress_create_index shows it. */
 function buildingPid(sql: postgres.Sql, seg: number): Promise<number> {
-  return waitFor(`the build of segment ${seg} to run`, async () => {
-    const [r] = await sql<{ pid: number }[]>`
+  return waitFor(
+    `the build of segment ${seg} to run`,
+    async () => {
+      const [r] = await sql<{ pid: number }[]>`
       select pid from pg_stat_progress_create_index
       where relid = to_regclass(${`private.documentation_embeddings_s${seg}`}) and command = 'CREATE INDEX'`;
-    return r?.pid;
-  }, 20_000, 20);
+      return r?.pid;
+    },
+    20_000,
+    20,
+  );
 }
 
 let maint: postgres.Sql; // maintenance runs on its own connection, as pg_cron's would
@@ -146,7 +182,10 @@ describe("bulk segments", () => {
     await writeBulk(sql, T, 1101, 2000);
     const run = maint`call private.maintain_embedding_segments()`.execute();
     await buildingPid(sql, 1);
-    expect((await segments(sql)).map((s) => [s.segment, s.state])).toEqual([[0, "live"], [1, "building"], [2, "loading"]]);
+    expect((await segments(sql)).map((s) => [s.segment, s.state])).toEqual([[0, "live"], [1, "building"], [
+      2,
+      "loading",
+    ]]);
     // While segment 1 builds: searches read it (exact scan), and bulk writes go on into segment 2.
     await expectFoundByOwnVector(sql, T, sampleOf(101, 1100, 6));
     await drain(sql, "seg-worker", 50);
@@ -154,20 +193,34 @@ describe("bulk segments", () => {
     expect(await expectEachRowOnce(sql, T, written)).toEqual(new Set([0, 1, 2]));
     await run;
     const after = await segments(sql);
-    expect(after.map((s) => [s.segment, s.state, s.indexed])).toEqual([[0, "live", true], [1, "sealed", true], [2, "loading", false]]);
+    expect(after.map((s) => [s.segment, s.state, s.indexed])).toEqual([[0, "live", true], [1, "sealed", true], [
+      2,
+      "loading",
+      false,
+    ]]);
     expect(Number(after[1].rows)).toBe(await countIn(sql, 1));
     expect(await expectEachRowOnce(sql, T, written)).toEqual(new Set([0, 1, 2]));
-    await expectFoundByOwnVector(sql, T, [...sampleOf(1, 100, 3), ...sampleOf(101, 1100, 6), ...sampleOf(1101, 2000, 6)]);
+    await expectFoundByOwnVector(sql, T, [
+      ...sampleOf(1, 100, 3),
+      ...sampleOf(101, 1100, 6),
+      ...sampleOf(1101, 2000, 6),
+    ]);
 
     // The plan: each partition's own HNSW index where it has one, a sort of the loading segment.
     await sql.begin(async (tx) => {
       await tx`set local enable_seqscan = off`;
       const plan = (await tx.unsafe(
-        `explain (costs off) select id from documentation_embeddings order by embedding <=> '${vectorOf("q")}' limit 10`,
+        `explain (costs off) select id from documentation_embeddings order by embedding <=> '${
+          vectorOf("q")
+        }' limit 10`,
       )).map((r) => Object.values(r)[0] as string).join("\n");
       expect(plan).toMatch(/Merge Append/);
-      expect(plan).toMatch(/Index Scan using documentation_embeddings_s0_embedding_hnsw on documentation_embeddings_s0/);
-      expect(plan).toMatch(/Index Scan using documentation_embeddings_s1_embedding_hnsw on documentation_embeddings_s1/);
+      expect(plan).toMatch(
+        /Index Scan using documentation_embeddings_s0_embedding_hnsw on documentation_embeddings_s0/,
+      );
+      expect(plan).toMatch(
+        /Index Scan using documentation_embeddings_s1_embedding_hnsw on documentation_embeddings_s1/,
+      );
       expect(plan).toMatch(/Sort[\s\S]*Seq Scan on documentation_embeddings_s2/);
     });
 
@@ -187,7 +240,9 @@ describe("bulk segments", () => {
   it("a live edit moves a bulk row to segment 0, a delete removes it from its segment", async () => {
     const sql = db.sql;
     const segOf = async (id: number) => (await sql<{ segment: number; n: number }[]>`
-      select segment, count(*)::int as n from documentation_embeddings where source_table = ${T} and source_id = ${String(id)}
+      select segment, count(*)::int as n from documentation_embeddings where source_table = ${T} and source_id = ${
+      String(id)
+    }
       group by segment`);
     expect(await segOf(205)).toEqual([{ segment: 1, n: 2 }]);
     expect(await segOf(1500)).toEqual([{ segment: 2, n: 2 }]);
@@ -235,7 +290,10 @@ describe("bulk segments", () => {
       await drain(live, "live-worker");
       const ms = Date.now() - t0;
       // The control: a write that does not name its segments locks every partition, and waits.
-      const blocked = await live`delete from documentation_embeddings where source_table = 'nothing'`.then(() => null, (e) => e);
+      const blocked = await live`delete from documentation_embeddings where source_table = 'nothing'`.then(
+        () => null,
+        (e) => e,
+      );
       expect(blocked?.code).toBe("55P03"); // lock_not_available
       const [still] = await sql`select count(*)::int as n from pg_stat_progress_create_index where pid = ${pid}`;
       expect(still.n, `the build was still running when the live write (${ms} ms) committed`).toBe(1);
@@ -243,7 +301,8 @@ describe("bulk segments", () => {
       await live.end({ timeout: 5 });
     }
     written.add(5000);
-    const [moved] = await sql`select segment from documentation_embeddings where source_table = ${T} and source_id = '1700'`;
+    const [moved] =
+      await sql`select segment from documentation_embeddings where source_table = ${T} and source_id = '1700'`;
     expect(moved.segment).toBe(0);
 
     // Kill the build mid-way.
@@ -272,40 +331,44 @@ describe("bulk segments", () => {
     await expectFoundByOwnVector(sql, C, sampleOf(1, 3000, 8));
   }, 180_000);
 
-  it("a build uses bulk_segment_build_workers parallel workers (0 by default), never the server's default", async () => {
-    const sql = db.sql;
-    const P = "seg_parallel";
-    await sql.unsafe(`create table ${P} (id int primary key, body text)`);
-    await sql`select register_embedding_source(${P})`;
-    await sql`update embedding_sync_settings set bulk_segment_min_rows = 300, bulk_segment_max_rows = 100000, segment_merges_enabled = false`;
-    // Builds a fresh segment of 400 rows whose table asks for 2 parallel workers, as a segment past
-    // min_parallel_table_scan_size would get by default; returns the workers pgvector says it used.
-    const build = async (from: number) => {
-      await writeBulk(sql, P, from, from + 399);
-      await maint`call private.maintain_embedding_segments()`;
-      const seg = (await segments(sql)).find((s) => s.state === "loading")!.segment;
-      await sql.unsafe(`alter table private.documentation_embeddings_s${seg} set (parallel_workers = 2)`);
-      await drain(sql);
-      const said: string[] = [];
-      const builder = postgres(db.url, { max: 1, onnotice: (n) => said.push(String(n.message)) });
+  it(
+    "a build uses bulk_segment_build_workers parallel workers (0 by default), never the server's default",
+    async () => {
+      const sql = db.sql;
+      const P = "seg_parallel";
+      await sql.unsafe(`create table ${P} (id int primary key, body text)`);
+      await sql`select register_embedding_source(${P})`;
+      await sql`update embedding_sync_settings set bulk_segment_min_rows = 300, bulk_segment_max_rows = 100000, segment_merges_enabled = false`;
+      // Builds a fresh segment of 400 rows whose table asks for 2 parallel workers, as a segment past
+      // min_parallel_table_scan_size would get by default; returns the workers pgvector says it used.
+      const build = async (from: number) => {
+        await writeBulk(sql, P, from, from + 399);
+        await maint`call private.maintain_embedding_segments()`;
+        const seg = (await segments(sql)).find((s) => s.state === "loading")!.segment;
+        await sql.unsafe(`alter table private.documentation_embeddings_s${seg} set (parallel_workers = 2)`);
+        await drain(sql);
+        const said: string[] = [];
+        const builder = postgres(db.url, { max: 1, onnotice: (n) => said.push(String(n.message)) });
+        try {
+          await builder`set client_min_messages = debug1`;
+          await builder`call private.maintain_embedding_segments()`;
+        } finally {
+          await builder.end({ timeout: 5 });
+        }
+        expect((await segments(sql)).find((s) => s.segment === seg)?.state).toBe("sealed");
+        return Number(said.map((m) => /^using (\d+) parallel workers$/.exec(m)?.[1]).find(Boolean) ?? 0);
+      };
+      expect(await build(1)).toBe(0);
+      // The control: the setting raised, the same build does use the workers.
+      await sql`update embedding_sync_settings set bulk_segment_build_workers = 2`;
       try {
-        await builder`set client_min_messages = debug1`;
-        await builder`call private.maintain_embedding_segments()`;
+        expect(await build(1001)).toBe(2);
       } finally {
-        await builder.end({ timeout: 5 });
+        await sql`update embedding_sync_settings set bulk_segment_build_workers = 0`;
       }
-      expect((await segments(sql)).find((s) => s.segment === seg)?.state).toBe("sealed");
-      return Number(said.map((m) => /^using (\d+) parallel workers$/.exec(m)?.[1]).find(Boolean) ?? 0);
-    };
-    expect(await build(1)).toBe(0);
-    // The control: the setting raised, the same build does use the workers.
-    await sql`update embedding_sync_settings set bulk_segment_build_workers = 2`;
-    try {
-      expect(await build(1001)).toBe(2);
-    } finally {
-      await sql`update embedding_sync_settings set bulk_segment_build_workers = 0`;
-    }
-  }, 120_000);
+    },
+    120_000,
+  );
 
   it("empty sealed segments are dropped; with segments off every bulk write goes to segment 0", async () => {
     const sql = db.sql;
@@ -367,12 +430,16 @@ describe("bulk segments", () => {
     }).catch((e: Error) => e);
     const live = postgres(db.url, { max: 1, onnotice: () => {} });
     try {
-      await waitFor("the build's SHARE lock", async () => (await sql`
+      await waitFor("the build's SHARE lock", async () =>
+        (await sql`
         select 1 from pg_locks where relation = to_regclass(${part}) and mode = 'ShareLock' and granted`).length > 0);
       await live`set lock_timeout = '5s'`;
       // The control: a write to that segment that does not defer its deletes waits for the build.
-      const blocked = await live`set lock_timeout = '200ms'`.then(() => live.unsafe(
-        `delete from documentation_embeddings where segment = ${seg} and source_table = 'nothing'`)).then(() => null, (e) => e);
+      const blocked = await live`set lock_timeout = '200ms'`.then(() =>
+        live.unsafe(
+          `delete from documentation_embeddings where segment = ${seg} and source_table = 'nothing'`,
+        )
+      ).then(() => null, (e) => e);
       expect(blocked?.code).toBe("55P03"); // lock_not_available
       await live`set lock_timeout = '5s'`;
 
@@ -391,16 +458,22 @@ describe("bulk segments", () => {
       const rows10 = await sql<{ content: string }[]>`
         select d.content from documentation_embeddings d
         where d.source_table = ${B} and d.source_id = '10' and d.segment = 0 order by d.chunk_index`;
-      expect(rows10.map((r) => r.content)).toEqual([0, 1].map((i) => v1.content.replace("v1", "v2").replace("#0", `#${i}`)));
+      expect(rows10.map((r) => r.content)).toEqual(
+        [0, 1].map((i) => v1.content.replace("v1", "v2").replace("#0", `#${i}`)),
+      );
       const only = { source_table: B };
       const byOld = await sql<{ source_id: string; content: string }[]>`
-        select source_id, content from match_documents(${vectorOf(v1.content)}::extensions.vector, 50, ${sql.json(only)})`;
+        select source_id, content from match_documents(${vectorOf(v1.content)}::extensions.vector, 50, ${
+        sql.json(only)
+      })`;
       expect(byOld.length).toBe(50);
       expect(byOld.filter((r) => r.source_id === "10" && !r.content.includes(" v2 "))).toEqual([]);
       const [top] = await sql<{ source_id: string; content: string }[]>`
         select source_id, content from match_documents(${vectorOf(rows10[0].content)}::extensions.vector, 3)`;
       expect(top).toEqual({ source_id: "10", content: rows10[0].content });
-      const [seven] = await sql`select count(*)::int as n from match_documents(${vectorOf(v7.content)}::extensions.vector, 50,
+      const [seven] = await sql`select count(*)::int as n from match_documents(${
+        vectorOf(v7.content)
+      }::extensions.vector, 50,
                                   ${sql.json(only)}) where source_id = '7'`;
       expect(seven.n).toBe(0);
       for (const [q, id] of [["doc 10", "10"], ["doc 7", "7"]]) {
@@ -453,8 +526,10 @@ describe("bulk segments", () => {
     try {
       await holdingP;
       const run = maint`call private.build_embedding_segments()`.execute();
-      await waitFor("the build to wait before its CREATE INDEX", async () => (await sql`
-        select 1 from pg_locks where relation = to_regclass(${part}) and mode = 'ShareLock' and not granted`).length > 0);
+      await waitFor("the build to wait before its CREATE INDEX", async () =>
+        (await sql`
+        select 1 from pg_locks where relation = to_regclass(${part}) and mode = 'ShareLock' and not granted`).length >
+          0);
       await sql.unsafe(`update ${B} set body = '${B} doc 20 v2' where id = 20`);
       open = late.begin(async (tx) => {
         await drain(tx as unknown as postgres.Sql, "late-worker");
@@ -464,7 +539,8 @@ describe("bulk segments", () => {
       await markedP;
       letBuild();
       await hold;
-      await waitFor("the seal to wait for the open live write", async () => (await sql`
+      await waitFor("the seal to wait for the open live write", async () =>
+        (await sql`
         select 1 from pg_stat_activity where query like 'call private.build_embedding_segments()%'
           and wait_event_type = 'Lock' and wait_event in ('transactionid', 'tuple')`).length > 0);
       commit();

@@ -5,10 +5,10 @@
 // get in_force right; the daily job and a resync of Storage cost nothing for unchanged documents.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SupabaseClient } from "@supabase/supabase-js";
-import { createLocalClient } from "../packages/local-stack/client.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { type PisteStandIn, startPisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { type PisteStandIn, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
 import { offlineEmbedding } from "../packages/embeddings/offline.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
@@ -34,7 +34,7 @@ beforeAll(async () => {
       EMBEDDING_PROVIDER: "offline",
     },
   });
-  admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+  admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
   await db.sql`update cron.job set active = false`; // this file drives every step itself
   await db.sql`alter table files_queue disable trigger files_queue_webhook`;
 }, 90_000);
@@ -52,29 +52,43 @@ async function invoke(name: string, body: Record<string, unknown>) {
 
 /** Runs the embedding worker until no legal_documents job is left pending or processing. */
 async function drainEmbeddings() {
-  await waitFor("the embedding queue to drain", async () => {
-    await invoke("process-embedding-queue", { action: "process", batchSize: 200 });
-    const [q] = await db.sql`select count(*)::int as n from embedding_sync_queue
+  await waitFor(
+    "the embedding queue to drain",
+    async () => {
+      await invoke("process-embedding-queue", { action: "process", batchSize: 200 });
+      const [q] = await db.sql`select count(*)::int as n from embedding_sync_queue
                               where source_table = 'legal_documents' and status in ('pending', 'processing')`;
-    return q.n === 0;
-  }, 30_000, 200);
+      return q.n === 0;
+    },
+    30_000,
+    200,
+  );
 }
 
 async function search(text: string, filter: Record<string, unknown>) {
   const v = `[${Array.from(offlineEmbedding(text, 1536)).join(",")}]`;
   return await db.sql<{ source_id: string; metadata: Record<string, unknown> }[]>`
-    select source_id, metadata from hybrid_search(${text}, ${v}::extensions.vector, 10, ${db.sql.json(filter as never)})`;
+    select source_id, metadata from hybrid_search(${text}, ${v}::extensions.vector, 10, ${
+    db.sql.json(filter as never)
+  })`;
 }
 
 describe("a Légifrance article as a lawyer reads it", () => {
   it("is collected, decoded, structured, searchable, cited, and in force or not as of today", async () => {
-    expect(await invoke("legifrance-collector", { mode: "massive", continue: false })).toMatchObject({ acquired: true, done: true });
+    expect(await invoke("legifrance-collector", { mode: "massive", continue: false })).toMatchObject({
+      acquired: true,
+      done: true,
+    });
     const expected = piste.documentIds();
     expect(expected).toEqual(expect.arrayContaining([ART_1792, ART_197, ART_L217, ART_DIFF]));
-    expect(await invoke("process-files-queue", { batchSize: 100 })).toMatchObject({ stored: expected.length, failed: 0 });
+    expect(await invoke("process-files-queue", { batchSize: 100 })).toMatchObject({
+      stored: expected.length,
+      failed: 0,
+    });
 
     // Entities decoded, one line per list item, the comment gone.
-    const [doc] = await db.sql`select content, legal_status, in_force, start_date::text, end_date::text from legal_documents where id = ${ART_1792}`;
+    const [doc] = await db
+      .sql`select content, legal_status, in_force, start_date::text, end_date::text from legal_documents where id = ${ART_1792}`;
     expect(doc.content).toContain("envers le maître ou l'acquéreur de l'ouvrage");
     expect(doc.content).not.toMatch(/&[a-zA-Z#0-9]+;|<|fin -->/);
     const lines = doc.content.split("\n");
@@ -98,7 +112,8 @@ describe("a Légifrance article as a lawyer reads it", () => {
     ]);
 
     await drainEmbeddings();
-    const [chunks] = await db.sql`select count(distinct source_id)::int as n from documentation_embeddings where source_table = 'legal_documents'`;
+    const [chunks] = await db
+      .sql`select count(distinct source_id)::int as n from documentation_embeddings where source_table = 'legal_documents'`;
     expect(chunks.n).toBe(expected.length);
 
     // Full text finds "maître de l'ouvrage" (French stemming over the decoded words).
@@ -114,12 +129,24 @@ describe("a Légifrance article as a lawyer reads it", () => {
     expect(meta.length).toBeGreaterThan(0);
     for (const m of meta) {
       expect(m.metadata).toMatchObject({
-        title: "Code civil - Article 1792", parent_title: "Code civil", parent_title_long: "Code civil", number: "1792",
-        section_path: "Livre III : Des différentes manières dont on acquiert la propriété > Titre VIII : Du contrat de louage > " +
+        title: "Code civil - Article 1792",
+        parent_title: "Code civil",
+        parent_title_long: "Code civil",
+        number: "1792",
+        section_path:
+          "Livre III : Des différentes manières dont on acquiert la propriété > Titre VIII : Du contrat de louage > " +
           "Chapitre III : Du louage d'ouvrage et d'industrie > Section 3 : Des devis et des marchés",
         url: `https://www.legifrance.gouv.fr/codes/article_lc/${ART_1792}`,
-        legal_status: "VIGUEUR", in_force: true, start_date: "1979-01-01",
-        modifications: [{ title: "Loi n°78-12 du 4 janvier 1978 - art. 1", link_type: "MODIFIE", text_id: "JORFTEXT000000522207", article_num: "1", date: "1979-01-01" }],
+        legal_status: "VIGUEUR",
+        in_force: true,
+        start_date: "1979-01-01",
+        modifications: [{
+          title: "Loi n°78-12 du 4 janvier 1978 - art. 1",
+          link_type: "MODIFIE",
+          text_id: "JORFTEXT000000522207",
+          article_num: "1",
+          date: "1979-01-01",
+        }],
       });
       expect(m.metadata).not.toHaveProperty("end_date"); // 2999-01-01: no end
     }
@@ -137,19 +164,26 @@ describe("a Légifrance article as a lawyer reads it", () => {
                                  where source_table = 'legal_documents' and source_id in (${ART_197}, ${ART_DIFF}) order by id`;
     const [n] = await db.sql`select refresh_legal_documents_in_force('2099-01-02') as n`;
     expect(Number(n.n)).toBe(2);
-    const rows = await db.sql`select id, in_force from legal_documents where id in (${ART_197}, ${ART_DIFF}) order by id`;
+    const rows = await db
+      .sql`select id, in_force from legal_documents where id in (${ART_197}, ${ART_DIFF}) order by id`;
     expect(rows).toEqual([{ id: ART_197, in_force: false }, { id: ART_DIFF, in_force: true }]);
     await drainEmbeddings();
     const after = await db.sql`select id, content_hash, embedding::text, metadata from documentation_embeddings
                                 where source_table = 'legal_documents' and source_id in (${ART_197}, ${ART_DIFF}) order by id`;
-    expect(after.map((c) => [c.id, c.content_hash, c.embedding])).toEqual(before.map((c) => [c.id, c.content_hash, c.embedding]));
-    expect(Object.fromEntries(after.map((c) => [c.metadata.number, c.metadata.in_force]))).toEqual({ "197": false, "L3121-99": true });
+    expect(after.map((c) => [c.id, c.content_hash, c.embedding])).toEqual(
+      before.map((c) => [c.id, c.content_hash, c.embedding]),
+    );
+    expect(Object.fromEntries(after.map((c) => [c.metadata.number, c.metadata.in_force]))).toEqual({
+      "197": false,
+      "L3121-99": true,
+    });
   });
 
   it("resync re-derives from Storage and rewrites only documents whose parsed result changed", async () => {
     const [count] = await db.sql`select count(*)::int as n from legal_documents`;
     // A row as an older parser left it: entities in the text, another hash. Its re-embedding is drained first.
-    await db.sql`update legal_documents set content = 'Tout constructeur … envers le ma&icirc;tre', parse_hash = 'older-parser'
+    await db
+      .sql`update legal_documents set content = 'Tout constructeur … envers le ma&icirc;tre', parse_hash = 'older-parser'
                   where id = ${ART_1792}`;
     await drainEmbeddings();
     const [t0] = await db.sql`select clock_timestamp() as t`;

@@ -32,7 +32,8 @@ describe("the Storage trigger", () => {
     }).catch((e) => expect(String(e)).toMatch(/rollback/));
     expect(await db.sql`select 1 from files_queue where file_path = 'tx/a.json'`).toHaveLength(0);
 
-    await db.sql`insert into storage.objects (bucket_id, name, metadata) values (${BUCKET}, 'tx/a.json', '{"size": 5}')`;
+    await db
+      .sql`insert into storage.objects (bucket_id, name, metadata) values (${BUCKET}, 'tx/a.json', '{"size": 5}')`;
     expect(await db.sql`select 1 from files_queue where file_path = 'tx/a.json'`).toHaveLength(1);
   });
 
@@ -66,8 +67,8 @@ describe("repopulate and repair", () => {
     let inserted = 0;
     let batches = 0;
     for (;;) {
-      const [b]: { inserted: string; scanned: string; cursor: string; done: boolean }[] =
-        await db.sql`select * from files_queue_repopulate_batch(${BUCKET}, ${cursor}, 3000)`;
+      const [b]: { inserted: string; scanned: string; cursor: string; done: boolean }[] = await db
+        .sql`select * from files_queue_repopulate_batch(${BUCKET}, ${cursor}, 3000)`;
       inserted += Number(b.inserted);
       cursor = b.cursor;
       batches++;
@@ -75,7 +76,12 @@ describe("repopulate and repair", () => {
     }
     expect(batches).toBe(Math.ceil(N / 3000) + (N % 3000 === 0 ? 1 : 0));
     expect(inserted).toBe(N);
-    expect(await coherence()).toMatchObject({ storage_count: N, queue_count: N, missing_in_queue: 0, queued_without_object: 0 });
+    expect(await coherence()).toMatchObject({
+      storage_count: N,
+      queue_count: N,
+      missing_in_queue: 0,
+      queued_without_object: 0,
+    });
     const [sizes] = await db.sql`select count(*) filter (where q.file_size = (o.metadata->>'size')::bigint)::int as same
                                    from storage.objects o join files_queue q on q.file_path = o.name`;
     expect(sizes.same).toBe(N);
@@ -119,7 +125,13 @@ describe("repopulate and repair", () => {
     await db.sql`delete from files_queue where id in (select id from files_queue order by id limit 1500)`;
     await db.sql`insert into files_queue (file_path, bucket_id, file_size) values ('rp/ghost.json', ${BUCKET}, 1)`;
     const [check] = await db.sql`select * from private.files_queue_check_coherence()`;
-    expect(check).toMatchObject({ alert: true, missing_in_queue: "1500", queued_without_object: "1", repaired: "1500", marked_deleted: "1" });
+    expect(check).toMatchObject({
+      alert: true,
+      missing_in_queue: "1500",
+      queued_without_object: "1",
+      repaired: "1500",
+      marked_deleted: "1",
+    });
     expect(await coherence()).toMatchObject({ missing_in_queue: 0, queued_without_object: 0, queue_count: N });
     const [again] = await db.sql`select * from private.files_queue_check_coherence()`;
     expect(again).toMatchObject({ alert: false, repaired: "0" });
@@ -159,7 +171,8 @@ describe("repopulate and repair", () => {
 describe("the worker's queue rules", () => {
   it("claims with SKIP LOCKED: 4 concurrent workers claim every row exactly once", async () => {
     await db.sql`truncate files_queue`;
-    await db.sql`insert into files_queue (file_path, bucket_id) select 'w/' || g, ${BUCKET} from generate_series(1, 2000) g`;
+    await db
+      .sql`insert into files_queue (file_path, bucket_id) select 'w/' || g, ${BUCKET} from generate_series(1, 2000) g`;
     const clients = Array.from({ length: 4 }, () => postgres(db.url, { max: 1, onnotice: () => {} }));
     const seen: string[] = [];
     try {
@@ -176,7 +189,8 @@ describe("the worker's queue rules", () => {
     }
     expect(seen).toHaveLength(2000);
     expect(new Set(seen).size).toBe(2000);
-    const [s] = await db.sql`select count(*) filter (where status = 'completed' and processed and processed_at is not null)::int as n from files_queue`;
+    const [s] = await db
+      .sql`select count(*) filter (where status = 'completed' and processed and processed_at is not null)::int as n from files_queue`;
     expect(s.n).toBe(2000);
   });
 
@@ -188,7 +202,8 @@ describe("the worker's queue rules", () => {
 
     const [f1] = await db.sql`select fail_files_queue('A', ${a.id}, 'boom 1') as s`;
     expect(f1.s).toBe("pending");
-    const [r1] = await db.sql`select status, attempts, last_error, run_at > now() as later from files_queue where id = ${a.id}`;
+    const [r1] = await db
+      .sql`select status, attempts, last_error, run_at > now() as later from files_queue where id = ${a.id}`;
     expect(r1).toEqual({ status: "pending", attempts: 1, last_error: "boom 1", later: true });
     for (let i = 2; i <= 3; i++) {
       await db.sql`update files_queue set run_at = now() - interval '1 hour' where id = ${a.id}`;
@@ -211,11 +226,14 @@ describe("the worker's queue rules", () => {
   it("the every-minute dispatcher fans out by backlog", async () => {
     await db.sql`truncate files_queue`;
     await db.sql`delete from vault.secrets where name in ('project_url', 'service_role_key')`;
-    await db.sql`select vault.create_secret('http://127.0.0.1:9', 'project_url'), vault.create_secret('local-test-key', 'service_role_key')`;
-    const count = async () => (await db.sql`select count(*)::int as n from net.http_request_queue where url like '%process-files-queue'`)[0].n;
+    await db
+      .sql`select vault.create_secret('http://127.0.0.1:9', 'project_url'), vault.create_secret('local-test-key', 'service_role_key')`;
+    const count = async () =>
+      (await db.sql`select count(*)::int as n from net.http_request_queue where url like '%process-files-queue'`)[0].n;
     const [k0] = await db.sql`select private.dispatch_files_workers(4, 50) as k`;
     expect(k0.k).toBe(0);
-    await db.sql`insert into files_queue (file_path, bucket_id) select 'd/' || g, ${BUCKET} from generate_series(1, 120) g`;
+    await db
+      .sql`insert into files_queue (file_path, bucket_id) select 'd/' || g, ${BUCKET} from generate_series(1, 120) g`;
     const before = await count();
     const [k] = await db.sql`select private.dispatch_files_workers(4, 50) as k`;
     expect(k.k).toBe(3);
@@ -243,9 +261,15 @@ describe("lanes", () => {
                               where bucket_id = ${BUCKET} and status = 'pending'`;
     expect(st).toEqual({ pending_live: 3, pending_bulk: 500 });
 
-    const batch = await db.sql<{ file_path: string; lane: string }[]>`select file_path, lane from claim_files_queue('w', 20, 60)`;
+    const batch = await db.sql<
+      { file_path: string; lane: string }[]
+    >`select file_path, lane from claim_files_queue('w', 20, 60)`;
     // The 3 maintenance files, bulk's reserved 4 (20%) and the 13 live left unused.
-    expect(batch.filter((r) => r.lane === "live").map((r) => r.file_path).sort()).toEqual(["lanes/x1.json", "lanes/x2.json", "lanes/x3.json"]);
+    expect(batch.filter((r) => r.lane === "live").map((r) => r.file_path).sort()).toEqual([
+      "lanes/x1.json",
+      "lanes/x2.json",
+      "lanes/x3.json",
+    ]);
     expect(batch.filter((r) => r.lane === "bulk")).toHaveLength(17);
 
     // A steady stream of maintenance files: bulk still gets its 4 of every 20.
@@ -268,7 +292,8 @@ describe("lanes", () => {
   it("resync_legal_documents re-queues the bucket in the bulk lane", async () => {
     await db.sql`update files_queue set status = 'completed', processed = true`;
     await db.sql`select resync_legal_documents(${BUCKET})`;
-    const [r] = await db.sql`select count(*) filter (where lane = 'bulk')::int as bulk, count(*)::int as n from files_queue where status = 'pending'`;
+    const [r] = await db
+      .sql`select count(*) filter (where lane = 'bulk')::int as bulk, count(*)::int as n from files_queue where status = 'pending'`;
     expect(r.bulk).toBe(r.n);
     expect(r.n).toBeGreaterThan(0);
   });

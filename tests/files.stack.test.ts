@@ -3,10 +3,10 @@
 // upload -> files_queue (same transaction) -> process-files-queue -> legal_documents -> chunks.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SupabaseClient } from "@supabase/supabase-js";
-import { createLocalClient } from "../packages/local-stack/client.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { type PisteStandIn, startPisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { type PisteStandIn, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const BUCKET = "agentbasic-legifrance-raw";
@@ -28,8 +28,8 @@ beforeAll(async () => {
       EMBEDDING_PROVIDER: "offline",
     },
   });
-  admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
-  anon = createLocalClient(stack.apiUrl, stack.anonKey);
+  admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
+  anon = createNodeClient(stack.apiUrl, stack.anonKey);
   // The bucket comes from a migration.
   expect((await admin.storage.getBucket(BUCKET)).data).toMatchObject({ id: BUCKET, public: false });
   // The schedules would fire on their own during the test; this file drives every step itself.
@@ -67,7 +67,8 @@ describe("files_queue follows Storage", () => {
                                 join storage.objects o on o.name = q.file_path and o.bucket_id = q.bucket_id
                                where q.file_path = 'manual/one.json'`;
     expect(tx.same_tx).toBe(true);
-    const [row] = await db.sql`select q.file_path, q.bucket_id, q.file_size, q.status, q.processed, (o.metadata->>'size')::bigint as object_size
+    const [row] = await db
+      .sql`select q.file_path, q.bucket_id, q.file_size, q.status, q.processed, (o.metadata->>'size')::bigint as object_size
                                  from files_queue q join storage.objects o on o.name = q.file_path and o.bucket_id = q.bucket_id
                                 where q.file_path = 'manual/one.json'`;
     expect(row).toMatchObject({ bucket_id: BUCKET, status: "pending", processed: false });
@@ -107,7 +108,9 @@ describe("refusals change nothing", () => {
     }
     expect((await invoke("repopulate-files-queue", { bucket: BUCKET }, anon)).status).toBe(403);
     expect((await invoke("legifrance-collector", { mode: "massive" }, anon)).status).toBe(403);
-    const get = await fetch(`${stack.apiUrl}/functions/v1/repopulate-files-queue`, { headers: { authorization: `Bearer ${stack.serviceRoleKey}` } });
+    const get = await fetch(`${stack.apiUrl}/functions/v1/repopulate-files-queue`, {
+      headers: { authorization: `Bearer ${stack.serviceRoleKey}` },
+    });
     expect(get.status).toBe(405);
     const noJwt = await fetch(`${stack.apiUrl}/functions/v1/process-files-queue`, { method: "POST", body: "{}" });
     expect(noJwt.status).toBe(401);
@@ -123,36 +126,61 @@ describe("collector -> Storage -> worker -> legal_documents -> embeddings", () =
     expect(r.body).toMatchObject({ acquired: true, done: true });
 
     const expected = piste.documentIds();
-    const objects = await db.sql<{ name: string }[]>`select name from storage.objects where bucket_id = ${BUCKET} and name like 'legifrance/%'`;
+    const objects = await db.sql<
+      { name: string }[]
+    >`select name from storage.objects where bucket_id = ${BUCKET} and name like 'legifrance/%'`;
     const ids = objects.map((o) => o.name.replace(/^.*\//, "").replace(/\.json$/, "")).sort();
     expect(ids).toEqual([...expected].sort());
     // Bad ids became failures, never paths.
-    const failed = await db.sql<{ document_id: string }[]>`select document_id from legifrance_failed_documents where resolved_at is null`;
+    const failed = await db.sql<
+      { document_id: string }[]
+    >`select document_id from legifrance_failed_documents where resolved_at is null`;
     expect(failed.map((f) => f.document_id).sort()).toEqual(
       ["../../etc/passwd", "LEGIARTI00000641929", "legiarti000006419292", "JURITEXT000007022837/../x"].sort(),
     );
     expect(objects.every((o) => /^legifrance\/[a-z]+\/[A-Z]{8}\d{12}\.json$/.test(o.name))).toBe(true);
-    const [q] = await db.sql`select count(*)::int as n from files_queue where file_path like 'legifrance/%' and status = 'pending'`;
+    const [q] = await db
+      .sql`select count(*)::int as n from files_queue where file_path like 'legifrance/%' and status = 'pending'`;
     expect(q.n).toBe(expected.length);
 
     // A malformed file and an unknown shape, uploaded like any other file, fail alone with a reason.
-    await admin.storage.from(BUCKET).upload("legifrance/codes/LEGIARTI999999999991.json", "{not json", { contentType: "application/json" });
-    await admin.storage.from(BUCKET).upload("legifrance/codes/LEGIARTI999999999992.json",
-      JSON.stringify({ format: "legifrance-document/v1", id: "LEGIARTI999999999992", category: "codes", endpoint: "getArticle", data: { nope: 1 } }),
-      { contentType: "application/json" });
+    await admin.storage.from(BUCKET).upload("legifrance/codes/LEGIARTI999999999991.json", "{not json", {
+      contentType: "application/json",
+    });
+    await admin.storage.from(BUCKET).upload(
+      "legifrance/codes/LEGIARTI999999999992.json",
+      JSON.stringify({
+        format: "legifrance-document/v1",
+        id: "LEGIARTI999999999992",
+        category: "codes",
+        endpoint: "getArticle",
+        data: { nope: 1 },
+      }),
+      { contentType: "application/json" },
+    );
 
     const w = await invoke("process-files-queue", { batchSize: 50 });
     expect(w.status).toBe(200);
     expect(w.body).toMatchObject({ stored: expected.length, failed: 2 });
-    const docs = await db.sql`select id, title, number, legal_status, start_date::text, end_date::text, parent_id, url, content
+    const docs = await db
+      .sql`select id, title, number, legal_status, start_date::text, end_date::text, parent_id, url, content
                                 from legal_documents order by id`;
     expect(docs.map((d) => d.id)).toEqual([...expected].sort());
     expect(docs.find((d) => d.id === "LEGIARTI000032041571")).toMatchObject({
-      title: "Code civil - Article 1240", number: "1240", legal_status: "VIGUEUR", start_date: "2016-10-01", end_date: null,
-      parent_id: "LEGITEXT000006070721", url: "https://www.legifrance.gouv.fr/codes/article_lc/LEGIARTI000032041571",
+      title: "Code civil - Article 1240",
+      number: "1240",
+      legal_status: "VIGUEUR",
+      start_date: "2016-10-01",
+      end_date: null,
+      parent_id: "LEGITEXT000006070721",
+      url: "https://www.legifrance.gouv.fr/codes/article_lc/LEGIARTI000032041571",
     });
-    expect(docs.find((d) => d.id === "LEGIARTI000006419292")).toMatchObject({ legal_status: "MODIFIE", end_date: "2016-10-01" });
-    const bad = await db.sql`select file_path, status, last_error from files_queue where status = 'failed' order by file_path`;
+    expect(docs.find((d) => d.id === "LEGIARTI000006419292")).toMatchObject({
+      legal_status: "MODIFIE",
+      end_date: "2016-10-01",
+    });
+    const bad = await db
+      .sql`select file_path, status, last_error from files_queue where status = 'failed' order by file_path`;
     expect(bad).toHaveLength(2);
     expect(bad[0].last_error).toMatch(/malformed JSON/);
     expect(bad[1].last_error).toMatch(/unknown getArticle shape/);
@@ -162,21 +190,35 @@ describe("collector -> Storage -> worker -> legal_documents -> embeddings", () =
     // legal_documents is an embedding source: its rows are queued, and the embedding worker makes chunks.
     const e = await invoke("process-embedding-queue", { action: "process", batchSize: 200 });
     expect(e.status).toBe(200);
-    await waitFor("every legal document to have chunks", async () => {
-      const [c] = await db.sql`select count(distinct source_id)::int as n from documentation_embeddings where source_table = 'legal_documents'`;
-      return c.n === expected.length || (await invoke("process-embedding-queue", { action: "process", batchSize: 200 }), false);
-    }, 30_000, 200);
-    const [chunk] = await db.sql`select content from documentation_embeddings where source_table = 'legal_documents' and source_id = 'LEGIARTI000032041571'`;
+    await waitFor(
+      "every legal document to have chunks",
+      async () => {
+        const [c] = await db
+          .sql`select count(distinct source_id)::int as n from documentation_embeddings where source_table = 'legal_documents'`;
+        return c.n === expected.length ||
+          (await invoke("process-embedding-queue", { action: "process", batchSize: 200 }), false);
+      },
+      30_000,
+      200,
+    );
+    const [chunk] = await db
+      .sql`select content from documentation_embeddings where source_table = 'legal_documents' and source_id = 'LEGIARTI000032041571'`;
     expect(chunk.content).toContain("Tout fait quelconque de l'homme");
 
     // Deleting the file removes the document, and then its chunks: nothing deleted stays searchable.
     expect((await admin.storage.from(BUCKET).remove(["legifrance/codes/LEGIARTI000032041571.json"])).error).toBeNull();
     expect(await db.sql`select 1 from legal_documents where id = 'LEGIARTI000032041571'`).toHaveLength(0);
-    await waitFor("the deleted document's chunks to go", async () => {
-      await invoke("process-embedding-queue", { action: "process", batchSize: 50 });
-      const rows = await db.sql`select 1 from documentation_embeddings where source_table = 'legal_documents' and source_id = 'LEGIARTI000032041571'`;
-      return rows.length === 0;
-    }, 30_000, 200);
+    await waitFor(
+      "the deleted document's chunks to go",
+      async () => {
+        await invoke("process-embedding-queue", { action: "process", batchSize: 50 });
+        const rows = await db
+          .sql`select 1 from documentation_embeddings where source_table = 'legal_documents' and source_id = 'LEGIARTI000032041571'`;
+        return rows.length === 0;
+      },
+      30_000,
+      200,
+    );
   });
 
   it("repopulate through the function restores exactly what a TRUNCATE removed", async () => {
@@ -200,10 +242,16 @@ describe("collector -> Storage -> worker -> legal_documents -> embeddings", () =
     const r = await invoke("repopulate-files-queue", { bucket: BUCKET, batchSize: 3, budgetMs: 1 });
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ done: false, continued: true });
-    await waitFor("the continuations to restore the queue", async () => {
-      const [c] = await db.sql`select missing_in_queue::int as m from files_queue_coherence where bucket_id = ${BUCKET}`;
-      return c.m === 0;
-    }, 30_000, 100);
+    await waitFor(
+      "the continuations to restore the queue",
+      async () => {
+        const [c] = await db
+          .sql`select missing_in_queue::int as m from files_queue_coherence where bucket_id = ${BUCKET}`;
+        return c.m === 0;
+      },
+      30_000,
+      100,
+    );
     const [n] = await db.sql`select count(*)::int as n, count(distinct file_path)::int as d from files_queue`;
     const [o] = await db.sql`select count(*)::int as n from storage.objects where bucket_id = ${BUCKET}`;
     expect(n).toEqual({ n: o.n, d: o.n });
@@ -219,10 +267,15 @@ describe("MASSIVE through pg_net", () => {
       expect(r.status).toBe(200);
       expect(r.body).toMatchObject({ acquired: true, done: false, continued: true });
       const runId = (r.body as { runId: string }).runId;
-      const run = await waitFor("the run to complete", async () => {
-        const [x] = await db.sql`select status, invocations from legifrance_collector_runs where id = ${runId}`;
-        return x.status === "completed" ? x : null;
-      }, 60_000, 200);
+      const run = await waitFor(
+        "the run to complete",
+        async () => {
+          const [x] = await db.sql`select status, invocations from legifrance_collector_runs where id = ${runId}`;
+          return x.status === "completed" ? x : null;
+        },
+        60_000,
+        200,
+      );
       expect(run.invocations).toBeGreaterThan(1);
       const [p] = await db.sql`select bool_and(done) as done from legifrance_crawl_plan`;
       expect(p.done).toBe(true);
@@ -233,7 +286,6 @@ describe("MASSIVE through pg_net", () => {
     }
   });
 });
-
 
 describe("the files queue's webhook", () => {
   // Cron is off and nothing invokes the worker here: only the insert's webhook can have run it.
@@ -251,11 +303,17 @@ describe("the files queue's webhook", () => {
 
     await db.sql`alter table files_queue enable trigger files_queue_webhook`;
     try {
-      expect((await admin.storage.from(BUCKET).upload(target, bytes, { contentType: "application/json" })).error).toBeNull();
-      const doc = await waitFor("the worker, woken by the insert, to store the document", async () => {
-        const [d] = await db.sql`select id from legal_documents where id = ${id}`;
-        return d;
-      }, 30_000, 100);
+      expect((await admin.storage.from(BUCKET).upload(target, bytes, { contentType: "application/json" })).error)
+        .toBeNull();
+      const doc = await waitFor(
+        "the worker, woken by the insert, to store the document",
+        async () => {
+          const [d] = await db.sql`select id from legal_documents where id = ${id}`;
+          return d;
+        },
+        30_000,
+        100,
+      );
       expect(doc.id).toBe(id);
       const [q] = await db.sql`select status from files_queue where file_path = ${target}`;
       expect(q.status).toBe("completed");
@@ -269,7 +327,8 @@ describe("the files queue's webhook", () => {
       select name from storage.objects where bucket_id = ${BUCKET} and name like 'legifrance/codes/LEGIARTI%' order by name limit 2`;
     expect(files).toHaveLength(2);
     const saved = await Promise.all(files.map(async (f) => ({
-      path: f.name, id: f.name.replace(/^.*\//, "").replace(/\.json$/, ""),
+      path: f.name,
+      id: f.name.replace(/^.*\//, "").replace(/\.json$/, ""),
       bytes: (await admin.storage.from(BUCKET).download(f.name)).data!,
     })));
     expect((await admin.storage.from(BUCKET).remove(saved.map((f) => f.path))).error).toBeNull();
@@ -278,10 +337,16 @@ describe("the files queue's webhook", () => {
     await db.sql`update private.files_queue_wake set last_wake_at = '-infinity'`;
     await db.sql`alter table files_queue enable trigger files_queue_webhook`;
     try {
-      const stored = (id: string) => waitFor(`document ${id} stored`, async () => {
-        const [d] = await db.sql`select id from legal_documents where id = ${id}`;
-        return d;
-      }, 30_000, 100);
+      const stored = (id: string) =>
+        waitFor(
+          `document ${id} stored`,
+          async () => {
+            const [d] = await db.sql`select id from legal_documents where id = ${id}`;
+            return d;
+          },
+          30_000,
+          100,
+        );
       await admin.storage.from(BUCKET).upload(saved[0].path, saved[0].bytes, { contentType: "application/json" });
       await stored(saved[0].id);
       const [{ woken }] = await db.sql`select last_wake_at as woken from private.files_queue_wake`;

@@ -50,11 +50,13 @@ describe("migrations through the Supabase CLI", () => {
 
   it("a second db:migrate changes nothing", async () => {
     const before = await schemaSnapshot();
-    const [{ count: trackedBefore }] = await sql`select count(*)::int as count from supabase_migrations.schema_migrations`;
+    const [{ count: trackedBefore }] =
+      await sql`select count(*)::int as count from supabase_migrations.schema_migrations`;
     const out = await migrate(url);
     expect(out).toMatch(/up to date/i);
     expect(await schemaSnapshot()).toEqual(before);
-    const [{ count: trackedAfter }] = await sql`select count(*)::int as count from supabase_migrations.schema_migrations`;
+    const [{ count: trackedAfter }] =
+      await sql`select count(*)::int as count from supabase_migrations.schema_migrations`;
     expect(trackedAfter).toBe(trackedBefore);
   });
 });

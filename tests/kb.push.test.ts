@@ -35,14 +35,20 @@ const schema = `
 
 async function embedAll(sql: postgres.Sql) {
   return await processEmbeddingQueue(sql, provider, {
-    workerId: `kb-test-${Math.random()}`, batchSize: 100, budgetMs: 60_000, leaseSeconds: 60, concurrency: 2, maxAttempts: 2,
+    workerId: `kb-test-${Math.random()}`,
+    batchSize: 100,
+    budgetMs: 60_000,
+    leaseSeconds: 60,
+    concurrency: 2,
+    maxAttempts: 2,
   });
 }
 
 async function rows(sql: postgres.Sql) {
   const cats = await sql`select * from kb_categories order by id`;
   const arts = await sql`select id, category_id, title, body, is_published from kb_articles order by id`;
-  const chunks = await sql`select source_table, source_id, chunk_index, content_hash, model from documentation_embeddings
+  const chunks =
+    await sql`select source_table, source_id, chunk_index, content_hash, model from documentation_embeddings
                            where source_table = 'kb_articles' order by source_id::int, chunk_index`;
   return { cats: [...cats], arts: [...arts], chunks: [...chunks] };
 }
@@ -51,7 +57,13 @@ const kb = (...args: string[]) => runKb(args, env);
 
 beforeAll(async () => {
   fake = await startFakeOpenAI();
-  provider = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 10_000 });
+  provider = new OpenAIEmbeddingProvider({
+    apiKey: fake.apiKey,
+    baseURL: fake.url,
+    model: "text-embedding-3-small",
+    dimensions: 1536,
+    timeoutMs: 10_000,
+  });
   for (const db of [dev, prod, empty]) {
     await db.sql.unsafe(schema);
     await db.sql`update cron.job set active = false`;
@@ -76,7 +88,13 @@ describe("kb diff and push --mode replace", () => {
     const out = JSON.parse(r.stdout);
     expect(out.identical).toBe(false);
     const byTable = Object.fromEntries(out.tables.map((t: { table: string }) => [t.table, t]));
-    expect(byTable.kb_articles).toMatchObject({ onlyInSource: 30, onlyInTarget: 0, changed: 0, sourceRows: 30, targetRows: 0 });
+    expect(byTable.kb_articles).toMatchObject({
+      onlyInSource: 30,
+      onlyInTarget: 0,
+      changed: 0,
+      sourceRows: 30,
+      targetRows: 0,
+    });
     expect(byTable.kb_categories).toMatchObject({ onlyInSource: 3 });
     expect(byTable.documentation_embeddings).toMatchObject({ onlyInSource: 30 });
     expect(byTable.kb_articles.sourceChecksum).not.toBe(byTable.kb_articles.targetChecksum);
@@ -85,7 +103,9 @@ describe("kb diff and push --mode replace", () => {
   it("--dry-run prints the target's identity and the counts, and changes nothing", async () => {
     const r = await kb("push", "--from", "dev", "--to", "prod", "--dry-run");
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/target "prod": host 127\.0\.0\.1, database t_\w+, project ref \(none\), environment label \(no label\)/);
+    expect(r.stdout).toMatch(
+      /target "prod": host 127\.0\.0\.1, database t_\w+, project ref \(none\), environment label \(no label\)/,
+    );
     expect(r.stdout).toMatch(/kb_articles\s+0\s+30\s+0\s+0/);
     expect(r.stdout).toContain("dry run: nothing was changed");
     expect(r.stdout).not.toContain("postgres:postgres");
@@ -102,14 +122,30 @@ describe("kb diff and push --mode replace", () => {
     expect(p.chunks).toHaveLength(30);
 
     const [log] = await prod.sql`select * from kb_sync_log order by id desc limit 1`;
-    expect(log).toMatchObject({ from_env: "dev", mode: "replace", rows_inserted: "63", rows_updated: "0", rows_deleted: "0", chunks_copied: true });
-    expect(log.tables).toEqual(expect.arrayContaining(["kb_categories", "kb_articles", "documentation_embeddings", "legal_documents"]));
+    expect(log).toMatchObject({
+      from_env: "dev",
+      mode: "replace",
+      rows_inserted: "63",
+      rows_updated: "0",
+      rows_deleted: "0",
+      chunks_copied: true,
+    });
+    expect(log.tables).toEqual(
+      expect.arrayContaining(["kb_categories", "kb_articles", "documentation_embeddings", "legal_documents"]),
+    );
     expect(log.per_table.kb_articles).toEqual({ inserted: 30, updated: 0, deleted: 0 });
 
     // The triggers fired: one job per promoted row, all in the bulk lane (a promotion never delays the
     // target's live edits), and every chunk is found unchanged.
-    expect((await prod.sql`select count(*)::int as n from embedding_sync_queue where status = 'pending' and source_table = 'kb_articles'`)[0].n).toBe(30);
-    expect(await prod.sql`select distinct lane from embedding_sync_queue where status = 'pending'`).toEqual([{ lane: "bulk" }]);
+    expect(
+      (await prod
+        .sql`select count(*)::int as n from embedding_sync_queue where status = 'pending' and source_table = 'kb_articles'`)[
+          0
+        ].n,
+    ).toBe(30);
+    expect(await prod.sql`select distinct lane from embedding_sync_queue where status = 'pending'`).toEqual([{
+      lane: "bulk",
+    }]);
     const before = fake.stats.requests;
     const q = await embedAll(prod.sql);
     expect(q.claimed).toBe(30);
@@ -117,7 +153,8 @@ describe("kb diff and push --mode replace", () => {
     expect(q.unchanged).toBe(30);
     expect(fake.stats.requests).toBe(before);
     expect((await rows(prod.sql)).chunks).toEqual(d.chunks);
-    const [cov] = await prod.sql`select rows::int, rows_with_embeddings::int, rows_missing::int from embedding_sync_coverage where source_table = 'kb_articles'`;
+    const [cov] = await prod
+      .sql`select rows::int, rows_with_embeddings::int, rows_missing::int from embedding_sync_coverage where source_table = 'kb_articles'`;
     expect(cov).toEqual({ rows: 30, rows_with_embeddings: 30, rows_missing: 0 });
 
     const again = await kb("diff", "--from", "dev", "--to", "prod");
@@ -141,9 +178,11 @@ describe("kb diff and push --mode replace", () => {
   });
 
   it("replace deletes the target's extra rows and updates changed ones; restore puts the target back", async () => {
-    await prod.sql`insert into kb_articles (id, category_id, title, body) values (100, 1, 'Only in prod', 'Écrit en production.')`;
+    await prod
+      .sql`insert into kb_articles (id, category_id, title, body) values (100, 1, 'Only in prod', 'Écrit en production.')`;
     await prod.sql`update kb_articles set title = 'Edited in prod' where id = 5`;
-    await dev.sql`insert into kb_articles (id, category_id, title, body) values (31, 2, 'New in dev', 'Nouveau texte.')`;
+    await dev
+      .sql`insert into kb_articles (id, category_id, title, body) values (31, 2, 'New in dev', 'Nouveau texte.')`;
     await embedAll(dev.sql);
     await embedAll(prod.sql);
     const beforePush = await rows(prod.sql);
@@ -166,7 +205,8 @@ describe("kb diff and push --mode replace", () => {
     expect(restored.code, restored.stderr).toBe(0);
     expect(restored.stdout).toContain("in one transaction");
     expect(await rows(prod.sql)).toEqual(beforePush);
-    const [log] = await prod.sql`select mode, rows_updated::int, rows_deleted::int from kb_sync_log order by id desc limit 1`;
+    const [log] = await prod
+      .sql`select mode, rows_updated::int, rows_deleted::int from kb_sync_log order by id desc limit 1`;
     expect(log.mode).toBe("restore");
     // Back to equal for the next tests.
     expect((await kb("push", "--from", "dev", "--to", "prod")).code).toBe(0);
@@ -177,8 +217,10 @@ describe("kb diff and push --mode replace", () => {
 describe("upsert and overwrite", () => {
   it("upsert inserts only the missing rows and keeps existing ones as they are", async () => {
     await prod.sql`update kb_articles set title = 'Kept in prod' where id = 7`;
-    await prod.sql`insert into kb_articles (id, category_id, title, body) values (200, 1, 'Extra', 'Reste en production.')`;
-    await dev.sql`insert into kb_articles (id, category_id, title, body) values (32, 3, 'Another new one', 'Encore un texte.')`;
+    await prod
+      .sql`insert into kb_articles (id, category_id, title, body) values (200, 1, 'Extra', 'Reste en production.')`;
+    await dev
+      .sql`insert into kb_articles (id, category_id, title, body) values (32, 3, 'Another new one', 'Encore un texte.')`;
     await embedAll(dev.sql);
     const r = await kb("push", "--from", "dev", "--to", "prod", "--mode", "upsert", "--json");
     expect(r.code, r.stderr).toBe(0);
@@ -190,7 +232,8 @@ describe("upsert and overwrite", () => {
   });
 
   it("overwrite inserts missing rows, updates changed ones and keeps extra ones", async () => {
-    await dev.sql`insert into kb_articles (id, category_id, title, body) values (33, 1, 'Third new', 'Troisième texte.')`;
+    await dev
+      .sql`insert into kb_articles (id, category_id, title, body) values (33, 1, 'Third new', 'Troisième texte.')`;
     await embedAll(dev.sql);
     const r = await kb("push", "--from", "dev", "--to", "prod", "--mode", "overwrite", "--json");
     expect(r.code, r.stderr).toBe(0);
@@ -230,7 +273,8 @@ describe("foreign keys stay on", () => {
     await prod.sql`insert into kb_categories values (60, 'only in prod')`;
     await prod.sql`insert into kb_articles (id, category_id, title, body) values (300, 60, 'Child in prod', 'Enfant.')`;
     await dev.sql`insert into kb_categories values (70, 'new parent')`;
-    await dev.sql`insert into kb_articles (id, category_id, title, body) values (301, 70, 'New child', 'Nouvel enfant.')`;
+    await dev
+      .sql`insert into kb_articles (id, category_id, title, body) values (301, 70, 'New child', 'Nouvel enfant.')`;
     const r = await kb("push", "--from", "dev", "--to", "prod", "--tables", "kb_articles,kb_categories", "--json");
     expect(r.code, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout);
@@ -248,11 +292,24 @@ describe("foreign keys stay on", () => {
 
 describe("chunks follow the model", () => {
   it("when the target embeds with another model, chunks are not copied and the target embeds the rows itself", async () => {
-    const r = await kb("push", "--from", "dev", "--to", "prod", "--target-model", "text-embedding-3-large", "--tables", "kb_categories,kb_articles");
+    const r = await kb(
+      "push",
+      "--from",
+      "dev",
+      "--to",
+      "prod",
+      "--target-model",
+      "text-embedding-3-large",
+      "--tables",
+      "kb_categories,kb_articles",
+    );
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain("chunks not copied: source model text-embedding-3-small differs from the target's text-embedding-3-large");
+    expect(r.stdout).toContain(
+      "chunks not copied: source model text-embedding-3-small differs from the target's text-embedding-3-large",
+    );
     expect(r.stdout).toMatch(/target kb_articles: \d+ of \d+ rows have no embedding yet/);
-    const [{ n: changed }] = await prod.sql`select count(*)::int as n from embedding_sync_queue where status = 'pending' and source_table = 'kb_articles'`;
+    const [{ n: changed }] = await prod
+      .sql`select count(*)::int as n from embedding_sync_queue where status = 'pending' and source_table = 'kb_articles'`;
     expect(changed).toBeGreaterThan(0);
     const before = fake.stats.requests;
     const q = await embedAll(prod.sql);
@@ -270,7 +327,9 @@ describe("environment labels", () => {
     const r = await kb("push", "--from", "dev", "--to", "prod", "--tables", "kb_categories");
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`environment label "production"`);
-    expect(r.stdout.indexOf(`environment label "production"`)).toBeLessThan(r.stdout.indexOf("pushed in one transaction"));
+    expect(r.stdout.indexOf(`environment label "production"`)).toBeLessThan(
+      r.stdout.indexOf("pushed in one transaction"),
+    );
     const [log] = await prod.sql`select from_env, tables from kb_sync_log order by id desc limit 1`;
     expect(log).toEqual({ from_env: "development", tables: ["kb_categories"] });
     const s = await kb("status", "--env", "prod");
@@ -321,8 +380,14 @@ describe("refusals change nothing", () => {
     expect([a.code, a.stderr]).toEqual([2, expect.stringContaining("STAGING_DB_URL is not set")]);
     const b = await kb("push", "--from", "dev", "--to", "prod", "--tables", "no_such_table");
     expect([b.code, b.stderr]).toEqual([2, expect.stringContaining(`unknown table "no_such_table"`)]);
-    const c = await runKb(["push", "--from", "dev", "--to", "remote"], { ...env, REMOTE_DB_URL: "postgres://postgres.abcdefghijklmnopqrst:pw@aws-0-eu-west-3.pooler.supabase.com:5432/postgres" });
-    expect([c.code, c.stderr]).toEqual([2, expect.stringContaining(`target "remote" (aws-0-eu-west-3.pooler.supabase.com) is not local`)]);
+    const c = await runKb(["push", "--from", "dev", "--to", "remote"], {
+      ...env,
+      REMOTE_DB_URL: "postgres://postgres.abcdefghijklmnopqrst:pw@aws-0-eu-west-3.pooler.supabase.com:5432/postgres",
+    });
+    expect([c.code, c.stderr]).toEqual([
+      2,
+      expect.stringContaining(`target "remote" (aws-0-eu-west-3.pooler.supabase.com) is not local`),
+    ]);
     expect(c.stderr).not.toContain(":pw@");
     const d = await kb("push", "--from", "dev", "--to", "prod", "--files", "../etc");
     expect([d.code, d.stderr]).toEqual([2, expect.stringContaining(`"../etc" is not a bucket id`)]);
@@ -344,7 +409,10 @@ describe("refusals change nothing", () => {
     const admin = postgres(inject("adminUrl"), { max: 1, onnotice: () => {} });
     try {
       await admin.unsafe(`create database ${name}`);
-      const r = await runKb(["push", "--from", "dev", "--to", "bare"], { ...env, BARE_DB_URL: databaseUrl(inject("adminUrl"), name) });
+      const r = await runKb(["push", "--from", "dev", "--to", "bare"], {
+        ...env,
+        BARE_DB_URL: databaseUrl(inject("adminUrl"), name),
+      });
       expect(r.code).toBe(2);
       expect(r.stderr).toContain(`target "bare" does not have this project's migrations`);
     } finally {

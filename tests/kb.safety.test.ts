@@ -47,14 +47,20 @@ const schema = `
 
 async function embedAll(sql: postgres.Sql) {
   return await processEmbeddingQueue(sql, provider, {
-    workerId: `kb-safety-${Math.random()}`, batchSize: 200, budgetMs: 60_000, leaseSeconds: 60, concurrency: 2, maxAttempts: 2,
+    workerId: `kb-safety-${Math.random()}`,
+    batchSize: 200,
+    budgetMs: 60_000,
+    leaseSeconds: 60,
+    concurrency: 2,
+    maxAttempts: 2,
   });
 }
 
 /** The tree as seen by natural keys: what must be equal on both sides whatever the ids. */
 async function tree(sql: postgres.Sql) {
   const arts = await sql`select slug, title, body, published from kb_articles order by slug`;
-  const tags = await sql`select t.id, a.slug, t.tag from kb_tags t left join kb_articles a on a.id = t.article_id order by t.id`;
+  const tags =
+    await sql`select t.id, a.slug, t.tag from kb_tags t left join kb_articles a on a.id = t.article_id order by t.id`;
   const notes = await sql`select a.slug, s.position, s.heading, n.lang, n.note from kb_notes n
     join kb_sections s on s.id = n.section_id join kb_articles a on a.id = s.article_id order by 1, 2, 4`;
   const chunks = await sql`select a.slug, d.chunk_index, d.content, d.content_hash from documentation_embeddings d
@@ -63,20 +69,28 @@ async function tree(sql: postgres.Sql) {
 }
 
 async function coverage(sql: postgres.Sql) {
-  const [c] = await sql`select rows::int, rows_missing::int, orphan_embeddings::int from embedding_sync_coverage where source_table = 'kb_articles'`;
+  const [c] =
+    await sql`select rows::int, rows_missing::int, orphan_embeddings::int from embedding_sync_coverage where source_table = 'kb_articles'`;
   return c;
 }
 
 beforeAll(async () => {
   fake = await startFakeOpenAI();
-  provider = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 10_000 });
+  provider = new OpenAIEmbeddingProvider({
+    apiKey: fake.apiKey,
+    baseURL: fake.url,
+    model: "text-embedding-3-small",
+    dimensions: 1536,
+    timeoutMs: 10_000,
+  });
   for (const db of [dev, prod, old]) {
     await db.sql.unsafe(schema);
     await db.sql`update cron.job set active = false`;
   }
   await dev.sql`insert into kb_articles (slug, title, body)
     select 'a' || g, 'Article ' || g, 'Le texte de l''article ' || g || ' sur le bail commercial.' from generate_series(1, 200) g`;
-  await dev.sql`insert into kb_sections (article_id, position, heading) select a.id, p, 'Section ' || p || ' de ' || a.slug
+  await dev
+    .sql`insert into kb_sections (article_id, position, heading) select a.id, p, 'Section ' || p || ' de ' || a.slug
     from kb_articles a, generate_series(1, 2) p where a.id <= 5`;
   await dev.sql`insert into kb_notes (section_id, lang, note) select s.id, l, 'Note ' || l || ' ' || s.heading
     from kb_sections s, unnest(array['fr', 'en']) l`;
@@ -90,58 +104,67 @@ afterAll(async () => {
 });
 
 describe("references follow the rows they point to", () => {
-  it("push, diverge, upsert, tag, overwrite, replace: every tag, section, note and chunk stays on its own article", async () => {
-    let r = await kb("push", "--from", "dev", "--to", "prod", "--tables", TABLES);
-    expect(r.code, r.stderr).toBe(0);
-    expect((await prod.sql`select count(*)::int as n from kb_articles`)[0].n).toBe(200);
+  it(
+    "push, diverge, upsert, tag, overwrite, replace: every tag, section, note and chunk stays on its own article",
+    async () => {
+      let r = await kb("push", "--from", "dev", "--to", "prod", "--tables", TABLES);
+      expect(r.code, r.stderr).toBe(0);
+      expect((await prod.sql`select count(*)::int as n from kb_articles`)[0].n).toBe(200);
 
-    // dev drops 190-200 and adds new1 (id 201); prod gets prodonly directly (also id 201), embedded there.
-    await dev.sql`delete from kb_articles where id between 190 and 200`;
-    await dev.sql`insert into kb_articles (slug, title, body) values ('new1', 'New one', 'Texte propre au nouvel article new1.')`;
-    await prod.sql`insert into kb_articles (slug, title, body) values ('prodonly', 'Prod only', 'Écrit directement en production.')`;
-    expect((await dev.sql`select id::int from kb_articles where slug = 'new1'`)[0].id).toBe(201);
-    expect((await prod.sql`select id::int from kb_articles where slug = 'prodonly'`)[0].id).toBe(201);
-    await embedAll(dev.sql);
-    await embedAll(prod.sql);
+      // dev drops 190-200 and adds new1 (id 201); prod gets prodonly directly (also id 201), embedded there.
+      await dev.sql`delete from kb_articles where id between 190 and 200`;
+      await dev
+        .sql`insert into kb_articles (slug, title, body) values ('new1', 'New one', 'Texte propre au nouvel article new1.')`;
+      await prod
+        .sql`insert into kb_articles (slug, title, body) values ('prodonly', 'Prod only', 'Écrit directement en production.')`;
+      expect((await dev.sql`select id::int from kb_articles where slug = 'new1'`)[0].id).toBe(201);
+      expect((await prod.sql`select id::int from kb_articles where slug = 'prodonly'`)[0].id).toBe(201);
+      await embedAll(dev.sql);
+      await embedAll(prod.sql);
 
-    r = await kb("push", "--from", "dev", "--to", "prod", "--tables", TABLES, "--mode", "upsert");
-    expect(r.code, r.stderr).toBe(0);
-    const [{ id: new1 }] = await prod.sql`select id::int from kb_articles where slug = 'new1'`;
-    expect(new1).toBe(202);
-    // new1's chunk is under prod's id for new1; prodonly's chunk is still prodonly's text.
-    const chunkText = async (id: number) => (await prod.sql`select content from documentation_embeddings
+      r = await kb("push", "--from", "dev", "--to", "prod", "--tables", TABLES, "--mode", "upsert");
+      expect(r.code, r.stderr).toBe(0);
+      const [{ id: new1 }] = await prod.sql`select id::int from kb_articles where slug = 'new1'`;
+      expect(new1).toBe(202);
+      // new1's chunk is under prod's id for new1; prodonly's chunk is still prodonly's text.
+      const chunkText = async (id: number) =>
+        (await prod.sql`select content from documentation_embeddings
       where source_table = 'kb_articles' and source_id = ${String(id)}`).map((c) => c.content).join(" ");
-    expect(await chunkText(202)).toContain("new1");
-    expect(await chunkText(201)).toContain("directement en production");
-    expect(await chunkText(201)).not.toContain("new1");
+      expect(await chunkText(202)).toContain("new1");
+      expect(await chunkText(201)).toContain("directement en production");
+      expect(await chunkText(201)).not.toContain("new1");
 
-    // In dev, new1 gets a tag and a section with a note (three levels under it).
-    await dev.sql`insert into kb_tags (article_id, tag) values (201, 'tag-for-new1')`;
-    await dev.sql`insert into kb_sections (article_id, position, heading) values (201, 1, 'Section de new1')`;
-    await dev.sql`insert into kb_notes (section_id, lang, note) select id, 'fr', 'Note de new1' from kb_sections where article_id = 201`;
-    r = await kb("push", "--from", "dev", "--to", "prod", "--tables", TABLES, "--mode", "overwrite");
-    expect(r.code, r.stderr).toBe(0);
-    const [tag] = await prod.sql`select t.article_id::int, a.slug from kb_tags t join kb_articles a on a.id = t.article_id where t.tag = 'tag-for-new1'`;
-    expect(tag).toEqual({ article_id: 202, slug: "new1" });
-    const [note] = await prod.sql`select a.slug, s.position from kb_notes n join kb_sections s on s.id = n.section_id
+      // In dev, new1 gets a tag and a section with a note (three levels under it).
+      await dev.sql`insert into kb_tags (article_id, tag) values (201, 'tag-for-new1')`;
+      await dev.sql`insert into kb_sections (article_id, position, heading) values (201, 1, 'Section de new1')`;
+      await dev
+        .sql`insert into kb_notes (section_id, lang, note) select id, 'fr', 'Note de new1' from kb_sections where article_id = 201`;
+      r = await kb("push", "--from", "dev", "--to", "prod", "--tables", TABLES, "--mode", "overwrite");
+      expect(r.code, r.stderr).toBe(0);
+      const [tag] = await prod
+        .sql`select t.article_id::int, a.slug from kb_tags t join kb_articles a on a.id = t.article_id where t.tag = 'tag-for-new1'`;
+      expect(tag).toEqual({ article_id: 202, slug: "new1" });
+      const [note] = await prod.sql`select a.slug, s.position from kb_notes n join kb_sections s on s.id = n.section_id
       join kb_articles a on a.id = s.article_id where n.note = 'Note de new1'`;
-    expect(note).toEqual({ slug: "new1", position: 1 });
+      expect(note).toEqual({ slug: "new1", position: 1 });
 
-    // replace: prodonly goes (with its chunk), new1's tag, section and note stay.
-    r = await kb("push", "--from", "dev", "--to", "prod", "--tables", TABLES);
-    expect(r.code, r.stderr).toBe(0);
-    expect(await prod.sql`select slug from kb_articles where slug = 'prodonly'`).toHaveLength(0);
-    expect(await prod.sql`select 1 from kb_tags where tag = 'tag-for-new1'`).toHaveLength(1);
-    expect(await tree(prod.sql)).toEqual(await tree(dev.sql));
+      // replace: prodonly goes (with its chunk), new1's tag, section and note stay.
+      r = await kb("push", "--from", "dev", "--to", "prod", "--tables", TABLES);
+      expect(r.code, r.stderr).toBe(0);
+      expect(await prod.sql`select slug from kb_articles where slug = 'prodonly'`).toHaveLength(0);
+      expect(await prod.sql`select 1 from kb_tags where tag = 'tag-for-new1'`).toHaveLength(1);
+      expect(await tree(prod.sql)).toEqual(await tree(dev.sql));
 
-    const diff = await kb("diff", "--from", "dev", "--to", "prod", "--tables", TABLES);
-    expect(diff.code, diff.stdout + diff.stderr).toBe(0);
-    expect(diff.stdout).toContain("identical");
-    const q = await embedAll(prod.sql);
-    expect(q.providerCalls).toBe(0);
-    expect(await coverage(prod.sql)).toEqual({ rows: 190, rows_missing: 0, orphan_embeddings: 0 });
-    expect(await tree(prod.sql)).toEqual(await tree(dev.sql));
-  }, 300_000);
+      const diff = await kb("diff", "--from", "dev", "--to", "prod", "--tables", TABLES);
+      expect(diff.code, diff.stdout + diff.stderr).toBe(0);
+      expect(diff.stdout).toContain("identical");
+      const q = await embedAll(prod.sql);
+      expect(q.providerCalls).toBe(0);
+      expect(await coverage(prod.sql)).toEqual({ rows: 190, rows_missing: 0, orphan_embeddings: 0 });
+      expect(await tree(prod.sql)).toEqual(await tree(dev.sql));
+    },
+    300_000,
+  );
 
   it("refuses, before writing, a reference to a natural-keyed table through a column with no foreign key", async () => {
     for (const db of [dev, prod]) await db.sql`create table kb_links (id int primary key, article_id bigint, url text)`;
@@ -164,13 +187,25 @@ describe("restore acts only on what kb wrote", () => {
   /** A file sealed with the backup directory's real key: only the catalog checks can stop it. */
   const sealed = (lines: unknown[], logId: string) => {
     const text = lines.map((l) => `${JSON.stringify(l)}\n`).join("");
-    const hmac = createHmac("sha256", Buffer.from(readFileSync(keyFile(), "utf8").trim(), "hex")).update(text).update(`seal ${logId}\n`).digest("hex");
+    const hmac = createHmac("sha256", Buffer.from(readFileSync(keyFile(), "utf8").trim(), "hex")).update(text).update(
+      `seal ${logId}\n`,
+    ).digest("hex");
     return gzipSync(text + `${JSON.stringify({ kind: "kb-backup-seal", logId, hmac })}\n`);
   };
   const header = (tables: unknown[]) => {
     const u = new URL(prod.url);
-    return { kind: "kb-backup", version: 2, createdAt: new Date().toISOString(), env: "prod", host: u.hostname,
-      database: u.pathname.slice(1), projectRef: null, label: null, mode: "replace", tables };
+    return {
+      kind: "kb-backup",
+      version: 2,
+      createdAt: new Date().toISOString(),
+      env: "prod",
+      host: u.hostname,
+      database: u.pathname.slice(1),
+      projectRef: null,
+      label: null,
+      mode: "replace",
+      tables,
+    };
   };
   let vaultIds: string[];
 
@@ -190,13 +225,38 @@ describe("restore acts only on what kb wrote", () => {
     };
     // The file an attacker writes by hand: a plain header whose kb_articles "lives" in vault (its
     // columns exist in kb_articles, so a check by name alone passes it).
-    const crafted = { ...header([{ name: "kb_articles", qualified: `"vault"."secrets"`, key: ["id"], columns: ["id"],
-      overriding: false, sequenceColumns: [], where: null, isChunks: false }]), version: 1 };
-    await restore("crafted.jsonl.gz", gz([crafted, { table: "kb_articles", inserted: vaultIds }]), "is not a kb backup");
-    await restore("crafted-v2.jsonl.gz", gz([{ ...crafted, version: 2 }, { table: "kb_articles", inserted: vaultIds }]), "has no seal");
+    const crafted = {
+      ...header([{
+        name: "kb_articles",
+        qualified: `"vault"."secrets"`,
+        key: ["id"],
+        columns: ["id"],
+        overriding: false,
+        sequenceColumns: [],
+        where: null,
+        isChunks: false,
+      }]),
+      version: 1,
+    };
+    await restore(
+      "crafted.jsonl.gz",
+      gz([crafted, { table: "kb_articles", inserted: vaultIds }]),
+      "is not a kb backup",
+    );
+    await restore(
+      "crafted-v2.jsonl.gz",
+      gz([{ ...crafted, version: 2 }, { table: "kb_articles", inserted: vaultIds }]),
+      "has no seal",
+    );
     // Even sealed with the real key, a platform schema is refused by name.
-    await restore("sealed-vault.jsonl.gz", sealed([header([{ name: "vault.secrets", qualified: `"vault"."secrets"`, key: ["id"], columns: ["name"] }]),
-      { table: "vault.secrets", inserted: vaultIds }], "1"), "kb does not copy tables of schema vault");
+    await restore(
+      "sealed-vault.jsonl.gz",
+      sealed([header([{ name: "vault.secrets", qualified: `"vault"."secrets"`, key: ["id"], columns: ["name"] }]), {
+        table: "vault.secrets",
+        inserted: vaultIds,
+      }], "1"),
+      "kb does not copy tables of schema vault",
+    );
     await restore("not-gzip.jsonl.gz", Buffer.from("id,title\n1,plain csv\n"), "is not a readable kb backup");
     expect(await prod.sql`select 1 from kb_sync_log where mode = 'restore'`).toHaveLength(0);
   });
@@ -279,17 +339,36 @@ describe("secrets never travel", () => {
   });
 
   it("refuses credential-shaped values in innocent columns, and lets a column through only by --copy-credential-column", async () => {
-    await dev.sql`update kb_settings set openai_key = null, stripe_api_key = null, webhook_url = null, config = '{"v": [{"x": "ok"}]}',
+    await dev
+      .sql`update kb_settings set openai_key = null, stripe_api_key = null, webhook_url = null, config = '{"v": [{"x": "ok"}]}',
       notes = 'slack xoxb-123456789012-abcdefgh', aliases = array['fine', 'eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZSJ9.c2lnbmF0dXJl']`;
-    const allowNames = ["--copy-credential-column", "kb_settings.openai_key", "--copy-credential-column", "kb_settings.stripe_api_key",
-      "--copy-credential-column", "kb_settings.webhook_url"];
+    const allowNames = [
+      "--copy-credential-column",
+      "kb_settings.openai_key",
+      "--copy-credential-column",
+      "kb_settings.stripe_api_key",
+      "--copy-credential-column",
+      "kb_settings.webhook_url",
+    ];
     let r = await kb("push", "--from", "dev", "--to", "prod", "--tables", "kb_settings", ...allowNames);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("kb_settings.notes: a value looks like a Slack token (xox?-…) (row 1)");
     expect(r.stderr).toContain("kb_settings.aliases: a value looks like a JWT (row 1)");
     expect(await prod.sql`select * from kb_settings`).toHaveLength(0);
-    r = await kb("push", "--from", "dev", "--to", "prod", "--tables", "kb_settings", ...allowNames,
-      "--copy-credential-column", "kb_settings.notes", "--copy-credential-column", "kb_settings.aliases");
+    r = await kb(
+      "push",
+      "--from",
+      "dev",
+      "--to",
+      "prod",
+      "--tables",
+      "kb_settings",
+      ...allowNames,
+      "--copy-credential-column",
+      "kb_settings.notes",
+      "--copy-credential-column",
+      "kb_settings.aliases",
+    );
     expect(r.code, r.stderr).toBe(0);
     expect((await prod.sql`select notes from kb_settings`)[0].notes).toContain("xoxb-");
   });
@@ -297,7 +376,9 @@ describe("secrets never travel", () => {
 
 describe("only what the target syncs", () => {
   it("refuses chunks of a source the target has but does not sync, unless --register-missing-sources", async () => {
-    for (const db of [dev, prod]) await db.sql`create table kb_faq (id int primary key, question text not null, answer text not null)`;
+    for (const db of [dev, prod]) {
+      await db.sql`create table kb_faq (id int primary key, question text not null, answer text not null)`;
+    }
     await dev.sql`select register_embedding_source('kb_faq', content_columns => array['question', 'answer'])`;
     await dev.sql`insert into kb_faq select g, 'Question ' || g, 'Réponse ' || g from generate_series(1, 6) g`;
     await embedAll(dev.sql);
@@ -312,10 +393,13 @@ describe("only what the target syncs", () => {
     r = await kb("push", "--from", "dev", "--to", "prod", "--tables", "kb_faq", "--register-missing-sources");
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain("registering kb_faq as an embedding source on the target");
-    expect(await prod.sql`select content_columns from embedding_sources where source_table = 'kb_faq'`).toEqual([{ content_columns: ["question", "answer"] }]);
+    expect(await prod.sql`select content_columns from embedding_sources where source_table = 'kb_faq'`).toEqual([{
+      content_columns: ["question", "answer"],
+    }]);
     expect(await prod.sql`select 1 from documentation_embeddings where source_table = 'kb_faq'`).toHaveLength(6);
     expect((await embedAll(prod.sql)).providerCalls).toBe(0);
-    const [c] = await prod.sql`select rows_missing::int, orphan_embeddings::int from embedding_sync_coverage where source_table = 'kb_faq'`;
+    const [c] = await prod
+      .sql`select rows_missing::int, orphan_embeddings::int from embedding_sync_coverage where source_table = 'kb_faq'`;
     expect(c).toEqual({ rows_missing: 0, orphan_embeddings: 0 });
   });
 
@@ -347,8 +431,11 @@ describe("interrupted runs", () => {
     await holder`lock table kb_sync_log in exclusive mode`;
     let pid = 0;
     try {
-      const run = runKb(["push", "--from", "dev", "--to", "prod", "--tables", TABLES], env, { onSpawn: (p) => (pid = p) });
-      await waitFor("the push waiting on kb_sync_log", async () => (await prod.sql`
+      const run = runKb(["push", "--from", "dev", "--to", "prod", "--tables", TABLES], env, {
+        onSpawn: (p) => (pid = p),
+      });
+      await waitFor("the push waiting on kb_sync_log", async () =>
+        (await prod.sql`
         select 1 from pg_stat_activity where datname = current_database() and application_name = 'kb' and wait_event_type = 'Lock'
           and query like '%kb_sync_log%'`).length > 0, 60_000);
       expect(readdirSync(backupDir).some((f) => f.endsWith(".partial"))).toBe(true);
@@ -365,8 +452,13 @@ describe("interrupted runs", () => {
     }
     expect(readdirSync(backupDir).sort()).toEqual(filesBefore);
     // A backend waiting on a lock notices its closed client only once granted: then it rolls back.
-    await waitFor("the interrupted push's connection gone", async () =>
-      (await prod.sql`select 1 from pg_stat_activity where datname = current_database() and application_name = 'kb'`).length === 0, 60_000);
+    await waitFor(
+      "the interrupted push's connection gone",
+      async () =>
+        (await prod.sql`select 1 from pg_stat_activity where datname = current_database() and application_name = 'kb'`)
+          .length === 0,
+      60_000,
+    );
     expect(await tree(prod.sql)).toEqual(before);
   });
 });

@@ -16,34 +16,76 @@ describe("environments", () => {
       PROD_SERVICE_ROLE_KEY: "service-role-jwt",
     };
     const e = resolveEnvironment("prod", { env, files: true });
-    expect(e).toMatchObject({ name: "prod", host: "db.abcdefghijklmnopqrst.supabase.co", database: "postgres", isLocal: false,
-      projectRef: "abcdefghijklmnopqrst", apiUrl: env.PROD_URL, serviceKey: "service-role-jwt" });
-    const pooled = resolveEnvironment("Prod", { env: { PROD_DB_URL: "postgres://postgres.zyxwvutsrqponmlkjihg:pw@aws-0-eu-west-3.pooler.supabase.com:5432/postgres" } });
+    expect(e).toMatchObject({
+      name: "prod",
+      host: "db.abcdefghijklmnopqrst.supabase.co",
+      database: "postgres",
+      isLocal: false,
+      projectRef: "abcdefghijklmnopqrst",
+      apiUrl: env.PROD_URL,
+      serviceKey: "service-role-jwt",
+    });
+    const pooled = resolveEnvironment("Prod", {
+      env: {
+        PROD_DB_URL: "postgres://postgres.zyxwvutsrqponmlkjihg:pw@aws-0-eu-west-3.pooler.supabase.com:5432/postgres",
+      },
+    });
     expect(pooled.projectRef).toBe("zyxwvutsrqponmlkjihg");
-    expect(resolveEnvironment("dev", { env: { DEV_DB_URL: "postgres://u:p@127.0.0.1:5432/kb" } })).toMatchObject({ isLocal: true, projectRef: null, database: "kb" });
+    expect(resolveEnvironment("dev", { env: { DEV_DB_URL: "postgres://u:p@127.0.0.1:5432/kb" } })).toMatchObject({
+      isLocal: true,
+      projectRef: null,
+      database: "kb",
+    });
   });
 
   it("says which variable is missing or wrong, without echoing a URL", () => {
     expect(() => resolveEnvironment("staging", { env: {} })).toThrow("STAGING_DB_URL is not set");
     expect(() => resolveEnvironment("../x", { env: {} })).toThrow(KbError);
-    expect(() => resolveEnvironment("dev", { env: { DEV_DB_URL: "mysql://u:secretpw@h/db" } })).toThrow(/DEV_DB_URL is not a postgres:\/\/ URL/);
+    expect(() => resolveEnvironment("dev", { env: { DEV_DB_URL: "mysql://u:secretpw@h/db" } })).toThrow(
+      /DEV_DB_URL is not a postgres:\/\/ URL/,
+    );
     try {
       resolveEnvironment("dev", { env: { DEV_DB_URL: "mysql://u:secretpw@h/db" } });
     } catch (e) {
       expect(String(e)).not.toContain("secretpw");
     }
-    expect(() => resolveEnvironment("dev", { env: { DEV_DB_URL: "postgres://h/db", DEV_URL: "http://h" }, files: true }))
+    expect(() =>
+      resolveEnvironment("dev", { env: { DEV_DB_URL: "postgres://h/db", DEV_URL: "http://h" }, files: true })
+    )
       .toThrow("--files needs DEV_SECRET_KEY or DEV_SERVICE_ROLE_KEY");
   });
 });
 
 describe("tables", () => {
   it("credential-looking column names", () => {
-    for (const c of ["api_key", "openai_api_key", "apiKey", "secret", "client_secret", "access_token", "password", "service_role_key", "jwt",
-      "openai_key", "stripe_api_key", "webhook_url", "slack_webhook", "dsn", "sentry_dsn", "database_url", "db_url", "refresh_token", "key"]) {
+    for (
+      const c of [
+        "api_key",
+        "openai_api_key",
+        "apiKey",
+        "secret",
+        "client_secret",
+        "access_token",
+        "password",
+        "service_role_key",
+        "jwt",
+        "openai_key",
+        "stripe_api_key",
+        "webhook_url",
+        "slack_webhook",
+        "dsn",
+        "sentry_dsn",
+        "database_url",
+        "db_url",
+        "refresh_token",
+        "key",
+      ]
+    ) {
       expect(looksLikeCredential(c), c).toBe(true);
     }
-    for (const c of ["title", "body", "content_hash", "category_id", "keywords", "url", "source_id", "keyword"]) expect(looksLikeCredential(c), c).toBe(false);
+    for (const c of ["title", "body", "content_hash", "category_id", "keywords", "url", "source_id", "keyword"]) {
+      expect(looksLikeCredential(c), c).toBe(false);
+    }
   });
 
   it("table names: public by default, platform schemas refused", () => {

@@ -1,11 +1,15 @@
 // The PISTE client against the stand-in (real HTTP, PISTE's wire format and failures), plus the id
 // rules and the document parser. No database needed.
 import { afterEach, describe, expect, it } from "vitest";
-import { PisteClient, PisteHttpError, parseRetryAfter } from "../packages/legifrance/client.ts";
-import { type PisteStandIn, type PisteStandInOptions, startPisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { parseRetryAfter, PisteClient, PisteHttpError } from "../packages/legifrance/client.ts";
+import {
+  type PisteStandIn,
+  type PisteStandInOptions,
+  startPisteStandIn,
+} from "../packages/testkit/legifrance-stand-in.ts";
 import { checkLegifranceId, consultRouteFor, documentPath, parseDocumentPath } from "../packages/legifrance/ids.ts";
 import { ENVELOPE_FORMAT, parseCollectedFile } from "../packages/legifrance/parser.ts";
-import { generatedDocuments, sampleDocuments } from "../packages/legifrance/corpus.ts";
+import { generatedDocuments, sampleDocuments } from "../packages/testkit/legifrance-corpus.ts";
 import { documentIdsOf, searchBody } from "../packages/legifrance/collector.ts";
 
 let piste: PisteStandIn | null = null;
@@ -14,9 +18,20 @@ afterEach(async () => {
   piste = null;
 });
 
-async function setup(opts: PisteStandInOptions = {}, client: Partial<ConstructorParameters<typeof PisteClient>[0]> = {}) {
+async function setup(
+  opts: PisteStandInOptions = {},
+  client: Partial<ConstructorParameters<typeof PisteClient>[0]> = {},
+) {
   piste = await startPisteStandIn({ generatedPerFond: 5, ...opts });
-  const c = new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: piste.clientSecret, rps: 200, backoffBaseMs: 20, ...client });
+  const c = new PisteClient({
+    oauthUrl: piste.oauthUrl,
+    apiUrl: piste.apiUrl,
+    clientId: piste.clientId,
+    clientSecret: piste.clientSecret,
+    rps: 200,
+    backoffBaseMs: 20,
+    ...client,
+  });
   return { piste, client: c };
 }
 
@@ -32,16 +47,37 @@ const consultAll = (client: PisteClient, ids: string[]) =>
 
 describe("ids", () => {
   it("accepts Légifrance ids and the documented versioned form; refuses everything else", () => {
-    expect(checkLegifranceId("LEGIARTI000006419292")).toEqual({ ok: true, id: "LEGIARTI000006419292", prefix: "LEGIARTI" });
-    expect(checkLegifranceId("LEGITEXT000006070721_01-01-2024")).toMatchObject({ ok: true, id: "LEGITEXT000006070721" });
+    expect(checkLegifranceId("LEGIARTI000006419292")).toEqual({
+      ok: true,
+      id: "LEGIARTI000006419292",
+      prefix: "LEGIARTI",
+    });
+    expect(checkLegifranceId("LEGITEXT000006070721_01-01-2024")).toMatchObject({
+      ok: true,
+      id: "LEGITEXT000006070721",
+    });
     expect(checkLegifranceId(" JURITEXT000007022837 ")).toMatchObject({ ok: true, id: "JURITEXT000007022837" });
-    for (const bad of ["../../etc/passwd", "LEGIARTI00000641929", "legiarti000006419292", "LEGIARTI0000064192921", "JURITEXT000007022837/../x", "", 42, null]) {
+    for (
+      const bad of [
+        "../../etc/passwd",
+        "LEGIARTI00000641929",
+        "legiarti000006419292",
+        "LEGIARTI0000064192921",
+        "JURITEXT000007022837/../x",
+        "",
+        42,
+        null,
+      ]
+    ) {
       expect(checkLegifranceId(bad).ok).toBe(false);
     }
     expect(documentPath("codes", "LEGIARTI000006419292")).toBe("legifrance/codes/LEGIARTI000006419292.json");
     expect(() => documentPath("codes", "../x")).toThrow();
     expect(() => documentPath("../codes", "LEGIARTI000006419292")).toThrow();
-    expect(parseDocumentPath("legifrance/codes/LEGIARTI000006419292.json")).toEqual({ category: "codes", id: "LEGIARTI000006419292" });
+    expect(parseDocumentPath("legifrance/codes/LEGIARTI000006419292.json")).toEqual({
+      category: "codes",
+      id: "LEGIARTI000006419292",
+    });
     expect(parseDocumentPath("legifrance/codes/../x.json")).toBeNull();
     expect(consultRouteFor("JORFTEXT000000465978")).toEqual({ endpoint: "jorf", field: "textCid" });
     expect(parseRetryAfter("3")).toBe(3000);
@@ -99,8 +135,18 @@ describe("PISTE client", () => {
     expect(client.stats.retries).toBe(3);
 
     piste.setFaults({ failIds: ["JURITEXT000007022837"] });
-    const limited = new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: piste.clientSecret, maxRetries: 2, backoffBaseMs: 5 });
-    const err = await limited.consult("juri", { textId: "JURITEXT000007022837" }).then(unexpected, (e: PisteHttpError) => e);
+    const limited = new PisteClient({
+      oauthUrl: piste.oauthUrl,
+      apiUrl: piste.apiUrl,
+      clientId: piste.clientId,
+      clientSecret: piste.clientSecret,
+      maxRetries: 2,
+      backoffBaseMs: 5,
+    });
+    const err = await limited.consult("juri", { textId: "JURITEXT000007022837" }).then(
+      unexpected,
+      (e: PisteHttpError) => e,
+    );
     expect(err).toBeInstanceOf(PisteHttpError);
     expect(err.status).toBe(500);
     expect(limited.stats.requests).toBe(1 + 1 + 2); // token + first try + 2 retries
@@ -108,10 +154,19 @@ describe("PISTE client", () => {
 
   it("does not retry other 4xx, and bad credentials are an error, not a loop", async () => {
     const { piste, client } = await setup();
-    const notFound = await client.consult("getArticle", { id: "LEGIARTI999999999999" }).then(unexpected, (e: PisteHttpError) => e);
+    const notFound = await client.consult("getArticle", { id: "LEGIARTI999999999999" }).then(
+      unexpected,
+      (e: PisteHttpError) => e,
+    );
     expect(notFound.status).toBe(404);
     expect(client.stats.retries).toBe(0);
-    const bad = new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: "wrong", backoffBaseMs: 5 });
+    const bad = new PisteClient({
+      oauthUrl: piste.oauthUrl,
+      apiUrl: piste.apiUrl,
+      clientId: piste.clientId,
+      clientSecret: "wrong",
+      backoffBaseMs: 5,
+    });
     const e = await bad.search({ fond: "JURI", recherche: {} }).then(unexpected, (x: PisteHttpError) => x);
     expect(e.status).toBe(401);
     expect(piste.stats().tokensIssued).toBe(1);
@@ -136,20 +191,36 @@ describe("PISTE client", () => {
 
   it("search pages list code articles from extracts and other fonds from titles", async () => {
     const { client } = await setup();
-    const codes = documentIdsOf("CODE_DATE", await client.search(searchBody({ fond: "CODE_DATE", query: "", filters: [] }, 1, 100)));
+    const codes = documentIdsOf(
+      "CODE_DATE",
+      await client.search(searchBody({ fond: "CODE_DATE", query: "", filters: [] }, 1, 100)),
+    );
     expect(codes.ids).toContain("LEGIARTI000032041571");
     expect(codes.ids.every((id) => String(id).startsWith("LEGIARTI"))).toBe(true);
-    const juri = documentIdsOf("JURI", await client.search(searchBody({ fond: "JURI", query: "", filters: [] }, 1, 3, true)));
+    const juri = documentIdsOf(
+      "JURI",
+      await client.search(searchBody({ fond: "JURI", query: "", filters: [] }, 1, 3, true)),
+    );
     expect(juri.ids).toEqual(["JURITEXT900000000004", "JURITEXT900000000003", "JURITEXT900000000002"]);
     expect(juri.total).toBe(6);
-    const tooBig = await client.search(searchBody({ fond: "JURI", query: "", filters: [] }, 1, 101)).then(unexpected, (e: PisteHttpError) => e);
+    const tooBig = await client.search(searchBody({ fond: "JURI", query: "", filters: [] }, 1, 101)).then(
+      unexpected,
+      (e: PisteHttpError) => e,
+    );
     expect(tooBig.status).toBe(400);
   });
 });
 
 describe("parser", () => {
   const envelope = (d: ReturnType<typeof sampleDocuments>[number], category = "cat") =>
-    JSON.stringify({ format: ENVELOPE_FORMAT, id: d.id, category, fond: d.fond, endpoint: d.consult.endpoint, data: d.consult.response });
+    JSON.stringify({
+      format: ENVELOPE_FORMAT,
+      id: d.id,
+      category,
+      fond: d.fond,
+      endpoint: d.consult.endpoint,
+      data: d.consult.response,
+    });
 
   it("parses every consult shape of the corpus into text and metadata", () => {
     for (const d of [...sampleDocuments(), ...generatedDocuments(2)]) {
@@ -164,18 +235,37 @@ describe("parser", () => {
     }
     const jorf = sampleDocuments().find((d) => d.id === "JORFTEXT000000465978")!;
     const r = parseCollectedFile(envelope(jorf));
-    expect(r).toMatchObject({ ok: true, doc: { doc_type: "text", number: "2002-1", start_date: "2002-01-02", end_date: null } });
-    if (r.ok) expect(r.doc.content).toBe("Article 1\nLes textes sont publiés au Journal officiel de la République française.\n\nArticle 2\nLe présent décret entre en vigueur le lendemain de sa publication.");
+    expect(r).toMatchObject({
+      ok: true,
+      doc: { doc_type: "text", number: "2002-1", start_date: "2002-01-02", end_date: null },
+    });
+    if (r.ok) {
+      expect(r.doc.content).toBe(
+        "Article 1\nLes textes sont publiés au Journal officiel de la République française.\n\nArticle 2\nLe présent décret entre en vigueur le lendemain de sa publication.",
+      );
+    }
     const juri = parseCollectedFile(envelope(sampleDocuments().find((d) => d.id === "JURITEXT000007022837")!));
-    expect(juri).toMatchObject({ ok: true, doc: { doc_type: "decision", number: "06-14.557", start_date: "2007-06-14", parent_title: "Cour de cassation" } });
+    expect(juri).toMatchObject({
+      ok: true,
+      doc: { doc_type: "decision", number: "06-14.557", start_date: "2007-06-14", parent_title: "Cour de cassation" },
+    });
   });
 
   it("refuses malformed JSON, foreign files and unknown shapes with a reason", () => {
     expect(parseCollectedFile("{oops")).toMatchObject({ ok: false, reason: expect.stringMatching(/^malformed JSON/) });
-    expect(parseCollectedFile(JSON.stringify({ hello: 1 }))).toMatchObject({ ok: false, reason: expect.stringMatching(/not a collected Légifrance document/) });
+    expect(parseCollectedFile(JSON.stringify({ hello: 1 }))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/not a collected Légifrance document/),
+    });
     const base = { format: ENVELOPE_FORMAT, id: "LEGIARTI000000000001", category: "c", endpoint: "getArticle" };
-    expect(parseCollectedFile(JSON.stringify({ ...base, data: { article: { texte: "x" } } }))).toMatchObject({ ok: false, reason: expect.stringMatching(/unknown getArticle shape/) });
-    expect(parseCollectedFile(JSON.stringify({ ...base, endpoint: "legiPart", data: {} }))).toMatchObject({ ok: false, reason: expect.stringMatching(/unknown document shape/) });
+    expect(parseCollectedFile(JSON.stringify({ ...base, data: { article: { texte: "x" } } }))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/unknown getArticle shape/),
+    });
+    expect(parseCollectedFile(JSON.stringify({ ...base, endpoint: "legiPart", data: {} }))).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/unknown document shape/),
+    });
     expect(parseCollectedFile(JSON.stringify({ ...base, id: "../x", data: {} })).ok).toBe(false);
   });
 });

@@ -2,13 +2,18 @@
 // stack's Storage (supabase-js), against the PISTE stand-in with injected failures.
 import postgres from "postgres";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { type PisteStandIn, startPisteStandIn } from "../packages/legifrance/stand-in.ts";
+import { type PisteStandIn, startPisteStandIn } from "../packages/testkit/legifrance-stand-in.ts";
 import { PisteClient } from "../packages/legifrance/client.ts";
-import { collectMaintenance, collectMassive, type CollectorDeps, stopMassive } from "../packages/legifrance/collector.ts";
-import { type ObjectStore, supabaseObjectStore } from "../packages/files-queue/object-store.ts";
+import {
+  collectMaintenance,
+  collectMassive,
+  type CollectorDeps,
+  stopMassive,
+} from "../packages/legifrance/collector.ts";
+import { type ObjectStore, supabaseObjectStore } from "../packages/storage/object-store.ts";
 import { processFilesQueue } from "../packages/files-queue/worker.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
@@ -20,8 +25,12 @@ let store: ObjectStore;
 
 beforeAll(async () => {
   piste = await startPisteStandIn({ generatedPerFond: 12, latencyMs: 5 });
-  stack = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG });
-  const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionsDir: FIXTURE_FUNCTIONS_DIR,
+    configFile: FIXTURE_CONFIG,
+  });
+  const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
   store = supabaseObjectStore(admin);
 }, 90_000);
 
@@ -31,19 +40,40 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  piste.setFaults({ tokenTtlMs: undefined, tokenUses: undefined, rate429: 0, rate500: 0, burst429: 0, burst500: 0, failIds: [], quotaRps: undefined, latencyMs: 5 });
+  piste.setFaults({
+    tokenTtlMs: undefined,
+    tokenUses: undefined,
+    rate429: 0,
+    rate500: 0,
+    burst429: 0,
+    burst500: 0,
+    failIds: [],
+    quotaRps: undefined,
+    latencyMs: 5,
+  });
   await db.sql`delete from storage.objects`;
   await db.sql`truncate files_queue, legifrance_collector_runs, legifrance_failed_documents`;
-  await db.sql`update legifrance_crawl_plan set next_page = 1, done = false, total_results = null, docs_collected = 0, maintenance_docs_collected = 0, page_size = 10`;
+  await db
+    .sql`update legifrance_crawl_plan set next_page = 1, done = false, total_results = null, docs_collected = 0, maintenance_docs_collected = 0, page_size = 10`;
 });
 
 function deps(over: Partial<CollectorDeps> = {}, rps = 200): CollectorDeps {
-  const api = new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: piste.clientSecret, rps, backoffBaseMs: 20, maxRetries: 8 });
+  const api = new PisteClient({
+    oauthUrl: piste.oauthUrl,
+    apiUrl: piste.apiUrl,
+    clientId: piste.clientId,
+    clientSecret: piste.clientSecret,
+    rps,
+    backoffBaseMs: 20,
+    maxRetries: 8,
+  });
   return { sql: db.sql, api, store, bucket: BUCKET, concurrency: 6, ...over };
 }
 
 async function storedIds(): Promise<string[]> {
-  const rows = await db.sql<{ name: string }[]>`select name from storage.objects where bucket_id = ${BUCKET} order by name`;
+  const rows = await db.sql<
+    { name: string }[]
+  >`select name from storage.objects where bucket_id = ${BUCKET} order by name`;
   return rows.map((r) => r.name.replace(/^.*\//, "").replace(/\.json$/, "")).sort();
 }
 
@@ -89,8 +119,14 @@ describe("MASSIVE", () => {
       // The cursor's update waits behind this lock, so the kill lands on a statement in flight.
       await holder`begin`;
       await holder`lock table legifrance_crawl_plan in exclusive mode`;
-      await waitFor("the collector waiting to advance its cursor", async () => (await db.sql`
-        select 1 from pg_stat_activity where application_name = ${app} and wait_event_type = 'Lock'`).length > 0, 20_000, 20);
+      await waitFor(
+        "the collector waiting to advance its cursor",
+        async () =>
+          (await db.sql`
+        select 1 from pg_stat_activity where application_name = ${app} and wait_event_type = 'Lock'`).length > 0,
+        20_000,
+        20,
+      );
       // Down for 1.5 s: every connection it opens meanwhile is killed too, once it has made it past
       // postgres.js's own type lookup on connect (killed there, the library rejects outside any call:
       // an unhandled rejection, not the collector's to catch).
@@ -121,7 +157,10 @@ describe("MASSIVE", () => {
   });
 
   it("two MASSIVE starts at once: one runs, the other does nothing", async () => {
-    const [x, y] = await Promise.all([collectMassive(deps(), { budgetMs: 60_000 }), collectMassive(deps(), { budgetMs: 60_000 })]);
+    const [x, y] = await Promise.all([
+      collectMassive(deps(), { budgetMs: 60_000 }),
+      collectMassive(deps(), { budgetMs: 60_000 }),
+    ]);
     expect([x.acquired, y.acquired].sort()).toEqual([false, true]);
     expect(x.collected + y.collected).toBe(piste.documentIds().length);
     await expectEverythingCollectedOnce();
@@ -161,7 +200,15 @@ describe("MASSIVE", () => {
 
   it("a document that keeps failing is recorded with its error, and collection goes on; a later success resolves it", async () => {
     piste.setFaults({ failIds: ["JURITEXT000007022837"] });
-    const limited = new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: piste.clientSecret, rps: 200, backoffBaseMs: 5, maxRetries: 2 });
+    const limited = new PisteClient({
+      oauthUrl: piste.oauthUrl,
+      apiUrl: piste.apiUrl,
+      clientId: piste.clientId,
+      clientSecret: piste.clientSecret,
+      rps: 200,
+      backoffBaseMs: 5,
+      maxRetries: 2,
+    });
     const r = await collectMassive(deps({ api: limited }), { budgetMs: 60_000 });
     expect(r).toMatchObject({ done: true, failed: 1, collected: piste.documentIds().length - 1 });
     const [f] = await db.sql`select category, document_id, error, resolved_at from legifrance_failed_documents`;
@@ -179,7 +226,16 @@ describe("MASSIVE", () => {
 
 describe("MASSIVE when PISTE stays down", () => {
   it("keeps the run and its cursor, counts the failing invocations, and resumes once PISTE is back", async () => {
-    const flaky = () => new PisteClient({ oauthUrl: piste.oauthUrl, apiUrl: piste.apiUrl, clientId: piste.clientId, clientSecret: piste.clientSecret, rps: 200, backoffBaseMs: 5, maxRetries: 1 });
+    const flaky = () =>
+      new PisteClient({
+        oauthUrl: piste.oauthUrl,
+        apiUrl: piste.apiUrl,
+        clientId: piste.clientId,
+        clientSecret: piste.clientSecret,
+        rps: 200,
+        backoffBaseMs: 5,
+        maxRetries: 1,
+      });
     const first = await collectMassive(deps({}, 100), { budgetMs: 300 });
     expect(first.pages).toBeGreaterThan(0);
     const [cursor] = await db.sql`select sum(next_page)::int as p from legifrance_crawl_plan`;
@@ -187,9 +243,15 @@ describe("MASSIVE when PISTE stays down", () => {
     piste.setFaults({ rate500: 1 });
     const down1 = await collectMassive(deps({ api: flaky() }), { runId: first.runId, budgetMs: 60_000 });
     const down2 = await collectMassive(deps({ api: flaky() }), { runId: first.runId, budgetMs: 60_000 });
-    expect(down1).toMatchObject({ acquired: true, done: false, consecutiveErrors: 1, error: expect.stringMatching(/500/) });
+    expect(down1).toMatchObject({
+      acquired: true,
+      done: false,
+      consecutiveErrors: 1,
+      error: expect.stringMatching(/500/),
+    });
     expect(down2.consecutiveErrors).toBe(2);
-    const [run] = await db.sql`select status, consecutive_errors, last_error from legifrance_collector_runs where id = ${first.runId}`;
+    const [run] = await db
+      .sql`select status, consecutive_errors, last_error from legifrance_collector_runs where id = ${first.runId}`;
     expect(run).toMatchObject({ status: "running", consecutive_errors: 2 });
     expect((await db.sql`select sum(next_page)::int as p from legifrance_crawl_plan`)[0].p).toBe(cursor.p);
 

@@ -6,11 +6,11 @@ import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { FUNCTION_BODY_LIMIT_BYTES } from "../packages/local-stack/gateway.ts";
 import { signRoleKey } from "../packages/local-stack/keys.ts";
-import { processAlive } from "../packages/local-stack/state.ts";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import { processAlive } from "../packages/connection/stack-state.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
@@ -34,7 +34,12 @@ afterAll(async () => {
  * A raw HTTP request: the path is sent byte for byte (fetch would resolve `..`), and a body given as
  * chunks goes out chunked, without content-length.
  */
-function rawRequest(method: string, path: string, headers: Record<string, string>, body?: string | Buffer[]): Promise<{ status: number; body: string }> {
+function rawRequest(
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string | Buffer[],
+): Promise<{ status: number; body: string }> {
   const u = new URL(stack.apiUrl);
   return new Promise((resolve, reject) => {
     const req = request({ host: u.hostname, port: u.port, method, path, headers }, (res) => {
@@ -52,7 +57,7 @@ function rawRequest(method: string, path: string, headers: Record<string, string
 
 describe("functions through the gateway", () => {
   it("functions.invoke reaches the function with the platform env and the caller's role", async () => {
-    const { data, error } = await createLocalClient(stack.apiUrl, stack.serviceRoleKey).functions.invoke("echo", {
+    const { data, error } = await createNodeClient(stack.apiUrl, stack.serviceRoleKey).functions.invoke("echo", {
       body: { hello: "world" },
     });
     expect(error).toBeNull();
@@ -80,7 +85,13 @@ describe("functions through the gateway", () => {
       body: JSON.stringify([1, 2]),
     });
     expect(r.status).toBe(200);
-    expect(await r.json()).toMatchObject({ method: "PUT", path: "/echo/sub/path", search: "?x=1", role: "anon", body: [1, 2] });
+    expect(await r.json()).toMatchObject({
+      method: "PUT",
+      path: "/echo/sub/path",
+      search: "?x=1",
+      role: "anon",
+      body: [1, 2],
+    });
   });
 
   it("enforces verify_jwt: no JWT or a forged one is 401 and never reaches the function", async () => {
@@ -89,32 +100,46 @@ describe("functions through the gateway", () => {
     expect(await none.json()).toMatchObject({ message: "Missing authorization header" });
 
     const forged = await signRoleKey("not-the-local-secret-not-the-local-secret", "service_role");
-    const bad = await fetch(`${stack.apiUrl}/functions/v1/echo`, { method: "POST", headers: { authorization: `Bearer ${forged}` }, body: "{}" });
+    const bad = await fetch(`${stack.apiUrl}/functions/v1/echo`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${forged}` },
+      body: "{}",
+    });
     expect(bad.status).toBe(401);
     expect(await bad.json()).toMatchObject({ message: "Invalid JWT" });
 
-    const garbage = await fetch(`${stack.apiUrl}/functions/v1/echo`, { method: "POST", headers: { authorization: "Bearer abc.def.ghi" } });
+    const garbage = await fetch(`${stack.apiUrl}/functions/v1/echo`, {
+      method: "POST",
+      headers: { authorization: "Bearer abc.def.ghi" },
+    });
     expect(garbage.status).toBe(401);
   });
 
   it("refuses dot segments, encoded or not, before choosing the function whose verify_jwt applies", async () => {
     // public-echo has verify_jwt = false, echo has it on: a path resolved after the check would reach
     // echo with no JWT at all.
-    for (const path of [
-      "/functions/v1/public-echo/../echo",
-      "/functions/v1/public-echo/%2e%2e/echo",
-      "/functions/v1/public-echo/%2E%2e/echo",
-      "/functions/v1/public-echo/.%2e/echo",
-      "/functions/v1/public-echo/./../echo",
-      "/functions/v1/public-echo/..\\echo",
-      "/functions/v1/public-echo/..%5Cecho",
-    ]) {
+    for (
+      const path of [
+        "/functions/v1/public-echo/../echo",
+        "/functions/v1/public-echo/%2e%2e/echo",
+        "/functions/v1/public-echo/%2E%2e/echo",
+        "/functions/v1/public-echo/.%2e/echo",
+        "/functions/v1/public-echo/./../echo",
+        "/functions/v1/public-echo/..\\echo",
+        "/functions/v1/public-echo/..%5Cecho",
+      ]
+    ) {
       const r = await rawRequest("POST", path, { "content-type": "application/json" }, "{}");
       expect({ path, status: r.status }).toEqual({ path, status: 400 });
       expect(JSON.parse(r.body)).toMatchObject({ code: "INVALID_PATH" });
     }
     // Dots inside a segment are ordinary characters.
-    const ok = await rawRequest("POST", "/functions/v1/echo/v1.2/..x", { authorization: `Bearer ${stack.anonKey}` }, "{}");
+    const ok = await rawRequest(
+      "POST",
+      "/functions/v1/echo/v1.2/..x",
+      { authorization: `Bearer ${stack.anonKey}` },
+      "{}",
+    );
     expect(ok.status).toBe(200);
     expect(JSON.parse(ok.body)).toMatchObject({ path: "/echo/v1.2/..x", role: "anon" });
   });
@@ -134,7 +159,9 @@ describe("functions through the gateway", () => {
     }
     // Just under the limit, through supabase-js: the function sees the whole body.
     const text = "b".repeat(FUNCTION_BODY_LIMIT_BYTES - 16);
-    const { data, error } = await createLocalClient(stack.apiUrl, stack.serviceRoleKey).functions.invoke("echo", { body: { text } });
+    const { data, error } = await createNodeClient(stack.apiUrl, stack.serviceRoleKey).functions.invoke("echo", {
+      body: { text },
+    });
     expect(error).toBeNull();
     expect(data.body.text.length).toBe(text.length);
     // A function that answers without reading its body still gets its answer through.
@@ -157,7 +184,10 @@ describe("functions through the gateway", () => {
     expect(missing.headers.get("content-type")).toContain("application/json");
     expect(await missing.json()).toMatchObject({ code: "NOT_FOUND" });
 
-    const broken = await fetch(`${stack.apiUrl}/functions/v1/broken`, { method: "POST", headers: { authorization: `Bearer ${stack.serviceRoleKey}` } });
+    const broken = await fetch(`${stack.apiUrl}/functions/v1/broken`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.serviceRoleKey}` },
+    });
     expect(broken.status).toBe(503);
     expect((await broken.json()).message).toContain("deliberate import-time failure");
     expect(stack.functions).toEqual(["crash", "echo", "public-echo", "record-call"]);
@@ -165,12 +195,24 @@ describe("functions through the gateway", () => {
 
   it("restarts the Deno process when a function takes it down", async () => {
     const before = stack.functionsPid;
-    const r = await fetch(`${stack.apiUrl}/functions/v1/crash`, { method: "POST", headers: { authorization: `Bearer ${stack.serviceRoleKey}` } });
+    const r = await fetch(`${stack.apiUrl}/functions/v1/crash`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.serviceRoleKey}` },
+    });
     expect(r.status).toBeGreaterThanOrEqual(500);
-    await waitFor("the Deno process to come back", async () => {
-      const again = await fetch(`${stack.apiUrl}/functions/v1/echo`, { method: "POST", headers: { authorization: `Bearer ${stack.anonKey}` }, body: "{}" });
-      return again.status === 200;
-    }, 20_000, 200);
+    await waitFor(
+      "the Deno process to come back",
+      async () => {
+        const again = await fetch(`${stack.apiUrl}/functions/v1/echo`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${stack.anonKey}` },
+          body: "{}",
+        });
+        return again.status === 200;
+      },
+      20_000,
+      200,
+    );
     expect(stack.functionsPid).not.toBe(before);
     expect(processAlive(before)).toBe(false);
   });

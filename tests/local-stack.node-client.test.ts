@@ -6,8 +6,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 
@@ -16,7 +16,11 @@ const db = useTestDatabase();
 let stack: LocalStack;
 
 beforeAll(async () => {
-  stack = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG });
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionsDir: FIXTURE_FUNCTIONS_DIR,
+    configFile: FIXTURE_CONFIG,
+  });
 }, 60_000);
 afterAll(async () => {
   await stack?.stop();
@@ -26,13 +30,17 @@ function docSnippet(): string {
   const page = readFileSync(join(repo, "docs", "local-stack.md"), "utf8");
   const section = page.split("## Using supabase-js from Node against the local stack")[1];
   const m = section ? /```js\n([\s\S]*?)```/.exec(section) : null;
-  if (!m) throw new Error("docs/local-stack.md has no js snippet under 'Using supabase-js from Node against the local stack'");
+  if (!m) {
+    throw new Error(
+      "docs/local-stack.md has no js snippet under 'Using supabase-js from Node against the local stack'",
+    );
+  }
   return m[1];
 }
 
 describe("docs/local-stack.md: supabase-js from plain Node", () => {
   it("the snippet runs as a plain .mjs file and reaches the local stack", async () => {
-    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage;
     expect((await admin.createBucket("readme-check", { public: false })).error).toBeNull();
     // Inside the repository so that `import '@supabase/supabase-js'` resolves from node_modules.
     const dir = join(repo, "node_modules", ".cache", "readme-snippets");

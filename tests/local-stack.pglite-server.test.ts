@@ -5,7 +5,7 @@ import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pristineCluster } from "../packages/local-stack/pglite.ts";
-import { servePGlite, type PGliteServer } from "../packages/local-stack/pglite-server.ts";
+import { type PGliteServer, servePGlite } from "../packages/local-stack/pglite-server.ts";
 
 let db: PGlite;
 let server: PGliteServer;

@@ -6,10 +6,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { processAlive, readState } from "../packages/local-stack/state.ts";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import { processAlive, readState } from "../packages/connection/stack-state.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import { waitFor } from "./helpers/db.ts";
 
 const dataDir = mkdtempSync(join(tmpdir(), "local-stack-pglite-"));
@@ -31,33 +31,54 @@ describe("local stack on embedded PGlite", () => {
   it("serves PGlite with pgvector, the platform bootstrap and every migration tracked by the CLI", async () => {
     const [{ version }] = await sql`select version()`;
     expect(version).toContain("PGlite");
-    expect(await sql`select '[1,2,3]'::extensions.vector(3) <-> '[1,2,4]'::extensions.vector(3) as d`).toEqual([{ d: 1 }]);
+    expect(await sql`select '[1,2,3]'::extensions.vector(3) <-> '[1,2,4]'::extensions.vector(3) as d`).toEqual([{
+      d: 1,
+    }]);
     const files = readdirSync("supabase/migrations").filter((f) => f.endsWith(".sql")).sort();
-    const tracked = await sql<{ version: string; name: string }[]>`select version, name from supabase_migrations.schema_migrations order by version`;
+    const tracked = await sql<
+      { version: string; name: string }[]
+    >`select version, name from supabase_migrations.schema_migrations order by version`;
     expect(tracked.map((r) => `${r.version}_${r.name}.sql`)).toEqual(files);
     expect(stack.cronTicker).toBe(true);
     const { state } = readState(dataDir);
-    expect(state).toMatchObject({ apiUrl: stack.apiUrl, dbUrl: stack.dbUrl, database: "pglite", anonKey: stack.anonKey });
+    expect(state).toMatchObject({
+      apiUrl: stack.apiUrl,
+      dbUrl: stack.dbUrl,
+      database: "pglite",
+      anonKey: stack.anonKey,
+    });
   });
 
   it("functions.invoke and storage work the same on PGlite", async () => {
-    const client = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+    const client = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
     const { data, error } = await client.functions.invoke("echo", { body: { on: "pglite" } });
     expect(error).toBeNull();
     expect(data).toMatchObject({ role: "service_role", body: { on: "pglite" } });
     expect((await client.storage.createBucket("lite")).error).toBeNull();
-    expect((await client.storage.from("lite").upload("a/b.json", new Blob(['{"x":1}'], { type: "application/json" }))).error).toBeNull();
-    expect(await sql`select name, metadata->>'mimetype' as mimetype, (metadata->>'size')::int as size from storage.objects`)
+    expect(
+      (await client.storage.from("lite").upload("a/b.json", new Blob(['{"x":1}'], { type: "application/json" }))).error,
+    ).toBeNull();
+    expect(
+      await sql`select name, metadata->>'mimetype' as mimetype, (metadata->>'size')::int as size from storage.objects`,
+    )
       .toEqual([{ name: "a/b.json", mimetype: "application/json", size: 7 }]);
   });
 
   it("a person signs up and signs in with supabase-js on PGlite; the profile is made; the functions see the user", async () => {
-    const c = createLocalClient(stack.apiUrl, stack.publishableKey);
-    const up = await c.auth.signUp({ email: "lite@example.com", password: "a long password", options: { data: { first_name: "Lite" } } });
+    const c = createNodeClient(stack.apiUrl, stack.publishableKey);
+    const up = await c.auth.signUp({
+      email: "lite@example.com",
+      password: "a long password",
+      options: { data: { first_name: "Lite" } },
+    });
     expect(up.error).toBeNull();
-    expect(await sql`select email, first_name from public.users`).toEqual([{ email: "lite@example.com", first_name: "Lite" }]);
-    const again = createLocalClient(stack.apiUrl, stack.publishableKey);
-    expect((await again.auth.signInWithPassword({ email: "lite@example.com", password: "a long password" })).error).toBeNull();
+    expect(await sql`select email, first_name from public.users`).toEqual([{
+      email: "lite@example.com",
+      first_name: "Lite",
+    }]);
+    const again = createNodeClient(stack.apiUrl, stack.publishableKey);
+    expect((await again.auth.signInWithPassword({ email: "lite@example.com", password: "a long password" })).error)
+      .toBeNull();
     const { data } = await again.functions.invoke("echo", { body: {} });
     expect(data.role).toBe("authenticated");
     expect((await again.auth.refreshSession()).error).toBeNull();
@@ -72,11 +93,18 @@ describe("local stack on embedded PGlite", () => {
     }).catch(() => {});
     await sql`select private.invoke_edge_function('record-call', '{"tag":"committed"}'::jsonb)`;
     await sql`select cron.schedule('lite-tick', '1 seconds', $$select private.invoke_edge_function('record-call', '{"tag":"cron"}'::jsonb)$$)`;
-    await waitFor("two cron-triggered calls", async () =>
-      (await sql`select count(*)::int as c from public.local_stack_calls where body->>'tag' = 'cron'`)[0].c >= 2, 15_000);
+    await waitFor(
+      "two cron-triggered calls",
+      async () =>
+        (await sql`select count(*)::int as c from public.local_stack_calls where body->>'tag' = 'cron'`)[0].c >= 2,
+      15_000,
+    );
     await sql`select cron.unschedule('lite-tick')`;
-    expect(await sql`select body->>'tag' as tag from public.local_stack_calls where body->>'tag' <> 'cron'`).toEqual([{ tag: "committed" }]);
-    expect((await sql`select count(*)::int as c from cron.job_run_details where status = 'succeeded'`)[0].c).toBeGreaterThanOrEqual(2);
+    expect(await sql`select body->>'tag' as tag from public.local_stack_calls where body->>'tag' <> 'cron'`).toEqual([{
+      tag: "committed",
+    }]);
+    expect((await sql`select count(*)::int as c from cron.job_run_details where status = 'succeeded'`)[0].c)
+      .toBeGreaterThanOrEqual(2);
   });
 
   it("persists across restarts, the second start is quick and migrations are a no-op; no orphan Deno", async () => {
@@ -98,7 +126,7 @@ describe("local stack on embedded PGlite", () => {
     stack = await startTestStack(options);
     sql = postgres(stack.dbUrl, { max: 2, onnotice: () => {} });
     expect(await sql`select name from storage.objects`).toEqual([{ name: "a/b.json" }]);
-    const client = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+    const client = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
     expect(await (await client.storage.from("lite").download("a/b.json")).data!.text()).toBe('{"x":1}');
     expect(stack.startupMs).toBeLessThan(15_000);
     const [held] = await sql<{ expired: boolean }[]>`

@@ -7,7 +7,7 @@ import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { processAlive } from "../packages/local-stack/state.ts";
+import { processAlive } from "../packages/connection/stack-state.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const db = useTestDatabase();
@@ -30,17 +30,28 @@ afterEach(async () => {
 async function start(viaNpm: boolean): Promise<{ child: ChildProcess; output: () => string; functionsPid: number }> {
   const dataDir = mkdtempSync(join(tmpdir(), "local-stack-stop-"));
   const env: Record<string, string | undefined> = {
-    ...process.env, DATABASE_URL: db.url, API_PORT: "0", LOCAL_STACK_DATA_DIR: dataDir, LOCAL_STACK_DEMO: "0",
+    ...process.env,
+    DATABASE_URL: db.url,
+    API_PORT: "0",
+    LOCAL_STACK_DATA_DIR: dataDir,
+    LOCAL_STACK_DEMO: "0",
   };
   delete env.OPENAI_API_KEY;
   delete env.PISTE_CLIENT_ID;
-  const [cmd, args] = viaNpm ? ["npm", ["start", "--silent"]] : [process.execPath, ["--import", "tsx", "scripts/start.ts"]];
+  const [cmd, args] = viaNpm
+    ? ["npm", ["start", "--silent"]]
+    : [process.execPath, ["--import", "tsx", "scripts/start.ts"]];
   const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
   started.push({ child, dataDir });
   let out = "";
   child.stdout!.on("data", (d) => (out += d));
   child.stderr!.on("data", (d) => (out += d));
-  await waitFor("the stack to be running", () => Promise.resolve(out.includes("Running. Ctrl-C to stop.")), 90_000, 200);
+  await waitFor(
+    "the stack to be running",
+    () => Promise.resolve(out.includes("Running. Ctrl-C to stop.")),
+    90_000,
+    200,
+  );
   return { child, output: () => out, functionsPid: Number(/pid (\d+)\)/.exec(out)![1]) };
 }
 
@@ -55,16 +66,25 @@ function groupGone(pgid: number): boolean {
 
 describe("stopping npm start", () => {
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    it(`${signal} to the process group stops cleanly within ${STOP_WITHIN_MS / 1000} s, every process gone`, async () => {
-      const { child, output, functionsPid } = await start(true);
-      const t0 = Date.now();
-      process.kill(-child.pid!, signal);
-      await waitFor("every process of the group to exit", () => Promise.resolve(groupGone(child.pid!)), STOP_WITHIN_MS, 50);
-      expect(Date.now() - t0).toBeLessThan(STOP_WITHIN_MS);
-      expect(output()).toMatch(/stopped \(database, gateway, functions, pg_net sender, cron ticker\) in [\d.]+ s/);
-      expect(output()).not.toContain("forced exit");
-      expect(processAlive(functionsPid)).toBe(false);
-    }, 120_000);
+    it(
+      `${signal} to the process group stops cleanly within ${STOP_WITHIN_MS / 1000} s, every process gone`,
+      async () => {
+        const { child, output, functionsPid } = await start(true);
+        const t0 = Date.now();
+        process.kill(-child.pid!, signal);
+        await waitFor(
+          "every process of the group to exit",
+          () => Promise.resolve(groupGone(child.pid!)),
+          STOP_WITHIN_MS,
+          50,
+        );
+        expect(Date.now() - t0).toBeLessThan(STOP_WITHIN_MS);
+        expect(output()).toMatch(/stopped \(database, gateway, functions, pg_net sender, cron ticker\) in [\d.]+ s/);
+        expect(output()).not.toContain("forced exit");
+        expect(processAlive(functionsPid)).toBe(false);
+      },
+      120_000,
+    );
   }
 
   it("a second signal 100 ms after the first is the same stop, not a forced exit", async () => {

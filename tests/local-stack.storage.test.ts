@@ -1,15 +1,25 @@
 // The /storage/v1 stand-in, driven with supabase-js and checked against storage.objects rows and
 // the files on disk.
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { createHash } from "node:crypto";
 import { request } from "node:http";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import { signRoleKey } from "../packages/local-stack/keys.ts";
 import { sweepOrphanFiles } from "../packages/local-stack/storage.ts";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/local-stack/testing.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS_DIR, startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
@@ -17,7 +27,11 @@ const db = useTestDatabase();
 let stack: LocalStack;
 
 beforeAll(async () => {
-  stack = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG });
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionsDir: FIXTURE_FUNCTIONS_DIR,
+    configFile: FIXTURE_CONFIG,
+  });
   // A trigger on storage.objects must fire exactly as on Supabase (files_queue relies on it).
   await db.sql.unsafe(`
     create table public.object_events (op text, name text, size bigint);
@@ -41,7 +55,12 @@ function allFiles(dir: string): string[] {
 }
 
 /** A raw HTTP request whose path is sent byte for byte (fetch would normalise `..`). */
-function rawRequest(method: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number; body: string }> {
+function rawRequest(
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<{ status: number; body: string }> {
   const u = new URL(stack.apiUrl);
   return new Promise((resolve, reject) => {
     const req = request({ host: u.hostname, port: u.port, method, path, headers }, (res) => {
@@ -58,12 +77,22 @@ function rawRequest(method: string, path: string, headers: Record<string, string
  * Uploads `total` bytes of zeros chunked (no content-length), writing only as fast as the server
  * reads, and stops writing once the answer arrives. `sent` is what had been written by then.
  */
-function streamUpload(path: string, headers: Record<string, string>, total: number): Promise<{ status: number; body: string; sent: number }> {
+function streamUpload(
+  path: string,
+  headers: Record<string, string>,
+  total: number,
+): Promise<{ status: number; body: string; sent: number }> {
   const u = new URL(stack.apiUrl);
   return new Promise((resolve, reject) => {
     let sent = 0;
     let answered = false;
-    const req = request({ host: u.hostname, port: u.port, method: "POST", path, headers: { ...headers, "transfer-encoding": "chunked" } }, (res) => {
+    const req = request({
+      host: u.hostname,
+      port: u.port,
+      method: "POST",
+      path,
+      headers: { ...headers, "transfer-encoding": "chunked" },
+    }, (res) => {
       answered = true;
       const sentAtAnswer = sent;
       let data = "";
@@ -90,7 +119,10 @@ describe("upload limits", () => {
   const MiB = 1024 * 1024;
 
   it("a chunked upload past the 50 MB limit is refused while streaming, not after buffering it whole", async () => {
-    expect((await createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.createBucket("unlimited", { public: false })).error).toBeNull();
+    expect(
+      (await createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.createBucket("unlimited", { public: false }))
+        .error,
+    ).toBeNull();
     const auth = { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "application/octet-stream" };
     const r = await streamUpload("/storage/v1/object/unlimited/zeros.bin", auth, 200 * MiB);
     expect(r.status).toBe(413);
@@ -104,12 +136,15 @@ describe("upload limits", () => {
     // The same upload under the limit is stored whole, with its size and hash.
     const ok = await streamUpload("/storage/v1/object/unlimited/small.bin", auth, 3 * MiB);
     expect(ok.status).toBe(200);
-    expect(await db.sql`select (metadata->>'size')::int as size, metadata->>'eTag' as etag from storage.objects where name = 'small.bin'`)
+    expect(
+      await db
+        .sql`select (metadata->>'size')::int as size, metadata->>'eTag' as etag from storage.objects where name = 'small.bin'`,
+    )
       .toEqual([{ size: 3 * MiB, etag: `"${createHash("md5").update(Buffer.alloc(3 * MiB)).digest("hex")}"` }]);
   }, 60_000);
 
   it("a bucket's own file size limit stops a streamed upload the same way", async () => {
-    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage;
     expect((await admin.createBucket("capped", { public: false, fileSizeLimit: "1MB" })).error).toBeNull();
     const auth = { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "application/octet-stream" };
     const r = await streamUpload("/storage/v1/object/capped/two.bin", auth, 128 * MiB);
@@ -122,10 +157,14 @@ describe("upload limits", () => {
   }, 60_000);
 
   it("an object name the disk cannot hold is a 400 InvalidKey that shows no server path", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("unlimited");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("unlimited");
     for (const name of ["n".repeat(300), `dir/${"é".repeat(130)}.txt`, `${"a/".repeat(520)}x`]) {
-      const r = await rawRequest("POST", `/storage/v1/object/unlimited/${encodeURIComponent(name).replace(/%2F/g, "/")}`,
-        { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "text/plain" }, "x");
+      const r = await rawRequest(
+        "POST",
+        `/storage/v1/object/unlimited/${encodeURIComponent(name).replace(/%2F/g, "/")}`,
+        { authorization: `Bearer ${stack.serviceRoleKey}`, "content-type": "text/plain" },
+        "x",
+      );
       expect({ len: name.length, status: r.status }).toEqual({ len: name.length, status: 400 });
       expect(JSON.parse(r.body)).toMatchObject({ error: "InvalidKey" });
       expect(r.body).not.toContain(stack.dataDir);
@@ -133,18 +172,23 @@ describe("upload limits", () => {
     }
     const viaJs = await s.upload("n".repeat(300), "x", { contentType: "text/plain" });
     expect(viaJs.error?.message).not.toContain(stack.dataDir);
-    expect(await db.sql`select name from storage.objects where bucket_id = 'unlimited' and name <> 'small.bin'`).toEqual([]);
+    expect(await db.sql`select name from storage.objects where bucket_id = 'unlimited' and name <> 'small.bin'`)
+      .toEqual([]);
   });
 });
 
 describe("storage through supabase-js", () => {
   it("creates, gets and lists buckets (rows in storage.buckets)", async () => {
-    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage;
     expect((await admin.createBucket("docs", { public: false, fileSizeLimit: "1MB" })).error).toBeNull();
     expect((await admin.createBucket("pub", { public: true })).error).toBeNull();
     const dup = await admin.createBucket("docs");
     expect(dup.error).not.toBeNull();
-    expect((await admin.getBucket("docs")).data).toMatchObject({ id: "docs", public: false, file_size_limit: 1024 * 1024 });
+    expect((await admin.getBucket("docs")).data).toMatchObject({
+      id: "docs",
+      public: false,
+      file_size_limit: 1024 * 1024,
+    });
     // Migrations may create buckets of their own: the API lists exactly the rows.
     const listed = (await admin.listBuckets()).data?.map((b) => b.id).sort();
     const rows = await db.sql<{ id: string; public: boolean }[]>`select id, public from storage.buckets order by id`;
@@ -153,7 +197,7 @@ describe("storage through supabase-js", () => {
   });
 
   it("upload / list / download / remove, with storage.objects rows exactly as uploaded", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
     const json = JSON.stringify({ id: "LEGITEXT000006070721", title: "Code civil" });
     const up1 = await s.upload("fr/code-civil.json", new Blob([json], { type: "application/json" }));
     expect(up1.error).toBeNull();
@@ -166,9 +210,14 @@ describe("storage through supabase-js", () => {
     const [row] = await db.sql<{ id: string; name: string; metadata: Record<string, unknown> }[]>`
       select id, name, metadata from storage.objects where bucket_id = 'docs' and name = 'fr/code-civil.json'`;
     expect(row.id).toBe(up1.data!.id);
-    expect(row.metadata).toMatchObject({ size: Buffer.byteLength(json), mimetype: "application/json", cacheControl: "max-age=3600" });
+    expect(row.metadata).toMatchObject({
+      size: Buffer.byteLength(json),
+      mimetype: "application/json",
+      cacheControl: "max-age=3600",
+    });
     expect(String(row.metadata.eTag)).toMatch(/^"[0-9a-f]{32}"$/);
-    expect(await db.sql`select (metadata->>'size')::int as size from storage.objects where name = 'fr/raw.bin'`).toEqual([{ size: 5 }]);
+    expect(await db.sql`select (metadata->>'size')::int as size from storage.objects where name = 'fr/raw.bin'`)
+      .toEqual([{ size: 5 }]);
 
     const top = await s.list();
     expect(top.data?.map((o) => [o.name, o.id === null])).toEqual([["fr", true], ["top.txt", false]]);
@@ -182,10 +231,13 @@ describe("storage through supabase-js", () => {
 
     const rm = await s.remove(["fr/raw.bin", "top.txt"]);
     expect(rm.data?.map((o) => o.name).sort()).toEqual(["fr/raw.bin", "top.txt"]);
-    expect(await db.sql`select name from storage.objects where bucket_id = 'docs' order by name`).toEqual([{ name: "fr/code-civil.json" }]);
+    expect(await db.sql`select name from storage.objects where bucket_id = 'docs' order by name`).toEqual([{
+      name: "fr/code-civil.json",
+    }]);
     expect((await s.download("top.txt")).error).not.toBeNull();
 
-    const events = await db.sql`select op, name, size from public.object_events where name in ('fr/raw.bin', 'top.txt') order by name, op`;
+    const events = await db
+      .sql`select op, name, size from public.object_events where name in ('fr/raw.bin', 'top.txt') order by name, op`;
     expect(events).toEqual([
       { op: "DELETE", name: "fr/raw.bin", size: "5" },
       { op: "INSERT", name: "fr/raw.bin", size: "5" },
@@ -197,7 +249,7 @@ describe("storage through supabase-js", () => {
   });
 
   it("x-upsert: a second upload is refused unless upsert, which replaces content and the old file", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
     expect((await s.upload("u.txt", "v1", { contentType: "text/plain" })).error).toBeNull();
     const again = await s.upload("u.txt", "v2", { contentType: "text/plain" });
     expect(again.error).not.toBeNull();
@@ -206,23 +258,27 @@ describe("storage through supabase-js", () => {
     expect(await (await s.download("u.txt")).data!.text()).toBe("version 3");
     expect((await s.update("u.txt", "v4!", { contentType: "text/plain" })).error).toBeNull();
     expect(await (await s.download("u.txt")).data!.text()).toBe("v4!");
-    expect(await db.sql`select (metadata->>'size')::int as size from storage.objects where name = 'u.txt'`).toEqual([{ size: 3 }]);
+    expect(await db.sql`select (metadata->>'size')::int as size from storage.objects where name = 'u.txt'`).toEqual([{
+      size: 3,
+    }]);
     expect(readdirSync(join(stack.storageRoot, "docs", "u.txt")).length).toBe(1);
   });
 
   it("move and copy keep rows and files in step", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
     expect((await s.upload("m/a.txt", "move me", { contentType: "text/plain" })).error).toBeNull();
     expect((await s.move("m/a.txt", "m/b.txt")).error).toBeNull();
     expect((await s.copy("m/b.txt", "m/c.txt")).error).toBeNull();
-    expect(await db.sql`select name from storage.objects where name like 'm/%' order by name`).toEqual([{ name: "m/b.txt" }, { name: "m/c.txt" }]);
+    expect(await db.sql`select name from storage.objects where name like 'm/%' order by name`).toEqual([{
+      name: "m/b.txt",
+    }, { name: "m/c.txt" }]);
     expect(await (await s.download("m/b.txt")).data!.text()).toBe("move me");
     expect(await (await s.download("m/c.txt")).data!.text()).toBe("move me");
     expect(existsSync(join(stack.storageRoot, "docs", "m", "a.txt"))).toBe(false);
   });
 
   it("anon cannot write or read a private bucket; public buckets are readable by URL", async () => {
-    const anon = createLocalClient(stack.apiUrl, stack.anonKey).storage;
+    const anon = createNodeClient(stack.apiUrl, stack.anonKey).storage;
     const w = await anon.from("docs").upload("anon.txt", "x", { contentType: "text/plain" });
     expect(w.error).not.toBeNull();
     expect((await anon.from("docs").download("fr/code-civil.json")).error).not.toBeNull();
@@ -230,7 +286,7 @@ describe("storage through supabase-js", () => {
     expect(await db.sql`select name from storage.objects where name = 'anon.txt'`).toEqual([]);
     expect(existsSync(join(stack.storageRoot, "docs", "anon.txt"))).toBe(false);
 
-    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("pub");
+    const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("pub");
     expect((await admin.upload("p.txt", "public!", { contentType: "text/plain" })).error).toBeNull();
     const url = anon.from("pub").getPublicUrl("p.txt").data.publicUrl;
     const r = await fetch(url);
@@ -248,9 +304,10 @@ describe("storage through supabase-js", () => {
     const secret = readFileSync(join(dirname(stack.storageRoot), "jwt-secret"), "utf8").trim();
     const uid = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b";
     const userKey = await signRoleKey(secret, "authenticated", { sub: uid });
-    const user = createLocalClient(stack.apiUrl, userKey).storage.from("docs");
+    const user = createNodeClient(stack.apiUrl, userKey).storage.from("docs");
     expect((await user.upload(`${uid}/note.txt`, "mine", { contentType: "text/plain" })).error).toBeNull();
-    expect((await user.upload("someone-else/note.txt", "not mine", { contentType: "text/plain" })).error).not.toBeNull();
+    expect((await user.upload("someone-else/note.txt", "not mine", { contentType: "text/plain" })).error).not
+      .toBeNull();
     expect(await (await user.download(`${uid}/note.txt`)).data!.text()).toBe("mine");
     expect((await user.download("fr/code-civil.json")).error).not.toBeNull(); // not theirs
     expect(await db.sql`select name, owner::text, owner_id from storage.objects where name like '%note.txt'`)
@@ -258,7 +315,7 @@ describe("storage through supabase-js", () => {
   });
 
   it("after a crash, files without a row are swept and files with one are kept", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("docs");
     expect((await s.upload("crash/kept.txt", "kept", { contentType: "text/plain" })).error).toBeNull();
     // What an interrupted upload leaves: a version file (and a temp file) that no row points at.
     const orphanDir = join(stack.storageRoot, "docs", "crash", "lost.txt");
@@ -278,11 +335,16 @@ describe("storage through supabase-js", () => {
 
   it("a stack started again sweeps at once what its predecessor's crash left, and keeps what has a row", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "storage-restart-"));
-    let first: LocalStack | null = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG, dataDir });
+    let first: LocalStack | null = await startTestStack({
+      databaseUrl: db.url,
+      functionsDir: FIXTURE_FUNCTIONS_DIR,
+      configFile: FIXTURE_CONFIG,
+      dataDir,
+    });
     let second: LocalStack | null = null;
     try {
       await db.sql`insert into storage.buckets (id, name) values ('restarts', 'restarts') on conflict do nothing`;
-      const s = createLocalClient(first.apiUrl, first.serviceRoleKey).storage.from("restarts");
+      const s = createNodeClient(first.apiUrl, first.serviceRoleKey).storage.from("restarts");
       expect((await s.upload("restart/kept.txt", "kept", { contentType: "text/plain" })).error).toBeNull();
       // An upload interrupted by a SIGKILL 30 s ago: its version file and its temp file, no row.
       const orphanDir = join(first.storageRoot, "restarts", "restart", "lost.txt");
@@ -294,9 +356,19 @@ describe("storage through supabase-js", () => {
       for (const f of [orphan, `${orphan}.tmp`]) utimesSync(f, recent, recent);
       await first.stop();
       first = null;
-      second = await startTestStack({ databaseUrl: db.url, functionsDir: FIXTURE_FUNCTIONS_DIR, configFile: FIXTURE_CONFIG, dataDir });
-      await waitFor("the orphans swept", () => Promise.resolve(!existsSync(orphan) && !existsSync(`${orphan}.tmp`)), 15_000, 100);
-      const s2 = createLocalClient(second.apiUrl, second.serviceRoleKey).storage.from("restarts");
+      second = await startTestStack({
+        databaseUrl: db.url,
+        functionsDir: FIXTURE_FUNCTIONS_DIR,
+        configFile: FIXTURE_CONFIG,
+        dataDir,
+      });
+      await waitFor(
+        "the orphans swept",
+        () => Promise.resolve(!existsSync(orphan) && !existsSync(`${orphan}.tmp`)),
+        15_000,
+        100,
+      );
+      const s2 = createNodeClient(second.apiUrl, second.serviceRoleKey).storage.from("restarts");
       expect(await (await s2.download("restart/kept.txt")).data!.text()).toBe("kept");
     } finally {
       await first?.stop();
@@ -332,11 +404,19 @@ describe("storage through supabase-js", () => {
       }
     }
     // Keys in JSON bodies are checked the same way.
-    const mv = await rawRequest("POST", "/storage/v1/object/move", { ...auth, "content-type": "application/json" },
-      JSON.stringify({ bucketId: "docs", sourceKey: "fr/code-civil.json", destinationKey: "../../escape.json" }));
+    const mv = await rawRequest(
+      "POST",
+      "/storage/v1/object/move",
+      { ...auth, "content-type": "application/json" },
+      JSON.stringify({ bucketId: "docs", sourceKey: "fr/code-civil.json", destinationKey: "../../escape.json" }),
+    );
     expect(mv.status).toBe(400);
-    const del = await rawRequest("DELETE", "/storage/v1/object/docs", { ...auth, "content-type": "application/json" },
-      JSON.stringify({ prefixes: ["../../.."] }));
+    const del = await rawRequest(
+      "DELETE",
+      "/storage/v1/object/docs",
+      { ...auth, "content-type": "application/json" },
+      JSON.stringify({ prefixes: ["../../.."] }),
+    );
     expect(del.status).toBe(400);
     const dl = await rawRequest("GET", "/storage/v1/object/docs/../../jwt-secret", auth);
     expect(dl.status).toBe(400);
@@ -350,7 +430,7 @@ describe("storage through supabase-js", () => {
 
 describe("signed URLs", () => {
   it("createSignedUrl / createSignedUrls: a token-holder downloads without a JWT until it expires; RLS decides who may sign", async () => {
-    const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage;
+    const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage;
     expect((await admin.createBucket("signed-docs", { public: false })).error).toBeNull();
     const s = admin.from("signed-docs");
     expect((await s.upload("dossier/été 2024.txt", "contenu signé", { contentType: "text/plain" })).error).toBeNull();
@@ -369,16 +449,21 @@ describe("signed URLs", () => {
     const forged = await fetch(data!.signedUrl.replace(/token=[^&]+/, `token=${token.slice(0, -4)}AAAA`));
     expect(forged.status).toBe(400);
     // And the token is no API key.
-    const asKey = await fetch(`${stack.apiUrl}/storage/v1/bucket`, { headers: { apikey: token, authorization: `Bearer ${token}` } });
+    const asKey = await fetch(`${stack.apiUrl}/storage/v1/bucket`, {
+      headers: { apikey: token, authorization: `Bearer ${token}` },
+    });
     expect(asKey.status).toBe(401);
 
     const many = await s.createSignedUrls(["other.txt", "missing.txt"], 60);
     expect(many.error).toBeNull();
-    expect(many.data!.map((d) => [d.path, d.error])).toEqual([["other.txt", null], ["missing.txt", "Object not found"]]);
+    expect(many.data!.map((d) => [d.path, d.error])).toEqual([["other.txt", null], [
+      "missing.txt",
+      "Object not found",
+    ]]);
     expect(await (await fetch(many.data![0].signedUrl!)).text()).toBe("autre");
 
     // Anon has no RLS policy on this bucket: it may not sign.
-    const anon = createLocalClient(stack.apiUrl, stack.anonKey).storage.from("signed-docs");
+    const anon = createNodeClient(stack.apiUrl, stack.anonKey).storage.from("signed-docs");
     expect((await anon.createSignedUrl("other.txt", 60)).error).not.toBeNull();
 
     // Expiry: a one-second URL works, then is refused (polled with a deadline).
@@ -396,7 +481,7 @@ describe("signed URLs", () => {
   });
 
   it("signed upload URLs answer 501 with a clear message, never a misleading 404", async () => {
-    const s = createLocalClient(stack.apiUrl, stack.serviceRoleKey).storage.from("signed-docs");
+    const s = createNodeClient(stack.apiUrl, stack.serviceRoleKey).storage.from("signed-docs");
     const r = await s.createSignedUploadUrl("new.txt");
     expect(r.error).not.toBeNull();
     expect(r.error!.message).toMatch(/not implemented by the local Storage/);

@@ -54,7 +54,10 @@ describe("schedules", () => {
   it("a job whose last run is older than twice its interval fails naming it", async () => {
     await installedAgo("3 days");
     await allJobsRan();
-    expect(check(await run(), "schedules")).toMatchObject({ status: "ok", detail: expect.stringMatching(/each ran within twice its interval/) });
+    expect(check(await run(), "schedules")).toMatchObject({
+      status: "ok",
+      detail: expect.stringMatching(/each ran within twice its interval/),
+    });
 
     await db.sql`update cron.job_run_details set start_time = now() - interval '3 hours'
                   where jobid = (select jobid from cron.job where jobname = 'files-queue-coherence')`;
@@ -71,7 +74,10 @@ describe("schedules", () => {
     await installedAgo("3 days");
     await allJobsRan("30 hours");
     await db.sql`update cron.job set active = false where jobname <> 'ops-metrics-cleanup'`;
-    expect(check(await run(), "schedules")).toMatchObject({ status: "warn", detail: expect.stringMatching(/^paused: /) });
+    expect(check(await run(), "schedules")).toMatchObject({
+      status: "warn",
+      detail: expect.stringMatching(/^paused: /),
+    });
   });
 });
 
@@ -81,8 +87,10 @@ describe("extensions", () => {
     const [{ v }] = await db.sql`select extversion as v from pg_extension where extname = 'vector'`;
     // The test database runs the local stack's pg_cron and pg_net stand-ins.
     expect(r.data).toEqual({ versions: { vector: v, pg_cron: null, pg_net: null }, stand_ins: ["pg_cron", "pg_net"] });
-    expect(r.detail).toBe(`vector ${v}, pg_cron not installed (local-stack stand-in: runs only while the local stack runs), ` +
-      "pg_net not installed (local-stack stand-in: runs only while the local stack runs)");
+    expect(r.detail).toBe(
+      `vector ${v}, pg_cron not installed (local-stack stand-in: runs only while the local stack runs), ` +
+        "pg_net not installed (local-stack stand-in: runs only while the local stack runs)",
+    );
   });
 });
 
@@ -104,24 +112,38 @@ describe("files", () => {
                  select 'c/' || i || '.pdf', 'client-documents', 'failed', 'no extractable text' from generate_series(1, 8) i`;
     const r = check(await run(), "files");
     expect(r.status).toBe("warn");
-    expect(r.detail).toMatch(/^8 failed file\(s\) in client-documents \(.*client-documents: 0 in Storage, 8 queued, 8 failed/);
+    expect(r.detail).toMatch(
+      /^8 failed file\(s\) in client-documents \(.*client-documents: 0 in Storage, 8 queued, 8 failed/,
+    );
     expect((r.data as { buckets: { bucket: string; failed: number }[] }).buckets.map((b) => [b.bucket, b.failed]))
       .toEqual([["agentbasic-legifrance-raw", 0], ["client-documents", 8]]);
 
     await db.sql`update ops_settings set failed_files_fail = 5`;
-    expect(check(await run(), "files")).toMatchObject({ status: "fail", detail: expect.stringMatching(/^8 failed file\(s\) in client-documents/) });
+    expect(check(await run(), "files")).toMatchObject({
+      status: "fail",
+      detail: expect.stringMatching(/^8 failed file\(s\) in client-documents/),
+    });
     await db.sql`update ops_settings set failed_files_fail = 100, failed_files_warn = 10`;
     expect(check(await run(), "files").status).toBe("ok");
     await db.sql`update ops_settings set failed_files_warn = 1`;
 
-    const opened = await db.sql`select kind, subject, message from private.ops_check_alerts() where kind = 'failed_files'`;
-    expect(opened).toEqual([{ kind: "failed_files", subject: "client-documents", message: expect.stringMatching(/^8 failed file\(s\) in client-documents/) }]);
-    const ids = (await db.sql`select id from files_queue where status = 'failed' order by id limit 3`).map((r) => Number(r.id));
+    const opened = await db
+      .sql`select kind, subject, message from private.ops_check_alerts() where kind = 'failed_files'`;
+    expect(opened).toEqual([{
+      kind: "failed_files",
+      subject: "client-documents",
+      message: expect.stringMatching(/^8 failed file\(s\) in client-documents/),
+    }]);
+    const ids = (await db.sql`select id from files_queue where status = 'failed' order by id limit 3`).map((r) =>
+      Number(r.id)
+    );
     const [{ n }] = await db.sql`select retry_failed_files(${ids}::bigint[]) as n`;
     expect(n).toBe(3);
     expect(await db.sql`select status, attempts, last_error from files_queue where id = any(${ids}::bigint[])`)
       .toEqual(ids.map(() => ({ status: "pending", attempts: 0, last_error: null })));
-    expect((await db.sql`select * from ops_failed_files_count()`).find((r) => r.bucket_id === "client-documents")?.failed).toBe("5");
+    expect(
+      (await db.sql`select * from ops_failed_files_count()`).find((r) => r.bucket_id === "client-documents")?.failed,
+    ).toBe("5");
   });
 
   it("retrying failed files is the service role's only", async () => {
@@ -154,11 +176,16 @@ describe("knowledge_base", () => {
     await db.sql`create table kb_gap (id int primary key, body text)`;
     await db.sql`select register_embedding_source('kb_gap', content_columns => array['body'])`;
     await db.sql`insert into kb_gap select i, 'texte ' || i from generate_series(1, 190) i`;
-    await db.sql`insert into documentation_embeddings (source_table, source_id, chunk_index, content, content_hash, embedding, model, token_count, source_version)
+    await db
+      .sql`insert into documentation_embeddings (source_table, source_id, chunk_index, content, content_hash, embedding, model, token_count, source_version)
                  select 'kb_gap', i::text, 0, 'texte', md5(i::text), array_fill(0.1, array[embedding_dimensions()])::real[]::extensions.vector, 'm', 1, 1
                    from generate_series(1, 189) i`;
     const r = check(await run(), "knowledge_base");
     expect(r.detail).toContain("kb_gap: 190 rows, 189 embedded (99.4%)");
-    expect((r.data as { sources: { source_table: string; coverage: number }[] }).sources.find((s) => s.source_table === "kb_gap")?.coverage).toBe(0.994);
+    expect(
+      (r.data as { sources: { source_table: string; coverage: number }[] }).sources.find((s) =>
+        s.source_table === "kb_gap"
+      )?.coverage,
+    ).toBe(0.994);
   });
 });

@@ -6,8 +6,8 @@ import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { CHECKS } from "../packages/ops/checks.ts";
 import { ensureChromium } from "../packages/testkit/chromium.ts";
@@ -36,29 +36,43 @@ beforeAll(async () => {
     await db.sql`insert into legal_documents (id, category, doc_type, title, content, file_path)
                  values (${`LEGIARTI00000000000${i}`}, 'codes', 'article', ${`Article ${i}`}, ${`Texte de l'article ${i} du code.`}, ${`codes/LEGIARTI00000000000${i}.json`})`;
   }
-  await waitFor("the three documents embedded", async () => {
-    const [c] = await db.sql`select rows_with_embeddings::int as n from embedding_coverage() where source_table = 'legal_documents'`;
-    return c?.n === 3;
-  }, 60_000, 200);
+  await waitFor(
+    "the three documents embedded",
+    async () => {
+      const [c] = await db
+        .sql`select rows_with_embeddings::int as n from embedding_coverage() where source_table = 'legal_documents'`;
+      return c?.n === 3;
+    },
+    60_000,
+    200,
+  );
 
   // Two files uploaded through Storage, one queue row whose object is gone: the hourly check finds the
   // drift (and repairs it, marking the row deleted), and the page shows what it found.
-  const admin = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+  const admin = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
   for (const name of ["codes/a.json", "codes/b.json"]) {
-    expect((await admin.storage.from(BUCKET).upload(name, JSON.stringify({ name }), { contentType: "application/json" })).error).toBeNull();
+    expect(
+      (await admin.storage.from(BUCKET).upload(name, JSON.stringify({ name }), { contentType: "application/json" }))
+        .error,
+    ).toBeNull();
   }
-  await db.sql`insert into files_queue (file_path, bucket_id, file_size, status) values ('codes/gone.json', ${BUCKET}, 3, 'pending')`;
+  await db
+    .sql`insert into files_queue (file_path, bucket_id, file_size, status) values ('codes/gone.json', ${BUCKET}, 3, 'pending')`;
   await db.sql`select private.files_queue_check_coherence()`;
-  await db.sql`update legifrance_crawl_plan set next_page = 4, total_results = 1000, docs_collected = 300 where category = 'codes'`;
-  await db.sql`update legifrance_crawl_plan set done = true, total_results = 120, next_page = 3, docs_collected = 120 where category = 'cnil'`;
+  await db
+    .sql`update legifrance_crawl_plan set next_page = 4, total_results = 1000, docs_collected = 300 where category = 'codes'`;
+  await db
+    .sql`update legifrance_crawl_plan set done = true, total_results = 120, next_page = 3, docs_collected = 120 where category = 'cnil'`;
 
   // A dead letter, and three hours of per-minute samples for the charts.
-  const [d] = await db.sql`insert into embedding_sync_queue (source_table, source_id, action, content, status, retry_count, last_error)
+  const [d] = await db
+    .sql`insert into embedding_sync_queue (source_table, source_id, action, content, status, retry_count, last_error)
                            values ('legal_documents', 'LEGIARTI000000000009', 'INSERT', 'x', 'failed', 3, 'provider answered 400: input too long')
                            returning id`;
   deadJob = Number(d.id);
   // Two client documents the files worker gave up on, with its reasons (the files' dead letter).
-  const failed = await db.sql`insert into files_queue (file_path, bucket_id, file_size, status, attempts, last_error, updated_at)
+  const failed = await db
+    .sql`insert into files_queue (file_path, bucket_id, file_size, status, attempts, last_error, updated_at)
     values (${`${CLIENT}/scan.pdf`}, 'client-documents', 10, 'failed', 1, 'no extractable text', now() - interval '2 minutes'),
            (${`${CLIENT}/contrat.pdf`}, 'client-documents', 12, 'failed', 1, 'not a PDF (corrupt or mislabelled file)', now() - interval '1 minute')
     returning id`;
@@ -90,8 +104,17 @@ afterAll(async () => {
 });
 
 const cells = (selector: string) =>
-  page.$$eval(selector, (rows) => rows.map((r) => [r.getAttribute("data-source") ?? r.getAttribute("data-bucket") ?? r.getAttribute("data-category") ?? r.getAttribute("data-job") ?? "",
-    ...Array.from(r.querySelectorAll("td")).map((c) => c.textContent ?? "")]));
+  page.$$eval(
+    selector,
+    (rows) =>
+      rows.map((
+        r,
+      ) => [
+        r.getAttribute("data-source") ?? r.getAttribute("data-bucket") ?? r.getAttribute("data-category") ??
+          r.getAttribute("data-job") ?? "",
+        ...Array.from(r.querySelectorAll("td")).map((c) => c.textContent ?? ""),
+      ]),
+  );
 
 describe("the dashboard at /dashboard", () => {
   it("shows nothing without a key, then every section once the service key is given (and keeps no copy of it)", async () => {
@@ -101,15 +124,32 @@ describe("the dashboard at /dashboard", () => {
 
     await page.type("#key", stack.serviceRoleKey);
     await page.click("#key-form button");
-    await page.waitForFunction(() => document.querySelector("#refreshed-at")?.textContent !== "never" && document.querySelectorAll("#coverage tbody tr").length > 0, { timeout: 20_000 });
+    await page.waitForFunction(
+      () =>
+        document.querySelector("#refreshed-at")?.textContent !== "never" &&
+        document.querySelectorAll("#coverage tbody tr").length > 0,
+      { timeout: 20_000 },
+    );
     expect(await page.$eval("#key-state", (e) => e.textContent)).toBe("service key: details shown");
     // Given in the page, never stored by it.
-    expect(await page.evaluate(() => [localStorage.length, sessionStorage.length, document.cookie, (document.querySelector("#key") as HTMLInputElement).value]))
+    expect(
+      await page.evaluate(
+        () => [
+          localStorage.length,
+          sessionStorage.length,
+          document.cookie,
+          (document.querySelector("#key") as HTMLInputElement).value,
+        ],
+      ),
+    )
       .toEqual([0, 0, "", ""]);
 
     expect(await page.$eval("#env-label", (e) => e.textContent)).toBe("staging");
     expect(await page.$eval("#banner", (e) => e.className)).toBe("env-staging");
-    const checks = await page.$$eval("#checks tbody tr", (rows) => rows.map((r) => [r.getAttribute("data-check"), r.querySelector(".status")?.textContent]));
+    const checks = await page.$$eval(
+      "#checks tbody tr",
+      (rows) => rows.map((r) => [r.getAttribute("data-check"), r.querySelector(".status")?.textContent]),
+    );
     expect(checks.map(([n]) => n)).toEqual(CHECKS.map(([n]) => n));
     const shownOverall = await page.$eval("#overall", (e) => e.getAttribute("data-status"));
     const worst = checks.some(([, s]) => s === "fail") ? "fail" : checks.some(([, s]) => s === "warn") ? "warn" : "ok";
@@ -120,23 +160,48 @@ describe("the dashboard at /dashboard", () => {
   });
 
   it("shows the numbers SQL returns: coverage, Storage ↔ files_queue, the plan, the dead letters", async () => {
-    const coverage = await db.sql`select source_table, rows::int, rows_with_embeddings::int from embedding_coverage() order by source_table`;
-    expect(await db.sql`select source_table, rows::int, rows_with_embeddings::int from ops_knowledge_base() order by source_table`).toEqual(coverage);
+    const coverage = await db
+      .sql`select source_table, rows::int, rows_with_embeddings::int from embedding_coverage() order by source_table`;
+    expect(
+      await db
+        .sql`select source_table, rows::int, rows_with_embeddings::int from ops_knowledge_base() order by source_table`,
+    ).toEqual(coverage);
     expect(coverage).toEqual([
       { source_table: "client_document_pages", rows: 0, rows_with_embeddings: 0 },
       { source_table: "legal_documents", rows: 3, rows_with_embeddings: 3 },
     ]);
-    expect(await cells("#coverage tbody tr")).toEqual(coverage.map((c) => [c.source_table, c.source_table, String(c.rows), String(c.rows_with_embeddings), c.rows ? "3 of 3 (100%)" : "—"]));
+    expect(await cells("#coverage tbody tr")).toEqual(
+      coverage.map((
+        c,
+      ) => [
+        c.source_table,
+        c.source_table,
+        String(c.rows),
+        String(c.rows_with_embeddings),
+        c.rows ? "3 of 3 (100%)" : "—",
+      ]),
+    );
 
-    const live = await db.sql`select bucket_id, storage_count::int, queue_count::int from files_queue_coherence where bucket_id = ${BUCKET}`;
+    const live = await db
+      .sql`select bucket_id, storage_count::int, queue_count::int from files_queue_coherence where bucket_id = ${BUCKET}`;
     expect(live).toEqual([{ bucket_id: BUCKET, storage_count: 2, queue_count: 2 }]);
-    const [lastCheck] = await db.sql`select missing_in_queue::int, queued_without_object::int, alert, marked_deleted::int
+    const [lastCheck] = await db
+      .sql`select missing_in_queue::int, queued_without_object::int, alert, marked_deleted::int
                                        from files_queue_coherence_checks where bucket_id = ${BUCKET} order by id desc limit 1`;
     expect(lastCheck).toEqual({ missing_in_queue: 0, queued_without_object: 1, alert: true, marked_deleted: 1 });
     const shownBuckets = await cells("#buckets tbody tr");
     // The two uploads are not collected documents: the files worker (woken by their queue rows) fails them.
     const [{ failed }] = await db.sql`select failed::int from ops_failed_files_count() where bucket_id = ${BUCKET}`;
-    expect(shownBuckets.filter((r) => r[0] === BUCKET).map((r) => r.slice(0, 8))).toEqual([[BUCKET, BUCKET, "2", "2", String(failed), "0", "1", "warn"]]);
+    expect(shownBuckets.filter((r) => r[0] === BUCKET).map((r) => r.slice(0, 8))).toEqual([[
+      BUCKET,
+      BUCKET,
+      "2",
+      "2",
+      String(failed),
+      "0",
+      "1",
+      "warn",
+    ]]);
 
     const plan = await db.sql`select category, docs_collected::int from legifrance_crawl_plan order by category`;
     const shownPlan = await cells("#plan tbody tr");
@@ -148,7 +213,8 @@ describe("the dashboard at /dashboard", () => {
     expect((await cells("#dead-letters tbody tr")).map((r) => r[0])).toEqual(dead.map((d) => String(d.id)));
     expect(dead.map((d) => Number(d.id))).toEqual([deadJob]);
 
-    const alerts = await db.sql`select kind, message from ops_alerts where resolved_at is null order by opened_at desc, id desc`;
+    const alerts = await db
+      .sql`select kind, message from ops_alerts where resolved_at is null order by opened_at desc, id desc`;
     expect([...new Set(alerts.map((a) => a.kind))].sort()).toEqual(["dead_letters", "failed_files", "files_drift"]);
     expect((await cells("#alerts tbody tr")).map((r) => [r[2], r[3]])).toEqual(alerts.map((a) => [a.kind, a.message]));
 
@@ -161,26 +227,51 @@ describe("the dashboard at /dashboard", () => {
     expect(counts.find((c) => c.bucket_id === "client-documents")?.failed).toBe(2);
     const shownBuckets = await cells("#buckets tbody tr");
     expect(shownBuckets.map((r) => [r[0], r[4]])).toEqual(counts.map((c) => [c.bucket_id, String(c.failed)]));
-    const files = await page.$$eval("#failed-files tbody tr", (rows) => rows.map((r) => [r.getAttribute("data-file"), ...Array.from(r.querySelectorAll("td")).slice(1, 5).map((c) => c.textContent)]));
-    const listed = await db.sql`select id::text, bucket_id, file_path, attempts::text, last_error from ops_failed_files(100)`;
+    const files = await page.$$eval(
+      "#failed-files tbody tr",
+      (rows) =>
+        rows.map((r) => [
+          r.getAttribute("data-file"),
+          ...Array.from(r.querySelectorAll("td")).slice(1, 5).map((c) => c.textContent),
+        ]),
+    );
+    const listed = await db
+      .sql`select id::text, bucket_id, file_path, attempts::text, last_error from ops_failed_files(100)`;
     expect(files).toEqual(listed.map((f) => [f.id, f.bucket_id, f.file_path, f.attempts, f.last_error]));
     expect(files.filter((f) => f[1] === "client-documents")).toEqual([
-      [String(failedFiles[1]), "client-documents", `${CLIENT}/contrat.pdf`, "1", "not a PDF (corrupt or mislabelled file)"],
+      [
+        String(failedFiles[1]),
+        "client-documents",
+        `${CLIENT}/contrat.pdf`,
+        "1",
+        "not a PDF (corrupt or mislabelled file)",
+      ],
       [String(failedFiles[0]), "client-documents", `${CLIENT}/scan.pdf`, "1", "no extractable text"],
     ]);
-    const filesCheck = await page.$eval(`#checks tr[data-check="files"]`, (r) => [r.querySelector(".status")?.textContent, r.querySelectorAll("td")[2].textContent]);
+    const filesCheck = await page.$eval(
+      `#checks tr[data-check="files"]`,
+      (r) => [r.querySelector(".status")?.textContent, r.querySelectorAll("td")[2].textContent],
+    );
     expect(filesCheck[0]).toBe("warn");
     expect(filesCheck[1]).toMatch(/2 failed file\(s\) in client-documents/);
-    expect((await cells("#alerts tbody tr")).filter((r) => r[2] === "failed_files").map((r) => r[3])).toContainEqual(expect.stringMatching(/^2 failed file\(s\) in client-documents/));
+    expect((await cells("#alerts tbody tr")).filter((r) => r[2] === "failed_files").map((r) => r[3])).toContainEqual(
+      expect.stringMatching(/^2 failed file\(s\) in client-documents/),
+    );
   });
 
   it("'retry' on a failed file puts it back in the queue (service role only)", async () => {
     await page.click(`[data-testid="retry-file-${failedFiles[0]}"]`);
-    await page.waitForFunction((id) => !document.querySelector(`#failed-files tr[data-file="${id}"]`), { timeout: 10_000 }, failedFiles[0]);
+    await page.waitForFunction((id) => !document.querySelector(`#failed-files tr[data-file="${id}"]`), {
+      timeout: 10_000,
+    }, failedFiles[0]);
     const [row] = await db.sql`select status, attempts, last_error from files_queue where id = ${failedFiles[0]}`;
     expect(row).toEqual({ status: "pending", attempts: 0, last_error: null });
     expect((await db.sql`select status from files_queue where id = ${failedFiles[1]}`)[0].status).toBe("failed");
-    const asAnon = await fetch(`${stack.apiUrl}/functions/v1/health/retry-files`, { method: "POST", headers: { apikey: stack.publishableKey }, body: JSON.stringify({ ids: [failedFiles[1]] }) });
+    const asAnon = await fetch(`${stack.apiUrl}/functions/v1/health/retry-files`, {
+      method: "POST",
+      headers: { apikey: stack.publishableKey },
+      body: JSON.stringify({ ids: [failedFiles[1]] }),
+    });
     expect(asAnon.status).toBe(403);
     expect((await db.sql`select status from files_queue where id = ${failedFiles[1]}`)[0].status).toBe("failed");
     expect(pageErrors).toEqual([]);
@@ -188,7 +279,9 @@ describe("the dashboard at /dashboard", () => {
 
   it("'retry' on a dead letter puts the job back in the queue", async () => {
     await page.click(`[data-testid="retry-${deadJob}"]`);
-    await page.waitForFunction((id) => !document.querySelector(`#dead-letters tr[data-job="${id}"]`), { timeout: 10_000 }, deadJob);
+    await page.waitForFunction((id) => !document.querySelector(`#dead-letters tr[data-job="${id}"]`), {
+      timeout: 10_000,
+    }, deadJob);
     // Back to pending; the queue's own wake-up may already have had a worker claim and complete it,
     // so any state past 'failed' with the retry count reset is the job having gone back in the queue.
     const job = await waitFor("the job back in the queue", async () => {
@@ -207,11 +300,15 @@ describe("the dashboard at /dashboard", () => {
       await anonPage.goto(`${stack.apiUrl}/dashboard`, { waitUntil: "load" });
       await anonPage.type("#key", stack.anonKey);
       await anonPage.click("#key-form button");
-      await anonPage.waitForFunction(() => document.querySelector("#refreshed-at")?.textContent !== "never", { timeout: 20_000 });
+      await anonPage.waitForFunction(() => document.querySelector("#refreshed-at")?.textContent !== "never", {
+        timeout: 20_000,
+      });
       expect(await anonPage.$eval("#key-state", (e) => e.textContent)).toBe("not a service key: status only");
       expect(await anonPage.$eval("#env-label", (e) => e.textContent)).toBe("staging");
       expect(await anonPage.$$eval("#dead-letters tbody tr", (r) => r.length)).toBe(0);
-      expect(await anonPage.$$eval("#checks tbody tr td:last-child", (c) => c.map((x) => x.textContent))).toEqual(CHECKS.map(() => "service key needed for details"));
+      expect(await anonPage.$$eval("#checks tbody tr td:last-child", (c) => c.map((x) => x.textContent))).toEqual(
+        CHECKS.map(() => "service key needed for details"),
+      );
     } finally {
       await anonPage.close();
     }
@@ -222,7 +319,9 @@ describe("the dashboard at /dashboard", () => {
     await page.goto(`${stack.apiUrl}/dashboard`, { waitUntil: "load" });
     await page.type("#key", stack.serviceRoleKey);
     await page.click("#key-form button");
-    await page.waitForFunction(() => document.querySelectorAll("[data-testid=no-data]").length === 2, { timeout: 20_000 });
+    await page.waitForFunction(() => document.querySelectorAll("[data-testid=no-data]").length === 2, {
+      timeout: 20_000,
+    });
     expect(await page.$$eval("[data-testid=no-data]", (e) => e.map((x) => x.textContent))).toEqual([
       "jobs by status: no data yet (ops_metrics has no sample in this window)",
       "per minute: no data yet (ops_metrics has no sample in this window)",
@@ -239,7 +338,9 @@ describe("the dashboard at /dashboard", () => {
     await page.click("#key-form button");
     await page.waitForFunction(() => document.querySelectorAll("#checks tbody tr").length > 0, { timeout: 20_000 });
     await db.sql`select set_environment_label('production')`;
-    await page.waitForFunction(() => document.querySelector("#env-label")?.textContent === "production", { timeout: 15_000 });
+    await page.waitForFunction(() => document.querySelector("#env-label")?.textContent === "production", {
+      timeout: 15_000,
+    });
     expect(await page.$eval("#banner", (e) => e.className)).toBe("env-production");
   });
 });

@@ -16,11 +16,19 @@ import { useTestDatabase } from "./helpers/db.ts";
 const db = useTestDatabase();
 const root = fileURLToPath(new URL("../", import.meta.url));
 
-function doctor(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+function doctor(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   // Only what an operator's shell would have: no function secrets.
-  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("EMBEDDING_") && k !== "OPENAI_API_KEY"));
+  const base = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith("EMBEDDING_") && k !== "OPENAI_API_KEY"),
+  );
   return new Promise((resolve) => {
-    execFile("node_modules/.bin/tsx", ["scripts/doctor.ts", ...args], { cwd: root, env: { ...base, ...env } as NodeJS.ProcessEnv }, (err, stdout, stderr) => {
+    execFile("node_modules/.bin/tsx", ["scripts/doctor.ts", ...args], {
+      cwd: root,
+      env: { ...base, ...env } as NodeJS.ProcessEnv,
+    }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
     });
   });
@@ -32,7 +40,9 @@ describe("npm run doctor", () => {
     expect(r.code).toBe(1);
     const lines = r.stdout.split("\n");
     for (const [name] of CHECKS) expect(lines.some((l) => l.startsWith(name + " ")), name).toBe(true);
-    expect(lines.find((l) => l.startsWith("vault "))).toMatch(/FAIL\s+Vault entries missing: project_url, secret_key \(or the legacy service_role_key\)/);
+    expect(lines.find((l) => l.startsWith("vault "))).toMatch(
+      /FAIL\s+Vault entries missing: project_url, secret_key \(or the legacy service_role_key\)/,
+    );
     expect(r.stdout).toContain("environment: (no label)");
   });
 
@@ -48,7 +58,10 @@ describe("npm run doctor", () => {
     expect(r.code).toBe(0);
     expect(report.environment).toBe("qa-env");
     expect(report.checks.map((c) => c.name)).toEqual(CHECKS.map(([n]) => n));
-    expect(report.checks.find((c) => c.name === "migrations")?.data).toMatchObject({ expected: migrationVersionsIn(MIGRATIONS_DIR).length, missing: [] });
+    expect(report.checks.find((c) => c.name === "migrations")?.data).toMatchObject({
+      expected: migrationVersionsIn(MIGRATIONS_DIR).length,
+      missing: [],
+    });
     expect(r.stdout).not.toContain("local-only-test-key");
   });
 
@@ -64,7 +77,9 @@ describe("npm run doctor", () => {
 describe("npm run dashboard", () => {
   it("serves the page and the health API against <NAME>_DB_URL, behind the session key it prints", async () => {
     const child = spawn("node_modules/.bin/tsx", ["scripts/dashboard.ts", "--env", "qa", "--port", "0"], {
-      cwd: root, env: { ...process.env, QA_DB_URL: db.url }, stdio: ["ignore", "pipe", "inherit"],
+      cwd: root,
+      env: { ...process.env, QA_DB_URL: db.url },
+      stdio: ["ignore", "pipe", "inherit"],
     });
     try {
       let out = "";
@@ -83,8 +98,12 @@ describe("npm run dashboard", () => {
       expect(await lib.text()).toContain("uPlot");
       expect((await fetch(`${base}/dashboard/../package.json`)).status).toBe(404);
       expect((await fetch(`${base}/functions/v1/health/dashboard`)).status).toBe(401);
-      expect((await fetch(`${base}/functions/v1/health`, { headers: { authorization: "Bearer wrong" } })).status).toBe(401);
-      const r = await fetch(`${base}/functions/v1/health/dashboard?hours=2`, { headers: { authorization: `Bearer ${key}` } });
+      expect((await fetch(`${base}/functions/v1/health`, { headers: { authorization: "Bearer wrong" } })).status).toBe(
+        401,
+      );
+      const r = await fetch(`${base}/functions/v1/health/dashboard?hours=2`, {
+        headers: { authorization: `Bearer ${key}` },
+      });
       expect(r.status).toBe(200);
       const body = await r.json();
       expect(body.report.environment).toBe("qa-env");
@@ -96,7 +115,10 @@ describe("npm run dashboard", () => {
 
   it("--env local reads the running local stack's database URL", () => {
     const dir = mkdtempSync(join(tmpdir(), "ops-local-"));
-    writeFileSync(join(dir, "stack.json"), JSON.stringify({ pid: process.pid, dbUrl: "postgres://u:p@127.0.0.1:54322/postgres" }));
+    writeFileSync(
+      join(dir, "stack.json"),
+      JSON.stringify({ pid: process.pid, dbUrl: "postgres://u:p@127.0.0.1:54322/postgres" }),
+    );
     expect(resolveDbUrl("local", {}, dir)).toBe("postgres://u:p@127.0.0.1:54322/postgres");
     expect(resolveDbUrl("local", { LOCAL_DB_URL: "postgres://x@h/db" }, dir)).toBe("postgres://x@h/db");
     expect(() => resolveDbUrl("local", {}, join(dir, "none"))).toThrow(/local stack is not running/);

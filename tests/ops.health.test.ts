@@ -2,7 +2,7 @@
 // stack answers 200; breaking a Vault entry, a cron job or the migration history answers 503 naming
 // the failing check; an emptied source table is a warning.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { CHECKS } from "../packages/ops/checks.ts";
 import { type HealthReport, healthReportSchema } from "../packages/ops/report.ts";
@@ -29,7 +29,9 @@ afterAll(async () => {
 });
 
 async function health(key: string | null, query = ""): Promise<{ status: number; body: HealthReport }> {
-  const r = await fetch(`${stack.apiUrl}/functions/v1/health${query}`, { headers: key ? { authorization: `Bearer ${key}` } : {} });
+  const r = await fetch(`${stack.apiUrl}/functions/v1/health${query}`, {
+    headers: key ? { authorization: `Bearer ${key}` } : {},
+  });
   const body = await r.json();
   return { status: r.status, body: r.status === 200 || r.status === 503 ? healthReportSchema.parse(body) : body };
 }
@@ -51,11 +53,18 @@ describe("GET /functions/v1/health", () => {
     const [{ n }] = await db.sql`select count(*)::int as n from supabase_migrations.schema_migrations`;
     expect(check(body, "migrations").data).toMatchObject({ applied: n, missing: [] });
     // client_document_pages never held a row: listed, and no warning for it (see ops_knowledge_base).
-    expect(check(body, "knowledge_base").data).toMatchObject({ sources: [{ source_table: "client_document_pages", rows: 0 }, { source_table: "legal_documents", rows: 1 }] });
+    expect(check(body, "knowledge_base").data).toMatchObject({
+      sources: [{ source_table: "client_document_pages", rows: 0 }, { source_table: "legal_documents", rows: 1 }],
+    });
     expect(check(body, "knowledge_base").status).toBe("ok");
-    expect(check(body, "provider").data).toMatchObject({ provider: "offline", dimensions: 1536, table_dimensions: 1536 });
+    expect(check(body, "provider").data).toMatchObject({
+      provider: "offline",
+      dimensions: 1536,
+      table_dimensions: 1536,
+    });
     // Vault values never leave the database: the report names entries only.
-    const [{ secret }] = await db.sql`select decrypted_secret as secret from vault.decrypted_secrets where name = 'secret_key'`;
+    const [{ secret }] = await db
+      .sql`select decrypted_secret as secret from vault.decrypted_secrets where name = 'secret_key'`;
     expect(JSON.stringify(body)).not.toContain(secret);
   });
 
@@ -76,7 +85,8 @@ describe("GET /functions/v1/health", () => {
   });
 
   it("503 naming vault when a Vault entry is deleted", async () => {
-    const [saved] = await db.sql`select decrypted_secret as value from vault.decrypted_secrets where name = 'project_url'`;
+    const [saved] = await db
+      .sql`select decrypted_secret as value from vault.decrypted_secrets where name = 'project_url'`;
     await db.sql`delete from vault.secrets where name = 'project_url'`;
     try {
       const { status, body } = await health(stack.serviceRoleKey);
@@ -99,11 +109,16 @@ describe("GET /functions/v1/health", () => {
     try {
       const { status, body } = await health(stack.serviceRoleKey);
       expect(status).toBe(503);
-      expect(check(body, "schedules")).toMatchObject({ status: "fail", detail: expect.stringContaining("files-queue-coherence not scheduled") });
+      expect(check(body, "schedules")).toMatchObject({
+        status: "fail",
+        detail: expect.stringContaining("files-queue-coherence not scheduled"),
+      });
     } finally {
       // Scheduled again under a new job id, with no run yet: give it one, as the first hour would.
-      const [{ jobid }] = await db.sql`select cron.schedule('files-queue-coherence', ${job.schedule}, ${job.command}) as jobid`;
-      await db.sql`insert into cron.job_run_details (jobid, status, return_message, start_time, end_time) values (${jobid}, 'succeeded', '1 row', now(), now())`;
+      const [{ jobid }] = await db
+        .sql`select cron.schedule('files-queue-coherence', ${job.schedule}, ${job.command}) as jobid`;
+      await db
+        .sql`insert into cron.job_run_details (jobid, status, return_message, start_time, end_time) values (${jobid}, 'succeeded', '1 row', now(), now())`;
     }
     expect((await health(stack.serviceRoleKey)).status).toBe(200);
   });
@@ -123,15 +138,22 @@ describe("GET /functions/v1/health", () => {
     const { status, body } = await health(stack.serviceRoleKey);
     expect(status).toBe(200);
     expect(body.status).toBe("warn");
-    expect(check(body, "knowledge_base")).toMatchObject({ status: "warn", detail: expect.stringMatching(/^empty knowledge base: (\S+, )?legal_documents/) });
+    expect(check(body, "knowledge_base")).toMatchObject({
+      status: "warn",
+      detail: expect.stringMatching(/^empty knowledge base: (\S+, )?legal_documents/),
+    });
   });
 
   it("503 naming migrations when a migration's row is removed from the history", async () => {
-    const [row] = await db.sql`delete from supabase_migrations.schema_migrations where version = '20260101001100' returning *`;
+    const [row] = await db
+      .sql`delete from supabase_migrations.schema_migrations where version = '20260101001100' returning *`;
     try {
       const { status, body } = await health(stack.serviceRoleKey);
       expect(status).toBe(503);
-      expect(check(body, "migrations")).toMatchObject({ status: "fail", detail: "1 migration(s) not applied: 20260101001100" });
+      expect(check(body, "migrations")).toMatchObject({
+        status: "fail",
+        detail: "1 migration(s) not applied: 20260101001100",
+      });
     } finally {
       await db.sql`insert into supabase_migrations.schema_migrations ${db.sql(row)}`;
     }
@@ -148,10 +170,16 @@ describe("GET /functions/v1/health", () => {
   it("the dashboard data and the retry need the service role", async () => {
     const anon = { authorization: `Bearer ${stack.anonKey}` };
     expect((await fetch(`${stack.apiUrl}/functions/v1/health/dashboard`, { headers: anon })).status).toBe(403);
-    const retry = await fetch(`${stack.apiUrl}/functions/v1/health/retry`, { method: "POST", headers: anon, body: JSON.stringify({ ids: [1] }) });
+    const retry = await fetch(`${stack.apiUrl}/functions/v1/health/retry`, {
+      method: "POST",
+      headers: anon,
+      body: JSON.stringify({ ids: [1] }),
+    });
     expect(retry.status).toBe(403);
     const bad = await fetch(`${stack.apiUrl}/functions/v1/health/retry`, {
-      method: "POST", headers: { authorization: `Bearer ${stack.serviceRoleKey}` }, body: JSON.stringify({ ids: ["1; drop table x"] }),
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.serviceRoleKey}` },
+      body: JSON.stringify({ ids: ["1; drop table x"] }),
     });
     expect(bad.status).toBe(400);
   });

@@ -5,10 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthApiError, type SupabaseClient } from "@supabase/supabase-js";
 import { decodeJwt, decodeProtectedHeader, importJWK, SignJWT } from "jose";
 import { authConfigFromEnv, verifyJwt } from "../packages/core/auth.ts";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
 import { functionKeyEnv } from "../packages/local-stack/keys.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const db = useTestDatabase();
@@ -17,7 +17,7 @@ let admin: SupabaseClient;
 const acme = crypto.randomUUID();
 const PASSWORD = "correct horse battery";
 
-const client = () => createLocalClient(stack.apiUrl, stack.publishableKey);
+const client = () => createNodeClient(stack.apiUrl, stack.publishableKey);
 
 async function invite(email: string, clientId = acme): Promise<string> {
   const { data, error } = await admin.functions.invoke("invitations", { body: { action: "invite", email, clientId } });
@@ -26,12 +26,16 @@ async function invite(email: string, clientId = acme): Promise<string> {
 }
 
 async function membershipsOf(email: string) {
-  return await db.sql`select m.client_id::text, m.role from client_memberships m join auth.users u on u.id = m.user_id where u.email = ${email}`;
+  return await db
+    .sql`select m.client_id::text, m.role from client_memberships m join auth.users u on u.id = m.user_id where u.email = ${email}`;
 }
 
 beforeAll(async () => {
-  stack = await startTestStack({ databaseUrl: db.url, functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536" } });
-  admin = createLocalClient(stack.apiUrl, stack.secretKey);
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536" },
+  });
+  admin = createNodeClient(stack.apiUrl, stack.secretKey);
   await db.sql`update cron.job set active = false`;
   // One client with one document page, embedded by process-embedding-queue (woken through pg_net).
   await db.sql`insert into clients (id, name) values (${acme}, 'ACME')`;
@@ -39,8 +43,13 @@ beforeAll(async () => {
     values (${acme}, ${`${acme}/bail.md`}, 'Bail', 'Le préavis du bail ACME est de trois mois.', 1, 'text/markdown', 40) returning id`;
   await db.sql`insert into client_document_pages (document_id, client_id, page, content)
                values (${doc.id}, ${acme}, 1, 'Le préavis du bail ACME est de trois mois.')`;
-  await waitFor("the page embedded", async () =>
-    (await db.sql`select 1 from documentation_embeddings where source_table = 'client_document_pages'`).length > 0, 60_000, 200);
+  await waitFor(
+    "the page embedded",
+    async () =>
+      (await db.sql`select 1 from documentation_embeddings where source_table = 'client_document_pages'`).length > 0,
+    60_000,
+    200,
+  );
 }, 120_000);
 afterAll(async () => {
   await stack?.stop();
@@ -65,11 +74,20 @@ describe("sign-up, sign-in and search as that user", () => {
     const session = data.session!;
     firstRefresh = session.refresh_token;
 
-    expect(decodeProtectedHeader(session.access_token)).toEqual({ alg: "ES256", typ: "JWT", kid: stack.keys.signingJwk.kid });
+    expect(decodeProtectedHeader(session.access_token)).toEqual({
+      alg: "ES256",
+      typ: "JWT",
+      kid: stack.keys.signingJwk.kid,
+    });
     const claims = decodeJwt(session.access_token);
     expect(claims).toMatchObject({
-      sub: data.user!.id, role: "authenticated", aud: "authenticated", email: "alice@example.com",
-      iss: `${stack.apiUrl}/auth/v1`, aal: "aal1", is_anonymous: false,
+      sub: data.user!.id,
+      role: "authenticated",
+      aud: "authenticated",
+      email: "alice@example.com",
+      iss: `${stack.apiUrl}/auth/v1`,
+      aal: "aal1",
+      is_anonymous: false,
     });
     expect(claims.session_id).toMatch(/^[0-9a-f-]{36}$/);
     expect(claims.exp! - claims.iat!).toBe(3600);
@@ -77,8 +95,15 @@ describe("sign-up, sign-in and search as that user", () => {
     const v = await verifyJwt(session.access_token, authConfigFromEnv(functionKeyEnv(stack.keys)));
     expect(v).toMatchObject({ ok: true, caller: { role: "authenticated", via: "user_jwt", userId: data.user!.id } });
 
-    const [profile] = await db.sql`select email, email_verified, first_name, last_name, plan from public.users where id = ${data.user!.id}`;
-    expect(profile).toEqual({ email: "alice@example.com", email_verified: true, first_name: "Alice", last_name: "Martin", plan: "free" });
+    const [profile] = await db
+      .sql`select email, email_verified, first_name, last_name, plan from public.users where id = ${data.user!.id}`;
+    expect(profile).toEqual({
+      email: "alice@example.com",
+      email_verified: true,
+      first_name: "Alice",
+      last_name: "Martin",
+      plan: "free",
+    });
     expect(await membershipsOf("alice@example.com")).toEqual([{ client_id: acme, role: "member" }]);
     const [hash] = await db.sql`select encrypted_password from auth.users where id = ${data.user!.id}`;
     expect(hash.encrypted_password).toMatch(/^\$2[aby]\$10\$/);
@@ -86,7 +111,9 @@ describe("sign-up, sign-in and search as that user", () => {
 
   it("searches as that user through supabase-js: the client's document, and the log is theirs", async () => {
     const { data: { user } } = await alice.auth.getUser();
-    const { data, error } = await alice.functions.invoke("search", { body: { query: "préavis du bail", mode: "text" } });
+    const { data, error } = await alice.functions.invoke("search", {
+      body: { query: "préavis du bail", mode: "text" },
+    });
     expect(error).toBeNull();
     expect(data.results.map((r: { metadata: { client_id: string } }) => r.metadata.client_id)).toEqual([acme]);
     const [log] = await db.sql`select user_id::text from conversations where id = ${data.logId}`;
@@ -119,7 +146,11 @@ describe("sign-up, sign-in and search as that user", () => {
 
     const thief = client();
     const reused = await thief.auth.refreshSession({ refresh_token: firstRefresh });
-    expect(reused.error).toMatchObject({ status: 400, code: "refresh_token_already_used", message: "Invalid Refresh Token: Already Used" });
+    expect(reused.error).toMatchObject({
+      status: 400,
+      code: "refresh_token_already_used",
+      message: "Invalid Refresh Token: Already Used",
+    });
     // Reuse detection: the session that token belonged to is over, for its holder too.
     const after = await alice.auth.getUser(next.access_token);
     expect(after.error?.name).toBe("AuthSessionMissingError");
@@ -133,8 +164,12 @@ describe("sign-up, sign-in and search as that user", () => {
     const { access_token, refresh_token } = data.session!;
     expect((await c.auth.signOut()).error).toBeNull();
     expect((await c.auth.getUser(access_token)).error?.name).toBe("AuthSessionMissingError");
-    expect((await client().auth.refreshSession({ refresh_token })).error).toMatchObject({ status: 400, code: "refresh_token_not_found" });
-    const [s] = await db.sql`select count(*)::int as n from auth.sessions where id = ${decodeJwt(access_token).session_id as string}`;
+    expect((await client().auth.refreshSession({ refresh_token })).error).toMatchObject({
+      status: 400,
+      code: "refresh_token_not_found",
+    });
+    const [s] = await db.sql`select count(*)::int as n from auth.sessions where id = ${decodeJwt(access_token)
+      .session_id as string}`;
     expect(s.n).toBe(0);
   });
 
@@ -154,7 +189,12 @@ describe("hosted's errors", () => {
     const dup = await client().auth.signUp({ email: "alice@example.com", password: PASSWORD });
     expect(dup.error).toMatchObject({ status: 422, code: "user_already_exists", message: "User already registered" });
     const weak = await client().auth.signUp({ email: "weak@example.com", password: "12345" });
-    expect(weak.error).toMatchObject({ name: "AuthWeakPasswordError", status: 422, code: "weak_password", reasons: ["length"] });
+    expect(weak.error).toMatchObject({
+      name: "AuthWeakPasswordError",
+      status: 422,
+      code: "weak_password",
+      reasons: ["length"],
+    });
     const [n] = await db.sql`select count(*)::int as n from auth.users where email = 'weak@example.com'`;
     expect(n.n).toBe(0);
   });
@@ -172,14 +212,19 @@ describe("hosted's errors", () => {
 
     const raw = (headers: Record<string, string>) =>
       fetch(`${stack.apiUrl}/auth/v1/token?grant_type=password`, {
-        method: "POST", headers: { apikey: stack.publishableKey, "content-type": "application/json", ...headers },
+        method: "POST",
+        headers: { apikey: stack.publishableKey, "content-type": "application/json", ...headers },
         body: JSON.stringify({ email: "alice@example.com", password: "nope nope" }),
       });
     const v2024 = await raw({ "x-supabase-api-version": "2024-01-01" });
     expect(v2024.status).toBe(400);
     expect(await v2024.json()).toEqual({ code: "invalid_credentials", message: "Invalid login credentials" });
     const legacy = await raw({});
-    expect(await legacy.json()).toEqual({ code: 400, error_code: "invalid_credentials", msg: "Invalid login credentials" });
+    expect(await legacy.json()).toEqual({
+      code: 400,
+      error_code: "invalid_credentials",
+      msg: "Invalid login credentials",
+    });
     const noKey = await fetch(`${stack.apiUrl}/auth/v1/user`);
     expect(noKey.status).toBe(401);
   });
@@ -195,7 +240,10 @@ describe("hosted's errors", () => {
 describe("admin API with the secret key", () => {
   it("createUser, listUsers (paged), deleteUser; the profile comes and goes with the user", async () => {
     const created = await admin.auth.admin.createUser({
-      email: "bob@example.com", password: PASSWORD, email_confirm: true, user_metadata: { first_name: "Bob" },
+      email: "bob@example.com",
+      password: PASSWORD,
+      email_confirm: true,
+      user_metadata: { first_name: "Bob" },
     });
     expect(created.error).toBeNull();
     const bob = created.data.user!;
@@ -244,7 +292,11 @@ describe("invitations at sign-up and by explicit accept", () => {
     const expiredToken = await invite("dave@example.com");
     await db.sql`update invitations set expires_at = now() - interval '1 minute' where email = 'dave@example.com'`;
     const dave = client();
-    const { error } = await dave.auth.signUp({ email: "dave@example.com", password: PASSWORD, options: { data: { invitation_token: expiredToken } } });
+    const { error } = await dave.auth.signUp({
+      email: "dave@example.com",
+      password: PASSWORD,
+      options: { data: { invitation_token: expiredToken } },
+    });
     expect(error).toBeNull(); // the sign-up itself succeeds
     expect(await membershipsOf("dave@example.com")).toEqual([]);
     const s = await dave.functions.invoke("search", { body: { query: "préavis du bail", mode: "text" } });
@@ -252,7 +304,13 @@ describe("invitations at sign-up and by explicit accept", () => {
 
     const replay = await invite("erin@example.com");
     await db.sql`update invitations set accepted_at = now() where email = 'erin@example.com'`;
-    expect((await client().auth.signUp({ email: "erin@example.com", password: PASSWORD, options: { data: { invitation_token: replay } } })).error).toBeNull();
+    expect(
+      (await client().auth.signUp({
+        email: "erin@example.com",
+        password: PASSWORD,
+        options: { data: { invitation_token: replay } },
+      })).error,
+    ).toBeNull();
     expect(await membershipsOf("erin@example.com")).toEqual([]);
   });
 

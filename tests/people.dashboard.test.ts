@@ -7,9 +7,9 @@ import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLocalClient } from "../packages/local-stack/client.ts";
+import { createNodeClient } from "../packages/connection/node-client.ts";
 import type { LocalStack } from "../packages/local-stack/index.ts";
-import { startTestStack } from "../packages/local-stack/testing.ts";
+import { startTestStack } from "../packages/testkit/stack.ts";
 import { ensureChromium } from "../packages/testkit/chromium.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
@@ -29,30 +29,58 @@ const PEOPLE = [
 
 beforeAll(async () => {
   const chromium = ensureChromium((m) => console.error(`[chromium] ${m}`));
-  stack = await startTestStack({ databaseUrl: db.url, functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536" } });
+  stack = await startTestStack({
+    databaseUrl: db.url,
+    functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536" },
+  });
   await db.sql`update cron.job set active = false`;
   // One answer every signed-in user may read, embedded by process-embedding-queue (woken through pg_net).
   await db.sql`create table faq (id int primary key, body text not null)`;
   await db.sql`grant select on faq to authenticated`;
   await db.sql`select register_embedding_source('faq', content_columns => array['body'])`;
   await db.sql`insert into faq values (1, 'Le délai de préavis du bail est de trois mois.')`;
-  await waitFor("the answer embedded", async () =>
-    (await db.sql`select 1 from documentation_embeddings where source_table = 'faq'`).length > 0, 60_000, 200);
+  await waitFor(
+    "the answer embedded",
+    async () => (await db.sql`select 1 from documentation_embeddings where source_table = 'faq'`).length > 0,
+    60_000,
+    200,
+  );
 
   for (const [email, first, last, questions, answers, negative] of PEOPLE) {
-    const c = createLocalClient(stack.apiUrl, stack.publishableKey);
-    const { error } = await c.auth.signUp({ email, password: "a long password", options: { data: { first_name: first, ...(last ? { last_name: last } : {}) } } });
+    const c = createNodeClient(stack.apiUrl, stack.publishableKey);
+    const { error } = await c.auth.signUp({
+      email,
+      password: "a long password",
+      options: { data: { first_name: first, ...(last ? { last_name: last } : {}) } },
+    });
     expect(error).toBeNull();
     for (let i = 0; i < questions; i++) {
       // Full text: the odd questions find the document, the even ones nothing (unanswered).
-      const s = await c.functions.invoke("search", { body: { query: i % 2 ? "délai de préavis du bail" : `question introuvable ${i}`, mode: "text" } });
+      const s = await c.functions.invoke("search", {
+        body: { query: i % 2 ? "délai de préavis du bail" : `question introuvable ${i}`, mode: "text" },
+      });
       expect(s.error).toBeNull();
-      if (i < answers) expect((await c.functions.invoke("conversations", { body: { action: "answer", logId: s.data.logId, response: "Réponse." } })).error).toBeNull();
-      if (i < negative) expect((await c.functions.invoke("conversations", { body: { action: "feedback", logId: s.data.logId, rating: -1 } })).error).toBeNull();
+      if (i < answers) {
+        expect(
+          (await c.functions.invoke("conversations", {
+            body: { action: "answer", logId: s.data.logId, response: "Réponse." },
+          })).error,
+        ).toBeNull();
+      }
+      if (i < negative) {
+        expect(
+          (await c.functions.invoke("conversations", { body: { action: "feedback", logId: s.data.logId, rating: -1 } }))
+            .error,
+        ).toBeNull();
+      }
     }
   }
 
-  browser = await puppeteer.launch({ executablePath: chromium, headless: true, args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"] });
+  browser = await puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+  });
   page = await browser.newPage();
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   page.on("console", (m) => {
@@ -85,9 +113,20 @@ describe("top users on the dashboard", () => {
     expect(expected.map((r) => [r.email, r.questions, r.answered, r.negative])).toEqual(
       [...PEOPLE].sort((a, b) => b[3] - a[3]).map(([email, , , q, a, n]) => [email, q, a, n]),
     );
-    const shown = await page.$$eval("#top-users tbody tr", (rows) => rows.map((r) =>
-      Array.from(r.querySelectorAll("td")).slice(0, 7).map((c) => c.textContent ?? "")));
-    expect(shown).toEqual(expected.map((r) => [r.email, r.first_name, r.last_name ?? "—", ...[r.questions, r.answered, r.negative, r.unanswered].map(String)]));
+    const shown = await page.$$eval(
+      "#top-users tbody tr",
+      (rows) => rows.map((r) => Array.from(r.querySelectorAll("td")).slice(0, 7).map((c) => c.textContent ?? "")),
+    );
+    expect(shown).toEqual(
+      expected.map((
+        r,
+      ) => [
+        r.email,
+        r.first_name,
+        r.last_name ?? "—",
+        ...[r.questions, r.answered, r.negative, r.unanswered].map(String),
+      ]),
+    );
     expect(expected.map((r) => r.unanswered)).toEqual([3, 2, 1]); // ceil(questions / 2): the even ones
     expect(pageErrors).toEqual([]);
 

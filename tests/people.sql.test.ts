@@ -12,7 +12,9 @@ let sql: postgres.Sql;
 async function signUp(email: string, meta: Record<string, unknown> = {}): Promise<string> {
   const id = crypto.randomUUID();
   await sql`insert into auth.users (id, aud, role, email, email_confirmed_at, raw_user_meta_data, created_at, updated_at)
-            values (${id}, 'authenticated', 'authenticated', ${email}, now(), ${sql.json(meta as postgres.JSONValue)}, now(), now())`;
+            values (${id}, 'authenticated', 'authenticated', ${email}, now(), ${
+    sql.json(meta as postgres.JSONValue)
+  }, now(), now())`;
   return id;
 }
 
@@ -46,8 +48,15 @@ beforeAll(() => {
 describe("profiles", () => {
   it("a sign-up makes the profile from the metadata; a metadata update follows; a name edited in the profile stays", async () => {
     const id = await signUp("ana@example.com", { first_name: " Ana ", last_name: "Lopez" });
-    const profile = async () => (await sql`select email, email_verified, first_name, last_name, plan from public.users where id = ${id}`)[0];
-    expect(await profile()).toEqual({ email: "ana@example.com", email_verified: true, first_name: "Ana", last_name: "Lopez", plan: "free" });
+    const profile = async () =>
+      (await sql`select email, email_verified, first_name, last_name, plan from public.users where id = ${id}`)[0];
+    expect(await profile()).toEqual({
+      email: "ana@example.com",
+      email_verified: true,
+      first_name: "Ana",
+      last_name: "Lopez",
+      plan: "free",
+    });
     await sql`update auth.users set raw_user_meta_data = raw_user_meta_data || '{"first_name": "Anna"}' where id = ${id}`;
     expect((await profile()).first_name).toBe("Anna");
     await sql`update public.users set last_name = 'López' where id = ${id}`;
@@ -55,7 +64,10 @@ describe("profiles", () => {
     expect(await profile()).toMatchObject({ email: "ana@example.org", first_name: "Anna", last_name: "López" });
     // OpenID names, as OAuth providers fill them in.
     const oid = await signUp("oid@example.com", { given_name: "Olga", family_name: "Ivanova" });
-    expect((await sql`select first_name, last_name from public.users where id = ${oid}`)[0]).toEqual({ first_name: "Olga", last_name: "Ivanova" });
+    expect((await sql`select first_name, last_name from public.users where id = ${oid}`)[0]).toEqual({
+      first_name: "Olga",
+      last_name: "Ivanova",
+    });
   });
 
   it("a failing profile write never fails the sign-up: it is logged, and the backfill catches up", async () => {
@@ -76,11 +88,17 @@ describe("profiles", () => {
     const other = await signUp("other@example.com");
     const seen = await asUser(me, (tx) => tx`select id::text from public.users`);
     expect(seen).toEqual([{ id: me }]);
-    expect(await asUser(me, (tx) => tx`update public.users set first_name = 'Moi' where id = ${me} returning first_name`)).toEqual([{ first_name: "Moi" }]);
-    expect(await asUser(me, (tx) => tx`update public.users set first_name = 'X' where id = ${other} returning id`)).toEqual([]);
+    expect(
+      await asUser(me, (tx) => tx`update public.users set first_name = 'Moi' where id = ${me} returning first_name`),
+    ).toEqual([{ first_name: "Moi" }]);
+    expect(await asUser(me, (tx) => tx`update public.users set first_name = 'X' where id = ${other} returning id`))
+      .toEqual([]);
     expect(await sqlState(asUser(me, (tx) => tx`update public.users set plan = 'pro' where id = ${me}`))).toBe("42501");
-    expect(await sqlState(asUser(me, (tx) => tx`update public.users set email_verified = false where id = ${me}`))).toBe("42501");
-    expect(await sqlState(asUser(me, (tx) => tx`insert into public.users (id) values (gen_random_uuid())`))).toBe("42501");
+    expect(await sqlState(asUser(me, (tx) => tx`update public.users set email_verified = false where id = ${me}`)))
+      .toBe("42501");
+    expect(await sqlState(asUser(me, (tx) => tx`insert into public.users (id) values (gen_random_uuid())`))).toBe(
+      "42501",
+    );
     expect(await sqlState(asUser(me, (tx) => tx`select * from public.usage_by_user`))).toBe("42501");
     // Deleting the auth user deletes the profile.
     await sql`delete from auth.users where id = ${other}`;
@@ -141,7 +159,9 @@ describe("invitations", () => {
   it("re-inviting replaces the pending invitation: the first token stops working", async () => {
     const first = await invite("bill@initech.test");
     const second = await invite("bill@initech.test", adminId);
-    expect(await sql`select id::text from invitations where email = 'bill@initech.test'`).toEqual([{ id: second.invitation_id }]);
+    expect(await sql`select id::text from invitations where email = 'bill@initech.test'`).toEqual([{
+      id: second.invitation_id,
+    }]);
     const bill = await signUp("bill@initech.test");
     expect(await sqlState(accept(bill, first.token))).toBe("P0002");
     expect(await accept(bill, second.token)).toHaveLength(1);
@@ -152,7 +172,9 @@ describe("invitations", () => {
     // A sign-up rolled back leaves neither the user, nor the membership, nor the invitation used.
     await sql.begin(async (tx) => {
       await tx`insert into auth.users (id, email, raw_user_meta_data, created_at, updated_at)
-               values (gen_random_uuid(), 'joanna@initech.test', ${tx.json({ invitation_token: inv.token })}, now(), now())`;
+               values (gen_random_uuid(), 'joanna@initech.test', ${
+        tx.json({ invitation_token: inv.token })
+      }, now(), now())`;
       throw Object.assign(new Error("rollback"), { rollback: true });
     }).catch((e) => {
       if (!e.rollback) throw e;
@@ -160,7 +182,9 @@ describe("invitations", () => {
     expect((await sql`select accepted_at from invitations where id = ${inv.invitation_id}`)[0].accepted_at).toBeNull();
     const joanna = await signUp("joanna@initech.test", { first_name: "Joanna", invitation_token: inv.token });
     expect(await sql`select role from client_memberships where user_id = ${joanna}`).toEqual([{ role: "member" }]);
-    expect((await sql`select raw_user_meta_data from auth.users where id = ${joanna}`)[0].raw_user_meta_data).toEqual({ first_name: "Joanna" });
+    expect((await sql`select raw_user_meta_data from auth.users where id = ${joanna}`)[0].raw_user_meta_data).toEqual({
+      first_name: "Joanna",
+    });
     expect((await sql`select first_name from public.users where id = ${joanna}`)[0].first_name).toBe("Joanna");
     // Someone else's token at sign-up: the sign-up succeeds, with no membership, and the refusal is logged.
     const other = await invite("lumbergh@initech.test");
@@ -176,17 +200,29 @@ describe("usage_by_user", () => {
     const u1 = await signUp("heavy@example.com", { first_name: "Heavy", last_name: "User" });
     const u2 = await signUp("light@example.com");
     // u1: 3 questions today (2 answered, 1 thumbs down, 1 with nothing found), 1 question 40 days ago.
-    const rows = await sql`insert into conversations (user_id, question, result_count, best_similarity, answered_at, created_at) values
+    const rows =
+      await sql`insert into conversations (user_id, question, result_count, best_similarity, answered_at, created_at) values
       (${u1}, 'q1', 3, 0.9, now(), now()), (${u1}, 'q2', 2, 0.8, now(), now()), (${u1}, 'q3', 0, null, null, now()),
       (${u1}, 'old', 1, 0.9, null, now() - interval '40 days'), (${u2}, 'q', 1, 0.1, null, now())
       returning id, question`;
-    await sql`insert into feedback (conversation_entry_id, user_id, rating) values (${rows[1].id}, ${u1}, -1), (${rows[0].id}, ${u1}, 1)`;
-    const usage = await sql`select period, questions, answered, negative_feedback, unanswered, email, first_name, last_name
+    await sql`insert into feedback (conversation_entry_id, user_id, rating) values (${rows[1].id}, ${u1}, -1), (${
+      rows[0].id
+    }, ${u1}, 1)`;
+    const usage =
+      await sql`select period, questions, answered, negative_feedback, unanswered, email, first_name, last_name
                               from usage_by_user where user_id = ${u1} and period_start = date_trunc(period, now()) order by period`;
     expect(usage).toEqual(["day", "month", "week"].map((period) => ({
-      period, questions: 3, answered: 2, negative_feedback: 1, unanswered: 1, email: "heavy@example.com", first_name: "Heavy", last_name: "User",
+      period,
+      questions: 3,
+      answered: 2,
+      negative_feedback: 1,
+      unanswered: 1,
+      email: "heavy@example.com",
+      first_name: "Heavy",
+      last_name: "User",
     })));
-    const months = await sql`select sum(questions)::int as n from usage_by_user where user_id = ${u1} and period = 'month'`;
+    const months =
+      await sql`select sum(questions)::int as n from usage_by_user where user_id = ${u1} and period = 'month'`;
     expect(months[0].n).toBe(4);
     // u2's one question is under the similarity threshold: unanswered.
     const [l] = await sql`select questions, unanswered from usage_by_user where user_id = ${u2} and period = 'day'`;

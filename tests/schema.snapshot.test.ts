@@ -10,6 +10,8 @@ describe("schema snapshot", () => {
     const committed = readFileSync(SNAPSHOT_FILE, "utf8");
     // On a difference, vitest prints a line diff whose context names the objects (each follows a
     // "-- name; Type: …; Schema: …" line).
-    expect(built, `the migrations no longer build ${SNAPSHOT_FILE}; if that is intended: npm run db:snapshot`).toEqual(committed);
+    expect(built, `the migrations no longer build ${SNAPSHOT_FILE}; if that is intended: npm run db:snapshot`).toEqual(
+      committed,
+    );
   }, 120_000);
 });

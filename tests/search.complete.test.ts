@@ -17,10 +17,26 @@ import { createAuthUsers } from "./helpers/users.ts";
 
 const db = useTestDatabase();
 const DIMS = 64;
-const TOPICS = ["bail", "préavis", "licenciement", "congé", "salaire", "succession", "divorce", "brevet", "vente", "impôt"];
+const TOPICS = [
+  "bail",
+  "préavis",
+  "licenciement",
+  "congé",
+  "salaire",
+  "succession",
+  "divorce",
+  "brevet",
+  "vente",
+  "impôt",
+];
 const small = "00000000-0000-4000-8000-000000000020"; // member of one client: 20 rows
 const broad = "00000000-0000-4000-8000-000000002000"; // member of 100 clients: 2,000 rows
-const user = (id: string): Caller => ({ role: "authenticated", via: "user_jwt", userId: id, claims: { sub: id, role: "authenticated" } });
+const user = (id: string): Caller => ({
+  role: "authenticated",
+  via: "user_jwt",
+  userId: id,
+  claims: { sub: id, role: "authenticated" },
+});
 
 /** The query vector for a topic: its center, nudged (the vectors are stored by SQL below). */
 let queries: { topic: number; vector: string; text: string }[] = [];
@@ -33,7 +49,9 @@ class VectorsByText implements EmbeddingProvider {
   readonly limits = { maxInputs: 10, maxTokensPerRequest: 10_000, maxTokensPerInput: 1_000 };
   embed(inputs: string[]) {
     return Promise.resolve({
-      vectors: inputs.map((t) => Float32Array.from(JSON.parse(queries.find((q) => q.text.toLowerCase() === t)!.vector) as number[])),
+      vectors: inputs.map((t) =>
+        Float32Array.from(JSON.parse(queries.find((q) => q.text.toLowerCase() === t)!.vector) as number[])
+      ),
       tokens: 0,
     });
   }
@@ -70,7 +88,9 @@ beforeAll(async () => {
     insert into documentation_embeddings (source_table, source_id, chunk_index, content, content_hash, embedding, model,
                                           token_count, metadata, source_version)
     select 'dossiers', d.id::text, 0,
-           'dossier ' || d.id || ' ' || (array['${TOPICS.join("','")}'])[1 + (d.id / 1000) % 10] || ' client ' || d.client_id
+           'dossier ' || d.id || ' ' || (array['${
+    TOPICS.join("','")
+  }'])[1 + (d.id / 1000) % 10] || ' client ' || d.client_id
              || case when d.id % 3 = 0 then ' ' || (array['${TOPICS.join("','")}'])[1 + (d.id / 100) % 10] else '' end,
            md5(d.id::text), (select array_agg(x + (random() - 0.5) * 0.6) from unnest(c.c) x)::extensions.vector, 'test-64', 5,
            jsonb_build_object('topic', (d.id / 1000) % 10), 1
@@ -80,7 +100,11 @@ beforeAll(async () => {
   await sql`analyze documentation_embeddings`;
   const rows = await sql<{ t: number; v: string }[]>`
     select t, (select array_agg(x + (random() - 0.5) * 0.4) from unnest(c) x)::extensions.vector::text as v from centers order by t`;
-  queries = rows.map((r) => ({ topic: r.t, vector: r.v, text: `${TOPICS[r.t]} et ${TOPICS[(r.t + 3) % 10]} pour un dossier` }));
+  queries = rows.map((r) => ({
+    topic: r.t,
+    vector: r.v,
+    text: `${TOPICS[r.t]} et ${TOPICS[(r.t + 3) % 10]} pour un dossier`,
+  }));
 }, 120_000);
 
 type Mode = "vector" | "text" | "hybrid";
@@ -89,8 +113,18 @@ type Mode = "vector" | "text" | "hybrid";
  * The reference: an exact search, as the service, over the chunks of the rows `readerId` may read
  * (read with their rights), with the same ranking rules as search_documents.
  */
-async function exactTop(readerId: string, mode: Mode, q: { vector: string; text: string }, filter: Record<string, unknown>, k = 10) {
-  const readable = await withCallerRights(db.sql, user(readerId), (tx) => tx<{ id: string }[]>`select id::text from dossiers`);
+async function exactTop(
+  readerId: string,
+  mode: Mode,
+  q: { vector: string; text: string },
+  filter: Record<string, unknown>,
+  k = 10,
+) {
+  const readable = await withCallerRights(
+    db.sql,
+    user(readerId),
+    (tx) => tx<{ id: string }[]>`select id::text from dossiers`,
+  );
   const ids = readable.map((r) => r.id);
   const meta = { ...filter } as Record<string, postgres.JSONValue>;
   delete meta.source_table;
@@ -116,8 +150,18 @@ async function exactTop(readerId: string, mode: Mode, q: { vector: string; text:
 
 const provider = new VectorsByText();
 /** The chunk ids the search function's logic returns to `readerId`, in order. */
-async function searchAs(readerId: string, mode: Mode, q: { text: string }, filter: Record<string, unknown>, sql = db.sql) {
-  const r = await runSearch({ sql, provider }, user(readerId), searchBodySchema.parse({ query: q.text, mode, matchCount: 10, filter }));
+async function searchAs(
+  readerId: string,
+  mode: Mode,
+  q: { text: string },
+  filter: Record<string, unknown>,
+  sql = db.sql,
+) {
+  const r = await runSearch(
+    { sql, provider },
+    user(readerId),
+    searchBodySchema.parse({ query: q.text, mode, matchCount: 10, filter }),
+  );
   const out: string[] = [];
   for (const x of r.results) {
     const [row] = await db.sql<{ id: string }[]>`
@@ -155,8 +199,11 @@ describe("a user who reads a broad share (2,000 rows, past the exact plan's thre
     await db.sql.unsafe(`alter database ${db.url.split("/").pop()} set search.exact_max_rows = 500`);
     const sql = postgres(db.url, { max: 4, onnotice: () => {} });
     try {
-      const isBroad = await withCallerRights(sql, user(broad), async (tx) =>
-        (await tx<{ b: boolean }[]>`select public.search_reader_is_broad('{}') as b`)[0].b);
+      const isBroad = await withCallerRights(
+        sql,
+        user(broad),
+        async (tx) => (await tx<{ b: boolean }[]>`select public.search_reader_is_broad('{}') as b`)[0].b,
+      );
       expect(isBroad).toBe(true);
       let hits = 0, total = 0;
       for (const mode of ["vector", "hybrid", "text"] as const) {
@@ -178,4 +225,3 @@ describe("a user who reads a broad share (2,000 rows, past the exact plan's thre
     }
   }, 300_000);
 });
-

@@ -13,14 +13,20 @@ const db = useTestDatabase();
 const provider = new OfflineEmbeddingProvider(1536);
 const alice = crypto.randomUUID();
 const bob = crypto.randomUUID();
-const user = (id: string): Caller => ({ role: "authenticated", via: "user_jwt", userId: id, claims: { sub: id, role: "authenticated" } });
+const user = (id: string): Caller => ({
+  role: "authenticated",
+  via: "user_jwt",
+  userId: id,
+  claims: { sub: id, role: "authenticated" },
+});
 const service: Caller = { role: "service_role", via: "secret_key" };
 
 const act = async (caller: Caller, body: Record<string, unknown>) => {
   const r = await runConversationAction(db.sql, caller, conversationsBodySchema.parse(body));
   return { status: r.status, body: await r.json() };
 };
-const search = (caller: Caller, body: Record<string, unknown>) => runSearch({ sql: db.sql, provider }, caller, searchBodySchema.parse(body));
+const search = (caller: Caller, body: Record<string, unknown>) =>
+  runSearch({ sql: db.sql, provider }, caller, searchBodySchema.parse(body));
 
 beforeAll(async () => {
   await createAuthUsers(db.sql, [alice, bob]);
@@ -29,7 +35,14 @@ beforeAll(async () => {
   await db.sql`insert into faq values (1, 'Quel est le délai de préavis ?', 'Trois mois pour un bail d''habitation.'),
                                       (2, 'Comment résilier un contrat ?', 'Par lettre recommandée avec accusé de réception.')`;
   await db.sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
-  await processEmbeddingQueue(db.sql, provider, { workerId: "conv", batchSize: 10, budgetMs: 30_000, leaseSeconds: 60, concurrency: 1, maxAttempts: 3 });
+  await processEmbeddingQueue(db.sql, provider, {
+    workerId: "conv",
+    batchSize: 10,
+    budgetMs: 30_000,
+    leaseSeconds: 60,
+    concurrency: 1,
+    maxAttempts: 3,
+  });
 }, 60_000);
 
 describe("conversations and feedback", () => {
@@ -47,14 +60,24 @@ describe("conversations and feedback", () => {
     await act(user(alice), { action: "feedback", logId: s1.logId, rating: -1, comment: "en fait non" });
 
     const l = await act(user(alice), { action: "list", conversationId });
-    expect(l.body.entries.map((e: { question: string }) => e.question)).toEqual(["résilier un contrat", "délai de préavis"]);
-    expect(l.body.entries[1]).toMatchObject({ response: "Trois mois.", feedbackRating: -1, feedbackComment: "en fait non", userId: alice });
+    expect(l.body.entries.map((e: { question: string }) => e.question)).toEqual([
+      "résilier un contrat",
+      "délai de préavis",
+    ]);
+    expect(l.body.entries[1]).toMatchObject({
+      response: "Trois mois.",
+      feedbackRating: -1,
+      feedbackComment: "en fait non",
+      userId: alice,
+    });
     expect(l.body.entries[1].sources[0]).toMatchObject({ source_table: "faq", source_id: s1.results[0].source_id });
 
     const ar = await act(user(alice), { action: "archive", conversationId });
     expect(ar.body).toEqual({ conversationId, archived: 2 });
     expect((await act(user(alice), { action: "list", conversationId })).body.entries).toEqual([]);
-    expect((await act(user(alice), { action: "list", conversationId, status: "archived" })).body.entries).toHaveLength(2);
+    expect((await act(user(alice), { action: "list", conversationId, status: "archived" })).body.entries).toHaveLength(
+      2,
+    );
     const [row] = await db.sql`select status, response from conversations where id = ${s2.logId}`;
     expect(row).toEqual({ status: "archived", response: null });
   });
@@ -84,8 +107,10 @@ describe("conversations and feedback", () => {
       const c = await tx`select distinct user_id::text from conversations`;
       const v = await tx`select distinct user_id::text from user_questions_complete`;
       // Writing someone else's user_id is refused by RLS.
-      const err = await tx.savepoint((sp) => sp`insert into feedback (conversation_entry_id, user_id, rating)
-        select id, ${alice}::uuid, 1 from conversations limit 1`).catch((e) => e);
+      const err = await tx.savepoint((sp) =>
+        sp`insert into feedback (conversation_entry_id, user_id, rating)
+        select id, ${alice}::uuid, 1 from conversations limit 1`
+      ).catch((e) => e);
       return { c, v, err };
     });
     expect(rows.c).toEqual([{ user_id: bob }]);
@@ -94,23 +119,28 @@ describe("conversations and feedback", () => {
   });
 
   it("quality views: negative feedback with its sources; questions under the similarity threshold", async () => {
-    const good = await search(user(bob), { query: "Comment résilier un contrat ? Par lettre recommandée avec accusé de réception." });
+    const good = await search(user(bob), {
+      query: "Comment résilier un contrat ? Par lettre recommandée avec accusé de réception.",
+    });
     const poor = await search(user(bob), { query: "xylophone zèbre quantique" });
     const none = await search(user(bob), { query: "xylophone zèbre quantique", mode: "text" });
     await act(user(bob), { action: "feedback", logId: good.logId, rating: -1, comment: "hors sujet" });
 
-    const neg = await db.sql`select log_id::text, question, comment, sources from search_negative_feedback where log_id = ${good.logId}`;
+    const neg = await db
+      .sql`select log_id::text, question, comment, sources from search_negative_feedback where log_id = ${good.logId}`;
     expect(neg).toHaveLength(1);
     expect(neg[0]).toMatchObject({ question: good.results.length ? expect.any(String) : "", comment: "hors sujet" });
     expect(neg[0].sources.map((x: { source_id: string }) => x.source_id)).toEqual(good.results.map((x) => x.source_id));
 
-    const unanswered = new Set((await db.sql`select log_id::text from search_unanswered_questions`).map((r) => r.log_id));
+    const unanswered = new Set(
+      (await db.sql`select log_id::text from search_unanswered_questions`).map((r) => r.log_id),
+    );
     expect(unanswered.has(poor.logId)).toBe(true);
     expect(unanswered.has(none.logId)).toBe(true);
     expect(unanswered.has(good.logId)).toBe(false);
     // The threshold is the operators' to set.
     await db.sql`update search_settings set unanswered_similarity_threshold = 0.99`;
-    expect((await db.sql`select 1 from search_unanswered_questions where log_id = ${good.logId}`)).toHaveLength(1);
+    expect(await db.sql`select 1 from search_unanswered_questions where log_id = ${good.logId}`).toHaveLength(1);
     await db.sql`update search_settings set unanswered_similarity_threshold = 0.3`;
     // Users cannot read the operators' views.
     const err = await db.sql.begin(async (tx) => {

@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Caller } from "../packages/core/auth.ts";
 import { vectorLiteral } from "../packages/embeddings/hash.ts";
-import { OfflineEmbeddingProvider, offlineEmbedding } from "../packages/embeddings/offline.ts";
+import { offlineEmbedding, OfflineEmbeddingProvider } from "../packages/embeddings/offline.ts";
 import { processEmbeddingQueue } from "../packages/embeddings/pipeline.ts";
 import type { EmbeddingProvider } from "../packages/embeddings/provider.ts";
 import { normalizeQuery } from "../packages/search/query-cache.ts";
@@ -17,7 +17,12 @@ import { createAuthUsers } from "./helpers/users.ts";
 const db = useTestDatabase();
 const alice = crypto.randomUUID();
 const bob = crypto.randomUUID();
-const user = (id: string): Caller => ({ role: "authenticated", via: "user_jwt", userId: id, claims: { sub: id, role: "authenticated" } });
+const user = (id: string): Caller => ({
+  role: "authenticated",
+  via: "user_jwt",
+  userId: id,
+  claims: { sub: id, role: "authenticated" },
+});
 const service: Caller = { role: "service_role", via: "secret_key" };
 
 /** Counts provider calls, so the cache can be seen working. */
@@ -34,7 +39,8 @@ class CountingProvider implements EmbeddingProvider {
   }
 }
 const provider = new CountingProvider();
-const search = (caller: Caller, body: Record<string, unknown>) => runSearch({ sql: db.sql, provider }, caller, searchBodySchema.parse(body));
+const search = (caller: Caller, body: Record<string, unknown>) =>
+  runSearch({ sql: db.sql, provider }, caller, searchBodySchema.parse(body));
 
 beforeAll(async () => {
   await createAuthUsers(db.sql, [alice, bob]);
@@ -49,12 +55,21 @@ beforeAll(async () => {
            'Le délai de préavis du bail commercial ' || g || ' est de six mois pour ' || case when g % 2 = 0 then 'Alice' else 'Bob' end
     from generate_series(1, 80) g`;
   await db.sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
-  const r = await processEmbeddingQueue(db.sql, provider.inner, { workerId: "rights", batchSize: 100, budgetMs: 60_000, leaseSeconds: 60, concurrency: 2, maxAttempts: 3 });
+  const r = await processEmbeddingQueue(db.sql, provider.inner, {
+    workerId: "rights",
+    batchSize: 100,
+    budgetMs: 60_000,
+    leaseSeconds: 60,
+    concurrency: 2,
+    maxAttempts: 3,
+  });
   expect(r.embedded).toBe(80);
 }, 60_000);
 
 const owners = async (ids: string[]) => {
-  const rows = await db.sql<{ id: string; owner: string }[]>`select id::text, owner::text from private_notes where id::text = any(${ids})`;
+  const rows = await db.sql<
+    { id: string; owner: string }[]
+  >`select id::text, owner::text from private_notes where id::text = any(${ids})`;
   return new Set(rows.map((r) => r.owner));
 };
 
@@ -101,10 +116,25 @@ describe("search respects each user's rights", () => {
     await db.sql`revoke all on staff_only from authenticated, anon`;
     await db.sql`select register_embedding_source('staff_only', content_columns => array['body'])`;
     await db.sql`insert into staff_only values (1, 'préavis du bail commercial : note interne')`;
-    await processEmbeddingQueue(db.sql, provider.inner, { workerId: "staff", batchSize: 10, budgetMs: 30_000, leaseSeconds: 60, concurrency: 1, maxAttempts: 3 });
-    const u = await search(user(alice), { query: "note interne préavis", matchCount: 50, filter: { source_table: "staff_only" } });
+    await processEmbeddingQueue(db.sql, provider.inner, {
+      workerId: "staff",
+      batchSize: 10,
+      budgetMs: 30_000,
+      leaseSeconds: 60,
+      concurrency: 1,
+      maxAttempts: 3,
+    });
+    const u = await search(user(alice), {
+      query: "note interne préavis",
+      matchCount: 50,
+      filter: { source_table: "staff_only" },
+    });
     expect(u.results).toEqual([]);
-    const s = await search(service, { query: "note interne préavis", matchCount: 50, filter: { source_table: "staff_only" } });
+    const s = await search(service, {
+      query: "note interne préavis",
+      matchCount: 50,
+      filter: { source_table: "staff_only" },
+    });
     expect(s.results.map((x) => x.source_id)).toEqual(["1"]);
   });
 
@@ -112,9 +142,15 @@ describe("search respects each user's rights", () => {
     const q = vectorLiteral(offlineEmbedding("délai de préavis du bail commercial", 1536));
     for (const id of [alice, bob]) {
       const [m, h, direct] = await withCallerRights(db.sql, user(id), async (tx) => [
-        await tx<{ source_id: string }[]>`select source_id from match_documents(${q}::extensions.vector, 30, '{"source_table": "private_notes"}')`,
-        await tx<{ source_id: string }[]>`select source_id from hybrid_search('préavis bail', ${q}::extensions.vector, 30, '{"source_table": "private_notes"}')`,
-        await tx<{ n: number }[]>`select count(*)::int as n from documentation_embeddings where source_table = 'private_notes'`,
+        await tx<
+          { source_id: string }[]
+        >`select source_id from match_documents(${q}::extensions.vector, 30, '{"source_table": "private_notes"}')`,
+        await tx<
+          { source_id: string }[]
+        >`select source_id from hybrid_search('préavis bail', ${q}::extensions.vector, 30, '{"source_table": "private_notes"}')`,
+        await tx<
+          { n: number }[]
+        >`select count(*)::int as n from documentation_embeddings where source_table = 'private_notes'`,
       ]);
       expect(m).toHaveLength(30);
       expect(h).toHaveLength(30);
@@ -122,8 +158,14 @@ describe("search respects each user's rights", () => {
       expect(await owners(h.map((x) => x.source_id))).toEqual(new Set([id]));
       expect((direct as { n: number }[])[0].n).toBe(40); // reading the table directly: the same policy
     }
-    const all = await withCallerRights(db.sql, service, (tx) =>
-      tx<{ source_id: string }[]>`select source_id from match_documents(${q}::extensions.vector, 80, '{"source_table": "private_notes"}')`);
+    const all = await withCallerRights(
+      db.sql,
+      service,
+      (tx) =>
+        tx<
+          { source_id: string }[]
+        >`select source_id from match_documents(${q}::extensions.vector, 80, '{"source_table": "private_notes"}')`,
+    );
     expect(all).toHaveLength(80);
   });
 });
@@ -136,11 +178,15 @@ describe("the query-embedding cache", () => {
     expect(provider.calls - before).toBe(1);
     expect(a.cached).toBe(false);
     expect(b.cached).toBe(true);
-    const [row] = await db.sql`select hits::int, model, dimensions from query_embedding_cache where model = ${provider.model}
-      and scope = ${alice} and query_hash = encode(sha256(convert_to(${normalizeQuery("quelle est la durée du préavis ?")}, 'UTF8')), 'hex')`;
+    const [row] = await db
+      .sql`select hits::int, model, dimensions from query_embedding_cache where model = ${provider.model}
+      and scope = ${alice} and query_hash = encode(sha256(convert_to(${
+      normalizeQuery("quelle est la durée du préavis ?")
+    }, 'UTF8')), 'hex')`;
     expect(row).toMatchObject({ hits: 1, dimensions: 1536 });
     // The table keeps no question text.
-    const cols = await db.sql`select column_name from information_schema.columns where table_name = 'query_embedding_cache'`;
+    const cols = await db
+      .sql`select column_name from information_schema.columns where table_name = 'query_embedding_cache'`;
     expect(cols.map((c) => c.column_name)).not.toContain("query");
     // text mode needs no embedding at all
     const c = await search(user(alice), { query: "une question jamais posée", mode: "text" });
@@ -154,7 +200,7 @@ describe("the query-embedding cache", () => {
     expect(first.cached).toBe(false);
     const before = provider.calls;
     const other = await search(user(bob), { query: q });
-    expect(other.cached).toBe(false);        // Bob's cache is his own: Alice's question is not in it
+    expect(other.cached).toBe(false); // Bob's cache is his own: Alice's question is not in it
     expect(provider.calls - before).toBe(1); // and it costs him the same as a new question
     const anonCaller: Caller = { role: "anon", via: "publishable_key" };
     const hashOf = normalizeQuery(q);
@@ -169,7 +215,9 @@ describe("the query-embedding cache", () => {
     const other = new CountingProvider();
     Object.defineProperty(other, "model", { value: "text-embedding-3-large" });
     await expect(runSearch({ sql: db.sql, provider: other }, service, searchBodySchema.parse({ query: "préavis" })))
-      .rejects.toThrow(/index holds chunks embedded with model "offline[^"]*", but this function embeds queries with "text-embedding-3-large"/);
+      .rejects.toThrow(
+        /index holds chunks embedded with model "offline[^"]*", but this function embeds queries with "text-embedding-3-large"/,
+      );
     expect(other.calls).toBe(0);
   });
 
@@ -183,7 +231,9 @@ describe("the query-embedding cache", () => {
                  where source_table = ${hit.source_table} and source_id = ${hit.source_id}`;
     try {
       await expect(runSearch({ sql: db.sql, provider }, service, body))
-        .rejects.toThrow(/index holds chunks embedded with model "text-embedding-3-large", but this function embeds queries with "offline/);
+        .rejects.toThrow(
+          /index holds chunks embedded with model "text-embedding-3-large", but this function embeds queries with "offline/,
+        );
     } finally {
       await db.sql`update documentation_embeddings set model = ${provider.model}
                    where source_table = ${hit.source_table} and source_id = ${hit.source_id}`;
@@ -195,7 +245,13 @@ describe("the log", () => {
   it("each search is logged with the user, the question and the sources returned", async () => {
     const r = await search(user(bob), { query: "bail commercial six mois", matchCount: 5 });
     const [log] = await db.sql`select * from conversations where id = ${r.logId}`;
-    expect(log).toMatchObject({ user_id: bob, question: "bail commercial six mois", mode: "hybrid", result_count: 5, status: "active" });
+    expect(log).toMatchObject({
+      user_id: bob,
+      question: "bail commercial six mois",
+      mode: "hybrid",
+      result_count: 5,
+      status: "active",
+    });
     expect(log.sources.map((s: { source_id: string }) => s.source_id)).toEqual(r.results.map((x) => x.source_id));
     expect(log.best_similarity).toBeGreaterThan(0);
   });

@@ -11,7 +11,7 @@
 // A user JWT in Authorization outranks the apikey beside it (supabase-js sends the publishable key as
 // apikey and the session's JWT as Bearer), as PostgREST does. Any credential that is present but not
 // valid is a 401: a bad key never falls back to a weaker role.
-import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify, type JWTPayload } from "jose";
+import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, type JWTPayload, jwtVerify } from "jose";
 import { z } from "zod";
 
 export type Role = "service_role" | "authenticated" | "anon";
@@ -74,7 +74,9 @@ export function authConfigFromEnv(env: EnvSource): AuthConfig {
   if (env.SUPABASE_ANON_KEY) legacyKeys.push({ token: env.SUPABASE_ANON_KEY, role: "anon" });
   return {
     secretKeys: named("SUPABASE_SECRET_KEYS", "SUPABASE_SECRET_KEY").filter((k) => k.startsWith("sb_secret_")),
-    publishableKeys: named("SUPABASE_PUBLISHABLE_KEYS", "SUPABASE_PUBLISHABLE_KEY").filter((k) => k.startsWith("sb_publishable_")),
+    publishableKeys: named("SUPABASE_PUBLISHABLE_KEYS", "SUPABASE_PUBLISHABLE_KEY").filter((k) =>
+      k.startsWith("sb_publishable_")
+    ),
     jwks: parseJson(env.SUPABASE_JWKS, jwksSchema, "SUPABASE_JWKS") as JSONWebKeySet | null,
     legacyJwtSecret: env.SUPABASE_JWT_SECRET || null,
     legacyKeys,
@@ -85,7 +87,9 @@ export function authConfigFromEnv(env: EnvSource): AuthConfig {
 export function serviceKeyFromEnv(env: EnvSource): string {
   const cfg = authConfigFromEnv(env);
   const key = cfg.secretKeys[0] ?? env.SUPABASE_SERVICE_ROLE_KEY;
-  if (!key) throw new Error("invalid function environment: neither SUPABASE_SECRET_KEYS nor SUPABASE_SERVICE_ROLE_KEY is set");
+  if (!key) {
+    throw new Error("invalid function environment: neither SUPABASE_SECRET_KEYS nor SUPABASE_SERVICE_ROLE_KEY is set");
+  }
   return key;
 }
 
@@ -138,10 +142,14 @@ export async function verifyJwt(token: string, cfg: AuthConfig): Promise<AuthRes
       if (legacy && !cfg.legacyJwtSecret) {
         // The platform handed us this exact key: it is authentic; only its expiry is left to check.
         const payload = JSON.parse(new TextDecoder().decode(b64url(token.split(".")[1])));
-        if (typeof payload.exp === "number" && payload.exp * 1000 < Date.now()) return { ok: false, error: "expired JWT" };
+        if (typeof payload.exp === "number" && payload.exp * 1000 < Date.now()) {
+          return { ok: false, error: "expired JWT" };
+        }
         claims = payload;
       } else if (cfg.legacyJwtSecret) {
-        ({ payload: claims } = await jwtVerify(token, new TextEncoder().encode(cfg.legacyJwtSecret), { algorithms: ["HS256"] }));
+        ({ payload: claims } = await jwtVerify(token, new TextEncoder().encode(cfg.legacyJwtSecret), {
+          algorithms: ["HS256"],
+        }));
       } else {
         return { ok: false, error: "HS256 JWT, but no legacy JWT secret is configured (SUPABASE_JWT_SECRET)" };
       }

@@ -4,7 +4,10 @@ import postgres from "postgres";
  * A postgres.js client for SUPABASE_DB_URL. Prepared statements are off when the URL points at
  * Supabase's transaction pooler (port 6543), which cannot keep them across transactions.
  */
-export function connectDb(url: string, options: postgres.Options<Record<string, postgres.PostgresType>> = {}): postgres.Sql {
+export function connectDb(
+  url: string,
+  options: postgres.Options<Record<string, postgres.PostgresType>> = {},
+): postgres.Sql {
   const pooled = new URL(url).port === "6543";
   return postgres(url, { max: 4, idle_timeout: 20, prepare: !pooled, onnotice: () => {}, ...options });
 }
@@ -12,12 +15,23 @@ export function connectDb(url: string, options: postgres.Options<Record<string, 
 // What postgres.js and PostgreSQL report when the server went away (a restart, a crash, a failover,
 // pg_terminate_backend), as opposed to a statement that failed on its own merits.
 const CONNECTION_LOST = new Set([
-  "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT",
-  "ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
   "57P01", // admin_shutdown (pg_terminate_backend, a fast shutdown)
   "57P02", // crash_shutdown (another backend crashed, or the postmaster was killed)
   "57P03", // cannot_connect_now (the server is starting up or in recovery)
-  "08000", "08001", "08003", "08004", "08006",
+  "08000",
+  "08001",
+  "08003",
+  "08004",
+  "08006",
 ]);
 
 export function isConnectionLost(e: unknown): boolean {
@@ -31,8 +45,12 @@ export function isConnectionLost(e: unknown): boolean {
  * try. Any other error, or the deadline, is thrown. Only for statements that are safe to send twice:
  * when a connection dies, whether its last statement committed is unknown.
  */
-export async function retryWhileUnreachable<T>(run: () => Promise<T>, deadline: number, onWait?: (e: unknown) => void): Promise<T> {
-  for (let delay = 250; ; delay = Math.min(2_000, delay * 2)) {
+export async function retryWhileUnreachable<T>(
+  run: () => Promise<T>,
+  deadline: number,
+  onWait?: (e: unknown) => void,
+): Promise<T> {
+  for (let delay = 250;; delay = Math.min(2_000, delay * 2)) {
     try {
       return await run();
     } catch (e) {

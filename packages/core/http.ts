@@ -48,7 +48,9 @@ export function validateBody<S extends z.ZodType>(raw: unknown, schema: S): Pars
   if (raw === undefined) return { ok: false, response: invalidJsonResponse() };
   const nul = nulPaths(raw);
   if (nul.length) {
-    const error = new z.ZodError(nul.map((path) => ({ code: "custom" as const, path, message: NUL_MESSAGE, input: undefined })));
+    const error = new z.ZodError(
+      nul.map((path) => ({ code: "custom" as const, path, message: NUL_MESSAGE, input: undefined })),
+    );
     return { ok: false, response: errorResponse(400, "invalid body", z.treeifyError(error)) };
   }
   const result = schema.safeParse(raw);
@@ -60,8 +62,14 @@ export function validateBody<S extends z.ZodType>(raw: unknown, schema: S): Pars
 
 let cachedAuth: { key: string; config: AuthConfig } | null = null;
 const AUTH_VARS = [
-  "SUPABASE_SECRET_KEYS", "SUPABASE_SECRET_KEY", "SUPABASE_PUBLISHABLE_KEYS", "SUPABASE_PUBLISHABLE_KEY",
-  "SUPABASE_JWKS", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY",
+  "SUPABASE_SECRET_KEYS",
+  "SUPABASE_SECRET_KEY",
+  "SUPABASE_PUBLISHABLE_KEYS",
+  "SUPABASE_PUBLISHABLE_KEY",
+  "SUPABASE_JWKS",
+  "SUPABASE_JWT_SECRET",
+  "SUPABASE_SERVICE_ROLE_KEY",
+  "SUPABASE_ANON_KEY",
 ] as const;
 
 /** The function's AuthConfig from its environment, parsed again only when those variables change. */
@@ -75,7 +83,10 @@ export function platformAuthConfig(env: Record<string, string | undefined> = rea
  * The caller, or the 401 (500 for a malformed platform variable) to answer with. `env` is the
  * function's environment (default: the process's).
  */
-export async function authenticateRequest(req: Request, env?: Record<string, string | undefined>): Promise<Parsed<Caller>> {
+export async function authenticateRequest(
+  req: Request,
+  env?: Record<string, string | undefined>,
+): Promise<Parsed<Caller>> {
   let cfg: AuthConfig;
   try {
     cfg = platformAuthConfig(env);
@@ -130,9 +141,13 @@ export async function guardRequest<S extends z.ZodType>(
   if (!roleSatisfies(caller.role, needed)) {
     return {
       ok: false,
-      response: errorResponse(403, "forbidden", needed === "service_role"
-        ? `this action requires the service role (a secret key); the caller is ${caller.role}`
-        : `this action requires a signed-in user or the service role; the caller is ${caller.role}`),
+      response: errorResponse(
+        403,
+        "forbidden",
+        needed === "service_role"
+          ? `this action requires the service role (a secret key); the caller is ${caller.role}`
+          : `this action requires a signed-in user or the service role; the caller is ${caller.role}`,
+      ),
     };
   }
   const parsed = validateBody(raw, schema);

@@ -4,8 +4,7 @@ import { OfflineEmbeddingProvider } from "./offline.ts";
 import { OpenAIEmbeddingProvider } from "./openai.ts";
 import type { EmbeddingProvider } from "./provider.ts";
 
-const intFromEnv = (def: number, min: number, max: number) =>
-  z.coerce.number().int().min(min).max(max).default(def);
+const intFromEnv = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
 
 /**
  * OpenAI's embedding models and their full size. text-embedding-3-* take a `dimensions` parameter
@@ -68,7 +67,9 @@ export type EmbeddingEnv = z.infer<typeof embeddingEnvSchema>;
 export function parseEmbeddingEnv(source: Record<string, string | undefined>): EmbeddingEnv {
   const r = embeddingEnvSchema.safeParse(source);
   if (!r.success) {
-    throw new Error(`invalid embedding configuration: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+    throw new Error(
+      `invalid embedding configuration: ${r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`,
+    );
   }
   return r.data;
 }

@@ -66,7 +66,12 @@ export function createProcessEmbeddingQueueHandler(source: Record<string, string
   };
 
   return async function handle(req: Request): Promise<Response> {
-    const guarded = await guardRequest(req, processQueueBodySchema, readsNeedAuthenticated("action", ["status"]), source);
+    const guarded = await guardRequest(
+      req,
+      processQueueBodySchema,
+      readsNeedAuthenticated("action", ["status"]),
+      source,
+    );
     if (!guarded.ok) return guarded.response;
     const body = guarded.value.body;
     let rt: Runtime;
@@ -95,22 +100,55 @@ export function createProcessEmbeddingQueueHandler(source: Record<string, string
           let continued = false;
           if (r.outOfBudget && r.batches > 0 && !r.fatalError) {
             // Through a database restart too: a run that drained on past one must still hand over.
-            const [c] = await retryWhileUnreachable(() => sql<{ id: string | null }[]>`
+            const [c] = await retryWhileUnreachable(() =>
+              sql<{ id: string | null }[]>`
               select private.continue_embedding_worker(${sql.json(body)}) as id`, Date.now() + 30_000);
             continued = c?.id != null;
           }
-          const { claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches, deferred, budgetWaitMs } = r;
+          const {
+            claimed,
+            embedded,
+            unchanged,
+            deleted,
+            retried,
+            dead,
+            tokens,
+            ms,
+            superseded,
+            providerCalls,
+            batches,
+            deferred,
+            budgetWaitMs,
+          } = r;
           return json({
-            claimed, embedded, unchanged, deleted, retried, dead, tokens, ms, superseded, providerCalls, batches, continued,
-            deferred, budgetWaitMs,
-            provider: provider.name, model: provider.model, ...(r.fatalError ? { error: r.fatalError } : {}),
+            claimed,
+            embedded,
+            unchanged,
+            deleted,
+            retried,
+            dead,
+            tokens,
+            ms,
+            superseded,
+            providerCalls,
+            batches,
+            continued,
+            deferred,
+            budgetWaitMs,
+            provider: provider.name,
+            model: provider.model,
+            ...(r.fatalError ? { error: r.fatalError } : {}),
           });
         }
         case "resync": {
           const rows = await sql<{ source_table: string; enqueued: string; deletes: string }[]>`
             select * from public.resync_embedding_sources(${body.forceResync}, ${body.force})`;
           return json({
-            tables: rows.map((r) => ({ source_table: r.source_table, enqueued: Number(r.enqueued), deletes: Number(r.deletes) })),
+            tables: rows.map((r) => ({
+              source_table: r.source_table,
+              enqueued: Number(r.enqueued),
+              deletes: Number(r.deletes),
+            })),
             enqueued: rows.reduce((n, r) => n + Number(r.enqueued), 0),
             deletes: rows.reduce((n, r) => n + Number(r.deletes), 0),
           });
@@ -120,11 +158,21 @@ export function createProcessEmbeddingQueueHandler(source: Record<string, string
             select source_table, pending::int, processing::int, completed::int, failed::int,
                    extract(epoch from oldest_pending_age)::float8 as oldest_pending_seconds
             from public.embedding_sync_status order by source_table`;
-          const [{ stuck }] = await sql<{ stuck: number }[]>`select count(*)::int as stuck from public.embedding_sync_stuck`;
-          return json({ queue, stuck, provider: provider.name, model: provider.model, dimensions: provider.dimensions });
+          const [{ stuck }] = await sql<
+            { stuck: number }[]
+          >`select count(*)::int as stuck from public.embedding_sync_stuck`;
+          return json({
+            queue,
+            stuck,
+            provider: provider.name,
+            model: provider.model,
+            dimensions: provider.dimensions,
+          });
         }
         case "cleanup": {
-          const [{ recovered }] = await sql<{ recovered: number }[]>`select public.recover_stuck_embedding_jobs() as recovered`;
+          const [{ recovered }] = await sql<
+            { recovered: number }[]
+          >`select public.recover_stuck_embedding_jobs() as recovered`;
           const [{ deleted }] = await sql<{ deleted: number }[]>`select public.cleanup_embedding_queue() as deleted`;
           return json({ recovered, deleted });
         }

@@ -3,8 +3,14 @@
 // queue, which the SDK cannot know about.
 import OpenAI from "openai";
 import {
-  EmbeddingProviderError, type EmbeddingLimits, type EmbeddingProvider, type EmbeddingResult, OPENAI_LIMITS, parseRetryAfter,
-  type ProviderBudget, rateLimitHeaders,
+  type EmbeddingLimits,
+  type EmbeddingProvider,
+  EmbeddingProviderError,
+  type EmbeddingResult,
+  OPENAI_LIMITS,
+  parseRetryAfter,
+  type ProviderBudget,
+  rateLimitHeaders,
 } from "./provider.ts";
 
 export interface OpenAIProviderOptions {
@@ -105,8 +111,13 @@ function toProviderError(e: unknown): unknown {
     const status = e.status;
     const retryable = status === 429 || status === 408 || status === 409 || (status !== undefined && status >= 500);
     const headers = e.headers as Headers | undefined;
-    return new EmbeddingProviderError(`OpenAI ${status ?? "error"}: ${e.message}`, status, retryable,
-      parseRetryAfter(headers), rateLimitHeaders(headers));
+    return new EmbeddingProviderError(
+      `OpenAI ${status ?? "error"}: ${e.message}`,
+      status,
+      retryable,
+      parseRetryAfter(headers),
+      rateLimitHeaders(headers),
+    );
   }
   return e;
 }

@@ -97,13 +97,29 @@ interface JobFailure {
 }
 
 const emptyResult = (): ProcessResult => ({
-  claimed: 0, embedded: 0, unchanged: 0, deleted: 0, retried: 0, dead: 0, superseded: 0,
-  tokens: 0, providerCalls: 0, batches: 0, deferred: 0, budgetWaitMs: 0, ms: 0, outOfBudget: false,
+  claimed: 0,
+  embedded: 0,
+  unchanged: 0,
+  deleted: 0,
+  retried: 0,
+  dead: 0,
+  superseded: 0,
+  tokens: 0,
+  providerCalls: 0,
+  batches: 0,
+  deferred: 0,
+  budgetWaitMs: 0,
+  ms: 0,
+  outOfBudget: false,
 });
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export async function processEmbeddingQueue(sql: postgres.Sql, provider: EmbeddingProvider, o: ProcessOptions): Promise<ProcessResult> {
+export async function processEmbeddingQueue(
+  sql: postgres.Sql,
+  provider: EmbeddingProvider,
+  o: ProcessOptions,
+): Promise<ProcessResult> {
   const started = Date.now();
   const deadline = started + o.budgetMs;
   const result = emptyResult();
@@ -123,18 +139,26 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
     }
     const batchStarted = Date.now();
     let claimLost = false;
-    const jobs = await retryWhileUnreachable(() => sql<ClaimedJob[]>`
+    const jobs = await retryWhileUnreachable(
+      () =>
+        sql<ClaimedJob[]>`
       select * from public.claim_embedding_jobs(${o.workerId}, ${o.batchSize}, ${o.leaseSeconds}, ${o.lane ?? null})`,
-      deadline, (e) => {
+      deadline,
+      (e) => {
         claimLost = true;
         onWait(e);
-      });
+      },
+    );
     // A claim whose connection died may have committed without its answer reaching us: what this
     // run holds but was not told about goes back to the queue now rather than at the lease's end.
     if (claimLost) await giveBackUnknownClaims(sql, o.workerId, jobs.map((j) => j.id), deadline);
     if (jobs.length === 0) {
-      const woken = () => retryWhileUnreachable(
-        () => (o.lane === "live" ? recentlyWokenLive(sql, o.liveLingerMs ?? 3_000) : recentlyWoken(sql)), deadline, onWait);
+      const woken = () =>
+        retryWhileUnreachable(
+          () => (o.lane === "live" ? recentlyWokenLive(sql, o.liveLingerMs ?? 3_000) : recentlyWoken(sql)),
+          deadline,
+          onWait,
+        );
       if (o.lingerAfterWake && (await woken()) && Date.now() + 500 < deadline) {
         await sleep(100);
         // Asked again after the pause, so a worker never claims once its linger window has closed.
@@ -158,8 +182,14 @@ export async function processEmbeddingQueue(sql: postgres.Sql, provider: Embeddi
   return result;
 }
 
-async function giveBackUnknownClaims(sql: postgres.Sql, workerId: string, known: string[], deadline: number): Promise<void> {
-  await retryWhileUnreachable(() => sql`
+async function giveBackUnknownClaims(
+  sql: postgres.Sql,
+  workerId: string,
+  known: string[],
+  deadline: number,
+): Promise<void> {
+  await retryWhileUnreachable(() =>
+    sql`
     select public.defer_embedding_jobs(${workerId}, array_agg(q.id), 0, 'claimed as the database connection was lost; given back')
     from public.embedding_sync_queue q
     where q.status = 'processing' and q.locked_by = ${workerId} and not (q.id = any(${pgTextArray(known)}::bigint[]))
@@ -195,9 +225,15 @@ async function processBatch(
   for (const job of jobs) {
     if (job.action === "DELETE" || job.content === null) continue;
     const size = Math.min(job.chunk_tokens, maxChunk);
-    chunksByJob.set(job.id, chunkText(job.content, size, job.chunk_overlap_tokens).map((c) => ({
-      index: c.index, text: c.text, tokens: c.tokens, hash: contentHash(c.text),
-    })));
+    chunksByJob.set(
+      job.id,
+      chunkText(job.content, size, job.chunk_overlap_tokens).map((c) => ({
+        index: c.index,
+        text: c.text,
+        tokens: c.tokens,
+        hash: contentHash(c.text),
+      })),
+    );
   }
 
   // Hashes already embedded with this model cost nothing: the SQL write reuses their vectors.
@@ -206,11 +242,17 @@ async function processBatch(
   // Reads and writes for these jobs retry through a database restart until their lease ends.
   const leaseEnd = Math.min(...jobs.map((j) => new Date(j.lease_until).getTime()));
   const retrying = <T>(run: () => Promise<T>) =>
-    retryWhileUnreachable(run, leaseEnd, (e) => o.log?.(`database unreachable (${(e as { code?: string }).code}), retrying`));
+    retryWhileUnreachable(
+      run,
+      leaseEnd,
+      (e) => o.log?.(`database unreachable (${(e as { code?: string }).code}), retrying`),
+    );
   if (allHashes.length > 0) {
-    const rows = await retrying(() => sql<{ content_hash: string }[]>`
+    const rows = await retrying(() =>
+      sql<{ content_hash: string }[]>`
       select distinct content_hash from public.documentation_embeddings
-      where model = ${provider.model} and content_hash = any(${pgTextArray(allHashes)}::text[])`);
+      where model = ${provider.model} and content_hash = any(${pgTextArray(allHashes)}::text[])`
+    );
     for (const r of rows) known.add(r.content_hash);
   }
 
@@ -269,7 +311,12 @@ async function processBatch(
       result.embedded += idx.length;
     } catch (e) {
       if (e instanceof BudgetDeferredError) {
-        failJobs(idx.flatMap((i) => [...items[i].jobs]), { error: e.message, permanent: false, retryAfterMs: e.waitMs, deferred: true });
+        failJobs(idx.flatMap((i) => [...items[i].jobs]), {
+          error: e.message,
+          permanent: false,
+          retryAfterMs: e.waitMs,
+          deferred: true,
+        });
         return;
       }
       if (Date.now() >= deadline - 1_000 && !(e instanceof EmbeddingProviderError && e.isBadInput)) {
@@ -287,7 +334,11 @@ async function processBatch(
       }
       if (e instanceof EmbeddingProviderError && e.isBadInput) {
         if (idx.length === 1) {
-          failJobs(items[idx[0]].jobs, { error: `provider refused the input: ${e.message}`, permanent: true, retryAfterMs: 0 });
+          failJobs(items[idx[0]].jobs, {
+            error: `provider refused the input: ${e.message}`,
+            permanent: true,
+            retryAfterMs: 0,
+          });
           return;
         }
         // One bad input fails the whole request: bisect so only its jobs fail.
@@ -326,14 +377,22 @@ async function processBatch(
   if (writable.length > 0) {
     // Sent again after a lost connection, a write that had committed finds its jobs no longer held
     // and reports them superseded: nothing is written twice.
-    const outcomes = await retrying(() => sql<{ job_id: string; outcome: string }[]>`
+    const outcomes = await retrying(() =>
+      sql<{ job_id: string; outcome: string }[]>`
       select * from public.apply_embedding_results(${o.workerId}, ${provider.model},
-        ${pgTextArray(writable)}::bigint[], ${JSON.stringify(payload)}::text::jsonb)`);
+        ${pgTextArray(writable)}::bigint[], ${JSON.stringify(payload)}::text::jsonb)`
+    );
     const byId = new Map(jobs.map((j) => [j.id, j]));
     for (const r of outcomes) {
       if (r.outcome === "applied" && byId.get(r.job_id)?.action === "DELETE") result.deleted += 1;
       if (r.outcome === "superseded") result.superseded += 1;
-      if (r.outcome === "missing") failures.set(r.job_id, { error: "a reused embedding vanished; re-embedding", permanent: false, retryAfterMs: 0 });
+      if (r.outcome === "missing") {
+        failures.set(r.job_id, {
+          error: "a reused embedding vanished; re-embedding",
+          permanent: false,
+          retryAfterMs: 0,
+        });
+      }
     }
   }
 
@@ -347,17 +406,23 @@ async function processBatch(
   }
   for (const { f, ids } of groupsOfFailures.values()) {
     if (f.deferred) {
-      const rows = await retrying(() => sql<{ status: string }[]>`
-        select status from public.defer_embedding_jobs(${o.workerId}, ${pgTextArray(ids)}::bigint[], ${f.retryAfterMs / 1000}, ${f.error})`);
+      const rows = await retrying(() =>
+        sql<{ status: string }[]>`
+        select status from public.defer_embedding_jobs(${o.workerId}, ${pgTextArray(ids)}::bigint[], ${
+          f.retryAfterMs / 1000
+        }, ${f.error})`
+      );
       for (const r of rows) {
         if (r.status === "pending") result.deferred += 1;
         else result.superseded += 1;
       }
       continue;
     }
-    const rows = await retrying(() => sql<{ status: string }[]>`
+    const rows = await retrying(() =>
+      sql<{ status: string }[]>`
       select status from public.fail_embedding_jobs(${o.workerId}, ${pgTextArray(ids)}::bigint[], ${f.error},
-        ${f.retryAfterMs / 1000}, ${f.permanent})`);
+        ${f.retryAfterMs / 1000}, ${f.permanent})`
+    );
     for (const r of rows) {
       if (r.status === "failed") result.dead += 1;
       else if (r.status === "pending") result.retried += 1;

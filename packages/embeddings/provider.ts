@@ -40,7 +40,11 @@ export interface EmbeddingProvider {
 }
 
 /** OpenAI's documented limits for /v1/embeddings. */
-export const OPENAI_LIMITS: EmbeddingLimits = { maxInputs: 2048, maxTokensPerRequest: 300_000, maxTokensPerInput: 8191 };
+export const OPENAI_LIMITS: EmbeddingLimits = {
+  maxInputs: 2048,
+  maxTokensPerRequest: 300_000,
+  maxTokensPerInput: 8191,
+};
 
 /**
  * A provider failure, classified. `retryable` is true for 429, 5xx, timeouts and connection errors;
@@ -65,7 +69,10 @@ export class EmbeddingProviderError extends Error {
 }
 
 /** Retry-After as seconds or an HTTP date (and OpenAI's retry-after-ms), in milliseconds. */
-export function parseRetryAfter(headers: { get(name: string): string | null } | undefined, now = Date.now()): number | undefined {
+export function parseRetryAfter(
+  headers: { get(name: string): string | null } | undefined,
+  now = Date.now(),
+): number | undefined {
   if (!headers) return undefined;
   const ms = headers.get("retry-after-ms");
   if (ms && Number.isFinite(Number(ms))) return Math.max(0, Number(ms));
@@ -77,7 +84,9 @@ export function parseRetryAfter(headers: { get(name: string): string | null } | 
 }
 
 /** The rate-limit headers of a response (x-ratelimit-*, retry-after, retry-after-ms), or undefined. */
-export function rateLimitHeaders(headers: { forEach(cb: (value: string, name: string) => void): void } | undefined): RateLimitHeaders | undefined {
+export function rateLimitHeaders(
+  headers: { forEach(cb: (value: string, name: string) => void): void } | undefined,
+): RateLimitHeaders | undefined {
   if (!headers) return undefined;
   const out: RateLimitHeaders = {};
   let any = false;

@@ -26,7 +26,7 @@ export class RetriesExhaustedError extends Error {
 
 export async function withRetry<T>(fn: () => Promise<T>, o: RetryOptions): Promise<T> {
   const sleep = o.sleep ?? defaultSleep;
-  for (let attempt = 1; ; attempt++) {
+  for (let attempt = 1;; attempt++) {
     try {
       return await fn();
     } catch (e) {

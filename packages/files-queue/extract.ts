@@ -26,7 +26,10 @@ export function kindOfPath(path: string): DocumentKind | null {
 
 /** Whitespace normalized, and NUL removed: PostgreSQL text cannot hold it (titles included). */
 function tidy(text: string): string {
-  return text.replaceAll("\u0000", "").replace(/[ \t\f\v\u00a0]+/g, " ").replace(/ *\n */g, "\n").replace(/\n{3,}/g, "\n\n").trim();
+  return text.replaceAll("\u0000", "").replace(/[ \t\f\v\u00a0]+/g, " ").replace(/ *\n */g, "\n").replace(
+    /\n{3,}/g,
+    "\n\n",
+  ).trim();
 }
 
 function fileTitle(path: string): string {
@@ -36,7 +39,9 @@ function fileTitle(path: string): string {
 
 export async function extractDocument(path: string, bytes: Uint8Array): Promise<Extraction> {
   const kind = kindOfPath(path);
-  if (!kind) return { ok: false, reason: `unsupported file type: ${path.split("/").pop()} (PDF, Markdown or plain text)` };
+  if (!kind) {
+    return { ok: false, reason: `unsupported file type: ${path.split("/").pop()} (PDF, Markdown or plain text)` };
+  }
   if (kind === "application/pdf") return await extractPdf(path, bytes);
   let text: string;
   try {

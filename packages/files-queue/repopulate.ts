@@ -6,16 +6,8 @@ import { z } from "zod";
 import type postgres from "postgres";
 import { retryWhileUnreachable } from "../core/db.ts";
 import { errorResponse, guardRequest, json } from "../core/http.ts";
-import { continueViaPgNet, type FilesContext } from "./context.ts";
-
-// Supabase Storage's bucket-name rule (storage-api isValidBucketName): S3-safe characters only, no "/",
-// at most 100 characters; "." and ".." are refused since they mean something in a path.
-export const bucketNameSchema = z
-  .string()
-  .min(1)
-  .max(100)
-  .regex(/^[A-Za-z0-9_!\-.*'() &$@=;:+,?]+$/, "bucket names may only contain letters, digits and !-.*'() &$@=;:+,?_")
-  .refine((b) => b !== "." && b !== "..", "invalid bucket name");
+import { continueViaPgNet, type FilesContext } from "../storage/context.ts";
+import { bucketNameSchema } from "../storage/object-store.ts";
 
 export const repopulateBodySchema = z.object({
   bucket: bucketNameSchema,
@@ -48,9 +40,12 @@ export async function repopulate(sql: postgres.Sql, body: RepopulateBody, budget
     const tb = performance.now();
     // A batch replayed from the same cursor only meets conflicts, so a restart of the database in the
     // middle of a rebuild is waited out (within the budget) instead of losing the cursor.
-    const [b] = await retryWhileUnreachable(() => sql<{ inserted: string; scanned: string; cursor: string | null; done: boolean }[]>`
+    const [b] = await retryWhileUnreachable(
+      () =>
+        sql<{ inserted: string; scanned: string; cursor: string | null; done: boolean }[]>`
       select * from public.files_queue_repopulate_batch(${body.bucket}, ${r.cursor}, ${body.batchSize}, ${body.dryRun})`,
-      t0Epoch + budgetMs);
+      t0Epoch + budgetMs,
+    );
     lastMs = performance.now() - tb;
     r.batches++;
     r.scanned += Number(b.scanned);
@@ -75,7 +70,10 @@ export function repopulateHandler(ctx: () => FilesContext, defaultBudgetMs = 100
       const result = await repopulate(sql, body, body.budgetMs ?? defaultBudgetMs);
       if (!result.done && !body.dryRun) {
         result.continued = await continueViaPgNet(sql, "repopulate-files-queue", {
-          bucket: body.bucket, batchSize: body.batchSize, cursor: result.cursor, dryRun: false,
+          bucket: body.bucket,
+          batchSize: body.batchSize,
+          cursor: result.cursor,
+          dryRun: false,
           ...(body.budgetMs ? { budgetMs: body.budgetMs } : {}),
         });
       }

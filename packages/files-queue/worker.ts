@@ -12,11 +12,11 @@ import { z } from "zod";
 import pLimit from "p-limit";
 import type postgres from "postgres";
 import { errorResponse, guardRequest, json } from "../core/http.ts";
-import type { FilesContext } from "./context.ts";
+import type { FilesContext } from "../storage/context.ts";
 import { clientDocumentsHandler } from "./handlers/client-documents.ts";
 import { legifranceHandler } from "./handlers/legifrance.ts";
 import type { ClaimedFile, FileFailure, FileHandler } from "./handlers/types.ts";
-import type { ObjectStore } from "./object-store.ts";
+import type { ObjectStore } from "../storage/object-store.ts";
 
 export const workerBodySchema = z.object({
   batchSize: z.number().int().min(1).max(500).default(50),
@@ -72,7 +72,9 @@ export async function processFilesQueue(
   while (performance.now() - t0 + lastMs * 1.5 < opts.budgetMs) {
     const tb = performance.now();
     const rows = await sql<ClaimedFile[]>`
-      select id, file_path, bucket_id, file_size, lane from public.claim_files_queue(${worker}, ${opts.batchSize}, ${opts.leaseSeconds ?? 120})`;
+      select id, file_path, bucket_id, file_size, lane from public.claim_files_queue(${worker}, ${opts.batchSize}, ${
+      opts.leaseSeconds ?? 120
+    })`;
     if (rows.length === 0) {
       // Uploads inside a wake's window make no call of their own: the woken worker keeps polling
       // until a window after the last wake, or they would wait for the minute's cron dispatch.
@@ -85,20 +87,26 @@ export async function processFilesQueue(
     r.batches++;
     r.claimed += rows.length;
     const buckets = await sql<{ bucket_id: string; handler: string }[]>`
-      select bucket_id, handler from public.files_queue_watched_buckets where bucket_id = any(${[...new Set(rows.map((x) => x.bucket_id))]})`;
+      select bucket_id, handler from public.files_queue_watched_buckets where bucket_id = any(${[
+      ...new Set(rows.map((x) => x.bucket_id)),
+    ]})`;
     const handlerOf = new Map(buckets.map((b) => [b.bucket_id, b.handler]));
 
-    const outcomes: Outcome[] = await Promise.all(rows.map((row) => limit(async (): Promise<Outcome> => {
-      const name = handlerOf.get(row.bucket_id);
-      const handler = name ? handlers[name] : undefined;
-      if (!name || !handler) return { row, error: `bucket ${row.bucket_id} is not watched by any handler`, permanent: true };
-      try {
-        const p = await handler.prepare(row, { store, sql });
-        return "value" in p ? { row, handler: name, value: p.value } : { row, ...p };
-      } catch (e) {
-        return { row, error: (e as Error).message, permanent: false };
-      }
-    })));
+    const outcomes: Outcome[] = await Promise.all(rows.map((row) =>
+      limit(async (): Promise<Outcome> => {
+        const name = handlerOf.get(row.bucket_id);
+        const handler = name ? handlers[name] : undefined;
+        if (!name || !handler) {
+          return { row, error: `bucket ${row.bucket_id} is not watched by any handler`, permanent: true };
+        }
+        try {
+          const p = await handler.prepare(row, { store, sql });
+          return "value" in p ? { row, handler: name, value: p.value } : { row, ...p };
+        } catch (e) {
+          return { row, error: (e as Error).message, permanent: false };
+        }
+      })
+    ));
 
     for (const o of outcomes) {
       if ("error" in o) {
@@ -145,7 +153,11 @@ const workerEnvSchema = z.object({
   CLIENT_DOCUMENTS_MAX_BYTES: z.coerce.number().int().min(1).max(1024 * 1024 * 1024).optional(),
 });
 
-export function workerHandler(ctx: () => FilesContext, defaultBudgetMs = 100_000, env?: Record<string, string | undefined>) {
+export function workerHandler(
+  ctx: () => FilesContext,
+  defaultBudgetMs = 100_000,
+  env?: Record<string, string | undefined>,
+) {
   return async (req: Request): Promise<Response> => {
     const g = await guardRequest(req, workerBodySchema, undefined, env);
     if (!g.ok) return g.response;
@@ -155,8 +167,11 @@ export function workerHandler(ctx: () => FilesContext, defaultBudgetMs = 100_000
       const cfg = workerEnvSchema.safeParse(env ?? source ?? {});
       if (!cfg.success) return errorResponse(500, "invalid CLIENT_DOCUMENTS_MAX_BYTES");
       const result = await processFilesQueue({ sql, store }, {
-        batchSize: body.batchSize, budgetMs: body.budgetMs ?? defaultBudgetMs, concurrency: body.concurrency,
-        maxClientDocumentBytes: cfg.data.CLIENT_DOCUMENTS_MAX_BYTES, lingerAfterWake: true,
+        batchSize: body.batchSize,
+        budgetMs: body.budgetMs ?? defaultBudgetMs,
+        concurrency: body.concurrency,
+        maxClientDocumentBytes: cfg.data.CLIENT_DOCUMENTS_MAX_BYTES,
+        lingerAfterWake: true,
       });
       return json(result);
     } catch (e) {

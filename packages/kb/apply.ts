@@ -3,7 +3,7 @@
 // see every promoted row, and a row that breaks a constraint fails the whole transaction.
 import type postgres from "postgres";
 import { quoteIdent } from "./catalog.ts";
-import { type TablePlan, columnList, keyExpr } from "./tables.ts";
+import { columnList, keyExpr, type TablePlan } from "./tables.ts";
 
 type Tx = postgres.TransactionSql | postgres.Sql;
 
@@ -11,7 +11,13 @@ type Tx = postgres.TransactionSql | postgres.Sql;
  * Inserts the rows of `fromSql` (a relation with the plan's columns); with `update`, a row whose key
  * exists is updated instead. Returns how many rows were inserted and updated.
  */
-export async function upsertRows(tx: Tx, p: TablePlan, fromSql: string, onConflict: "update" | "nothing", params: unknown[] = []) {
+export async function upsertRows(
+  tx: Tx,
+  p: TablePlan,
+  fromSql: string,
+  onConflict: "update" | "nothing",
+  params: unknown[] = [],
+) {
   const cols = columnList(p);
   // An identity ALWAYS column can only be set on insert (a restore writes back the target's own ids).
   const nonKey = p.columns.filter((c) => !p.key.includes(c) && c !== p.surrogate);

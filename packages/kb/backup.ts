@@ -8,7 +8,18 @@
 // a temporary name and gets its final one only once the push has committed.
 import { once } from "node:events";
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { closeSync, createReadStream, createWriteStream, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
 import { createGunzip, createGzip } from "node:zlib";
@@ -17,7 +28,7 @@ import type postgres from "postgres";
 import { bumpSequences, deleteRows, keepChunksInOneSegment, lockTables, upsertRows } from "./apply.ts";
 import { normalizeTableName } from "./catalog.ts";
 import { type KbEnvironment, KbError } from "./env.ts";
-import { type TablePlan, keyExpr, selectTables } from "./tables.ts";
+import { keyExpr, selectTables, type TablePlan } from "./tables.ts";
 
 // A backup names its tables as the push saw them; restore rebuilds each plan from the live catalog
 // by name and refuses the file if any of these differ. Nothing here is ever spliced into SQL.
@@ -49,7 +60,11 @@ const lineSchema = z.union([
 
 // The last line: the kb_sync_log id of the push the backup belongs to, and the HMAC of every line
 // before it plus that id, under the key in the backup directory.
-const sealSchema = z.object({ kind: z.literal("kb-backup-seal"), logId: z.string().regex(/^\d{1,19}$/), hmac: z.string().regex(/^[0-9a-f]{64}$/) });
+const sealSchema = z.object({
+  kind: z.literal("kb-backup-seal"),
+  logId: z.string().regex(/^\d{1,19}$/),
+  hmac: z.string().regex(/^[0-9a-f]{64}$/),
+});
 
 const KEY_FILE = ".kb-backup-key";
 
@@ -78,7 +93,13 @@ export class BackupWriter {
   private readonly done: Promise<void>;
   private closed = false;
 
-  constructor(dir: string, header: Omit<BackupHeader, "kind" | "version" | "createdAt" | "tables" | "mode"> & { mode: string; tables: TablePlan[] }) {
+  constructor(
+    dir: string,
+    header: Omit<BackupHeader, "kind" | "version" | "createdAt" | "tables" | "mode"> & {
+      mode: string;
+      tables: TablePlan[];
+    },
+  ) {
     this.mac = createHmac("sha256", backupKey(dir, true)!);
     const createdAt = new Date().toISOString();
     this.file = join(dir, `${createdAt.replace(/[:.]/g, "-")}-${header.env}-${header.mode}.jsonl.gz`);
@@ -128,10 +149,16 @@ export class BackupWriter {
 }
 
 /** Writes the target's current version of the rows with these keys, 500 at a time. */
-export async function backupRows(tx: postgres.TransactionSql, w: BackupWriter, p: TablePlan, keys: string[]): Promise<void> {
+export async function backupRows(
+  tx: postgres.TransactionSql,
+  w: BackupWriter,
+  p: TablePlan,
+  keys: string[],
+): Promise<void> {
   if (!keys.length) return;
   const cursor = tx.unsafe<{ j: Record<string, unknown> }[]>(
-    `select to_jsonb(r) as j from ${p.qualified} r where ${keyExpr(p)} = any ($1::text[])`, [keys] as never[],
+    `select to_jsonb(r) as j from ${p.qualified} r where ${keyExpr(p)} = any ($1::text[])`,
+    [keys] as never[],
   ).cursor(500);
   for await (const rows of cursor) await w.line({ table: p.name, rows: rows.map((r) => r.j) });
 }
@@ -142,10 +169,17 @@ async function* readLines(file: string) {
 }
 
 /** Reads a whole backup, checks its seal, and returns its parts; any damage is a clear refusal (exit 2). */
-async function readBackup(file: string, dir: string): Promise<{ header: BackupHeader; logId: string; lines: z.infer<typeof lineSchema>[] }> {
+async function readBackup(
+  file: string,
+  dir: string,
+): Promise<{ header: BackupHeader; logId: string; lines: z.infer<typeof lineSchema>[] }> {
   const name = basename(file);
   const key = backupKey(dir, false);
-  if (!key) throw new KbError(`${name}: no backup key in the backup directory, so this file cannot be checked: kb restores only backups it wrote here`);
+  if (!key) {
+    throw new KbError(
+      `${name}: no backup key in the backup directory, so this file cannot be checked: kb restores only backups it wrote here`,
+    );
+  }
   const mac = createHmac("sha256", key);
   const raw: string[] = [];
   try {
@@ -163,13 +197,17 @@ async function readBackup(file: string, dir: string): Promise<{ header: BackupHe
   const header = headerSchema.safeParse(parse(raw[0] ?? ""));
   if (!header.success) throw new KbError(`${name} is not a kb backup (no valid header); nothing was changed`);
   const seal = sealSchema.safeParse(parse(raw[raw.length - 1] ?? ""));
-  if (raw.length < 2 || !seal.success) throw new KbError(`${name} has no seal: it is incomplete or not a backup of a committed push; nothing was changed`);
+  if (raw.length < 2 || !seal.success) {
+    throw new KbError(`${name} has no seal: it is incomplete or not a backup of a committed push; nothing was changed`);
+  }
   for (const l of raw.slice(0, -1)) mac.update(`${l}\n`);
   mac.update(`seal ${seal.data.logId}\n`);
   const want = Buffer.from(seal.data.hmac, "hex");
   const got = mac.digest();
   if (want.length !== got.length || !timingSafeEqual(want, got)) {
-    throw new KbError(`${name} does not match its seal: it was changed after kb wrote it, or was written with another backup key; nothing was changed`);
+    throw new KbError(
+      `${name} does not match its seal: it was changed after kb wrote it, or was written with another backup key; nothing was changed`,
+    );
   }
   const lines = raw.slice(1, -1).map((l) => {
     const r = lineSchema.safeParse(parse(l));
@@ -194,24 +232,41 @@ export interface RestoreResult {
  * planned from the live catalog by name (a backup whose schema, table, key or columns differ from
  * it is refused; the platform's schemas are never touched). Later pushes need `yes`.
  */
-export async function restoreBackup(sql: postgres.Sql, env: KbEnvironment, file: string, o: { dir: string; yes: boolean; log: (l: string) => void; header?: (h: BackupHeader) => void }): Promise<RestoreResult> {
+export async function restoreBackup(
+  sql: postgres.Sql,
+  env: KbEnvironment,
+  file: string,
+  o: { dir: string; yes: boolean; log: (l: string) => void; header?: (h: BackupHeader) => void },
+): Promise<RestoreResult> {
   const name = basename(file);
   const { header, logId, lines } = await readBackup(file, o.dir);
   o.header?.(header);
   if (header.host !== env.host || header.database !== env.database) {
-    throw new KbError(`${name} is a backup of ${header.host}/${header.database}, not of ${env.name} (${env.host}/${env.database}): refusing to restore it elsewhere`);
+    throw new KbError(
+      `${name} is a backup of ${header.host}/${header.database}, not of ${env.name} (${env.host}/${env.database}): refusing to restore it elsewhere`,
+    );
   }
   for (const t of header.tables) normalizeTableName(t.name);
-  const [pushRow] = await sql<{ mode: string; backup_file: string | null }[]>`select mode, backup_file from public.kb_sync_log where id = ${logId}`;
+  const [pushRow] = await sql<
+    { mode: string; backup_file: string | null }[]
+  >`select mode, backup_file from public.kb_sync_log where id = ${logId}`;
   if (!pushRow || pushRow.backup_file !== name || pushRow.mode !== header.mode) {
-    throw new KbError(`${name} belongs to push #${logId}, which kb_sync_log on ${env.name} does not record with this file: refusing to restore it`);
+    throw new KbError(
+      `${name} belongs to push #${logId}, which kb_sync_log on ${env.name} does not record with this file: refusing to restore it`,
+    );
   }
   const later = await sql<{ id: string; pushed_at: Date; mode: string; from_env: string }[]>`
     select id::text, pushed_at, mode, from_env from public.kb_sync_log where id > ${logId} order by id`;
   if (later.length) {
-    o.log(`warning: ${later.length} later push${later.length > 1 ? "es" : ""} changed ${env.name} since this backup (` +
-      later.slice(0, 5).map((l) => `#${l.id} ${l.mode} from ${l.from_env} at ${l.pushed_at.toISOString()}`).join(", ") +
-      `${later.length > 5 ? ", …" : ""}); restoring puts back rows as they were before push #${logId} and undoes those rows' later changes`);
+    o.log(
+      `warning: ${later.length} later push${later.length > 1 ? "es" : ""} changed ${env.name} since this backup (` +
+        later.slice(0, 5).map((l) => `#${l.id} ${l.mode} from ${l.from_env} at ${l.pushed_at.toISOString()}`).join(
+          ", ",
+        ) +
+        `${
+          later.length > 5 ? ", …" : ""
+        }); restoring puts back rows as they were before push #${logId} and undoes those rows' later changes`,
+    );
     if (!o.yes) throw new KbError(`later pushes exist: add --yes to restore ${name} anyway`);
   }
 
@@ -226,16 +281,23 @@ export async function restoreBackup(sql: postgres.Sql, env: KbEnvironment, file:
       JSON.stringify(h.key) !== JSON.stringify(p.key) && "key",
       JSON.stringify(h.columns) !== JSON.stringify(p.columns) && "columns",
     ].filter(Boolean);
-    if (diffs.length) throw new KbError(`${name}: table ${p.name} differs from the live ${p.qualified} in its ${diffs.join(", ")}: refusing to restore`);
+    if (diffs.length) {
+      throw new KbError(
+        `${name}: table ${p.name} differs from the live ${p.qualified} in its ${diffs.join(", ")}: refusing to restore`,
+      );
+    }
     plans.push(p);
   }
-  for (const l of lines) if (!plans.some((p) => p.name === l.table)) throw new KbError(`${name} has rows for ${l.table}, which its header does not list`);
+  for (const l of lines) {
+    if (!plans.some((p) => p.name === l.table)) {
+      throw new KbError(`${name} has rows for ${l.table}, which its header does not list`);
+    }
+  }
 
   // Written back as they were, with the target's own ids: a row matched by natural key keeps its
   // identity value (its children's foreign keys hold it), and references are already the target's.
-  const asStored = (p: TablePlan): TablePlan => p.surrogate
-    ? { ...p, columns: [p.surrogate, ...p.columns], overriding: true, refs: [] }
-    : { ...p, refs: [] };
+  const asStored = (p: TablePlan): TablePlan =>
+    p.surrogate ? { ...p, columns: [p.surrogate, ...p.columns], overriding: true, refs: [] } : { ...p, refs: [] };
   const result: RestoreResult = { deleted: 0, restored: 0, perTable: {} };
   const per = (n: string) => (result.perTable[n] ??= { deleted: 0, restored: 0 });
   await sql.begin(async (tx) => {
@@ -243,7 +305,9 @@ export async function restoreBackup(sql: postgres.Sql, env: KbEnvironment, file:
     // Like the push it undoes, a restore is bulk work for the embedding queue.
     await tx.unsafe(`set local embedding_sync.lane = 'bulk'`);
     const inserted = new Map<string, string[]>();
-    for (const l of lines) if ("inserted" in l) inserted.set(l.table, [...(inserted.get(l.table) ?? []), ...l.inserted]);
+    for (const l of lines) {
+      if ("inserted" in l) inserted.set(l.table, [...(inserted.get(l.table) ?? []), ...l.inserted]);
+    }
     for (const p of [...plans].reverse()) {
       const n = await deleteRows(tx, p, inserted.get(p.name) ?? []);
       per(p.name).deleted += n;
@@ -252,7 +316,13 @@ export async function restoreBackup(sql: postgres.Sql, env: KbEnvironment, file:
     for (const p of plans) {
       for (const l of lines) {
         if (!("rows" in l) || l.table !== p.name) continue;
-        const r = await upsertRows(tx, asStored(p), `jsonb_populate_recordset(null::${p.qualified}, $1::text::jsonb)`, "update", [JSON.stringify(l.rows)]);
+        const r = await upsertRows(
+          tx,
+          asStored(p),
+          `jsonb_populate_recordset(null::${p.qualified}, $1::text::jsonb)`,
+          "update",
+          [JSON.stringify(l.rows)],
+        );
         per(p.name).restored += r.inserted + r.updated;
         result.restored += r.inserted + r.updated;
       }

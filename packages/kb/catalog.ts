@@ -40,7 +40,9 @@ export function quoteLiteral(value: string): string {
 
 /** A text[] literal for keys sent inside COPY, which takes no bind parameters. */
 export function textArrayLiteral(values: string[]): string {
-  return `${quoteLiteral(`{${values.map((v) => `"${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`).join(",")}}`)}::text[]`;
+  return `${
+    quoteLiteral(`{${values.map((v) => `"${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`).join(",")}}`)
+  }::text[]`;
 }
 
 /** Does this database have this project's migrations (the embedding tables and kb_sync_log)? */
@@ -49,9 +51,14 @@ export async function checkMigrations(sql: Sql, side: string): Promise<void> {
     select to_regclass('public.embedding_sources') is not null as sources,
            to_regclass('public.documentation_embeddings') is not null as chunks,
            to_regclass('public.kb_sync_log') is not null as log`;
-  const missing = [!r.sources && "embedding_sources", !r.chunks && "documentation_embeddings", !r.log && "kb_sync_log"].filter(Boolean);
+  const missing = [!r.sources && "embedding_sources", !r.chunks && "documentation_embeddings", !r.log && "kb_sync_log"]
+    .filter(Boolean);
   if (missing.length) {
-    throw new KbError(`${side} does not have this project's migrations (missing ${missing.join(", ")}): run npm run db:migrate or supabase db push on it first`);
+    throw new KbError(
+      `${side} does not have this project's migrations (missing ${
+        missing.join(", ")
+      }): run npm run db:migrate or supabase db push on it first`,
+    );
   }
 }
 
@@ -102,14 +109,30 @@ export interface TableInfo {
 
 const tableName = /^(?:([a-z_][a-z0-9_]{0,62})\.)?([a-z_][a-z0-9_]{0,62})$/;
 // Never read: the platform's own schemas (vault holds secrets) and this project's private one.
-const forbiddenSchemas = new Set(["vault", "auth", "storage", "net", "cron", "private", "extensions", "pg_catalog",
-  "information_schema", "supabase_functions", "supabase_migrations", "realtime", "graphql", "pgsodium"]);
+const forbiddenSchemas = new Set([
+  "vault",
+  "auth",
+  "storage",
+  "net",
+  "cron",
+  "private",
+  "extensions",
+  "pg_catalog",
+  "information_schema",
+  "supabase_functions",
+  "supabase_migrations",
+  "realtime",
+  "graphql",
+  "pgsodium",
+]);
 
 export function normalizeTableName(input: string): string {
   const m = input.trim().toLowerCase().match(tableName);
   if (!m) throw new KbError(`"${input}" is not a table name ([schema.]table, lower case)`);
   const schema = m[1] ?? "public";
-  if (forbiddenSchemas.has(schema) || schema.startsWith("pg_")) throw new KbError(`kb does not copy tables of schema ${schema}`);
+  if (forbiddenSchemas.has(schema) || schema.startsWith("pg_")) {
+    throw new KbError(`kb does not copy tables of schema ${schema}`);
+  }
   return schema === "public" ? m[2] : `${schema}.${m[2]}`;
 }
 
@@ -123,8 +146,17 @@ export async function describeTable(sql: Sql, name: string): Promise<TableInfo |
   if (!t) return null;
   // A domain, an array or a domain over an array hides its base type: resolve it (10 levels at most),
   // so that a domain over text counts as text when looking for credentials.
-  const columns = await sql<{ name: string; type: string; generated: boolean; identity_always: boolean; seq: boolean;
-    base: string; category: string }[]>`
+  const columns = await sql<
+    {
+      name: string;
+      type: string;
+      generated: boolean;
+      identity_always: boolean;
+      seq: boolean;
+      base: string;
+      category: string;
+    }[]
+  >`
     select a.attname::text as name, format_type(a.atttypid, a.atttypmod) as type,
            a.attgenerated <> '' as generated, a.attidentity = 'a' as identity_always,
            pg_get_serial_sequence(${`${quoteIdent(schema)}.${quoteIdent(rel)}`}, a.attname) is not null as seq,
@@ -162,7 +194,11 @@ export async function describeTable(sql: Sql, name: string): Promise<TableInfo |
     name: norm,
     qualified: `${quoteIdent(schema)}.${quoteIdent(rel)}`,
     columns: columns.map((c) => ({
-      name: c.name, type: c.type, generated: c.generated, identityAlways: c.identity_always, sequence: c.seq,
+      name: c.name,
+      type: c.type,
+      generated: c.generated,
+      identityAlways: c.identity_always,
+      sequence: c.seq,
       textLike: c.category === "S" || ["json", "jsonb", "bytea", "xml", "citext"].includes(c.base),
       json: c.base === "json" || c.base === "jsonb",
       integer: ["int2", "int4", "int8"].includes(c.base),
@@ -181,16 +217,24 @@ export async function describeTable(sql: Sql, name: string): Promise<TableInfo |
  */
 export async function checkMigrationVersions(src: Sql, tgt: Sql, targetName: string): Promise<void> {
   const read = async (sql: Sql) => {
-    const [r] = await sql<{ has: boolean }[]>`select to_regclass('supabase_migrations.schema_migrations') is not null as has`;
+    const [r] = await sql<
+      { has: boolean }[]
+    >`select to_regclass('supabase_migrations.schema_migrations') is not null as has`;
     if (!r.has) return null;
-    return await sql<{ version: string; name: string | null }[]>`select version, name from supabase_migrations.schema_migrations order by version`;
+    return await sql<
+      { version: string; name: string | null }[]
+    >`select version, name from supabase_migrations.schema_migrations order by version`;
   };
   const [s, t] = await Promise.all([read(src), read(tgt)]);
   if (!s?.length) return;
   const have = new Set((t ?? []).map((r) => r.version));
   const missing = s.filter((r) => !have.has(r.version));
   if (missing.length) {
-    throw new KbError(`target "${targetName}" lacks ${missing.length} migration${missing.length > 1 ? "s" : ""} the source has: ` +
-      `${missing.map((m) => `${m.version}${m.name ? `_${m.name}` : ""}`).join(", ")}. Apply them there first (supabase db push or npm run db:migrate).`);
+    throw new KbError(
+      `target "${targetName}" lacks ${missing.length} migration${missing.length > 1 ? "s" : ""} the source has: ` +
+        `${
+          missing.map((m) => `${m.version}${m.name ? `_${m.name}` : ""}`).join(", ")
+        }. Apply them there first (supabase db push or npm run db:migrate).`,
+    );
   }
 }

@@ -10,12 +10,40 @@
 import type { AnySql } from "./catalog.ts";
 import { quoteIdent } from "./catalog.ts";
 import { KbError } from "./env.ts";
-import { type TablePlan, keyExpr, whereClause } from "./tables.ts";
+import { keyExpr, type TablePlan, whereClause } from "./tables.ts";
 
-const credentialWords = new Set(["secret", "secrets", "token", "tokens", "password", "passwords", "passwd", "pwd",
-  "apikey", "credential", "credentials", "jwt", "privatekey", "passphrase", "dsn"]);
-const credentialPhrases = [/_key$/, /^key$/, /api_?key/, /service_?role/, /private_?key/, /access_?key/, /client_?secret/,
-  /secret/, /token/, /password/, /passwd/, /webhook/, /(database|db|postgres|pg|conn|connection)_?(url|uri|string|dsn)/];
+const credentialWords = new Set([
+  "secret",
+  "secrets",
+  "token",
+  "tokens",
+  "password",
+  "passwords",
+  "passwd",
+  "pwd",
+  "apikey",
+  "credential",
+  "credentials",
+  "jwt",
+  "privatekey",
+  "passphrase",
+  "dsn",
+]);
+const credentialPhrases = [
+  /_key$/,
+  /^key$/,
+  /api_?key/,
+  /service_?role/,
+  /private_?key/,
+  /access_?key/,
+  /client_?secret/,
+  /secret/,
+  /token/,
+  /password/,
+  /passwd/,
+  /webhook/,
+  /(database|db|postgres|pg|conn|connection)_?(url|uri|string|dsn)/,
+];
 
 export function looksLikeCredential(name: string): boolean {
   const lower = name.toLowerCase();
@@ -71,18 +99,26 @@ export interface CredentialFinding {
  * Every credential the push would copy from the source (names, then json keys and values read in
  * the snapshot `src` is in). Allowed columns (table.column, any case) are skipped.
  */
-export async function findCredentials(src: AnySql, plans: TablePlan[], allowed: string[]): Promise<CredentialFinding[]> {
+export async function findCredentials(
+  src: AnySql,
+  plans: TablePlan[],
+  allowed: string[],
+): Promise<CredentialFinding[]> {
   const allow = new Set(allowed.map((a) => a.toLowerCase()));
   const out: CredentialFinding[] = [];
   for (const p of plans) {
     const cols = p.textColumns.filter((c) => !allow.has(`${p.name}.${c}`.toLowerCase()));
-    for (const c of cols) if (looksLikeCredential(c)) out.push({ table: p.name, column: c, what: "its name looks like a credential" });
+    for (const c of cols) {
+      if (looksLikeCredential(c)) out.push({ table: p.name, column: c, what: "its name looks like a credential" });
+    }
     const scan = cols.filter((c) => !looksLikeCredential(c));
     if (!scan.length) continue;
     const json = scan.filter((c) => p.jsonColumns.includes(c));
     const text = (cs: string[]) => `concat_ws(' ', ${cs.map((c) => `r.${quoteIdent(c)}::text`).join(", ")})`;
     const candidates = src.unsafe<{ k: string; v: Record<string, string | null> }[]>(
-      `select ${keyExpr(p)} as k, jsonb_build_object(${scan.map((c) => `'${c.replace(/'/g, "''")}', r.${quoteIdent(c)}::text`).join(", ")}) as v
+      `select ${keyExpr(p)} as k, jsonb_build_object(${
+        scan.map((c) => `'${c.replace(/'/g, "''")}', r.${quoteIdent(c)}::text`).join(", ")
+      }) as v
        from ${p.qualified} r ${whereClause(p, `(${text(scan)} ~ $1${json.length ? ` or ${text(json)} ~* $2` : ""})`)}`,
       (json.length ? [valuePrefilter, keyPrefilter] : [valuePrefilter]) as never[],
     ).cursor(200);
@@ -120,7 +156,11 @@ export async function findCredentials(src: AnySql, plans: TablePlan[], allowed: 
 
 export function refuseCredentials(found: CredentialFinding[]): void {
   if (!found.length) return;
-  const lines = found.map((f) => `${f.table}.${f.column}: ${f.what}${f.row !== undefined ? ` (row ${f.row}${f.rows && f.rows > 1 ? ` and ${f.rows - 1} more` : ""})` : ""}`);
+  const lines = found.map((f) =>
+    `${f.table}.${f.column}: ${f.what}${
+      f.row !== undefined ? ` (row ${f.row}${f.rows && f.rows > 1 ? ` and ${f.rows - 1} more` : ""})` : ""
+    }`
+  );
   const flags = [...new Set(found.map((f) => `--copy-credential-column ${f.table}.${f.column}`))].join(" ");
   throw new KbError(
     `refusing to copy what looks like credentials (secrets never travel between projects):\n  ${lines.join("\n  ")}\n` +

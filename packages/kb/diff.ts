@@ -2,7 +2,7 @@
 // changed (same key, different hash of the copied columns), plus a checksum per side.
 import { createHash } from "node:crypto";
 import type { AnySql, Sql } from "./catalog.ts";
-import { type TablePlan, keyExpr, rowHashExpr, whereClause } from "./tables.ts";
+import { keyExpr, rowHashExpr, type TablePlan, whereClause } from "./tables.ts";
 
 export type RowHashes = Map<string, string>;
 
@@ -40,17 +40,30 @@ export function compare(table: string, s: RowHashes, t: RowHashes): TableDiff {
   }
   const onlyTarget = [...t.keys()].filter((k) => !s.has(k));
   return {
-    table, sourceRows: s.size, targetRows: t.size, onlySource, onlyTarget, changed,
-    sourceChecksum: checksum(s), targetChecksum: checksum(t),
+    table,
+    sourceRows: s.size,
+    targetRows: t.size,
+    onlySource,
+    onlyTarget,
+    changed,
+    sourceChecksum: checksum(s),
+    targetChecksum: checksum(t),
   };
 }
 
-export async function diffTables(src: Sql, tgt: Sql, plans: TablePlan[], progress: (l: string) => void = () => {}): Promise<TableDiff[]> {
+export async function diffTables(
+  src: Sql,
+  tgt: Sql,
+  plans: TablePlan[],
+  progress: (l: string) => void = () => {},
+): Promise<TableDiff[]> {
   const out: TableDiff[] = [];
   for (const p of plans) {
     const t0 = Date.now();
     const [s, t] = await Promise.all([rowHashes(src, p), rowHashes(tgt, p)]);
-    progress(`compared ${p.name}: ${s.size} source rows, ${t.size} target rows, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    progress(
+      `compared ${p.name}: ${s.size} source rows, ${t.size} target rows, ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
     out.push(compare(p.name, s, t));
   }
   return out;

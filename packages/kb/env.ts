@@ -1,9 +1,8 @@
 // Environments for `npm run kb`: a name resolves to <NAME>_DB_URL (and, for --files, <NAME>_URL plus
 // <NAME>_SECRET_KEY or <NAME>_SERVICE_ROLE_KEY); `local` is the running local stack (.local/stack.json).
 // Messages name an environment by its host and database, never by its URL or key.
-import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { readState } from "../local-stack/state.ts";
+import { localDataDir, readState } from "../connection/stack-state.ts";
 
 export class KbError extends Error {
   constructor(message: string, readonly exitCode = 2) {
@@ -31,7 +30,6 @@ const dbUrl = z.string().url().refine((u) => /^postgres(ql)?:$/.test(new URL(u).
 const httpUrl = z.string().url().refine((u) => /^https?:$/.test(new URL(u).protocol), "an http(s):// URL");
 
 const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
-const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 
 export function resolveEnvironment(
   nameIn: string,
@@ -46,8 +44,12 @@ export function resolveEnvironment(
   let apiUrl: string | undefined;
   let key: string | undefined;
   if (name === "local" && !env.LOCAL_DB_URL) {
-    const { state, reason } = readState(opts.localDataDir ?? env.LOCAL_STACK_DATA_DIR ?? `${repoRoot}.local`);
-    if (!state) throw new KbError(`environment "local" is the running local stack, which is not running (${reason}); start it with npm start or set LOCAL_DB_URL`);
+    const { state, reason } = readState(opts.localDataDir ?? localDataDir(env));
+    if (!state) {
+      throw new KbError(
+        `environment "local" is the running local stack, which is not running (${reason}); start it with npm start or set LOCAL_DB_URL`,
+      );
+    }
     url = state.dbUrl;
     apiUrl = state.apiUrl;
     key = state.serviceRoleKey;
@@ -62,12 +64,15 @@ export function resolveEnvironment(
   if (opts.files) {
     if (!apiUrl) throw new KbError(`--files needs ${NAME}_URL (the project's API URL) for environment "${name}"`);
     if (!httpUrl.safeParse(apiUrl).success) throw new KbError(`${NAME}_URL is not an http(s):// URL`);
-    if (!key) throw new KbError(`--files needs ${NAME}_SECRET_KEY or ${NAME}_SERVICE_ROLE_KEY for environment "${name}"`);
+    if (!key) {
+      throw new KbError(`--files needs ${NAME}_SECRET_KEY or ${NAME}_SERVICE_ROLE_KEY for environment "${name}"`);
+    }
   }
   const u = new URL(checked.data);
   const host = u.hostname;
   const user = decodeURIComponent(u.username);
-  const ref = host.match(/^db\.([a-z0-9]{20})\.supabase\.co$/)?.[1] ?? user.match(/^postgres\.([a-z0-9]{20})$/)?.[1] ?? null;
+  const ref = host.match(/^db\.([a-z0-9]{20})\.supabase\.co$/)?.[1] ?? user.match(/^postgres\.([a-z0-9]{20})$/)?.[1] ??
+    null;
   return {
     name,
     dbUrl: checked.data,

@@ -33,13 +33,18 @@ export class Progress {
     this.lastPrint = Date.now();
     const s = Math.max((Date.now() - this.started) / 1000, 0.001);
     const rowRate = this.rows / s;
-    const parts = [`${this.label}: ${fmtInt(this.rows)}${this.totalRows !== null ? `/${fmtInt(this.totalRows)}` : ""} rows`];
+    const parts = [
+      `${this.label}: ${fmtInt(this.rows)}${this.totalRows !== null ? `/${fmtInt(this.totalRows)}` : ""} rows`,
+    ];
     parts.push(`${fmtBytes(this.bytes)}${this.totalBytes !== null ? `/${fmtBytes(this.totalBytes)}` : ""}`);
     parts.push(`${fmtInt(Math.round(rowRate))} rows/s, ${fmtBytes(this.bytes / s)}/s`);
     if (final) parts.push(`done in ${s.toFixed(1)} s`);
     else {
-      const eta = this.totalBytes && this.bytes ? (this.totalBytes - this.bytes) / (this.bytes / s)
-        : this.totalRows && rowRate ? (this.totalRows - this.rows) / rowRate : null;
+      const eta = this.totalBytes && this.bytes
+        ? (this.totalBytes - this.bytes) / (this.bytes / s)
+        : this.totalRows && rowRate
+        ? (this.totalRows - this.rows) / rowRate
+        : null;
       parts.push(`ETA ${eta === null ? "?" : `${Math.max(0, eta).toFixed(0)} s`}`);
     }
     this.sink(parts.join(", "));

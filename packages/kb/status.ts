@@ -1,6 +1,6 @@
 // kb status: per table of the default selection, its rows, rows with an embedding, rows missing
 // one, and when a push last wrote it; then the environment's identity and its last pushes.
-import { type Sql, checkMigrations, describeTable } from "./catalog.ts";
+import { checkMigrations, describeTable, type Sql } from "./catalog.ts";
 import { type KbEnvironment } from "./env.ts";
 import { CHUNKS_TABLE, embeddingSourceNames } from "./tables.ts";
 import { targetIdentity } from "./push.ts";
@@ -19,7 +19,16 @@ export interface StatusResult {
   label: string | null;
   identity: string;
   tables: StatusTable[];
-  lastPushes: { id: string; pushed_at: string; from_env: string; mode: string; tables: string[]; rows_inserted: string; rows_updated: string; rows_deleted: string }[];
+  lastPushes: {
+    id: string;
+    pushed_at: string;
+    from_env: string;
+    mode: string;
+    tables: string[];
+    rows_inserted: string;
+    rows_updated: string;
+    rows_deleted: string;
+  }[];
 }
 
 export async function status(sql: Sql, env: KbEnvironment): Promise<StatusResult> {
@@ -38,12 +47,16 @@ export async function status(sql: Sql, env: KbEnvironment): Promise<StatusResult
   }
   names.push(CHUNKS_TABLE);
   const coverage = new Map((await sql<{ source_table: string; rows_with_embeddings: string; rows_missing: string }[]>`
-    select source_table, rows_with_embeddings::text, rows_missing::text from public.embedding_sync_coverage`).map((r) => [r.source_table, r]));
+    select source_table, rows_with_embeddings::text, rows_missing::text from public.embedding_sync_coverage`).map((
+    r,
+  ) => [r.source_table, r]));
   const tables: StatusTable[] = [];
   for (const n of names) {
     const t = (await describeTable(sql, n))!;
     const [c] = await sql.unsafe<{ n: string }[]>(`select count(*)::text as n from ${t.qualified}`);
-    const [lp] = await sql<{ at: Date | null }[]>`select max(pushed_at) as at from public.kb_sync_log where ${n} = any (tables)`;
+    const [lp] = await sql<
+      { at: Date | null }[]
+    >`select max(pushed_at) as at from public.kb_sync_log where ${n} = any (tables)`;
     const cov = coverage.get(n);
     tables.push({
       table: n,

@@ -16,7 +16,14 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KbError } from "./env.ts";
-import { type Sql, type TableInfo, describeTable, normalizeTableName, quoteIdent, textArrayLiteral } from "./catalog.ts";
+import {
+  describeTable,
+  normalizeTableName,
+  quoteIdent,
+  type Sql,
+  type TableInfo,
+  textArrayLiteral,
+} from "./catalog.ts";
 
 export const CHUNKS_TABLE = "documentation_embeddings";
 
@@ -56,7 +63,9 @@ export interface RefColumn {
 }
 
 export async function embeddingSourceNames(sql: Sql): Promise<string[]> {
-  const rows = await sql<{ source_table: string }[]>`select source_table from public.embedding_sources order by source_table`;
+  const rows = await sql<
+    { source_table: string }[]
+  >`select source_table from public.embedding_sources order by source_table`;
   return rows.map((r) => r.source_table);
 }
 
@@ -85,7 +94,11 @@ function projectTables(): Set<string> {
   if (!existsSync(dir)) return out;
   for (const f of readdirSync(dir)) {
     if (!f.endsWith(".sql")) continue;
-    for (const m of readFileSync(join(dir, f), "utf8").matchAll(/create table (?:if not exists )?(?:public\.)?([a-z_][a-z0-9_]*)\b/gi)) {
+    for (
+      const m of readFileSync(join(dir, f), "utf8").matchAll(
+        /create table (?:if not exists )?(?:public\.)?([a-z_][a-z0-9_]*)\b/gi,
+      )
+    ) {
       out.add(m[1].toLowerCase());
     }
   }
@@ -143,18 +156,31 @@ export async function selectTables(src: Sql, tgt: Sql, o: SelectOptions = {}): P
   for (const [n, { s }] of infos) {
     const pk = s.primaryKey.length === 1 ? s.columns.find((c) => c.name === s.primaryKey[0]) : undefined;
     const natural = pk && s.uniqueKeys.find((k) => !k.includes(pk.name));
-    if (n !== CHUNKS_TABLE && pk?.identityAlways && natural) remapped.set(n, { info: s, surrogate: pk.name, key: natural });
+    if (n !== CHUNKS_TABLE && pk?.identityAlways && natural) {
+      remapped.set(n, { info: s, surrogate: pk.name, key: natural });
+    }
   }
   const refusals: string[] = [];
   const chunkSources = names.filter((n) => sources.has(n));
-  const plans = names.map((n) => planTable(infos.get(n)!, remapped, refusals, n === CHUNKS_TABLE
-    ? {
-      where: o.tables?.length && !chunkSources.length ? null : `r.source_table = any (${textArrayLiteral(chunkSources)})`,
-      sources: chunkSources.map((c) => [c, sources.get(c)!] as [string, string]),
-    }
-    : null));
+  const plans = names.map((n) =>
+    planTable(
+      infos.get(n)!,
+      remapped,
+      refusals,
+      n === CHUNKS_TABLE
+        ? {
+          where: o.tables?.length && !chunkSources.length
+            ? null
+            : `r.source_table = any (${textArrayLiteral(chunkSources)})`,
+          sources: chunkSources.map((c) => [c, sources.get(c)!] as [string, string]),
+        }
+        : null,
+    )
+  );
   refuseUnlinkedReferences(names.map((n) => infos.get(n)!.s), remapped, refusals);
-  if (refusals.length) throw new KbError(`cannot keep every reference true, so nothing was written:\n  ${refusals.join("\n  ")}`);
+  if (refusals.length) {
+    throw new KbError(`cannot keep every reference true, so nothing was written:\n  ${refusals.join("\n  ")}`);
+  }
   // Chunks come after their source rows: their source_id is resolved against the rows just written.
   const parents = new Map(names.map((n) => [n, n === CHUNKS_TABLE ? chunkSources : infos.get(n)!.s.parents]));
   return orderParentsFirst(plans, parents);
@@ -178,8 +204,20 @@ function refuseMissing(m: { neither: string[]; source: string[]; target: string[
     const ours = projectTables();
     const theirs = m.target.filter((n) => !ours.has(n));
     const project = m.target.filter((n) => ours.has(n));
-    if (theirs.length) lines.push(`the target has no table ${list(theirs)}: create ${theirs.length > 1 ? "them" : "it"} there first (kb copies rows, not schema)`);
-    if (project.length) lines.push(`the target has no table ${list(project)}: apply this project's migrations there (npm run db:migrate or supabase db push)`);
+    if (theirs.length) {
+      lines.push(
+        `the target has no table ${list(theirs)}: create ${
+          theirs.length > 1 ? "them" : "it"
+        } there first (kb copies rows, not schema)`,
+      );
+    }
+    if (project.length) {
+      lines.push(
+        `the target has no table ${
+          list(project)
+        }: apply this project's migrations there (npm run db:migrate or supabase db push)`,
+      );
+    }
   }
   if (lines.length) throw new KbError(lines.join("\n"));
 }
@@ -193,29 +231,46 @@ function portableKey(r: Remapped, a: string, remapped: Map<string, Remapped>, de
 function remappedParent(info: TableInfo, column: string, remapped: Map<string, Remapped>): Remapped | undefined {
   for (const fk of info.foreignKeys) {
     const r = remapped.get(fk.parent);
-    if (r && fk.parent !== info.name && fk.columns.length === 1 && fk.columns[0] === column && fk.parentColumns[0] === r.surrogate) return r;
+    if (
+      r && fk.parent !== info.name && fk.columns.length === 1 && fk.columns[0] === column &&
+      fk.parentColumns[0] === r.surrogate
+    ) return r;
   }
   return undefined;
 }
 
-function portableColumn(info: TableInfo, column: string, a: string, remapped: Map<string, Remapped>, depth: number): string {
+function portableColumn(
+  info: TableInfo,
+  column: string,
+  a: string,
+  remapped: Map<string, Remapped>,
+  depth: number,
+): string {
   const r = remappedParent(info, column, remapped);
   if (!r) return `${a}.${quoteIdent(column)}`;
   if (depth > 8) throw new KbError(`table ${info.name}: references nest deeper than 8 tables`);
   const k = `k${depth}`;
-  return `(select ${portableKey(r, k, remapped, depth + 1)} from ${r.info.qualified} ${k} where ${k}.${quoteIdent(r.surrogate)} = ${a}.${quoteIdent(column)})`;
+  return `(select ${portableKey(r, k, remapped, depth + 1)} from ${r.info.qualified} ${k} where ${k}.${
+    quoteIdent(r.surrogate)
+  } = ${a}.${quoteIdent(column)})`;
 }
 
 /** The join reading the target's id of the row whose natural key `on` compares ($m is the join's alias). */
 function resolveJoin(r: Remapped, m: string, on: string, remapped: Map<string, Remapped>, asText: boolean): string {
-  return `left join (select ${portableKey(r, "q", remapped, 1)} as k, q.${quoteIdent(r.surrogate)}${asText ? "::text" : ""} as id
+  return `left join (select ${portableKey(r, "q", remapped, 1)} as k, q.${quoteIdent(r.surrogate)}${
+    asText ? "::text" : ""
+  } as id
     from ${r.info.qualified} q) ${m} on ${on.replace(/\$m/g, m)}`;
 }
 
 const lit = (x: string) => `'${x.replace(/'/g, "''")}'`;
 
-function planTable({ s, t }: Pair, remapped: Map<string, Remapped>, refusals: string[],
-  chunks: { where: string | null; sources: [string, string][] } | null): TablePlan {
+function planTable(
+  { s, t }: Pair,
+  remapped: Map<string, Remapped>,
+  refusals: string[],
+  chunks: { where: string | null; sources: [string, string][] } | null,
+): TablePlan {
   const sc = new Map(s.columns.map((c) => [c.name, c]));
   const tc = new Map(t.columns.map((c) => [c.name, c]));
   const onlySource = [...sc.keys()].filter((c) => !tc.has(c));
@@ -243,17 +298,25 @@ function planTable({ s, t }: Pair, remapped: Map<string, Remapped>, refusals: st
     // (a copied chunk lands in the target's segment 0, see keepChunksInOneSegment).
     key = ["source_table", "source_id", "chunk_index"];
     skip = ["id", "segment"];
-    const moved = chunks.sources.map(([n, pk]) => ({ n, r: remapped.get(n)!, pk })).filter((x) => x.r && x.r.surrogate === x.pk);
+    const moved = chunks.sources.map(([n, pk]) => ({ n, r: remapped.get(n)!, pk })).filter((x) =>
+      x.r && x.r.surrogate === x.pk
+    );
     if (moved.length) {
       refs.push({
         column: "source_id",
-        portable: `case r.source_table ${moved.map(({ n, r }) => {
-          const idType = r.info.columns.find((c) => c.name === r.surrogate)!.type;
-          return `when ${lit(n)} then (select ${portableKey(r, "k0", remapped, 1)} from ${r.info.qualified} k0
+        portable: `case r.source_table ${
+          moved.map(({ n, r }) => {
+            const idType = r.info.columns.find((c) => c.name === r.surrogate)!.type;
+            return `when ${lit(n)} then (select ${portableKey(r, "k0", remapped, 1)} from ${r.info.qualified} k0
             where k0.${quoteIdent(r.surrogate)} = r.source_id::${idType})`;
-        }).join(" ")} else r.source_id end`,
-        joins: moved.map(({ n, r }, i) => resolveJoin(r, `m_src${i}`, `s.source_table = ${lit(n)} and $m.k = s.source_id`, remapped, true)).join("\n"),
-        resolved: `case s.source_table ${moved.map(({ n }, i) => `when ${lit(n)} then m_src${i}.id`).join(" ")} else s.source_id end`,
+          }).join(" ")
+        } else r.source_id end`,
+        joins: moved.map(({ n, r }, i) =>
+          resolveJoin(r, `m_src${i}`, `s.source_table = ${lit(n)} and $m.k = s.source_id`, remapped, true)
+        ).join("\n"),
+        resolved: `case s.source_table ${
+          moved.map(({ n }, i) => `when ${lit(n)} then m_src${i}.id`).join(" ")
+        } else s.source_id end`,
       });
     }
   } else {
@@ -267,9 +330,17 @@ function planTable({ s, t }: Pair, remapped: Map<string, Remapped>, refusals: st
       const r = remapped.get(fk.parent);
       if (!r || !fk.parentColumns.includes(r.surrogate)) continue;
       if (fk.parent === s.name) {
-        refusals.push(`${s.name}(${fk.columns.join(", ")}) references its own table's ${r.surrogate}, which each project numbers itself: kb cannot rewrite a self-reference`);
+        refusals.push(
+          `${s.name}(${
+            fk.columns.join(", ")
+          }) references its own table's ${r.surrogate}, which each project numbers itself: kb cannot rewrite a self-reference`,
+        );
       } else if (fk.columns.length !== 1) {
-        refusals.push(`${s.name}(${fk.columns.join(", ")}) references ${fk.parent}(${fk.parentColumns.join(", ")}), mixing the id each project numbers itself with other columns`);
+        refusals.push(
+          `${s.name}(${fk.columns.join(", ")}) references ${fk.parent}(${
+            fk.parentColumns.join(", ")
+          }), mixing the id each project numbers itself with other columns`,
+        );
       } else {
         const c = fk.columns[0];
         const m = `m_${refs.length}`;
@@ -308,7 +379,9 @@ function refuseUnlinkedReferences(tables: TableInfo[], remapped: Map<string, Rem
   for (const n of remapped.keys()) {
     const bare = n.split(".").pop()!;
     const unprefixed = bare.replace(/^[a-z0-9]+_/, "");
-    for (const b of [bare, unprefixed]) for (const stem of [b, b.replace(/s$/, ""), b.replace(/es$/, "")]) if (stem) stems.set(stem, n);
+    for (const b of [bare, unprefixed]) {
+      for (const stem of [b, b.replace(/s$/, ""), b.replace(/es$/, "")]) if (stem) stems.set(stem, n);
+    }
   }
   for (const t of tables) {
     if (t.name === CHUNKS_TABLE) continue;
@@ -316,8 +389,10 @@ function refuseUnlinkedReferences(tables: TableInfo[], remapped: Map<string, Rem
       const m = c.integer ? c.name.match(/^(.+)_id$/) : null;
       if (!m || !stems.has(m[1]) || stems.get(m[1]) === t.name) continue;
       if (t.foreignKeys.some((fk) => fk.columns.includes(c.name))) continue;
-      refusals.push(`${t.name}.${c.name} looks like a reference to ${stems.get(m[1])}, whose ids each project numbers itself, ` +
-        `but has no foreign key: add the foreign key (kb then rewrites it to the target's ids), or leave ${t.name} out with --tables`);
+      refusals.push(
+        `${t.name}.${c.name} looks like a reference to ${stems.get(m[1])}, whose ids each project numbers itself, ` +
+          `but has no foreign key: add the foreign key (kb then rewrites it to the target's ids), or leave ${t.name} out with --tables`,
+      );
     }
   }
 }
@@ -328,7 +403,9 @@ function orderParentsFirst(plans: TablePlan[], parents: Map<string, string[]>): 
   const state = new Map<string, "visiting" | "done">();
   const visit = (n: string, path: string[]) => {
     if (state.get(n) === "done") return;
-    if (state.get(n) === "visiting") throw new KbError(`foreign keys form a cycle: ${[...path, n].join(" -> ")}; kb cannot order it`);
+    if (state.get(n) === "visiting") {
+      throw new KbError(`foreign keys form a cycle: ${[...path, n].join(" -> ")}; kb cannot order it`);
+    }
     state.set(n, "visiting");
     for (const p of parents.get(n) ?? []) if (byName.has(p)) visit(p, [...path, n]);
     state.set(n, "done");
@@ -356,12 +433,17 @@ export function columnList(p: TablePlan, alias = ""): string {
 
 /** The copied columns over alias r, references as natural keys: what the source sends. */
 export function portableSelectList(p: TablePlan): string {
-  return p.columns.map((c) => (p.refs.some((r) => r.column === c) ? `${columnExpr(p, c)} as ${quoteIdent(c)}` : `r.${quoteIdent(c)}`)).join(", ");
+  return p.columns.map((
+    c,
+  ) => (p.refs.some((r) => r.column === c) ? `${columnExpr(p, c)} as ${quoteIdent(c)}` : `r.${quoteIdent(c)}`)).join(
+    ", ",
+  );
 }
 
 /** The stage table's columns: the table's own, references as text (natural keys until resolved). */
 export function stageSelectList(p: TablePlan): string {
-  return p.columns.map((c) => (p.refs.some((r) => r.column === c) ? `null::text as ${quoteIdent(c)}` : quoteIdent(c))).join(", ");
+  return p.columns.map((c) => (p.refs.some((r) => r.column === c) ? `null::text as ${quoteIdent(c)}` : quoteIdent(c)))
+    .join(", ");
 }
 
 /** The staged rows with every reference resolved to the target's id (a parenthesised query). */
@@ -375,8 +457,10 @@ export function resolvedRows(p: TablePlan, stage: string): string {
 
 /** Staged references naming a row the target does not have: (col, k) rows, 5 per column at most. */
 export function unresolvedRefs(p: TablePlan, stage: string): string {
-  return p.refs.map((r) => `(select ${lit(r.column)} as col, s.${quoteIdent(r.column)}::text as k from ${stage} s ${r.joins}
-    where s.${quoteIdent(r.column)} is not null and (${r.resolved}) is null limit 5)`).join(" union all ");
+  return p.refs.map((r) =>
+    `(select ${lit(r.column)} as col, s.${quoteIdent(r.column)}::text as k from ${stage} s ${r.joins}
+    where s.${quoteIdent(r.column)} is not null and (${r.resolved}) is null limit 5)`
+  ).join(" union all ");
 }
 
 /** md5 of the row's copied columns as text: equal on both sides iff the rows are equal. */

@@ -114,7 +114,11 @@ export class PisteClient implements LegifranceApi {
           token = await this.accessToken();
           return await this.doFetch(this.cfg.apiUrl + path, {
             method: "POST",
-            headers: { "content-type": "application/json", accept: "application/json", authorization: `Bearer ${token}` },
+            headers: {
+              "content-type": "application/json",
+              accept: "application/json",
+              authorization: `Bearer ${token}`,
+            },
             body: JSON.stringify(body),
             signal: s,
           });
@@ -133,10 +137,14 @@ export class PisteClient implements LegifranceApi {
   }
 
   /** Runs one HTTP exchange with retries; returns the body text of a 2xx answer. */
-  private async withRetries(path: string, send: (signal: AbortSignal) => Promise<Response>, outer?: AbortSignal): Promise<string> {
+  private async withRetries(
+    path: string,
+    send: (signal: AbortSignal) => Promise<Response>,
+    outer?: AbortSignal,
+  ): Promise<string> {
     const maxRetries = this.cfg.maxRetries ?? 6;
     const base = this.cfg.backoffBaseMs ?? 250;
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0;; attempt++) {
       const timeout = AbortSignal.timeout(this.cfg.timeoutMs ?? 30_000);
       const signal = outer ? AbortSignal.any([outer, timeout]) : timeout;
       let waitMs: number;

@@ -9,7 +9,7 @@
 import type postgres from "postgres";
 import pLimit from "p-limit";
 import { isConnectionLost, retryWhileUnreachable } from "../core/db.ts";
-import type { ObjectStore } from "../files-queue/object-store.ts";
+import type { ObjectStore } from "../storage/object-store.ts";
 import type { LegifranceApi } from "./client.ts";
 import { checkLegifranceId, consultRouteFor, documentPath } from "./ids.ts";
 import { ENVELOPE_FORMAT } from "./parser.ts";
@@ -48,20 +48,38 @@ export interface CollectResult {
 }
 
 const NEWEST_SORT: Record<string, string> = {
-  JURI: "DATE_DESC", CETAT: "DATE_DESC", JUFI: "DATE_DESC", CONSTIT: "DATE_DESC", CNIL: "DATE_DESC",
-  JORF: "SIGNATURE_DATE_DESC", LODA_DATE: "SIGNATURE_DATE_DESC", LODA_ETAT: "SIGNATURE_DATE_DESC",
-  KALI: "SIGNATURE_DATE_DESC", CIRC: "SIGNATURE_DATE_DESC", ACCO: "SIGNATURE_DATE_DESC",
-  CODE_DATE: "DATE_DESC", CODE_ETAT: "DATE_DESC",
+  JURI: "DATE_DESC",
+  CETAT: "DATE_DESC",
+  JUFI: "DATE_DESC",
+  CONSTIT: "DATE_DESC",
+  CNIL: "DATE_DESC",
+  JORF: "SIGNATURE_DATE_DESC",
+  LODA_DATE: "SIGNATURE_DATE_DESC",
+  LODA_ETAT: "SIGNATURE_DATE_DESC",
+  KALI: "SIGNATURE_DATE_DESC",
+  CIRC: "SIGNATURE_DATE_DESC",
+  ACCO: "SIGNATURE_DATE_DESC",
+  CODE_DATE: "DATE_DESC",
+  CODE_ETAT: "DATE_DESC",
 };
 
 /** The /search body for one page of a plan entry, in the API's shape. */
-export function searchBody(entry: Pick<PlanEntry, "fond" | "query" | "filters">, page: number, pageSize: number, newest = false) {
+export function searchBody(
+  entry: Pick<PlanEntry, "fond" | "query" | "filters">,
+  page: number,
+  pageSize: number,
+  newest = false,
+) {
   const q = entry.query.trim();
   return {
     fond: entry.fond,
     recherche: {
       champs: q
-        ? [{ typeChamp: "ALL", criteres: [{ typeRecherche: "UN_DES_MOTS", valeur: q, operateur: "ET" }], operateur: "ET" }]
+        ? [{
+          typeChamp: "ALL",
+          criteres: [{ typeRecherche: "UN_DES_MOTS", valeur: q, operateur: "ET" }],
+          operateur: "ET",
+        }]
         : [],
       filtres: entry.filters,
       pageNumber: page,
@@ -85,13 +103,18 @@ export function documentIdsOf(fond: string, page: unknown): { ids: unknown[]; to
   for (const r of Array.isArray(p?.results) ? p.results : []) {
     const result = r as { titles?: { id?: unknown }[]; sections?: { extracts?: { id?: unknown; type?: unknown }[] }[] };
     if (articles) {
-      for (const s of result.sections ?? []) for (const x of s.extracts ?? []) if (x.type === "articles") ids.push(x.id);
+      for (const s of result.sections ?? []) {
+        for (const x of s.extracts ?? []) if (x.type === "articles") ids.push(x.id);
+      }
     } else if (result.titles?.[0]) {
       ids.push(result.titles[0].id);
     }
   }
   const seen = new Set<unknown>();
-  return { ids: ids.filter((id) => (seen.has(id) ? false : (seen.add(id), true))), total: Number(p?.totalResultNumber ?? 0) };
+  return {
+    ids: ids.filter((id) => (seen.has(id) ? false : (seen.add(id), true))),
+    total: Number(p?.totalResultNumber ?? 0),
+  };
 }
 
 type DocOutcome = { ok: true; id: string } | { ok: false; id: string; error: string };
@@ -99,31 +122,62 @@ type DocOutcome = { ok: true; id: string } | { ok: false; id: string; error: str
 /** MASSIVE uploads go to the files queue's bulk lane, so maintenance's fresh documents pass first. */
 type Lane = "live" | "bulk";
 
-async function collectDocument(deps: CollectorDeps, entry: Pick<PlanEntry, "category" | "fond">, rawId: unknown, runId: string | null, lane: Lane, signal?: AbortSignal): Promise<DocOutcome> {
+async function collectDocument(
+  deps: CollectorDeps,
+  entry: Pick<PlanEntry, "category" | "fond">,
+  rawId: unknown,
+  runId: string | null,
+  lane: Lane,
+  signal?: AbortSignal,
+): Promise<DocOutcome> {
   const check = checkLegifranceId(rawId);
   const shownId = typeof rawId === "string" ? rawId : JSON.stringify(rawId);
   if (!check.ok) {
-    await deps.sql`select public.legifrance_record_failure(${runId}, ${entry.category}, ${shownId}, ${entry.fond}, ${check.reason})`;
+    await deps
+      .sql`select public.legifrance_record_failure(${runId}, ${entry.category}, ${shownId}, ${entry.fond}, ${check.reason})`;
     return { ok: false, id: shownId, error: check.reason };
   }
   const route = consultRouteFor(check.id);
   try {
     if (!route) throw new Error(`no consult endpoint known for ${check.prefix} ids`);
     const data = await deps.api.consult(route.endpoint, { [route.field]: check.id }, signal);
-    const envelope = { format: ENVELOPE_FORMAT, id: check.id, category: entry.category, fond: entry.fond, endpoint: route.endpoint, data };
-    await deps.store.put(deps.bucket, documentPath(entry.category, check.id), JSON.stringify(envelope), "application/json", { lane });
+    const envelope = {
+      format: ENVELOPE_FORMAT,
+      id: check.id,
+      category: entry.category,
+      fond: entry.fond,
+      endpoint: route.endpoint,
+      data,
+    };
+    await deps.store.put(
+      deps.bucket,
+      documentPath(entry.category, check.id),
+      JSON.stringify(envelope),
+      "application/json",
+      { lane },
+    );
     return { ok: true, id: check.id };
   } catch (e) {
     if (signal?.aborted) throw e;
     const error = (e as Error).message ?? String(e);
-    await deps.sql`select public.legifrance_record_failure(${runId}, ${entry.category}, ${check.id}, ${entry.fond}, ${error})`;
+    await deps
+      .sql`select public.legifrance_record_failure(${runId}, ${entry.category}, ${check.id}, ${entry.fond}, ${error})`;
     return { ok: false, id: check.id, error };
   }
 }
 
-async function collectPage(deps: CollectorDeps, entry: PlanEntry, ids: unknown[], runId: string | null, lane: Lane, signal?: AbortSignal) {
+async function collectPage(
+  deps: CollectorDeps,
+  entry: PlanEntry,
+  ids: unknown[],
+  runId: string | null,
+  lane: Lane,
+  signal?: AbortSignal,
+) {
   const limit = pLimit(deps.concurrency ?? 8);
-  const outcomes = await Promise.all(ids.map((id) => limit(() => collectDocument(deps, entry, id, runId, lane, signal))));
+  const outcomes = await Promise.all(
+    ids.map((id) => limit(() => collectDocument(deps, entry, id, runId, lane, signal))),
+  );
   const okIds = outcomes.filter((o) => o.ok).map((o) => o.id);
   if (okIds.length) await deps.sql`select public.legifrance_resolve_failures(${entry.category}, ${okIds}::text[])`;
   return { collected: okIds.length, failed: outcomes.length - okIds.length };
@@ -143,7 +197,15 @@ export async function collectMassive(deps: CollectorDeps, opts: MassiveOptions):
   const lease = opts.leaseSeconds ?? 300;
   const [run] = await deps.sql<{ run_id: string; acquired: boolean }[]>`
     select * from public.legifrance_start_run('massive', ${opts.runId ?? null}, ${lease})`;
-  const result: CollectResult = { runId: run.run_id, acquired: run.acquired, pages: 0, collected: 0, failed: 0, done: false, stopped: false };
+  const result: CollectResult = {
+    runId: run.run_id,
+    acquired: run.acquired,
+    pages: 0,
+    collected: 0,
+    failed: 0,
+    done: false,
+    stopped: false,
+  };
   if (!run.acquired) return result;
 
   let lastPageMs = 0;
@@ -159,7 +221,9 @@ export async function collectMassive(deps: CollectorDeps, opts: MassiveOptions):
           await deps.sql`select public.legifrance_finish_run(${run.run_id}, 'completed')`;
           return result;
         }
-        const [state] = await deps.sql<{ status: string }[]>`select status from public.legifrance_collector_runs where id = ${run.run_id}`;
+        const [state] = await deps.sql<
+          { status: string }[]
+        >`select status from public.legifrance_collector_runs where id = ${run.run_id}`;
         if (state?.status !== "running") {
           result.stopped = true;
           return result;
@@ -173,12 +237,17 @@ export async function collectMassive(deps: CollectorDeps, opts: MassiveOptions):
         const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, "bulk", opts.signal);
         // An empty page past the end closes the category even if the announced total was larger.
         const effectiveTotal = ids.length === 0 ? Math.min(total, (entry.next_page - 1) * entry.page_size) : total;
-        await deps.sql`select public.legifrance_advance_plan(${run.run_id}, ${entry.category}, ${entry.next_page}, ${effectiveTotal}, ${collected}, ${failed}, ${lease})`;
+        await deps
+          .sql`select public.legifrance_advance_plan(${run.run_id}, ${entry.category}, ${entry.next_page}, ${effectiveTotal}, ${collected}, ${failed}, ${lease})`;
         result.pages++;
         result.collected += collected;
         result.failed += failed;
         lastPageMs = performance.now() - tPage;
-        deps.log?.(`massive ${entry.category} page ${entry.next_page}: ${collected} stored, ${failed} failed (${Math.round(lastPageMs)} ms)`);
+        deps.log?.(
+          `massive ${entry.category} page ${entry.next_page}: ${collected} stored, ${failed} failed (${
+            Math.round(lastPageMs)
+          } ms)`,
+        );
       } catch (e) {
         // The database went away (a restart, a failover): nothing of the page is lost, its cursor did not
         // move. Wait for the server within the budget and replay the page (uploads are upserts, the
@@ -192,7 +261,9 @@ export async function collectMassive(deps: CollectorDeps, opts: MassiveOptions):
     // A killed invocation (aborted) just dies: its lease and cursor are what the next one resumes from.
     if (opts.signal?.aborted) throw e;
     result.error = (e as Error).message ?? String(e);
-    const [r] = await deps.sql<{ n: number | null }[]>`select public.legifrance_run_error(${run.run_id}, ${result.error}) as n`;
+    const [r] = await deps.sql<
+      { n: number | null }[]
+    >`select public.legifrance_run_error(${run.run_id}, ${result.error}) as n`;
     result.consecutiveErrors = r?.n ?? 0;
     return result;
   }
@@ -204,18 +275,29 @@ export interface MaintenanceOptions {
 }
 
 export async function collectMaintenance(deps: CollectorDeps, opts: MaintenanceOptions): Promise<CollectResult> {
-  const [run] = await deps.sql<{ run_id: string; acquired: boolean }[]>`select * from public.legifrance_start_run('maintenance', null, 600)`;
+  const [run] = await deps.sql<
+    { run_id: string; acquired: boolean }[]
+  >`select * from public.legifrance_start_run('maintenance', null, 600)`;
   const entries = await deps.sql<PlanEntry[]>`
     select category, fond, query, filters, page_size, next_page, total_results
       from public.legifrance_crawl_plan where enabled order by category`;
-  const result: CollectResult = { runId: run.run_id, acquired: true, pages: 0, collected: 0, failed: 0, done: true, stopped: false };
+  const result: CollectResult = {
+    runId: run.run_id,
+    acquired: true,
+    pages: 0,
+    collected: 0,
+    failed: 0,
+    done: true,
+    stopped: false,
+  };
   try {
     for (const entry of entries) {
       const page = await deps.api.search(searchBody(entry, 1, opts.pageSize, true), opts.signal);
       const { ids } = documentIdsOf(entry.fond, page);
       const { collected, failed } = await collectPage(deps, entry, ids, run.run_id, "live", opts.signal);
       // Per category, so legifrance_collector_status shows what maintenance collected.
-      await deps.sql`select public.legifrance_record_maintenance_page(${run.run_id}, ${entry.category}, ${collected}, ${failed})`;
+      await deps
+        .sql`select public.legifrance_record_maintenance_page(${run.run_id}, ${entry.category}, ${collected}, ${failed})`;
       result.pages++;
       result.collected += collected;
       result.failed += failed;

@@ -4,8 +4,8 @@ import { z } from "zod";
 import { errorResponse, guardRequest, json, readsNeedAuthenticated } from "../core/http.ts";
 import { parseEnv, readEnv } from "../core/env.ts";
 import { pgUuid } from "../core/validation.ts";
-import { continueViaPgNet, type FilesContext } from "../files-queue/context.ts";
-import { bucketNameSchema } from "../files-queue/repopulate.ts";
+import { continueViaPgNet, type FilesContext } from "../storage/context.ts";
+import { bucketNameSchema } from "../storage/object-store.ts";
 import { PisteClient } from "./client.ts";
 import { collectMaintenance, collectMassive, stopMassive } from "./collector.ts";
 
@@ -61,8 +61,11 @@ export function collectorHandler(ctx: () => FilesContext, env: () => Record<stri
 
       const cfg = parseEnv(collectorEnvSchema, env());
       client ??= new PisteClient({
-        oauthUrl: cfg.PISTE_OAUTH_URL, apiUrl: cfg.PISTE_API_URL, clientId: cfg.PISTE_CLIENT_ID,
-        clientSecret: cfg.PISTE_CLIENT_SECRET, rps: cfg.LEGIFRANCE_RPS,
+        oauthUrl: cfg.PISTE_OAUTH_URL,
+        apiUrl: cfg.PISTE_API_URL,
+        clientId: cfg.PISTE_CLIENT_ID,
+        clientSecret: cfg.PISTE_CLIENT_SECRET,
+        rps: cfg.LEGIFRANCE_RPS,
       });
       const deps = { sql, api: client, store, bucket: cfg.LEGIFRANCE_BUCKET, concurrency: cfg.LEGIFRANCE_CONCURRENCY };
       const [bucket] = await sql`select id from storage.buckets where id = ${cfg.LEGIFRANCE_BUCKET}`;
@@ -76,7 +79,10 @@ export function collectorHandler(ctx: () => FilesContext, env: () => Record<stri
         if (active) return json({ error: "a massive run is active", runId: active.id }, 409);
         await sql`update public.legifrance_crawl_plan set next_page = 1, done = false, total_results = null, updated_at = now()`;
       }
-      const result = await collectMassive(deps, { runId: body.runId, budgetMs: body.budgetMs ?? cfg.LEGIFRANCE_BUDGET_MS });
+      const result = await collectMassive(deps, {
+        runId: body.runId,
+        budgetMs: body.budgetMs ?? cfg.LEGIFRANCE_BUDGET_MS,
+      });
       if (!result.acquired) return json({ ...result, error: "another massive run is active" }, 409);
       if (result.error && (result.consecutiveErrors ?? 0) >= MAX_CONSECUTIVE_ERRORS) {
         await sql`select public.legifrance_finish_run(${result.runId}, 'failed', ${result.error})`;
@@ -85,7 +91,9 @@ export function collectorHandler(ctx: () => FilesContext, env: () => Record<stri
       let continued = false;
       if (!result.done && !result.stopped && body.continue) {
         continued = await continueViaPgNet(sql, "legifrance-collector", {
-          mode: "massive", runId: result.runId, ...(body.budgetMs ? { budgetMs: body.budgetMs } : {}),
+          mode: "massive",
+          runId: result.runId,
+          ...(body.budgetMs ? { budgetMs: body.budgetMs } : {}),
         });
       }
       return json({ ...result, continued });

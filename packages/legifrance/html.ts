@@ -12,8 +12,26 @@ import { decodeHTML } from "entities";
 
 const SKIPPED = new Set(["script", "style", "noscript", "template", "head", "title", "iframe", "object"]);
 const PARAGRAPH = new Set([
-  "p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table", "ul", "ol", "dl",
-  "section", "article", "header", "footer", "figure", "hr", "address",
+  "p",
+  "h1",
+  "h2",
+  "h3",
+  "h4",
+  "h5",
+  "h6",
+  "blockquote",
+  "pre",
+  "table",
+  "ul",
+  "ol",
+  "dl",
+  "section",
+  "article",
+  "header",
+  "footer",
+  "figure",
+  "hr",
+  "address",
 ]);
 const LINE = new Set(["div", "dt", "dd", "caption", "center", "tr", "li"]);
 const CELL = new Set(["td", "th"]);

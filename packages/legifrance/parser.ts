@@ -69,7 +69,12 @@ const nstr = z.string().nullable().optional();
 // Fields read for the citation only: a value of an unexpected type is dropped (null), never a reason
 // to refuse a file that parsed before they were read.
 const extra = z.string().nullable().optional().catch(null);
-const parisDay = new Intl.DateTimeFormat("en-CA", { timeZone: "Europe/Paris", year: "numeric", month: "2-digit", day: "2-digit" });
+const parisDay = new Intl.DateTimeFormat("en-CA", {
+  timeZone: "Europe/Paris",
+  year: "numeric",
+  month: "2-digit",
+  day: "2-digit",
+});
 
 export function toDate(v: number | string | null | undefined): string | null {
   if (v === null || v === undefined || v === "") return null;
@@ -154,9 +159,17 @@ const decisionResponse = z.object({
 });
 
 const textArticle = z.object({ id: nstr, num: nstr, content: nstr, texte: nstr });
-type TextSection = { title?: string | null; articles?: z.infer<typeof textArticle>[] | null; sections?: TextSection[] | null };
+type TextSection = {
+  title?: string | null;
+  articles?: z.infer<typeof textArticle>[] | null;
+  sections?: TextSection[] | null;
+};
 const textSection: z.ZodType<TextSection> = z.lazy(() =>
-  z.object({ title: nstr, articles: z.array(textArticle).nullable().optional(), sections: z.array(textSection).nullable().optional() })
+  z.object({
+    title: nstr,
+    articles: z.array(textArticle).nullable().optional(),
+    sections: z.array(textSection).nullable().optional(),
+  })
 );
 const consolidatedResponse = z.object({
   id: z.string(),
@@ -175,8 +188,15 @@ const consolidatedResponse = z.object({
 // Légifrance's public paths per id kind. LEGIARTI articles live under /codes in a code and under
 // /loda in a law or decree; the fond the collector recorded tells which.
 const URL_KIND: Record<string, string> = {
-  JORFARTI: "jorf/article_jo", KALIARTI: "conv_coll/article", JURITEXT: "juri/id", CETATEXT: "ceta/id",
-  CONSTEXT: "cons/id", JUFITEXT: "jufi/id", CNILTEXT: "cnil/id", JORFTEXT: "jorf/id", KALITEXT: "conv_coll/id",
+  JORFARTI: "jorf/article_jo",
+  KALIARTI: "conv_coll/article",
+  JURITEXT: "juri/id",
+  CETATEXT: "ceta/id",
+  CONSTEXT: "cons/id",
+  JUFITEXT: "jufi/id",
+  CNILTEXT: "cnil/id",
+  JORFTEXT: "jorf/id",
+  KALITEXT: "conv_coll/id",
   KALICONT: "conv_coll/id",
 };
 
@@ -185,8 +205,10 @@ export function legifranceUrl(id: string, fond?: string | null): string | null {
   if (!LEGIFRANCE_ID.test(id)) return null;
   const prefix = id.slice(0, 8);
   const loda = /^LODA/.test(fond ?? "");
-  const kind = prefix === "LEGIARTI" ? (loda ? "loda/article_lc" : "codes/article_lc")
-    : prefix === "LEGITEXT" ? (loda ? "loda/id" : "codes/texte_lc")
+  const kind = prefix === "LEGIARTI"
+    ? (loda ? "loda/article_lc" : "codes/article_lc")
+    : prefix === "LEGITEXT"
+    ? (loda ? "loda/id" : "codes/texte_lc")
     : URL_KIND[prefix];
   return kind ? `https://www.legifrance.gouv.fr/${kind}/${id}` : null;
 }
@@ -242,7 +264,8 @@ export function parseEnvelope(env: Envelope): ParseResult {
           parent_id: parent?.cid ?? parent?.id ?? a.context?.titreTxt?.[0]?.cid ?? null,
           parent_title: parentTitle,
           parent_title_long: label(parent?.titreLong) ?? parentTitle,
-          section_path: label(a.fullSectionsTitre) ?? (tm.length ? tm.join(" > ") : null) ?? label(a.sectionParentTitre),
+          section_path: label(a.fullSectionsTitre) ?? (tm.length ? tm.join(" > ") : null) ??
+            label(a.sectionParentTitre),
           modifications: modifications(a.lienModifications),
           content,
         },

@@ -19,7 +19,7 @@
 // older one ({code: status, error_code, msg}) for a client that does not send X-Supabase-Api-Version.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import bcrypt from "bcryptjs";
-import { importJWK, type JWK, type JWTPayload, jwtVerify, createLocalJWKSet, type JSONWebKeySet, SignJWT } from "jose";
+import { createLocalJWKSet, importJWK, type JSONWebKeySet, type JWK, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import type postgres from "postgres";
 import { z } from "zod";
 import { type AuthConfig, authenticate } from "../core/auth.ts";
@@ -59,7 +59,12 @@ interface UserRow {
 }
 
 class AuthError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string, readonly extra: Record<string, unknown> = {}) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
     super(message);
   }
 }
@@ -72,13 +77,17 @@ const err = {
   userExists: () => new AuthError(422, "user_already_exists", "User already registered"),
   emailExists: () => new AuthError(422, "email_exists", "A user with this email address has already been registered"),
   weakPassword: () =>
-    new AuthError(422, "weak_password", `Password should be at least ${MIN_PASSWORD} characters.`, { weak_password: { reasons: ["length"] } }),
-  longPassword: () => new AuthError(422, "validation_failed", `Password cannot be longer than ${MAX_PASSWORD_BYTES} characters`),
+    new AuthError(422, "weak_password", `Password should be at least ${MIN_PASSWORD} characters.`, {
+      weak_password: { reasons: ["length"] },
+    }),
+  longPassword: () =>
+    new AuthError(422, "validation_failed", `Password cannot be longer than ${MAX_PASSWORD_BYTES} characters`),
   noAuthorization: () => new AuthError(401, "no_authorization", "This endpoint requires a valid Bearer token"),
   badJwt: (why: string) => new AuthError(403, "bad_jwt", `invalid JWT: unable to parse or verify signature, ${why}`),
   sessionNotFound: () => new AuthError(403, "session_not_found", "Session from session_id claim in JWT does not exist"),
   userFromJwtMissing: () => new AuthError(403, "user_not_found", "User from sub claim in JWT does not exist"),
-  refreshNotFound: () => new AuthError(400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"),
+  refreshNotFound: () =>
+    new AuthError(400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"),
   refreshUsed: () => new AuthError(400, "refresh_token_already_used", "Invalid Refresh Token: Already Used"),
   userNotFound: () => new AuthError(404, "user_not_found", "User not found"),
   notAdmin: () => new AuthError(403, "not_admin", "User not allowed"),
@@ -86,17 +95,27 @@ const err = {
   grantType: () => new AuthError(400, "unsupported_grant_type", "unsupported_grant_type"),
   notFound: () => new AuthError(404, "not_found", "Not Found"),
   notServed: (what: string) =>
-    new AuthError(501, "not_served_locally", `${what} is not served by the local stack's Auth (email + password sign-in only)`),
+    new AuthError(
+      501,
+      "not_served_locally",
+      `${what} is not served by the local stack's Auth (email + password sign-in only)`,
+    ),
   noApiKey: () => new AuthError(401, "no_api_key", "No API key found in request"),
   badApiKey: () => new AuthError(401, "invalid_api_key", "Invalid API key"),
 };
 
-const email = z.string().trim().toLowerCase().pipe(z.email({ error: "Unable to validate email address: invalid format" }));
+const email = z.string().trim().toLowerCase().pipe(
+  z.email({ error: "Unable to validate email address: invalid format" }),
+);
 const metadata = z.record(z.string(), z.unknown());
 const signUpBody = z.object({ email, password: z.string(), data: metadata.optional() }).loose();
 const passwordGrantBody = z.object({ email, password: z.string() }).loose();
 const refreshGrantBody = z.object({ refresh_token: z.string().min(1).max(255) }).loose();
-const updateUserBody = z.object({ data: metadata.optional(), password: z.string().optional(), email: z.string().optional() }).loose();
+const updateUserBody = z.object({
+  data: metadata.optional(),
+  password: z.string().optional(),
+  email: z.string().optional(),
+}).loose();
 const adminCreateBody = z.object({
   email,
   password: z.string().optional(),
@@ -155,7 +174,11 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
   // Checking a password against this for an unknown email keeps sign-in's timing the same for both answers.
   let dummyHash: Promise<string> | null = null;
 
-  async function accessToken(u: UserRow, sessionId: string, amr: { method: string; timestamp: number }[]): Promise<{ token: string; exp: number }> {
+  async function accessToken(
+    u: UserRow,
+    sessionId: string,
+    amr: { method: string; timestamp: number }[],
+  ): Promise<{ token: string; exp: number }> {
     signingKey ??= importJWK(opts.signingJwk, "ES256");
     const now = Math.floor(Date.now() / 1000);
     const exp = now + ttl;
@@ -180,13 +203,28 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
     return { token, exp };
   }
 
-  async function sessionJson(u: UserRow, sessionId: string, refreshToken: string, amr: { method: string; timestamp: number }[]) {
+  async function sessionJson(
+    u: UserRow,
+    sessionId: string,
+    refreshToken: string,
+    amr: { method: string; timestamp: number }[],
+  ) {
     const { token, exp } = await accessToken(u, sessionId, amr);
-    return { access_token: token, token_type: "bearer", expires_in: ttl, expires_at: exp, refresh_token: refreshToken, user: userJson(u) };
+    return {
+      access_token: token,
+      token_type: "bearer",
+      expires_in: ttl,
+      expires_at: exp,
+      refresh_token: refreshToken,
+      user: userJson(u),
+    };
   }
 
   /** A new session and its first refresh token, in the caller's transaction. */
-  async function newSession(tx: postgres.TransactionSql, userId: string): Promise<{ sessionId: string; refreshToken: string }> {
+  async function newSession(
+    tx: postgres.TransactionSql,
+    userId: string,
+  ): Promise<{ sessionId: string; refreshToken: string }> {
     const sessionId = randomUUID();
     const refreshToken = randomBytes(24).toString("base64url");
     await tx`insert into auth.sessions (id, user_id, created_at, updated_at, aal) values (${sessionId}, ${userId}, now(), now(), 'aal1')`;
@@ -208,12 +246,16 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
     if (!keySet) jwksCache.set(opts.jwks, keySet = createLocalJWKSet(opts.jwks));
     try {
       const { payload } = await jwtVerify(token, keySet, { algorithms: ["ES256"], audience: "authenticated" });
-      if (typeof payload.sub !== "string" || !UUID.test(payload.sub)) throw err.badJwt("token has invalid claims: missing sub claim");
+      if (typeof payload.sub !== "string" || !UUID.test(payload.sub)) {
+        throw err.badJwt("token has invalid claims: missing sub claim");
+      }
       return payload;
     } catch (e) {
       if (e instanceof AuthError) throw e;
       const code = (e as { code?: string }).code;
-      throw err.badJwt(code === "ERR_JWT_EXPIRED" ? "token has invalid claims: token is expired" : "token signature is invalid");
+      throw err.badJwt(
+        code === "ERR_JWT_EXPIRED" ? "token has invalid claims: token is expired" : "token signature is invalid",
+      );
     }
   }
 
@@ -239,7 +281,14 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
    * `taken` is the error for an email already registered (sign-up and admin answer differently).
    */
   async function createUser<T>(
-    fields: { id?: string; email: string; password: string | null; confirmed: boolean; userMeta: Record<string, unknown>; appMeta: Record<string, unknown> },
+    fields: {
+      id?: string;
+      email: string;
+      password: string | null;
+      confirmed: boolean;
+      userMeta: Record<string, unknown>;
+      appMeta: Record<string, unknown>;
+    },
     taken: () => AuthError,
     then: (tx: postgres.TransactionSql, u: UserRow) => Promise<T>,
   ): Promise<T> {
@@ -252,8 +301,12 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
         const [row] = await tx<{ id: string }[]>`
           insert into auth.users (instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
                                   raw_app_meta_data, raw_user_meta_data, is_super_admin, created_at, updated_at)
-          values ('00000000-0000-0000-0000-000000000000', ${fields.id ?? randomUUID()}, 'authenticated', 'authenticated',
-                  ${fields.email}, ${hash}, ${fields.confirmed ? new Date() : null}, ${tx.json(appMeta as postgres.JSONValue)},
+          values ('00000000-0000-0000-0000-000000000000', ${
+          fields.id ?? randomUUID()
+        }, 'authenticated', 'authenticated',
+                  ${fields.email}, ${hash}, ${fields.confirmed ? new Date() : null}, ${
+          tx.json(appMeta as postgres.JSONValue)
+        },
                   ${tx.json(fields.userMeta as postgres.JSONValue)}, false, now(), now())
           returning id`;
         // Read back after the row triggers: a project's triggers may have changed the row.
@@ -276,7 +329,10 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
           const s = await newSession(tx, u.id);
           await tx`update auth.users set last_sign_in_at = now() where id = ${u.id}`;
           const fresh = (await userById(u.id, tx))!;
-          return await sessionJson(fresh, s.sessionId, s.refreshToken, [{ method: "password", timestamp: Math.floor(Date.now() / 1000) }]);
+          return await sessionJson(fresh, s.sessionId, s.refreshToken, [{
+            method: "password",
+            timestamp: Math.floor(Date.now() / 1000),
+          }]);
         },
       );
       return ok(session);
@@ -287,22 +343,32 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
       if (grant === "password") {
         const body = parse(passwordGrantBody, await readBody(req));
         const [u] = await sql<UserRow[]>`select * from auth.users where email = ${body.email} and deleted_at is null`;
-        const matches = await bcrypt.compare(body.password, u?.encrypted_password ?? await (dummyHash ??= bcrypt.hash(randomUUID(), BCRYPT_COST)));
+        const matches = await bcrypt.compare(
+          body.password,
+          u?.encrypted_password ?? await (dummyHash ??= bcrypt.hash(randomUUID(), BCRYPT_COST)),
+        );
         if (!u || !u.encrypted_password || !matches) throw err.invalidCredentials();
         if (!u.email_confirmed_at) throw err.emailNotConfirmed();
         if (u.banned_until && u.banned_until > new Date()) throw err.banned();
-        return ok(await sql.begin(async (tx) => {
-          const s = await newSession(tx, u.id);
-          await tx`update auth.users set last_sign_in_at = now() where id = ${u.id}`;
-          const fresh = (await userById(u.id, tx))!;
-          return await sessionJson(fresh, s.sessionId, s.refreshToken, [{ method: "password", timestamp: Math.floor(Date.now() / 1000) }]);
-        }));
+        return ok(
+          await sql.begin(async (tx) => {
+            const s = await newSession(tx, u.id);
+            await tx`update auth.users set last_sign_in_at = now() where id = ${u.id}`;
+            const fresh = (await userById(u.id, tx))!;
+            return await sessionJson(fresh, s.sessionId, s.refreshToken, [{
+              method: "password",
+              timestamp: Math.floor(Date.now() / 1000),
+            }]);
+          }),
+        );
       }
       if (grant === "refresh_token") {
         const body = parse(refreshGrantBody, await readBody(req));
         const outcome = await sql.begin(async (tx) => {
           const [t] = await tx<{ id: string; revoked: boolean; session_id: string; user_id: string }[]>`
-            select id::text, revoked, session_id, user_id from auth.refresh_tokens where token = ${tokenHash(body.refresh_token)} for update`;
+            select id::text, revoked, session_id, user_id from auth.refresh_tokens where token = ${
+            tokenHash(body.refresh_token)
+          } for update`;
           if (!t || !t.session_id) return { error: err.refreshNotFound() };
           if (t.revoked) {
             // A spent token presented again: someone else may hold a copy, so the session ends.
@@ -314,15 +380,24 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
           const next = randomBytes(24).toString("base64url");
           await tx`update auth.refresh_tokens set revoked = true, updated_at = now() where id = ${t.id}`;
           await tx`insert into auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, parent, session_id)
-                   values (${tokenHash(next)}, ${u.id}, false, now(), now(), ${tokenHash(body.refresh_token)}, ${t.session_id})`;
+                   values (${tokenHash(next)}, ${u.id}, false, now(), now(), ${
+            tokenHash(body.refresh_token)
+          }, ${t.session_id})`;
           await tx`update auth.sessions set refreshed_at = now() at time zone 'utc', updated_at = now() where id = ${t.session_id}`;
-          return { session: await sessionJson(u, t.session_id, next, [{ method: "password", timestamp: Math.floor(Date.now() / 1000) }]) };
+          return {
+            session: await sessionJson(u, t.session_id, next, [{
+              method: "password",
+              timestamp: Math.floor(Date.now() / 1000),
+            }]),
+          };
         });
         // Committed either way: a reused token's session stays ended.
         if ("error" in outcome) throw outcome.error;
         return ok(outcome.session);
       }
-      if (grant && ["pkce", "id_token", "web3", "anonymous"].includes(grant)) throw err.notServed(`grant_type=${grant}`);
+      if (grant && ["pkce", "id_token", "web3", "anonymous"].includes(grant)) {
+        throw err.notServed(`grant_type=${grant}`);
+      }
       throw err.grantType();
     },
 
@@ -334,13 +409,17 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
     async putUser(req: Request) {
       const { user } = await currentUser(req);
       const body = parse(updateUserBody, await readBody(req));
-      if (body.email !== undefined && body.email.trim().toLowerCase() !== user.email) throw err.notServed("Changing a user's email");
+      if (body.email !== undefined && body.email.trim().toLowerCase() !== user.email) {
+        throw err.notServed("Changing a user's email");
+      }
       if (body.password !== undefined) checkPassword(body.password);
       const hash = body.password === undefined ? null : await bcrypt.hash(body.password, BCRYPT_COST);
       const [u] = await sql<UserRow[]>`
         update auth.users set
           raw_user_meta_data = case when ${body.data === undefined}::boolean then raw_user_meta_data
-                                    else coalesce(raw_user_meta_data, '{}'::jsonb) || ${sql.json((body.data ?? {}) as postgres.JSONValue)} end,
+                                    else coalesce(raw_user_meta_data, '{}'::jsonb) || ${
+        sql.json((body.data ?? {}) as postgres.JSONValue)
+      } end,
           encrypted_password = coalesce(${hash}, encrypted_password),
           updated_at = now()
         where id = ${user.id} returning *`;
@@ -354,7 +433,9 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
       const sid = typeof claims.session_id === "string" && UUID.test(claims.session_id) ? claims.session_id : null;
       if (scope === "global") await sql`delete from auth.sessions where user_id = ${claims.sub!}`;
       else if (scope === "local" && sid) await sql`delete from auth.sessions where id = ${sid}`;
-      else if (scope === "others" && sid) await sql`delete from auth.sessions where user_id = ${claims.sub!} and id <> ${sid}`;
+      else if (scope === "others" && sid) {
+        await sql`delete from auth.sessions where user_id = ${claims.sub!} and id <> ${sid}`;
+      }
       return new Response(null, { status: 204 });
     },
 
@@ -386,7 +467,10 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
       const links = [];
       if (q.page < last) links.push(`</admin/users?page=${q.page + 1}&per_page=${q.per_page}>; rel="next"`);
       links.push(`</admin/users?page=${last}&per_page=${q.per_page}>; rel="last"`);
-      return ok({ users: rows.map(userJson), aud: "authenticated" }, 200, { "x-total-count": String(n), link: links.join(", ") });
+      return ok({ users: rows.map(userJson), aud: "authenticated" }, 200, {
+        "x-total-count": String(n),
+        link: links.join(", "),
+      });
     },
 
     async adminGet(id: string) {
@@ -403,11 +487,17 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
       const [u] = await sql<UserRow[]>`
         update auth.users set
           raw_user_meta_data = case when ${body.user_metadata === undefined}::boolean then raw_user_meta_data
-                                    else coalesce(raw_user_meta_data, '{}'::jsonb) || ${sql.json((body.user_metadata ?? {}) as postgres.JSONValue)} end,
+                                    else coalesce(raw_user_meta_data, '{}'::jsonb) || ${
+        sql.json((body.user_metadata ?? {}) as postgres.JSONValue)
+      } end,
           raw_app_meta_data = case when ${body.app_metadata === undefined}::boolean then raw_app_meta_data
-                                   else coalesce(raw_app_meta_data, '{}'::jsonb) || ${sql.json((body.app_metadata ?? {}) as postgres.JSONValue)} end,
+                                   else coalesce(raw_app_meta_data, '{}'::jsonb) || ${
+        sql.json((body.app_metadata ?? {}) as postgres.JSONValue)
+      } end,
           encrypted_password = coalesce(${hash}, encrypted_password),
-          email_confirmed_at = case when ${body.email_confirm === true}::boolean then coalesce(email_confirmed_at, now())
+          email_confirmed_at = case when ${
+        body.email_confirm === true
+      }::boolean then coalesce(email_confirmed_at, now())
                                     else email_confirmed_at end,
           updated_at = now()
         where id = ${id} and deleted_at is null returning *`;
@@ -429,7 +519,9 @@ export function createAuthApi(opts: AuthApiOptions): (req: Request, path: string
       const url = new URL(req.url);
       const m = req.method.toUpperCase();
       if (path === "/settings" && m === "GET") return ok(SETTINGS);
-      if (path === "/health" && m === "GET") return ok({ name: "GoTrue", version: "local-stack", description: "local-stack Auth stand-in" });
+      if (path === "/health" && m === "GET") {
+        return ok({ name: "GoTrue", version: "local-stack", description: "local-stack Auth stand-in" });
+      }
       if (path === "/signup" && m === "POST") return await routes.signup(req);
       if (path === "/token" && m === "POST") return await routes.token(req, url);
       if (path === "/user" && m === "GET") return await routes.getUser(req);
@@ -509,7 +601,9 @@ function parse<T>(schema: z.ZodType<T>, raw: unknown): T {
   if (r.success) return r.data;
   const issue = r.error.issues[0];
   const field = issue.path.join(".");
-  if (field === "email" && issue.code !== "invalid_type") throw err.validation("Unable to validate email address: invalid format");
+  if (field === "email" && issue.code !== "invalid_type") {
+    throw err.validation("Unable to validate email address: invalid format");
+  }
   throw err.validation(field ? `${field}: ${issue.message}` : issue.message);
 }
 

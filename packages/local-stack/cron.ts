@@ -79,7 +79,9 @@ export function startCronTicker(opts: CronTickerOptions): CronTicker {
     try {
       return scheduleDue(job.schedule, last ?? now - (opts.tickMs ?? 1000), now);
     } catch (e) {
-      if (!invalid.has(job.jobid)) opts.log(`[cron] job ${job.jobid}: invalid schedule '${job.schedule}': ${e instanceof Error ? e.message : e}`);
+      if (!invalid.has(job.jobid)) {
+        opts.log(`[cron] job ${job.jobid}: invalid schedule '${job.schedule}': ${e instanceof Error ? e.message : e}`);
+      }
       invalid.add(job.jobid);
       return false;
     }

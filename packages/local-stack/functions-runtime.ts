@@ -34,8 +34,16 @@ export async function startFunctionsRuntime(opts: FunctionsRuntimeOptions): Prom
   const tmp = tmpdir();
   const readable = [...new Set([root, opts.functionsDir, tmp])].join(",");
   const args = [
-    "run", "--no-prompt", "--allow-net", "--allow-env", `--allow-read=${readable}`, `--allow-write=${tmp}`, "--allow-sys",
-    serverScript, opts.functionsDir, ...names,
+    "run",
+    "--no-prompt",
+    "--allow-net",
+    "--allow-env",
+    `--allow-read=${readable}`,
+    `--allow-write=${tmp}`,
+    "--allow-sys",
+    serverScript,
+    opts.functionsDir,
+    ...names,
   ];
   const child = spawn(deno, args, {
     cwd: root,
@@ -58,33 +66,41 @@ export async function startFunctionsRuntime(opts: FunctionsRuntimeOptions): Prom
     })
   );
 
-  const ready = await new Promise<{ port: number; loaded: string[]; failed: Record<string, string> }>((resolve, reject) => {
-    let buf = "";
-    let done = false;
-    const timer = setTimeout(() => finish(new Error(`Deno functions runtime not ready after ${opts.readyTimeoutMs ?? 30000} ms`)), opts.readyTimeoutMs ?? 30000);
-    function finish(err: Error | null, value?: { port: number; loaded: string[]; failed: Record<string, string> }) {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      if (err) reject(err);
-      else resolve(value!);
-    }
-    child.stdout!.on("data", (d: Buffer) => {
-      buf += d.toString();
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (!done && line.startsWith(READY_MARKER)) finish(null, JSON.parse(line.slice(READY_MARKER.length)));
-        else if (line.trim()) opts.log(`[functions] ${line}`);
+  const ready = await new Promise<{ port: number; loaded: string[]; failed: Record<string, string> }>(
+    (resolve, reject) => {
+      let buf = "";
+      let done = false;
+      const timer = setTimeout(
+        () => finish(new Error(`Deno functions runtime not ready after ${opts.readyTimeoutMs ?? 30000} ms`)),
+        opts.readyTimeoutMs ?? 30000,
+      );
+      function finish(err: Error | null, value?: { port: number; loaded: string[]; failed: Record<string, string> }) {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        if (err) reject(err);
+        else resolve(value!);
       }
-    });
-    child.stderr!.on("data", (d: Buffer) => {
-      for (const line of d.toString().split("\n")) if (line.trim()) opts.log(`[functions] ${line}`);
-    });
-    child.once("error", (e) => finish(e));
-    child.once("exit", (code) => finish(new Error(`Deno functions runtime exited with code ${code} before it was ready`)));
-  }).catch(async (e) => {
+      child.stdout!.on("data", (d: Buffer) => {
+        buf += d.toString();
+        let nl: number;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (!done && line.startsWith(READY_MARKER)) finish(null, JSON.parse(line.slice(READY_MARKER.length)));
+          else if (line.trim()) opts.log(`[functions] ${line}`);
+        }
+      });
+      child.stderr!.on("data", (d: Buffer) => {
+        for (const line of d.toString().split("\n")) if (line.trim()) opts.log(`[functions] ${line}`);
+      });
+      child.once("error", (e) => finish(e));
+      child.once(
+        "exit",
+        (code) => finish(new Error(`Deno functions runtime exited with code ${code} before it was ready`)),
+      );
+    },
+  ).catch(async (e) => {
     await killChild(child, exited);
     throw e;
   });
@@ -110,7 +126,8 @@ export async function startFunctionsRuntime(opts: FunctionsRuntimeOptions): Prom
 async function killChild(child: ChildProcess, exited: Promise<number | null>): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   child.stdin?.end();
-  const gone = (ms: number) => Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+  const gone = (ms: number) =>
+    Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
   if (await gone(1500)) return;
   child.kill("SIGTERM");
   if (await gone(2000)) return;

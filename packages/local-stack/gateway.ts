@@ -50,7 +50,8 @@ export interface Gateway {
 
 const CORS = {
   "access-control-allow-origin": "*",
-  "access-control-allow-headers": "authorization, x-client-info, apikey, content-type, x-upsert, cache-control, x-metadata, x-supabase-api-version",
+  "access-control-allow-headers":
+    "authorization, x-client-info, apikey, content-type, x-upsert, cache-control, x-metadata, x-supabase-api-version",
   "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD",
 };
 
@@ -192,7 +193,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const search = q >= 0 ? raw.slice(q) : "";
     const method = (req.method ?? "GET").toUpperCase();
     if (hasDotSegment(path)) {
-      return sendJson(res, 400, { code: "INVALID_PATH", message: "dot segments ('.', '..', encoded or not) and backslashes are not allowed in a request path" });
+      return sendJson(res, 400, {
+        code: "INVALID_PATH",
+        message: "dot segments ('.', '..', encoded or not) and backslashes are not allowed in a request path",
+      });
     }
     if (method === "OPTIONS") {
       res.writeHead(204, CORS);
@@ -225,17 +229,26 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       const limit = opts.functionBodyLimitBytes ?? FUNCTION_BODY_LIMIT_BYTES;
       const body = method === "GET" || method === "HEAD" ? undefined : await readBodyUpTo(req, limit);
       if (body === null) {
-        return sendJson(res, 413, { code: "PAYLOAD_TOO_LARGE", message: `request body exceeds the ${limit} byte limit of a function call`, limit });
+        return sendJson(res, 413, {
+          code: "PAYLOAD_TOO_LARGE",
+          message: `request body exceeds the ${limit} byte limit of a function call`,
+          limit,
+        });
       }
       const inbound = toWebRequest(req, `${base}/${name}${sub}${search}`, body);
       let upstream: Response;
       try {
-        upstream = await fetch(inbound, { signal: AbortSignal.timeout(opts.functionTimeoutMs ?? 150_000), redirect: "manual" });
+        upstream = await fetch(inbound, {
+          signal: AbortSignal.timeout(opts.functionTimeoutMs ?? 150_000),
+          redirect: "manual",
+        });
       } catch (e) {
         const timedOut = (e as Error).name === "TimeoutError";
         return sendJson(res, timedOut ? 504 : 502, {
           code: timedOut ? "WORKER_TIMEOUT" : "BAD_GATEWAY",
-          message: timedOut ? "Function exceeded the wall clock limit" : `functions runtime unreachable: ${(e as Error).message}`,
+          message: timedOut
+            ? "Function exceeded the wall clock limit"
+            : `functions runtime unreachable: ${(e as Error).message}`,
         });
       }
       return await sendResponse(res, upstream, method === "HEAD");
@@ -243,18 +256,32 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
     if (path.startsWith("/storage/v1/")) {
       const body = bodyStream(req);
-      const r = await opts.storage(toWebRequest(req, `http://local${path}${search}`, body.stream), path.slice("/storage/v1/".length));
+      const r = await opts.storage(
+        toWebRequest(req, `http://local${path}${search}`, body.stream),
+        path.slice("/storage/v1/".length),
+      );
       await sendResponse(res, r, method === "HEAD");
       return body.drain();
     }
 
-    if (path === "/auth/v1/.well-known/jwks.json" && (method === "GET" || method === "HEAD")) return sendJson(res, 200, opts.jwks);
+    if (path === "/auth/v1/.well-known/jwks.json" && (method === "GET" || method === "HEAD")) {
+      return sendJson(res, 200, opts.jwks);
+    }
     if (path.startsWith("/auth/v1/") && opts.authApi) {
-      const authBody = method === "GET" || method === "HEAD" ? undefined : await readBodyUpTo(req, FUNCTION_BODY_LIMIT_BYTES);
+      const authBody = method === "GET" || method === "HEAD"
+        ? undefined
+        : await readBodyUpTo(req, FUNCTION_BODY_LIMIT_BYTES);
       if (authBody === null) {
-        return sendJson(res, 413, { code: "PAYLOAD_TOO_LARGE", message: `request body exceeds the ${FUNCTION_BODY_LIMIT_BYTES} byte limit`, limit: FUNCTION_BODY_LIMIT_BYTES });
+        return sendJson(res, 413, {
+          code: "PAYLOAD_TOO_LARGE",
+          message: `request body exceeds the ${FUNCTION_BODY_LIMIT_BYTES} byte limit`,
+          limit: FUNCTION_BODY_LIMIT_BYTES,
+        });
       }
-      const r = await opts.authApi(toWebRequest(req, `http://local${path}${search}`, authBody), path.slice("/auth/v1".length));
+      const r = await opts.authApi(
+        toWebRequest(req, `http://local${path}${search}`, authBody),
+        path.slice("/auth/v1".length),
+      );
       return await sendResponse(res, r, method === "HEAD");
     }
 

@@ -7,50 +7,52 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
-import { hasCronStandIn, startCronTicker, type CronTicker } from "./cron.ts";
+import { type CronTicker, hasCronStandIn, startCronTicker } from "./cron.ts";
 import { listFunctions, readEnvFile, readVerifyJwt } from "./function-config.ts";
-import { startFunctionsRuntime, type FunctionsRuntime } from "./functions-runtime.ts";
+import { type FunctionsRuntime, startFunctionsRuntime } from "./functions-runtime.ts";
 import { createAuthApi } from "./auth.ts";
-import { startGateway, storageCaller, type Gateway } from "./gateway.ts";
+import { type Gateway, startGateway, storageCaller } from "./gateway.ts";
 import { functionKeyEnv, gatewayAuthConfig, type LocalKeys, localKeys } from "./keys.ts";
 import { applyPlatformBootstrap, pushMigrations } from "./migrate.ts";
-import { startPgNetSender, type PgNetSender } from "./pg-net.ts";
-import { embeddedUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "./pglite.ts";
-import { type StackState, stateFile } from "./state.ts";
+import { type PgNetSender, startPgNetSender } from "./pg-net.ts";
+import { type EmbeddedPostgres, embeddedUrl, startEmbeddedPostgres } from "./pglite.ts";
+import { type StackState, stateFile } from "../connection/stack-state.ts";
 import { createStorageHandler, sweepOrphanFiles } from "./storage.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 const migrationsDir = join(repoRoot, "supabase/migrations");
 
 export interface LocalStackOptions {
-  databaseUrl?: string;            // a real Postgres (already migrated or not); else embedded PGlite
-  dataDir?: string;                // default <repo>/.local (PGlite data, storage files, generated keys)
-  port?: number;                   // gateway port; default 54321; 0 = pick a free port
-  migrate?: boolean;               // default true: platform bootstrap + supabase db push (no-op when up to date)
+  databaseUrl?: string; // a real Postgres (already migrated or not); else embedded PGlite
+  dataDir?: string; // default <repo>/.local (PGlite data, storage files, generated keys)
+  port?: number; // gateway port; default 54321; 0 = pick a free port
+  migrate?: boolean; // default true: platform bootstrap + supabase db push (no-op when up to date)
   functionEnv?: Record<string, string>; // extra env (secrets) for the functions, e.g. OPENAI_BASE_URL
   log?: (line: string) => void;
   // Extensions beyond the shared contract (all optional):
-  functionsDir?: string;           // default <repo>/supabase/functions (tests point it at fixtures)
-  configFile?: string;             // default <repo>/supabase/config.toml (verify_jwt per function)
-  dbPort?: number;                 // PGlite socket port; default 54322 with the default gateway port, else 0
-  pgNetConcurrency?: number;       // requests in flight at once (default 16)
+  functionsDir?: string; // default <repo>/supabase/functions (tests point it at fixtures)
+  configFile?: string; // default <repo>/supabase/config.toml (verify_jwt per function)
+  dbPort?: number; // PGlite socket port; default 54322 with the default gateway port, else 0
+  pgNetConcurrency?: number; // requests in flight at once (default 16)
   statusExtra?: Record<string, string>; // extra KEY=value lines for `npm run status` (providers…)
 }
 
 export interface LocalStack {
-  apiUrl: string;                  // http://127.0.0.1:<port>
-  dbUrl: string;                   // postgres://… (the given one, or the PGlite socket)
-  anonKey: string; serviceRoleKey: string;   // local-only legacy HS256 JWTs with a `role` claim
-  publishableKey: string; secretKey: string; // local-only sb_publishable_… / sb_secret_… keys
-  keys: LocalKeys;                 // all of the above, the JWKS and the ES256 signing key (signUserJwt)
-  functionsPid: number;            // pid of the single Deno process serving every function (for RSS)
-  stop(): Promise<void>;           // stops everything it started; no orphans
+  apiUrl: string; // http://127.0.0.1:<port>
+  dbUrl: string; // postgres://… (the given one, or the PGlite socket)
+  anonKey: string;
+  serviceRoleKey: string; // local-only legacy HS256 JWTs with a `role` claim
+  publishableKey: string;
+  secretKey: string; // local-only sb_publishable_… / sb_secret_… keys
+  keys: LocalKeys; // all of the above, the JWKS and the ES256 signing key (signUserJwt)
+  functionsPid: number; // pid of the single Deno process serving every function (for RSS)
+  stop(): Promise<void>; // stops everything it started; no orphans
   // Extensions beyond the shared contract:
-  functions: string[];             // names served
+  functions: string[]; // names served
   startupMs: number;
   storageRoot: string;
   dataDir: string;
-  cronTicker: boolean;             // true when this stack runs the pg_cron stand-in's jobs
+  cronTicker: boolean; // true when this stack runs the pg_cron stand-in's jobs
 }
 
 export async function startLocalStack(opts: LocalStackOptions = {}): Promise<LocalStack> {
@@ -108,9 +110,21 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
     stoppers.push(() => sql.end({ timeout: 2 }));
     const auth = gatewayAuthConfig(keys);
-    const storage = createStorageHandler({ sql, root: storageRoot, caller: (req) => storageCaller(auth, req), signingSecret: keys.jwtSecret, log });
+    const storage = createStorageHandler({
+      sql,
+      root: storageRoot,
+      caller: (req) => storageCaller(auth, req),
+      signingSecret: keys.jwtSecret,
+      log,
+    });
     let apiUrl = "";
-    const authApi = createAuthApi({ sql, auth, signingJwk: keys.signingJwk, jwks: keys.jwks, issuer: () => `${apiUrl}/auth/v1` });
+    const authApi = createAuthApi({
+      sql,
+      auth,
+      signingJwk: keys.signingJwk,
+      jwks: keys.jwks,
+      issuer: () => `${apiUrl}/auth/v1`,
+    });
     const gateway: Gateway = await startGateway({
       port: gatewayPort,
       auth,
@@ -297,10 +311,18 @@ async function migrateIfBehind(dbUrl: string): Promise<string> {
     : [];
   const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
   try {
-    const [{ reg }] = await sql<{ reg: string | null }[]>`select to_regclass('supabase_migrations.schema_migrations')::text as reg`;
+    const [{ reg }] = await sql<
+      { reg: string | null }[]
+    >`select to_regclass('supabase_migrations.schema_migrations')::text as reg`;
     if (reg) {
-      const applied = new Set((await sql<{ version: string }[]>`select version from supabase_migrations.schema_migrations`).map((r) => r.version));
-      if (files.every((v) => applied.has(v))) return `Local database is up to date (${files.length} migrations recorded).`;
+      const applied = new Set(
+        (await sql<{ version: string }[]>`select version from supabase_migrations.schema_migrations`).map((r) =>
+          r.version
+        ),
+      );
+      if (files.every((v) => applied.has(v))) {
+        return `Local database is up to date (${files.length} migrations recorded).`;
+      }
     }
   } finally {
     await sql.end({ timeout: 2 });
@@ -326,6 +348,3 @@ async function hasPgNetStandIn(sql: postgres.Sql): Promise<boolean> {
     select obj_description(oid, 'pg_namespace') as d from pg_namespace where nspname = 'net'`;
   return row?.d === "local-stack pg_net stand-in";
 }
-
-export { readState, stateFile } from "./state.ts";
-export type { StackState } from "./state.ts";

@@ -36,11 +36,18 @@ async function loadOrCreateNewKeys(dataDir: string): Promise<NewKeysFile> {
   if (existsSync(file)) {
     try {
       const k = JSON.parse(await readFile(file, "utf8")) as NewKeysFile;
-      if (k.publishableKey?.startsWith("sb_publishable_") && k.secretKey?.startsWith("sb_secret_") && k.signingJwk?.d) return k;
+      if (k.publishableKey?.startsWith("sb_publishable_") && k.secretKey?.startsWith("sb_secret_") && k.signingJwk?.d) {
+        return k;
+      }
     } catch { /* unreadable: make new ones */ }
   }
   const { privateKey } = await generateKeyPair("ES256", { extractable: true });
-  const signingJwk = { ...(await exportJWK(privateKey)), alg: "ES256", use: "sig", kid: randomBytes(8).toString("hex") };
+  const signingJwk = {
+    ...(await exportJWK(privateKey)),
+    alg: "ES256",
+    use: "sig",
+    kid: randomBytes(8).toString("hex"),
+  };
   const keys: NewKeysFile = {
     publishableKey: `sb_publishable_${randomBytes(24).toString("base64url")}`,
     secretKey: `sb_secret_${randomBytes(24).toString("base64url")}`,
@@ -70,7 +77,11 @@ export async function loadOrCreateJwtSecret(dataDir: string): Promise<string> {
   return secret;
 }
 
-export async function signRoleKey(secret: string, role: "anon" | "service_role" | "authenticated", extra: Record<string, unknown> = {}): Promise<string> {
+export async function signRoleKey(
+  secret: string,
+  role: "anon" | "service_role" | "authenticated",
+  extra: Record<string, unknown> = {},
+): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return await new SignJWT({ role, local_only: true, ...extra })
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })
@@ -124,11 +135,20 @@ export function gatewayAuthConfig(keys: LocalKeys): AuthConfig {
 export async function signUserJwt(
   keys: Pick<LocalKeys, "signingJwk">,
   sub: string,
-  opts: { role?: "authenticated" | "anon" | "service_role"; expiresInSeconds?: number; claims?: Record<string, unknown> } = {},
+  opts: {
+    role?: "authenticated" | "anon" | "service_role";
+    expiresInSeconds?: number;
+    claims?: Record<string, unknown>;
+  } = {},
 ): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   const key = await importJWK(keys.signingJwk, "ES256");
-  return await new SignJWT({ role: opts.role ?? "authenticated", aud: "authenticated", local_only: true, ...opts.claims })
+  return await new SignJWT({
+    role: opts.role ?? "authenticated",
+    aud: "authenticated",
+    local_only: true,
+    ...opts.claims,
+  })
     .setProtectedHeader({ alg: "ES256", typ: "JWT", kid: keys.signingJwk.kid })
     .setSubject(sub)
     .setIssuer(LOCAL_ISSUER)

@@ -32,8 +32,9 @@ export async function pushMigrations(dbUrl: string): Promise<string> {
     child.stdout.on("data", (d) => (out += d));
     child.stderr.on("data", (d) => (out += d));
     child.on("error", reject);
-    child.on("close", (code) =>
-      code === 0 ? resolve(out) : reject(new Error(`supabase db push failed (exit ${code}):\n${out}`))
+    child.on(
+      "close",
+      (code) => code === 0 ? resolve(out) : reject(new Error(`supabase db push failed (exit ${code}):\n${out}`)),
     );
   });
 }

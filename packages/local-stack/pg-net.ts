@@ -90,7 +90,9 @@ export async function startPgNetSender(opts: PgNetSenderOptions): Promise<PgNetS
       const res = await fetch(r.url, {
         method: r.method,
         // jsonb may hold numbers or booleans; HTTP headers are strings.
-        headers: Object.fromEntries(Object.entries(r.headers ?? {}).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)])),
+        headers: Object.fromEntries(
+          Object.entries(r.headers ?? {}).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]),
+        ),
         body: r.body && r.method !== "GET" && r.method !== "DELETE" ? new Uint8Array(r.body) : undefined,
         signal: AbortSignal.timeout(timeout),
       });
@@ -111,7 +113,9 @@ export async function startPgNetSender(opts: PgNetSenderOptions): Promise<PgNetS
       await sql.begin(async (tx) => {
         await tx`
           insert into net._http_response (id, status_code, content_type, headers, content, timed_out, error_msg)
-          values (${r.id}::bigint, ${status}, ${contentType}, ${headers ? tx.json(headers) : null}, ${content}, ${timedOut}, ${errorMsg})`;
+          values (${r.id}::bigint, ${status}, ${contentType}, ${
+          headers ? tx.json(headers) : null
+        }, ${content}, ${timedOut}, ${errorMsg})`;
         await tx`delete from net.http_request_queue where id = ${r.id}::bigint`;
       });
       sent++;

@@ -55,7 +55,12 @@ export interface ServeOptions {
   idleInTransactionMs?: number;
 }
 
-export async function servePGlite(db: PGlite, host: string, port: number, opts: ServeOptions = {}): Promise<PGliteServer> {
+export async function servePGlite(
+  db: PGlite,
+  host: string,
+  port: number,
+  opts: ServeOptions = {},
+): Promise<PGliteServer> {
   const log = opts.log ?? (() => {});
   const maxConnections = opts.maxConnections ?? 200;
   const idleLimit = opts.idleInTransactionMs ?? 60_000;
@@ -98,7 +103,11 @@ export async function servePGlite(db: PGlite, host: string, port: number, opts: 
           // A protocol-level failure of PGlite itself: this client cannot continue. If the WASM
           // backend exited, every client is lost: say so plainly.
           const exited = (e as { name?: string }).name === "ExitStatus";
-          log(`[db] PGlite ${exited ? "backend EXITED (restart the stack)" : "protocol error"}: ${e instanceof Error ? e.message : e}`);
+          log(
+            `[db] PGlite ${exited ? "backend EXITED (restart the stack)" : "protocol error"}: ${
+              e instanceof Error ? e.message : e
+            }`,
+          );
           conn.socket.destroy(e instanceof Error ? e : new Error(String(e)));
         });
         // The client keeps the backend inside a transaction block and after a Flush (mid-sequence).
@@ -122,7 +131,9 @@ export async function servePGlite(db: PGlite, host: string, port: number, opts: 
     idleTimer = setTimeout(() => {
       idleTimer = null;
       if (owner !== holder || queue.length === 0) return;
-      log(`[db] a client held PGlite idle in a transaction for ${idleLimit} ms while others waited: disconnecting it (rolled back)`);
+      log(
+        `[db] a client held PGlite idle in a transaction for ${idleLimit} ms while others waited: disconnecting it (rolled back)`,
+      );
       holder.socket.destroy();
     }, idleLimit);
     idleTimer.unref();
@@ -196,7 +207,15 @@ export async function servePGlite(db: PGlite, host: string, port: number, opts: 
       return;
     }
     socket.setNoDelay(true);
-    const conn: Conn = { id: nextId++, socket, buf: Buffer.alloc(0), started: false, pending: [], closed: false, channels: new Set() };
+    const conn: Conn = {
+      id: nextId++,
+      socket,
+      buf: Buffer.alloc(0),
+      started: false,
+      pending: [],
+      closed: false,
+      channels: new Set(),
+    };
     conns.add(conn);
     socket.on("data", (d: Buffer) => onData(conn, d));
     socket.on("close", () => onClose(conn));
@@ -282,7 +301,9 @@ function refuseCopyFromStdin(type: string, msg: Buffer): Buffer {
   if (type === "P") {
     const nameEnd = msg.indexOf(0, 5);
     const queryEnd = msg.indexOf(0, nameEnd + 1);
-    if (nameEnd < 0 || queryEnd < 0 || !COPY_FROM_STDIN.test(msg.subarray(nameEnd + 1, queryEnd).toString("utf8"))) return msg;
+    if (nameEnd < 0 || queryEnd < 0 || !COPY_FROM_STDIN.test(msg.subarray(nameEnd + 1, queryEnd).toString("utf8"))) {
+      return msg;
+    }
     const name = msg.subarray(5, nameEnd + 1);
     const query = Buffer.from(COPY_REFUSAL + "\0", "utf8");
     const body = Buffer.concat([name, query, Buffer.from([0, 0])]); // no parameter types

@@ -22,7 +22,9 @@ const PGLITE_VERSION: string = JSON.parse(
 // WASM is most of a first start (seconds, far more on a busy machine); unpacking this copy takes a
 // fraction of that, so only the very first start after an install pays for initdb, and deleting
 // .local to start over stays quick. The file name carries the PGlite version it was made with.
-const pristineCache = fileURLToPath(new URL(`../../node_modules/.cache/local-stack/pglite-${PGLITE_VERSION}-initdb.tar`, import.meta.url));
+const pristineCache = fileURLToPath(
+  new URL(`../../node_modules/.cache/local-stack/pglite-${PGLITE_VERSION}-initdb.tar`, import.meta.url),
+);
 
 export async function pristineCluster(): Promise<Blob> {
   if (existsSync(pristineCache)) return new Blob([await readFile(pristineCache)]);
@@ -50,7 +52,11 @@ export function embeddedUrl(port: number): string {
   return `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
 }
 
-export async function startEmbeddedPostgres(dataDir: string, port: number, log: (line: string) => void = () => {}): Promise<EmbeddedPostgres> {
+export async function startEmbeddedPostgres(
+  dataDir: string,
+  port: number,
+  log: (line: string) => void = () => {},
+): Promise<EmbeddedPostgres> {
   await mkdir(dataDir, { recursive: true });
   const db = existsSync(join(dataDir, "PG_VERSION"))
     ? await PGlite.create({ dataDir, extensions: { vector } })

@@ -102,14 +102,16 @@ const tooLarge = () => new HttpError(413, "Payload too large", "The object excee
 /** `body` passed through, erroring (and calling `onOver`) once more than `limit` bytes went by. */
 function capped(body: ReadableStream<Uint8Array>, limit: number, onOver: () => void): ReadableStream<Uint8Array> {
   let seen = 0;
-  return body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      seen += chunk.byteLength;
-      if (seen <= limit) return controller.enqueue(chunk);
-      onOver();
-      controller.error(tooLarge());
-    },
-  }));
+  return body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        seen += chunk.byteLength;
+        if (seen <= limit) return controller.enqueue(chunk);
+        onOver();
+        controller.error(tooLarge());
+      },
+    }),
+  );
 }
 
 function contained(root: string, ...parts: string[]): string {
@@ -192,7 +194,13 @@ async function readJson<S extends z.ZodType>(req: Request, schema: S): Promise<z
     throw new HttpError(400, "InvalidRequest", "invalid JSON body");
   }
   const r = schema.safeParse(raw);
-  if (!r.success) throw new HttpError(400, "InvalidRequest", r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "));
+  if (!r.success) {
+    throw new HttpError(
+      400,
+      "InvalidRequest",
+      r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
+    );
+  }
   return r.data;
 }
 
@@ -254,7 +262,13 @@ export function createStorageHandler(ctx: StorageContext) {
     return b;
   }
 
-  async function upload(req: Request, caller: StorageCaller, bucketId: string, name: string, method: "POST" | "PUT"): Promise<Response> {
+  async function upload(
+    req: Request,
+    caller: StorageCaller,
+    bucketId: string,
+    name: string,
+    method: "POST" | "PUT",
+  ): Promise<Response> {
     const bucket = await bucketForWrite(bucketId);
     const upsert = method === "PUT" || (req.headers.get("x-upsert") ?? "false").toLowerCase() === "true";
     let mimetype = req.headers.get("content-type") ?? "application/octet-stream";
@@ -272,7 +286,9 @@ export function createStorageHandler(ctx: StorageContext) {
       // The form is parsed in memory, so the stream is capped first (with room for the form's own
       // parts): past that, reading stops instead of buffering the rest.
       let over = false;
-      const form = await new Response(capped(body, limit + 64 * 1024, () => (over = true)), { headers: { "content-type": mimetype } })
+      const form = await new Response(capped(body, limit + 64 * 1024, () => (over = true)), {
+        headers: { "content-type": mimetype },
+      })
         .formData()
         .catch(() => {
           throw over ? tooLarge() : new HttpError(400, "InvalidRequest", "malformed multipart body");
@@ -292,7 +308,9 @@ export function createStorageHandler(ctx: StorageContext) {
     }
     if (bucket.allowed_mime_types?.length) {
       const base = mimetype.split(";")[0].trim();
-      const allowed = bucket.allowed_mime_types.some((p) => p === base || (p.endsWith("/*") && base.startsWith(p.slice(0, -1))));
+      const allowed = bucket.allowed_mime_types.some((p) =>
+        p === base || (p.endsWith("/*") && base.startsWith(p.slice(0, -1)))
+      );
       if (!allowed) throw new HttpError(415, "invalid_mime_type", `mime type ${base} is not supported`);
     }
 
@@ -332,7 +350,9 @@ export function createStorageHandler(ctx: StorageContext) {
       httpStatusCode: 200,
     };
     const owner = typeof caller.claims.sub === "string" ? caller.claims.sub : null;
-    const ownerUuid = owner && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(owner) ? owner : null;
+    const ownerUuid = owner && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(owner)
+      ? owner
+      : null;
     let previous: string | null = null;
     let row: { id: string };
     try {
@@ -415,7 +435,9 @@ export function createStorageHandler(ctx: StorageContext) {
       const expired = (e as { code?: string }).code === "ERR_JWT_EXPIRED";
       throw new HttpError(400, "InvalidJWT", expired ? "the signed URL has expired" : "invalid signed URL token");
     }
-    if (claims.url !== `${bucketId}/${name}`) throw new HttpError(400, "InvalidSignature", "the token was signed for another object");
+    if (claims.url !== `${bucketId}/${name}`) {
+      throw new HttpError(400, "InvalidSignature", "the token was signed for another object");
+    }
     return await download(await findObject(null, bucketId, name), head);
   }
 
@@ -444,8 +466,7 @@ export function createStorageHandler(ctx: StorageContext) {
          order by ${sort.column} ${sort.order} nulls first, name asc
          limit $5 offset $6`,
         [bucketId, like, prefix.length, search, body.limit, body.offset],
-      )
-    );
+      ));
     return ok(rows);
   }
 
@@ -475,7 +496,9 @@ export function createStorageHandler(ctx: StorageContext) {
         if (copy) {
           const [r] = await tx<{ id: string }[]>`
             insert into storage.objects (bucket_id, name, owner_id, version, metadata, user_metadata)
-            values (${dstBucket}, ${dst}, ${row.owner_id}, ${newVersion}, ${tx.json((row.metadata ?? {}) as postgres.JSONValue)},
+            values (${dstBucket}, ${dst}, ${row.owner_id}, ${newVersion}, ${
+            tx.json((row.metadata ?? {}) as postgres.JSONValue)
+          },
                     ${row.user_metadata ? tx.json(row.user_metadata as postgres.JSONValue) : null})
             returning id`;
           return r.id;
@@ -496,8 +519,10 @@ export function createStorageHandler(ctx: StorageContext) {
 
   async function remove(caller: StorageCaller, bucketId: string, names: string[]): Promise<Response> {
     names.forEach(validObjectName);
-    const rows = await asCaller(caller, (tx) =>
-      tx<ObjectRow[]>`delete from storage.objects where bucket_id = ${bucketId} and name = any(${names}) returning *`
+    const rows = await asCaller(
+      caller,
+      (tx) =>
+        tx<ObjectRow[]>`delete from storage.objects where bucket_id = ${bucketId} and name = any(${names}) returning *`,
     );
     // Rows are gone (committed) before files: a crash in between leaves only unreferenced files.
     for (const r of rows) if (r.version) await removeFile(versionPath(bucketId, r.name, r.version));
@@ -507,7 +532,10 @@ export function createStorageHandler(ctx: StorageContext) {
   async function buckets(req: Request, caller: StorageCaller, method: string, rest: string[]): Promise<Response> {
     const id = rest[0] !== undefined ? validBucketId(rest[0]) : undefined;
     if (method === "GET" && id === undefined) {
-      const rows = await asCaller(caller, (tx) => tx<BucketRow[]>`select * from storage.buckets order by created_at, id`);
+      const rows = await asCaller(
+        caller,
+        (tx) => tx<BucketRow[]>`select * from storage.buckets order by created_at, id`,
+      );
       return ok(rows.map(bucketJson));
     }
     if (method === "GET" && id !== undefined && rest.length === 1) {
@@ -530,7 +558,8 @@ export function createStorageHandler(ctx: StorageContext) {
     }
     if (method === "PUT" && id !== undefined && rest.length === 1) {
       const body = await readJson(req, updateBucketBody);
-      const n = await asCaller(caller, (tx) => tx`
+      const n = await asCaller(caller, (tx) =>
+        tx`
         update storage.buckets set
           public = coalesce(${body.public ?? null}, public),
           file_size_limit = ${body.file_size_limit === undefined ? null : parseSize(body.file_size_limit)},
@@ -541,7 +570,10 @@ export function createStorageHandler(ctx: StorageContext) {
       return ok({ message: "Successfully updated" });
     }
     if (method === "POST" && id !== undefined && rest[1] === "empty" && rest.length === 2) {
-      const rows = await asCaller(caller, (tx) => tx<ObjectRow[]>`delete from storage.objects where bucket_id = ${id} returning *`);
+      const rows = await asCaller(
+        caller,
+        (tx) => tx<ObjectRow[]>`delete from storage.objects where bucket_id = ${id} returning *`,
+      );
       for (const r of rows) if (r.version) await removeFile(versionPath(id, r.name, r.version));
       return ok({ message: "Successfully emptied" });
     }
@@ -572,7 +604,12 @@ export function createStorageHandler(ctx: StorageContext) {
     }
 
     if (seg[0] === "object" && seg[1] === "sign" && seg.length >= 4 && (method === "GET" || method === "HEAD")) {
-      return await signedDownload(req, validBucketId(seg[2]), validObjectName(seg.slice(3).join("/")), method === "HEAD");
+      return await signedDownload(
+        req,
+        validBucketId(seg[2]),
+        validObjectName(seg.slice(3).join("/")),
+        method === "HEAD",
+      );
     }
 
     const caller = await ctx.caller(req);
@@ -584,26 +621,44 @@ export function createStorageHandler(ctx: StorageContext) {
     const [, a, b] = seg;
     if (a === "sign" && method === "POST" && seg.length >= 4) {
       const { expiresIn } = await readJson(req, signBody);
-      return ok({ signedURL: await signedPath(caller, validBucketId(b), validObjectName(seg.slice(3).join("/")), expiresIn) });
+      return ok({
+        signedURL: await signedPath(caller, validBucketId(b), validObjectName(seg.slice(3).join("/")), expiresIn),
+      });
     }
     if (a === "sign" && method === "POST" && seg.length === 3) {
       const bucketId = validBucketId(b);
       const body = await readJson(req, signManyBody);
-      return ok(await Promise.all(body.paths.map(async (path) => {
-        try {
-          return { error: null, path, signedURL: await signedPath(caller, bucketId, validObjectName(path), body.expiresIn) };
-        } catch (e) {
-          if (e instanceof HttpError) return { error: e.message, path, signedURL: null };
-          throw e;
-        }
-      })));
+      return ok(
+        await Promise.all(body.paths.map(async (path) => {
+          try {
+            return {
+              error: null,
+              path,
+              signedURL: await signedPath(caller, bucketId, validObjectName(path), body.expiresIn),
+            };
+          } catch (e) {
+            if (e instanceof HttpError) return { error: e.message, path, signedURL: null };
+            throw e;
+          }
+        })),
+      );
     }
     if (a === "upload" && b === "sign") {
-      throw new HttpError(501, "NotImplemented", "signed upload URLs (createSignedUploadUrl) are not implemented by the local Storage; upload with a JWT instead");
+      throw new HttpError(
+        501,
+        "NotImplemented",
+        "signed upload URLs (createSignedUploadUrl) are not implemented by the local Storage; upload with a JWT instead",
+      );
     }
-    if (method === "POST" && a === "list" && seg.length === 3) return await list(caller, validBucketId(b), await readJson(req, listBody));
-    if (method === "POST" && a === "move" && seg.length === 2) return await move(caller, await readJson(req, moveBody), false);
-    if (method === "POST" && a === "copy" && seg.length === 2) return await move(caller, await readJson(req, moveBody), true);
+    if (method === "POST" && a === "list" && seg.length === 3) {
+      return await list(caller, validBucketId(b), await readJson(req, listBody));
+    }
+    if (method === "POST" && a === "move" && seg.length === 2) {
+      return await move(caller, await readJson(req, moveBody), false);
+    }
+    if (method === "POST" && a === "copy" && seg.length === 2) {
+      return await move(caller, await readJson(req, moveBody), true);
+    }
     if (method === "DELETE" && seg.length === 2) {
       const body = await readJson(req, removeBody);
       return await remove(caller, validBucketId(a), body.prefixes);
@@ -619,7 +674,9 @@ export function createStorageHandler(ctx: StorageContext) {
       const bucketId = validBucketId(a);
       const name = validObjectName(seg.slice(2).join("/"));
       if (method === "POST" || method === "PUT") return await upload(req, caller, bucketId, name, method);
-      if (method === "GET" || method === "HEAD") return await download(await findObject(caller, bucketId, name), method === "HEAD");
+      if (method === "GET" || method === "HEAD") {
+        return await download(await findObject(caller, bucketId, name), method === "HEAD");
+      }
     }
     throw new HttpError(404, "not_found", "Route not found");
   }

@@ -2,7 +2,7 @@
 // the report as a table for a terminal.
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { readState } from "../local-stack/state.ts";
+import { localDataDir, readState } from "../connection/stack-state.ts";
 import type { HealthReport } from "./report.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -14,8 +14,14 @@ const ENV_NAME = /^[a-z][a-z0-9_]{0,30}$/;
  * The database URL of an environment: `<NAME>_DB_URL` (e.g. `--env staging` → STAGING_DB_URL), or for
  * `local` the running local stack's database when LOCAL_DB_URL is not set.
  */
-export function resolveDbUrl(name: string, env: Record<string, string | undefined> = process.env, dataDir = join(repoRoot, ".local")): string {
-  if (!ENV_NAME.test(name)) throw new Error(`invalid environment name "${name}": lower-case letters, digits and _ only`);
+export function resolveDbUrl(
+  name: string,
+  env: Record<string, string | undefined> = process.env,
+  dataDir = localDataDir(env),
+): string {
+  if (!ENV_NAME.test(name)) {
+    throw new Error(`invalid environment name "${name}": lower-case letters, digits and _ only`);
+  }
   const variable = `${name.toUpperCase()}_DB_URL`;
   const given = env[variable];
   if (given) {
@@ -41,7 +47,9 @@ export function parseArgs(argv: string[]): { env: string; json: boolean; port: n
     else if (a === "--port") port = Number(argv[++i]);
     else throw new Error(`unknown argument ${a}`);
   }
-  if (port !== null && !(Number.isInteger(port) && port >= 0 && port < 65536)) throw new Error("--port must be a port number");
+  if (port !== null && !(Number.isInteger(port) && port >= 0 && port < 65536)) {
+    throw new Error("--port must be a port number");
+  }
   return { env, json, port };
 }
 
@@ -51,7 +59,9 @@ const mark = { ok: "ok  ", warn: "WARN", fail: "FAIL" } as const;
 export function formatReport(r: HealthReport): string {
   const width = Math.max(...r.checks.map((c) => c.name.length), 5);
   const lines = [
-    `environment: ${r.environment ?? "(no label)"}    status: ${r.status.toUpperCase()}    checked at ${r.checked_at} (${r.duration_ms ?? "?"} ms)`,
+    `environment: ${
+      r.environment ?? "(no label)"
+    }    status: ${r.status.toUpperCase()}    checked at ${r.checked_at} (${r.duration_ms ?? "?"} ms)`,
     "",
     `${"check".padEnd(width)}  status  detail`,
     `${"-".repeat(width)}  ------  ${"-".repeat(40)}`,

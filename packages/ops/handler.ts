@@ -33,9 +33,21 @@ export interface DashboardData {
     files_inserted: number;
     jobs_completed: number;
   }>;
-  dead_letters: Array<{ id: number; source_table: string; source_id: string; action: string; retry_count: number; last_error: string | null; created_at: string }>;
+  dead_letters: Array<
+    {
+      id: number;
+      source_table: string;
+      source_id: string;
+      action: string;
+      retry_count: number;
+      last_error: string | null;
+      created_at: string;
+    }
+  >;
   /** The files_queue rows the files worker gave up on, newest first, with the reason. */
-  failed_files: Array<{ id: number; bucket_id: string; file_path: string; attempts: number; last_error: string | null; failed_at: string }>;
+  failed_files: Array<
+    { id: number; bucket_id: string; file_path: string; attempts: number; last_error: string | null; failed_at: string }
+  >;
   alerts: Array<{ id: number; kind: string; subject: string; message: string; opened_at: string }>;
   /** The most active users over the last 30 days (usage_by_user). */
   top_users: TopUser[];
@@ -45,15 +57,42 @@ export interface DashboardData {
 export async function dashboardData(sql: postgres.Sql, options: HealthOptions, hours: number): Promise<DashboardData> {
   const [report, series, dead, alerts, failedFiles] = await Promise.all([
     runHealthChecks(sql, options),
-    sql<{ sampled_at: Date; queue_by_status: Record<string, number>; queue_by_lane: Record<string, Record<string, number>>; files_inserted: number; jobs_completed: number }[]>`
+    sql<
+      {
+        sampled_at: Date;
+        queue_by_status: Record<string, number>;
+        queue_by_lane: Record<string, Record<string, number>>;
+        files_inserted: number;
+        jobs_completed: number;
+      }[]
+    >`
       select sampled_at, queue_by_status, queue_by_lane, files_inserted, jobs_completed from ops_metrics
        where sampled_at > now() - make_interval(hours => ${hours}) order by sampled_at`,
-    sql<{ id: string; source_table: string; source_id: string; action: string; retry_count: number; last_error: string | null; created_at: Date }[]>`
+    sql<
+      {
+        id: string;
+        source_table: string;
+        source_id: string;
+        action: string;
+        retry_count: number;
+        last_error: string | null;
+        created_at: Date;
+      }[]
+    >`
       select id, source_table, source_id, action, retry_count, left(last_error, 300) as last_error, created_at
         from embedding_sync_dead_letter order by id desc limit 100`,
     sql<{ id: string; kind: string; subject: string; message: string; opened_at: Date }[]>`
       select id, kind, subject, message, opened_at from ops_alerts where resolved_at is null order by opened_at desc, id desc`,
-    sql<{ id: string; bucket_id: string; file_path: string; attempts: number; last_error: string | null; failed_at: Date }[]>`
+    sql<
+      {
+        id: string;
+        bucket_id: string;
+        file_path: string;
+        attempts: number;
+        last_error: string | null;
+        failed_at: Date;
+      }[]
+    >`
       select * from ops_failed_files(100)`,
   ]);
   return {
@@ -83,9 +122,13 @@ export function createHealthHandler(deps: HealthHandlerDeps): (req: Request) => 
       // A probe spends a provider call: only the service role may ask for one.
       const probe = q.data.probe === "provider" && role === "service_role";
       const report = await runHealthChecks(deps.sql(), { ...deps.options(), probeProvider: probe });
-      return json(role === "service_role" ? report : redact(report), httpStatusOf(report), { "cache-control": "no-store" });
+      return json(role === "service_role" ? report : redact(report), httpStatusOf(report), {
+        "cache-control": "no-store",
+      });
     }
-    if (role !== "service_role") return errorResponse(403, "forbidden", "this requires the service role (a secret key)");
+    if (role !== "service_role") {
+      return errorResponse(403, "forbidden", "this requires the service role (a secret key)");
+    }
 
     if (sub === "/dashboard") {
       if (req.method !== "GET") return json({ error: "method not allowed" }, 405, { allow: "GET" });
@@ -97,7 +140,9 @@ export function createHealthHandler(deps: HealthHandlerDeps): (req: Request) => 
       if (req.method !== "POST") return json({ error: "method not allowed" }, 405, { allow: "POST" });
       const body = validateBody(await readJson(req), retryBodySchema);
       if (!body.ok) return body.response;
-      const [r] = await deps.sql()<{ n: number }[]>`select retry_embedding_dead_letter(${body.value.ids}::bigint[]) as n`;
+      const [r] = await deps.sql()<
+        { n: number }[]
+      >`select retry_embedding_dead_letter(${body.value.ids}::bigint[]) as n`;
       return json({ retried: r.n });
     }
     if (sub === "/retry-files") {

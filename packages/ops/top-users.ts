@@ -17,9 +17,13 @@ export interface TopUser {
 }
 
 export async function topUsers(sql: postgres.Sql, days = 30, limit = 10): Promise<TopUser[]> {
-  const [{ present }] = await sql<{ present: boolean }[]>`select to_regclass('public.usage_by_user') is not null as present`;
+  const [{ present }] = await sql<
+    { present: boolean }[]
+  >`select to_regclass('public.usage_by_user') is not null as present`;
   if (!present) return [];
-  const rows = await sql<(Omit<TopUser, "first_activity" | "last_activity"> & { first_activity: Date; last_activity: Date })[]>`
+  const rows = await sql<
+    (Omit<TopUser, "first_activity" | "last_activity"> & { first_activity: Date; last_activity: Date })[]
+  >`
     select user_id::text, email, first_name, last_name,
            sum(questions)::int as questions, sum(answered)::int as answered,
            sum(negative_feedback)::int as negative_feedback, sum(unanswered)::int as unanswered,
@@ -29,5 +33,9 @@ export async function topUsers(sql: postgres.Sql, days = 30, limit = 10): Promis
      group by user_id, email, first_name, last_name
      order by questions desc, last_activity desc, user_id
      limit ${limit}`;
-  return rows.map((r) => ({ ...r, first_activity: r.first_activity.toISOString(), last_activity: r.last_activity.toISOString() }));
+  return rows.map((r) => ({
+    ...r,
+    first_activity: r.first_activity.toISOString(),
+    last_activity: r.last_activity.toISOString(),
+  }));
 }

@@ -19,7 +19,8 @@ export const invitationsBodySchema = z.discriminatedUnion("action", [
     role: z.enum(["member", "editor", "admin"]).default("member"),
     validForHours: z.number().int().min(1).max(720).default(168),
   }).strict(),
-  z.object({ action: z.literal("accept"), token: z.string().regex(/^[0-9a-f]{64}$/, "not an invitation token") }).strict(),
+  z.object({ action: z.literal("accept"), token: z.string().regex(/^[0-9a-f]{64}$/, "not an invitation token") })
+    .strict(),
   z.object({
     action: z.literal("list"),
     clientId: z.uuid().optional(),
@@ -50,24 +51,33 @@ export async function runInvitationAction(sql: postgres.Sql, caller: Caller, bod
   const userId = userIdOf(caller);
   switch (body.action) {
     case "invite": {
-      const [inv] = await sql<{ invitation_id: string; email: string; client_id: string; role: string; token: string; expires_at: Date }[]>`
+      const [inv] = await sql<
+        { invitation_id: string; email: string; client_id: string; role: string; token: string; expires_at: Date }[]
+      >`
         select * from public.invite_to_client(${body.email}, ${body.clientId}::uuid, ${body.role},
                                               ${caller.role === "service_role" ? null : userId}::uuid,
                                               make_interval(hours => ${body.validForHours}))`;
       return json({
-        invitationId: inv.invitation_id, email: inv.email, clientId: inv.client_id, role: inv.role,
+        invitationId: inv.invitation_id,
+        email: inv.email,
+        clientId: inv.client_id,
+        role: inv.role,
         // Shown once: only its hash is stored.
-        token: inv.token, expiresAt: inv.expires_at.toISOString(),
+        token: inv.token,
+        expiresAt: inv.expires_at.toISOString(),
       }, 201);
     }
     case "accept": {
       if (!userId) return errorResponse(403, "forbidden", "accept is done by the signed-in user the invitation is for");
-      const [m] = await sql<{ client_id: string; role: string }[]>`select * from public.accept_invitation(${userId}::uuid, ${body.token})`;
+      const [m] = await sql<
+        { client_id: string; role: string }[]
+      >`select * from public.accept_invitation(${userId}::uuid, ${body.token})`;
       return json({ clientId: m.client_id, role: m.role });
     }
     case "list": {
       // With the caller's rights: a client admin sees their clients' invitations, the service all.
-      const rows = await withCallerRights(sql, caller, (tx) => tx`
+      const rows = await withCallerRights(sql, caller, (tx) =>
+        tx`
         select id as "invitationId", email, client_id as "clientId", role, invited_by as "invitedBy",
                created_at as "createdAt", expires_at as "expiresAt", accepted_at as "acceptedAt", accepted_by as "acceptedBy",
                case when accepted_at is not null then 'accepted' when expires_at <= now() then 'expired' else 'pending' end as status

@@ -31,7 +31,11 @@ export type ConversationsBody = z.infer<typeof conversationsBodySchema>;
 
 const ACTIONS = ["answer", "feedback", "list", "archive"];
 
-export async function runConversationAction(sql: postgres.Sql, caller: Caller, body: ConversationsBody): Promise<Response> {
+export async function runConversationAction(
+  sql: postgres.Sql,
+  caller: Caller,
+  body: ConversationsBody,
+): Promise<Response> {
   return await withCallerRights(sql, caller, async (tx) => {
     switch (body.action) {
       case "answer": {
@@ -41,7 +45,9 @@ export async function runConversationAction(sql: postgres.Sql, caller: Caller, b
         return rows.length ? json(rows[0]) : errorResponse(404, "no such logged query");
       }
       case "feedback": {
-        const [entry] = await tx<{ user_id: string | null }[]>`select user_id from public.conversations where id = ${body.logId}`;
+        const [entry] = await tx<
+          { user_id: string | null }[]
+        >`select user_id from public.conversations where id = ${body.logId}`;
         if (!entry) return errorResponse(404, "no such logged query");
         // The feedback belongs to the entry's user (null for a service's own query).
         const owner = userIdOf(caller) ?? entry.user_id;
@@ -60,7 +66,9 @@ export async function runConversationAction(sql: postgres.Sql, caller: Caller, b
                  created_at as "createdAt", answered_at as "answeredAt"
             from public.user_questions_complete
            where (${body.status} = 'all' or status = ${body.status})
-             and (${body.conversationId ?? null}::uuid is null or conversation_id = ${body.conversationId ?? null}::uuid)
+             and (${body.conversationId ?? null}::uuid is null or conversation_id = ${
+          body.conversationId ?? null
+        }::uuid)
            order by created_at desc, log_id
            limit ${body.limit}`;
         return json({ entries: rows });
@@ -71,7 +79,9 @@ export async function runConversationAction(sql: postgres.Sql, caller: Caller, b
            where conversation_id = ${body.conversationId} and status = 'active' returning id`;
         const [{ n }] = await tx<{ n: number }[]>`
           select count(*)::int as n from public.conversations where conversation_id = ${body.conversationId}`;
-        return n === 0 ? errorResponse(404, "no such conversation") : json({ conversationId: body.conversationId, archived: rows.length });
+        return n === 0
+          ? errorResponse(404, "no such conversation")
+          : json({ conversationId: body.conversationId, archived: rows.length });
       }
     }
   });

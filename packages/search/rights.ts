@@ -16,7 +16,9 @@ export async function withCallerRights<T>(sql: postgres.Sql, caller: Caller, fn:
   const claims = caller.claims ?? { role: caller.role };
   return await sql.begin(async (tx) => {
     // One round trip, as PostgREST does it: set_config('role', …, true) is SET LOCAL ROLE.
-    await tx`select set_config('role', ${dbRole(caller)}, true), set_config('request.jwt.claims', ${JSON.stringify(claims)}, true)`;
+    await tx`select set_config('role', ${dbRole(caller)}, true), set_config('request.jwt.claims', ${
+      JSON.stringify(claims)
+    }, true)`;
     return await fn(tx);
   }) as T;
 }

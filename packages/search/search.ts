@@ -91,9 +91,15 @@ export class ForeignConversation extends Error {}
  * answer is the same as ranking the caller's own matches: a chunk's rank does not depend on other chunks.
  * Whether the caller reads broadly is asked once and passed on, so their rows are counted once.
  */
-async function searchRows(sql: postgres.Sql, caller: Caller, body: SearchBody, embedding: string | null): Promise<Row[]> {
+async function searchRows(
+  sql: postgres.Sql,
+  caller: Caller,
+  body: SearchBody,
+  embedding: string | null,
+): Promise<Row[]> {
   const filter = body.filter as postgres.JSONValue;
-  const search = (tx: Tx, candidates: string[] | null, broad: boolean | null) => tx<Row[]>`
+  const search = (tx: Tx, candidates: string[] | null, broad: boolean | null) =>
+    tx<Row[]>`
     select s.id, s.source_table, s.source_id, s.chunk_index, s.content, s.metadata, s.score, s.similarity,
            (select d.model from public.documentation_embeddings d where d.id = s.id) as model
       ${body.includeSource ? tx`, public.read_source_row(s.source_table, s.source_id) as source` : tx``}
@@ -108,7 +114,7 @@ async function searchRows(sql: postgres.Sql, caller: Caller, body: SearchBody, e
   });
   if (small) return small;
   const need = body.mode === "hybrid" ? body.matchCount * 2 : body.matchCount;
-  for (let pageSize = need * 8; ; pageSize *= 8) {
+  for (let pageSize = need * 8;; pageSize *= 8) {
     const page = await sql<{ id: string }[]>`
       select id::text from private.search_text_ranked(${body.query}, ${sql.json(filter)}, ${pageSize})`;
     const ids = page.map((r) => r.id);
@@ -153,13 +159,22 @@ export async function runSearch(
     ...(body.includeSource ? { source: r.source ?? null } : {}),
   }));
   const sources = rows.map((r) => ({
-    source_table: r.source_table, source_id: r.source_id, chunk_index: r.chunk_index, score: r.score, similarity: r.similarity,
+    source_table: r.source_table,
+    source_id: r.source_id,
+    chunk_index: r.chunk_index,
+    score: r.score,
+    similarity: r.similarity,
   }));
-  const bestSimilarity = rows.reduce<number | null>((m, r) => r.similarity === null ? m : Math.max(m ?? -1, r.similarity), null);
+  const bestSimilarity = rows.reduce<number | null>(
+    (m, r) => r.similarity === null ? m : Math.max(m ?? -1, r.similarity),
+    null,
+  );
   const [log] = await sql<{ id: string; conversation_id: string }[]>`
     insert into public.conversations (conversation_id, user_id, question, sources, mode, result_count, best_score, best_similarity)
     values (coalesce(${body.conversationId ?? null}::uuid, gen_random_uuid()), ${userIdOf(caller)}::uuid, ${body.query},
-            ${sql.json(sources as postgres.JSONValue)}, ${body.mode}, ${rows.length}, ${rows[0]?.score ?? null}, ${bestSimilarity})
+            ${sql.json(sources as postgres.JSONValue)}, ${body.mode}, ${rows.length}, ${
+    rows[0]?.score ?? null
+  }, ${bestSimilarity})
     returning id, conversation_id`;
   return { results, logId: log.id, conversationId: log.conversation_id, cached };
 }

@@ -6,7 +6,17 @@
 // It is killed and restarted by process id only: the postmaster's pid comes from postmaster.pid and
 // its children from /proc, never from a process name (other people's servers run on this machine).
 import { execFileSync, spawn } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,8 +46,8 @@ export interface DurableCluster {
 }
 
 export interface DurableClusterOptions {
-  database?: string;        // default "faults"; pg_cron runs its jobs in this database
-  port?: number;            // default: the first free port in 55400-55499
+  database?: string; // default "faults"; pg_cron runs its jobs in this database
+  port?: number; // default: the first free port in 55400-55499
   log?: (line: string) => void;
   extraConf?: string;
 }
@@ -117,32 +127,47 @@ export async function startDurableCluster(opts: DurableClusterOptions = {}): Pro
   const asOwner = owner ? { uid: owner.uid, gid: owner.gid } : {};
   const env = { ...process.env, LC_ALL: "C.UTF-8", LANG: "C.UTF-8", PGTZ: "UTC" };
 
-  execFileSync(`${BIN}/initdb`, ["-D", dataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"], {
-    ...asOwner, env, stdio: ["ignore", "ignore", "pipe"],
+  execFileSync(`${BIN}/initdb`, [
+    "-D",
+    dataDir,
+    "-U",
+    "postgres",
+    "--auth=trust",
+    "-E",
+    "UTF8",
+    "--locale=C.UTF-8",
+    "--no-sync",
+  ], {
+    ...asOwner,
+    env,
+    stdio: ["ignore", "ignore", "pipe"],
   });
   // Durability as hosted: these three are the defaults, written out so the intent is visible and a
   // copied test-bed configuration cannot switch them off. Local connections only, trust auth: the
   // cluster lives for one run, on a private port, and is deleted afterwards.
-  writeFileSync(join(dataDir, "postgresql.auto.conf"), [
-    `port = ${port}`,
-    `listen_addresses = '127.0.0.1'`,
-    `unix_socket_directories = '${socketDir}'`,
-    `fsync = on`,
-    `synchronous_commit = on`,
-    `full_page_writes = on`,
-    `shared_preload_libraries = 'pg_cron'`,
-    `cron.database_name = '${database}'`,
-    // pg_cron runs jobs in background workers, so it needs no password to connect back.
-    `cron.use_background_workers = on`,
-    `max_worker_processes = 32`,
-    `max_connections = 200`,
-    `shared_buffers = '128MB'`,
-    `maintenance_work_mem = '256MB'`,
-    `log_min_messages = warning`,
-    `timezone = 'UTC'`,
-    opts.extraConf ?? "",
-    "",
-  ].join("\n"));
+  writeFileSync(
+    join(dataDir, "postgresql.auto.conf"),
+    [
+      `port = ${port}`,
+      `listen_addresses = '127.0.0.1'`,
+      `unix_socket_directories = '${socketDir}'`,
+      `fsync = on`,
+      `synchronous_commit = on`,
+      `full_page_writes = on`,
+      `shared_preload_libraries = 'pg_cron'`,
+      `cron.database_name = '${database}'`,
+      // pg_cron runs jobs in background workers, so it needs no password to connect back.
+      `cron.use_background_workers = on`,
+      `max_worker_processes = 32`,
+      `max_connections = 200`,
+      `shared_buffers = '128MB'`,
+      `maintenance_work_mem = '256MB'`,
+      `log_min_messages = warning`,
+      `timezone = 'UTC'`,
+      opts.extraConf ?? "",
+      "",
+    ].join("\n"),
+  );
   const logFile = join(root, "server.log");
   const adminUrl = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
   const url = `postgres://postgres:postgres@127.0.0.1:${port}/${database}`;
@@ -176,7 +201,10 @@ export async function startDurableCluster(opts: DurableClusterOptions = {}): Pro
     const t0 = Date.now();
     // postgres itself (not pg_ctl), detached in its own process group so a Ctrl-C of ours does not reach it.
     const child = spawn(`${BIN}/postgres`, ["-D", dataDir], {
-      ...asOwner, env, detached: true, stdio: ["ignore", "ignore", "ignore"],
+      ...asOwner,
+      env,
+      detached: true,
+      stdio: ["ignore", "ignore", "ignore"],
     });
     child.unref();
     const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
@@ -193,7 +221,7 @@ export async function startDurableCluster(opts: DurableClusterOptions = {}): Pro
   // holds the shared memory, and a new postmaster exits at once ("pre-existing shared memory block is
   // still in use"). That clears by itself within seconds: try again, as an operator's restart would.
   const start = async (): Promise<number> => {
-    for (let attempt = 1; ; attempt++) {
+    for (let attempt = 1;; attempt++) {
       try {
         return await startOnce();
       } catch (e) {
@@ -216,7 +244,11 @@ export async function startDurableCluster(opts: DurableClusterOptions = {}): Pro
   }
 
   const cluster: DurableCluster = {
-    url, adminUrl, database, port, dataDir,
+    url,
+    adminUrl,
+    database,
+    port,
+    dataDir,
     postmasterPid: readPid,
     async sigkill() {
       const pid = readPid();
@@ -228,8 +260,10 @@ export async function startDurableCluster(opts: DurableClusterOptions = {}): Pro
       // notices late, so it gets a SIGKILL of its own after a short grace (by pid, as recorded).
       const end = Date.now() + 5_000;
       while ([pid, ...children].some(alive)) {
-        if (Date.now() > end) for (const c of children) if (alive(c)) process.kill(c, "SIGKILL");
-        if (Date.now() > end + 15_000) throw new Error(`processes of the killed server still alive: ${children.filter(alive)}`);
+        if (Date.now() > end) { for (const c of children) if (alive(c)) process.kill(c, "SIGKILL"); }
+        if (Date.now() > end + 15_000) {
+          throw new Error(`processes of the killed server still alive: ${children.filter(alive)}`);
+        }
         await sleep(50);
       }
       return { pid, children: children.length };

@@ -76,14 +76,25 @@ const MODEL_DIMS: Record<string, number> = {
 };
 
 const newStats = (): FakeOpenAIStats => ({
-  requests: 0, ok: 0, byStatus: {}, inputs: 0, tokens: 0, batchSizes: [], inputCounts: new Map(), maxInputTokens: 0,
-  rateLimited: 0, tokensBySecond: new Map(), dimensions: [],
+  requests: 0,
+  ok: 0,
+  byStatus: {},
+  inputs: 0,
+  tokens: 0,
+  batchSizes: [],
+  inputCounts: new Map(),
+  maxInputTokens: 0,
+  rateLimited: 0,
+  tokensBySecond: new Map(),
+  dimensions: [],
 });
 
 /** Tokens accepted per minute between two instants (epoch ms), from `stats.tokensBySecond`. */
 export function acceptedTokensPerMinute(stats: FakeOpenAIStats, fromMs: number, toMs: number): number {
   let tokens = 0;
-  for (const [second, n] of stats.tokensBySecond) if (second * 1000 >= fromMs - 999 && second * 1000 <= toMs) tokens += n;
+  for (const [second, n] of stats.tokensBySecond) {
+    if (second * 1000 >= fromMs - 999 && second * 1000 <= toMs) tokens += n;
+  }
   return (tokens * 60_000) / Math.max(1, toMs - fromMs);
 }
 
@@ -117,10 +128,20 @@ class QuotaBuckets {
   take(tokens: number): { ok: true } | { ok: false; kind: "tokens" | "requests"; waitSeconds: number; used: number } {
     this.refill();
     if (this.requests < 1) {
-      return { ok: false, kind: "requests", waitSeconds: (1 - this.requests) / (this.rpm / 60), used: Math.ceil(this.rpm - this.requests) };
+      return {
+        ok: false,
+        kind: "requests",
+        waitSeconds: (1 - this.requests) / (this.rpm / 60),
+        used: Math.ceil(this.rpm - this.requests),
+      };
     }
     if (this.tokens < tokens) {
-      return { ok: false, kind: "tokens", waitSeconds: (tokens - this.tokens) / (this.tpm / 60), used: Math.ceil(this.tpm - this.tokens) };
+      return {
+        ok: false,
+        kind: "tokens",
+        waitSeconds: (tokens - this.tokens) / (this.tpm / 60),
+        used: Math.ceil(this.tpm - this.tokens),
+      };
     }
     this.tokens -= tokens;
     this.requests -= 1;
@@ -139,7 +160,14 @@ class QuotaBuckets {
   }
 }
 
-function openaiError(res: ServerResponse, status: number, message: string, type: string, extraHeaders: Record<string, string> = {}, code: string | null = null) {
+function openaiError(
+  res: ServerResponse,
+  status: number,
+  message: string,
+  type: string,
+  extraHeaders: Record<string, string> = {},
+  code: string | null = null,
+) {
   res.writeHead(status, { "content-type": "application/json", ...extraHeaders });
   res.end(JSON.stringify({ error: { message, type, param: null, code } }));
 }
@@ -163,14 +191,22 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? "").split("?")[0];
-    if (path !== "/v1/embeddings") return openaiError(res, 404, `Unknown request URL: ${req.method} ${path}`, "invalid_request_error");
+    if (path !== "/v1/embeddings") {
+      return openaiError(res, 404, `Unknown request URL: ${req.method} ${path}`, "invalid_request_error");
+    }
     if (req.method !== "POST") return openaiError(res, 405, "Method not allowed", "invalid_request_error");
     // A request counts in the statistics of the moment it arrived: one answered after a reset (a slow
     // answer its client gave up on) does not leak into the next measurement.
     const stats = current;
     const raw = await readBody(req);
     stats.requests += 1;
-    const fail = (status: number, message: string, type: string, headers: Record<string, string> = {}, code: string | null = null) => {
+    const fail = (
+      status: number,
+      message: string,
+      type: string,
+      headers: Record<string, string> = {},
+      code: string | null = null,
+    ) => {
       stats.byStatus[status] = (stats.byStatus[status] ?? 0) + 1;
       if (status === 429) stats.rateLimited += 1;
       openaiError(res, status, message, type, headers, code);
@@ -179,19 +215,36 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
 
     const auth = req.headers.authorization ?? "";
     if (faults.unauthorized || auth !== `Bearer ${apiKey}`) {
-      return fail(401, "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.", "invalid_request_error", {}, "invalid_api_key");
+      return fail(
+        401,
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+        "invalid_request_error",
+        {},
+        "invalid_api_key",
+      );
     }
     const injected429 = faults.rateLimit && faults.rateLimit.count > 0
       ? faults.rateLimit.retryAfterSeconds
-      : Date.now() < stormUntil ? faults.rateLimitFor?.retryAfterSeconds : undefined;
+      : Date.now() < stormUntil
+      ? faults.rateLimitFor?.retryAfterSeconds
+      : undefined;
     if (injected429 !== undefined) {
       if (faults.rateLimit && faults.rateLimit.count > 0) faults.rateLimit.count -= 1;
-      return fail(429, "Rate limit reached for text-embedding-3-small on tokens per min (TPM). Please try again later.", "tokens",
-        { ...quota?.headers(), "retry-after": String(injected429), "x-ratelimit-remaining-requests": "0" }, "rate_limit_exceeded");
+      return fail(
+        429,
+        "Rate limit reached for text-embedding-3-small on tokens per min (TPM). Please try again later.",
+        "tokens",
+        { ...quota?.headers(), "retry-after": String(injected429), "x-ratelimit-remaining-requests": "0" },
+        "rate_limit_exceeded",
+      );
     }
     if (faults.serverErrors && faults.serverErrors.count > 0) {
       faults.serverErrors.count -= 1;
-      return fail(faults.serverErrors.status ?? 500, "The server had an error while processing your request. Sorry about that!", "server_error");
+      return fail(
+        faults.serverErrors.status ?? 500,
+        "The server had an error while processing your request. Sorry about that!",
+        "server_error",
+      );
     }
 
     let body: { input?: unknown; model?: unknown; dimensions?: unknown; encoding_format?: unknown };
@@ -201,16 +254,35 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
       return fail(400, "We could not parse the JSON body of your request.", "invalid_request_error");
     }
     const model = typeof body.model === "string" ? body.model : "";
-    if (!MODEL_DIMS[model]) return fail(404, `The model \`${model}\` does not exist or you do not have access to it.`, "invalid_request_error", {}, "model_not_found");
+    if (!MODEL_DIMS[model]) {
+      return fail(
+        404,
+        `The model \`${model}\` does not exist or you do not have access to it.`,
+        "invalid_request_error",
+        {},
+        "model_not_found",
+      );
+    }
     const inputs = typeof body.input === "string" ? [body.input] : body.input;
     if (!Array.isArray(inputs) || inputs.length === 0 || !inputs.every((s) => typeof s === "string")) {
-      return fail(400, "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.", "invalid_request_error");
+      return fail(
+        400,
+        "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
+        "invalid_request_error",
+      );
     }
     if (inputs.length > OPENAI_LIMITS.maxInputs) {
-      return fail(400, `'$.input' is invalid: array too long, max ${OPENAI_LIMITS.maxInputs}.`, "invalid_request_error");
+      return fail(
+        400,
+        `'$.input' is invalid: array too long, max ${OPENAI_LIMITS.maxInputs}.`,
+        "invalid_request_error",
+      );
     }
     const dims = body.dimensions === undefined ? MODEL_DIMS[model] : Number(body.dimensions);
-    if (!Number.isInteger(dims) || dims < 1 || dims > MODEL_DIMS[model] || (model === "text-embedding-ada-002" && body.dimensions !== undefined)) {
+    if (
+      !Number.isInteger(dims) || dims < 1 || dims > MODEL_DIMS[model] ||
+      (model === "text-embedding-ada-002" && body.dimensions !== undefined)
+    ) {
       return fail(400, "This model does not support specifying dimensions.", "invalid_request_error");
     }
     let total = 0;
@@ -219,13 +291,21 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
       if (s.length === 0) return fail(400, "'$.input' is invalid: empty string.", "invalid_request_error");
       const n = countTokens(s);
       if (n > OPENAI_LIMITS.maxTokensPerInput) {
-        return fail(400, `This model's maximum context length is 8192 tokens, however you requested ${n} tokens in your input. Please reduce your input.`, "invalid_request_error");
+        return fail(
+          400,
+          `This model's maximum context length is 8192 tokens, however you requested ${n} tokens in your input. Please reduce your input.`,
+          "invalid_request_error",
+        );
       }
       tokenCounts.push(n);
       total += n;
     }
     if (total > OPENAI_LIMITS.maxTokensPerRequest) {
-      return fail(400, `Requested ${total} tokens, max ${OPENAI_LIMITS.maxTokensPerRequest} tokens per request`, "max_tokens_per_request");
+      return fail(
+        400,
+        `Requested ${total} tokens, max ${OPENAI_LIMITS.maxTokensPerRequest} tokens per request`,
+        "max_tokens_per_request",
+      );
     }
     if (quota) {
       const taken = quota.take(total);
@@ -233,11 +313,15 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
         const limit = taken.kind === "tokens" ? quota.tpm : quota.rpm;
         const per = taken.kind === "tokens" ? "tokens per min (TPM)" : "requests per min (RPM)";
         const wait = formatRateLimitDuration(taken.waitSeconds);
-        return fail(429,
+        return fail(
+          429,
           `Rate limit reached for ${model} in organization org-fake on ${per}: Limit ${limit}, Used ${taken.used}, ` +
             `Requested ${taken.kind === "tokens" ? total : 1}. Please try again in ${wait}. ` +
             "Visit https://platform.openai.com/account/rate-limits to learn more.",
-          taken.kind, { ...quota.headers(), "retry-after": String(Math.max(1, Math.ceil(taken.waitSeconds))) }, "rate_limit_exceeded");
+          taken.kind,
+          { ...quota.headers(), "retry-after": String(Math.max(1, Math.ceil(taken.waitSeconds))) },
+          "rate_limit_exceeded",
+        );
       }
     }
     if (faults.poison?.some((p) => (inputs as string[]).some((s) => s.includes(p)))) {
@@ -264,7 +348,10 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     const second = Math.floor(Date.now() / 1000);
     stats.tokensBySecond.set(second, (stats.tokensBySecond.get(second) ?? 0) + total);
     res.writeHead(200, {
-      "content-type": "application/json", "openai-model": model, "x-request-id": `req_fake_${stats.requests}`, ...quota?.headers(),
+      "content-type": "application/json",
+      "openai-model": model,
+      "x-request-id": `req_fake_${stats.requests}`,
+      ...quota?.headers(),
     });
     res.end(JSON.stringify({ object: "list", data, model, usage: { prompt_tokens: total, total_tokens: total } }));
   };

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
-import { startLocalStack, type LocalStack } from "../local-stack/index.ts";
+import { type LocalStack, startLocalStack } from "../local-stack/index.ts";
 import { migrate } from "../local-stack/migrate.ts";
-import { readState } from "../local-stack/state.ts";
+import { readState } from "../connection/stack-state.ts";
 import { type DurableCluster, startDurableCluster } from "./durable-postgres.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "./fake-openai.ts";
 
@@ -58,25 +58,36 @@ export async function startProviderSwitch(targetUrl: string): Promise<ProviderSw
     if (mode === "timeout") return; // held until the caller gives up
     if (mode === "500") {
       res.writeHead(500, { "content-type": "application/json" });
-      res.end(JSON.stringify({ error: { message: "The server had an error while processing your request.", type: "server_error" } }));
+      res.end(
+        JSON.stringify({
+          error: { message: "The server had an error while processing your request.", type: "server_error" },
+        }),
+      );
       return;
     }
-    const fwd = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+    const fwd = request({
+      host: target.hostname,
+      port: target.port,
+      method: req.method,
+      path: req.url,
+      headers: req.headers,
+    }, (up) => {
       res.writeHead(up.statusCode ?? 502, up.headers);
       up.pipe(res);
     });
     fwd.on("error", () => res.destroy());
     req.pipe(fwd);
   };
-  const listen = (port: number) => new Promise<Server>((resolve, reject) => {
-    const srv = createServer(handler);
-    srv.on("connection", (s) => {
-      sockets.add(s);
-      s.on("close", () => sockets.delete(s));
+  const listen = (port: number) =>
+    new Promise<Server>((resolve, reject) => {
+      const srv = createServer(handler);
+      srv.on("connection", (s) => {
+        sockets.add(s);
+        s.on("close", () => sockets.delete(s));
+      });
+      srv.once("error", reject);
+      srv.listen(port, "127.0.0.1", () => resolve(srv));
     });
-    srv.once("error", reject);
-    srv.listen(port, "127.0.0.1", () => resolve(srv));
-  });
   let server: Server | null = await listen(0);
   const port = (server.address() as AddressInfo).port;
   const close = async () => {
@@ -92,7 +103,8 @@ export async function startProviderSwitch(targetUrl: string): Promise<ProviderSw
       mode = next;
       if (next === "refused") await close();
       else if (!server) server = await listen(port);
-      if (next === "up") for (const sock of sockets) sock.destroy(); // drop requests held by "timeout"
+      if (next === "up") { for (const sock of sockets) sock.destroy(); // drop requests held by "timeout"
+       }
     },
     stop: close,
   };
@@ -114,13 +126,22 @@ export async function startFaultBed(opts: FaultBedOptions = {}): Promise<FaultBe
     cleanups.push(() => provider.stop());
     const dataDir = mkdtempSync(join(tmpdir(), "faults-stack-"));
     cleanups.push(() => Promise.resolve(rmSync(dataDir, { recursive: true, force: true })));
-    const startStack = () => startLocalStack({
-      databaseUrl: cluster.url, port: 0, migrate: false, dataDir,
-      functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: provider.url, ...opts.functionEnv },
-      log: (l) => {
-        if (process.env.FAULTS_DEBUG) log(l);
-      },
-    });
+    const startStack = () =>
+      startLocalStack({
+        databaseUrl: cluster.url,
+        port: 0,
+        migrate: false,
+        dataDir,
+        functionEnv: {
+          EMBEDDING_PROVIDER: "openai",
+          OPENAI_API_KEY: fake.apiKey,
+          OPENAI_BASE_URL: provider.url,
+          ...opts.functionEnv,
+        },
+        log: (l) => {
+          if (process.env.FAULTS_DEBUG) log(l);
+        },
+      });
     // On a saturated machine Deno can miss the stack's 30 s readiness deadline; one more try.
     const stack = await startStack().catch((e) => {
       log(`[faults] local stack did not start (${e instanceof Error ? e.message : e}); trying again`);
@@ -128,7 +149,12 @@ export async function startFaultBed(opts: FaultBedOptions = {}): Promise<FaultBe
     });
     cleanups.push(() => stack.stop());
     return {
-      cluster, sql, fake, provider, stack, log,
+      cluster,
+      sql,
+      fake,
+      provider,
+      stack,
+      log,
       stop: async () => {
         for (const c of cleanups.splice(0).reverse()) await c().catch((e) => log(`[faults] cleanup: ${e}`));
       },
@@ -140,7 +166,12 @@ export async function startFaultBed(opts: FaultBedOptions = {}): Promise<FaultBe
 }
 
 /** Polls `check` (errors count as "not yet": the server may be down) until truthy or the deadline. */
-export async function until<T>(what: string, deadlineMs: number, check: () => Promise<T | null | undefined | false>, everyMs = 200): Promise<T> {
+export async function until<T>(
+  what: string,
+  deadlineMs: number,
+  check: () => Promise<T | null | undefined | false>,
+  everyMs = 200,
+): Promise<T> {
   const end = Date.now() + deadlineMs;
   let last: unknown;
   for (;;) {
@@ -150,7 +181,11 @@ export async function until<T>(what: string, deadlineMs: number, check: () => Pr
     } catch (e) {
       last = e;
     }
-    if (Date.now() > end) throw new Error(`${what}: not reached in ${Math.round(deadlineMs / 1000)} s${last ? ` (last error: ${last})` : ""}`);
+    if (Date.now() > end) {
+      throw new Error(
+        `${what}: not reached in ${Math.round(deadlineMs / 1000)} s${last ? ` (last error: ${last})` : ""}`,
+      );
+    }
     await sleep(everyMs);
   }
 }
@@ -164,7 +199,12 @@ export const pick = (lo: number, hi: number) => lo + Math.random() * (hi - lo);
  * A source table of `rows` one-chunk rows: `body` is the whole embedded content (content_columns), so
  * a chunk is current exactly when its content equals its row's body.
  */
-export async function createSource(sql: postgres.Sql, table: string, rows: number, opts: { register?: boolean } = {}): Promise<void> {
+export async function createSource(
+  sql: postgres.Sql,
+  table: string,
+  rows: number,
+  opts: { register?: boolean } = {},
+): Promise<void> {
   if (!/^[a-z_][a-z0-9_]{0,40}$/.test(table)) throw new Error("table: a plain identifier");
   await sql.unsafe(`create table ${table} (id int primary key, body text not null)`);
   if (opts.register !== false) await sql`select register_embedding_source(${table}, array['body'])`;
@@ -182,7 +222,10 @@ export async function insertRows(sql: postgres.Sql, table: string, from: number,
 }
 
 /** Progress of a table's jobs: done (completed), left (pending or processing), dead (failed). */
-export async function progress(sql: postgres.Sql, table: string): Promise<{ done: number; left: number; dead: number }> {
+export async function progress(
+  sql: postgres.Sql,
+  table: string,
+): Promise<{ done: number; left: number; dead: number }> {
   const [r] = await sql<{ done: number; left: number; dead: number }[]>`
     select count(*) filter (where status = 'completed')::int as done,
            count(*) filter (where status in ('pending', 'processing'))::int as left,
@@ -212,7 +255,15 @@ export interface Invariants {
 
 /** The embedding invariants for one-chunk source tables made by createSource (SQL only). */
 export async function embeddingInvariants(sql: postgres.Sql, tables: string[]): Promise<Invariants> {
-  const total: Invariants = { lost_rows: 0, duplicate_chunks: 0, stale_chunks: 0, orphan_chunks: 0, stuck_jobs: 0, unfinished_jobs: 0, dead_jobs: 0 };
+  const total: Invariants = {
+    lost_rows: 0,
+    duplicate_chunks: 0,
+    stale_chunks: 0,
+    orphan_chunks: 0,
+    stuck_jobs: 0,
+    unfinished_jobs: 0,
+    dead_jobs: 0,
+  };
   for (const t of tables) {
     if (!/^[a-z_][a-z0-9_]{0,40}$/.test(t)) throw new Error("table: a plain identifier");
     const [r] = await sql.unsafe<Invariants[]>(`
@@ -238,7 +289,10 @@ export async function embeddingInvariants(sql: postgres.Sql, tables: string[]): 
 export const invariantsHold = (i: Invariants) => Object.values(i).every((v) => v === 0);
 
 /** files_queue against storage.objects for one bucket: objects without a live row, live rows without an object. */
-export async function filesDrift(sql: postgres.Sql, bucket: string): Promise<{ missing_rows: number; extra_rows: number }> {
+export async function filesDrift(
+  sql: postgres.Sql,
+  bucket: string,
+): Promise<{ missing_rows: number; extra_rows: number }> {
   const [r] = await sql<{ missing_rows: number; extra_rows: number }[]>`
     select (select count(*)::int from storage.objects o where o.bucket_id = ${bucket}
                and not exists (select from files_queue f where f.file_path = o.name and f.bucket_id = o.bucket_id
@@ -252,7 +306,13 @@ export async function filesDrift(sql: postgres.Sql, bucket: string): Promise<{ m
  * Waits until the pipeline is healthy again after `restartedAt` (epoch ms): a job has completed since,
  * and no job claimed before the fault is still held (it was written or given back). Returns seconds.
  */
-export async function recoveryAfter(sql: postgres.Sql, table: string, faultAt: Date, restartedAt: number, deadlineMs: number): Promise<number> {
+export async function recoveryAfter(
+  sql: postgres.Sql,
+  table: string,
+  faultAt: Date,
+  restartedAt: number,
+  deadlineMs: number,
+): Promise<number> {
   const waiting = until(`${table}: work resumed after the restart`, deadlineMs, async () => {
     const [r] = await sql<{ since: number; held: number; left: number }[]>`
       select count(*) filter (where status = 'completed' and processed_at > ${faultAt})::int as since,
@@ -268,7 +328,9 @@ export async function recoveryAfter(sql: postgres.Sql, table: string, faultAt: D
     const held = await sql<{ locked_by: string; n: number; lease_s: number; last_error: string | null }[]>`
       select locked_by, count(*)::int as n, round(extract(epoch from max(lease_until) - now()))::int as lease_s,
              max(last_error) as last_error
-      from embedding_sync_queue where source_table = ${table} and status = 'processing' group by locked_by`.catch(() => []);
+      from embedding_sync_queue where source_table = ${table} and status = 'processing' group by locked_by`.catch(
+      () => [],
+    );
     throw new Error(`${(e as Error).message}; still processing: ${JSON.stringify(held)}`);
   }
   return (Date.now() - restartedAt) / 1000;
@@ -303,10 +365,25 @@ export interface StackProcess {
  * Starts `npm start` detached (its own process group: npm, the stack, the Deno functions), on PGlite
  * (no DATABASE_URL), without the demo, and waits until it says it is running.
  */
-export async function startStackProcess(dataDir: string, env: Record<string, string>, deadlineMs = 300_000): Promise<StackProcess> {
-  const full: Record<string, string | undefined> = { ...process.env, API_PORT: "0", LOCAL_STACK_DATA_DIR: dataDir, LOCAL_STACK_DEMO: "0", ...env };
+export async function startStackProcess(
+  dataDir: string,
+  env: Record<string, string>,
+  deadlineMs = 300_000,
+): Promise<StackProcess> {
+  const full: Record<string, string | undefined> = {
+    ...process.env,
+    API_PORT: "0",
+    LOCAL_STACK_DATA_DIR: dataDir,
+    LOCAL_STACK_DEMO: "0",
+    ...env,
+  };
   for (const k of ["DATABASE_URL", "PISTE_CLIENT_ID", "PISTE_CLIENT_SECRET"]) delete full[k];
-  const child = spawn("npm", ["start", "--silent"], { cwd: repoRoot, env: full, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn("npm", ["start", "--silent"], {
+    cwd: repoRoot,
+    env: full,
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
   let out = "";
   child.stdout!.on("data", (d) => (out += d));
   child.stderr!.on("data", (d) => (out += d));
@@ -344,5 +421,7 @@ export async function sigkillGroup(pgid: number): Promise<void> {
 export async function stopStackProcess(p: StackProcess): Promise<void> {
   if (!groupAlive(p.pgid)) return;
   process.kill(-p.pgid, "SIGTERM");
-  await until("npm start stopped", 15_000, () => Promise.resolve(!groupAlive(p.pgid)), 100).catch(() => sigkillGroup(p.pgid));
+  await until("npm start stopped", 15_000, () => Promise.resolve(!groupAlive(p.pgid)), 100).catch(() =>
+    sigkillGroup(p.pgid)
+  );
 }

@@ -25,7 +25,13 @@ function pgDumpFor(major: number): string {
 
 function dump(url: string, major: number): string {
   const u = new URL(url);
-  return execFileSync(pgDumpFor(major), ["--schema-only", "--no-owner", "--exclude-schema=supabase_migrations", "--dbname", u.pathname.slice(1)], {
+  return execFileSync(pgDumpFor(major), [
+    "--schema-only",
+    "--no-owner",
+    "--exclude-schema=supabase_migrations",
+    "--dbname",
+    u.pathname.slice(1),
+  ], {
     encoding: "utf8",
     maxBuffer: 64 << 20,
     env: {
@@ -57,7 +63,9 @@ export function dumpBlocks(text: string): Map<string, string> {
   const lines = text.replace(/^--\n-- PostgreSQL database dump complete\n--$/m, "").split("\n");
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
-    const header = line === "--" && lines[i + 2] === "--" ? /^-- (?:Name|Data for Name): (.*?)(?:; Owner: .*)?$/.exec(lines[i + 1]) : null;
+    const header = line === "--" && lines[i + 2] === "--"
+      ? /^-- (?:Name|Data for Name): (.*?)(?:; Owner: .*)?$/.exec(lines[i + 1])
+      : null;
     if (header) {
       flush();
       key = header[1];
@@ -79,11 +87,21 @@ export function dumpBlocks(text: string): Map<string, string> {
  * `relations` (OID to qualified name) turns embedding_rights.can_read_<oid> into can_read_{public.t},
  * and an OID literal <oid>::oid into {public.t}::oid.
  */
-export function normaliseSchema(migrated: string, platform: string, relations: Map<string, string> = new Map()): string {
+export function normaliseSchema(
+  migrated: string,
+  platform: string,
+  relations: Map<string, string> = new Map(),
+): string {
   const base = dumpBlocks(platform);
   const named = (t: string) =>
-    t.replace(/\b(can_read|keys|row)_(\d+)\b/g, (m, fn, oid) => relations.has(oid) ? `${fn}_{${relations.get(oid)}}` : m)
-      .replace(/\b(\d+)(\)?)::oid\b/g, (m, oid, paren) => relations.has(oid) ? `{${relations.get(oid)}}${paren}::oid` : m);
+    t.replace(
+      /\b(can_read|keys|row)_(\d+)\b/g,
+      (m, fn, oid) => relations.has(oid) ? `${fn}_{${relations.get(oid)}}` : m,
+    )
+      .replace(
+        /\b(\d+)(\)?)::oid\b/g,
+        (m, oid, paren) => relations.has(oid) ? `{${relations.get(oid)}}${paren}::oid` : m,
+      );
   const out: string[] = [];
   const blocks = [...dumpBlocks(migrated)].filter(([k, v]) => base.get(k) !== v).map(([k, v]) => [named(k), named(v)]);
   blocks.sort(([a], [b]) => sortKey(a).localeCompare(sortKey(b)));

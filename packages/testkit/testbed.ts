@@ -65,12 +65,16 @@ export async function ensureTestServer(log: (m: string) => void = () => {}): Pro
     execFileSync("bash", [provisionScript], { stdio: ["ignore", 2, 2] });
     const after = await reachable(LOCAL_URL);
     if (after?.ok) return LOCAL_URL;
-    throw new Error(`Provisioning finished but 127.0.0.1:5432 still lacks: ${after?.missing.join(", ") ?? "a reachable server"}`);
+    throw new Error(
+      `Provisioning finished but 127.0.0.1:5432 still lacks: ${after?.missing.join(", ") ?? "a reachable server"}`,
+    );
   }
   throw new Error(
     [
       "No PostgreSQL for the tests.",
-      local ? `127.0.0.1:5432 lacks: ${local.missing.join(", ")}.` : "Nothing answers on 127.0.0.1:5432 (user postgres, password postgres).",
+      local
+        ? `127.0.0.1:5432 lacks: ${local.missing.join(", ")}.`
+        : "Nothing answers on 127.0.0.1:5432 (user postgres, password postgres).",
       "Either run `npm test` as root on Debian (it provisions PostgreSQL 15 with pgvector, pg_cron and pgTAP),",
       "or give a superuser URL to a PostgreSQL 15+ server with pgvector >= 0.8, pg_cron and pgtap available:",
       "  TEST_DATABASE_URL=postgres://user:pass@host:5432/postgres npm test",
@@ -97,12 +101,15 @@ export async function prepareTemplate(adminUrl: string): Promise<void> {
 }
 
 /** A fresh database cloned from the migrated template. */
-export async function cloneTemplate(adminUrl: string, prefix = "t"): Promise<{ url: string; name: string; drop: () => Promise<void> }> {
+export async function cloneTemplate(
+  adminUrl: string,
+  prefix = "t",
+): Promise<{ url: string; name: string; drop: () => Promise<void> }> {
   const name = `${prefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
   const sql = postgres(adminUrl, { max: 1, onnotice: () => {} });
   try {
     // CREATE DATABASE ... TEMPLATE needs the template to have no other sessions; retry briefly.
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0;; attempt++) {
       try {
         await sql.unsafe(`create database ${name} template ${TEMPLATE_DB}`);
         break;

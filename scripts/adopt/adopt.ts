@@ -10,11 +10,12 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import { generatedModule } from "../../packages/ops/migrations.ts";
-import { MIGRATION_FILE, readShipment, SHARED_DIR, sha256, type Shipment, sourceCommit } from "./source.ts";
+import { MIGRATION_FILE, readShipment, sha256, SHARED_DIR, type Shipment, sourceCommit } from "./source.ts";
 
 export const MANIFEST = "supabase/vector-sync.manifest.json";
 const CONFIG = "supabase/config.toml";
-const BLOCK_START = "# >>> vector-sync functions: written by `npm run adopt`, replaced by the next one (edits here make it refuse)";
+const BLOCK_START =
+  "# >>> vector-sync functions: written by `npm run adopt`, replaced by the next one (edits here make it refuse)";
 const BLOCK_END = "# <<< vector-sync functions";
 const ANY_MIGRATION = /^(\d+)_.*\.sql$/;
 const GENERATED_VERSIONS = `${SHARED_DIR}/ops/migrations.generated.ts`;
@@ -47,7 +48,9 @@ function readManifest(project: string): Manifest | undefined {
   const file = join(project, MANIFEST);
   if (!existsSync(file)) return undefined;
   const parsed = manifestSchema.safeParse(JSON.parse(readFileSync(file, "utf8")));
-  if (!parsed.success) throw new Error(`${MANIFEST} is not a manifest this adopt can read: ${parsed.error.issues[0]?.message}`);
+  if (!parsed.success) {
+    throw new Error(`${MANIFEST} is not a manifest this adopt can read: ${parsed.error.issues[0]?.message}`);
+  }
   return parsed.data;
 }
 
@@ -73,7 +76,11 @@ function nextVersion(v: bigint): bigint {
   if (Number.isNaN(t)) return v + 1n;
   const d = new Date(t + 1000);
   const p = (n: number, w = 2) => String(n).padStart(w, "0");
-  return BigInt(`${p(d.getUTCFullYear(), 4)}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}`);
+  return BigInt(
+    `${p(d.getUTCFullYear(), 4)}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}${p(d.getUTCHours())}${
+      p(d.getUTCMinutes())
+    }${p(d.getUTCSeconds())}`,
+  );
 }
 
 interface ConfigBlock {
@@ -94,7 +101,11 @@ function mergeConfig(config: string, sections: string, functions: string[]): Con
   const clashes = functions.filter((f) => new RegExp(`^\\s*\\[functions\\.${f}(\\.[^\\]]*)?\\]`, "m").test(outside));
   if (hasBlock) {
     const current = config.slice(start, end + BLOCK_END.length);
-    return { next: config.slice(0, start) + block + config.slice(end + BLOCK_END.length), current: sha256(current), clashes };
+    return {
+      next: config.slice(0, start) + block + config.slice(end + BLOCK_END.length),
+      current: sha256(current),
+      clashes,
+    };
   }
   const sep = config.endsWith("\n") ? "\n" : "\n\n";
   return { next: `${config}${sep}${block}\n`, clashes };
@@ -117,7 +128,9 @@ export function planAdoption(sourceRoot: string, project: string, shipment: Ship
     const had = done.get(m.name);
     if (had) {
       if (had.sha256 !== sha256(m.content)) {
-        warnings.push(`${m.name} changed in the source after it was adopted as ${had.file}; adopted migrations are never rewritten`);
+        warnings.push(
+          `${m.name} changed in the source after it was adopted as ${had.file}; adopted migrations are never rewritten`,
+        );
       }
       continue;
     }
@@ -135,7 +148,13 @@ export function planAdoption(sourceRoot: string, project: string, shipment: Ship
   const shipped = new Map(shipment.files);
   if (shipped.has(GENERATED_VERSIONS)) {
     const versions = migrations.map((m) => ANY_MIGRATION.exec(m.file)![1]).sort();
-    shipped.set(GENERATED_VERSIONS, generatedModule(versions).replace(/^\/\/.*\n/, "// Written by `npm run adopt`: the versions our migrations have in this project. Do not edit.\n"));
+    shipped.set(
+      GENERATED_VERSIONS,
+      generatedModule(versions).replace(
+        /^\/\/.*\n/,
+        "// Written by `npm run adopt`: the versions our migrations have in this project. Do not edit.\n",
+      ),
+    );
   }
 
   // Code and the import map: ours where the file is absent, identical, or still as we last wrote it.
@@ -146,7 +165,9 @@ export function planAdoption(sourceRoot: string, project: string, shipment: Ship
     if (current === undefined) writes.set(path, content);
     else if (current === content) continue;
     else if (previous?.files[path] === sha256(current)) writes.set(path, content);
-    else conflicts.push(previous?.files[path] ? `${path} (changed since the last adopt)` : `${path} (the project's own file)`);
+    else {conflicts.push(
+        previous?.files[path] ? `${path} (changed since the last adopt)` : `${path} (the project's own file)`,
+      );}
   }
   // Files a previous run wrote that this version no longer ships: removed if untouched.
   for (const [path, hash] of Object.entries(previous?.files ?? {})) {
@@ -161,7 +182,9 @@ export function planAdoption(sourceRoot: string, project: string, shipment: Ship
   const config = readFileSync(join(project, CONFIG), "utf8");
   const merged = mergeConfig(config, shipment.configSections, shipment.functions);
   for (const f of merged.clashes) conflicts.push(`${CONFIG} ([functions.${f}] is the project's own)`);
-  const configBlock = sha256(merged.next.slice(merged.next.indexOf(BLOCK_START), merged.next.indexOf(BLOCK_END) + BLOCK_END.length));
+  const configBlock = sha256(
+    merged.next.slice(merged.next.indexOf(BLOCK_START), merged.next.indexOf(BLOCK_END) + BLOCK_END.length),
+  );
   if (merged.current && merged.current !== previous?.configBlock && merged.current !== configBlock) {
     conflicts.push(`${CONFIG} (the vector-sync block changed since the last adopt)`);
   }

@@ -76,13 +76,19 @@ function moduleGraph(sourceRoot: string, entries: string[]): Map<string, { speci
   const local = (url: string) => url.startsWith(rootUrl) && !url.includes("/node_modules/");
   const graph = new Map<string, { specifier: string; target: string }[]>();
   for (const entry of entries) {
-    const out = execFileSync(deno, ["info", "--json", entry], { cwd: sourceRoot, encoding: "utf8", maxBuffer: 64 << 20 });
+    const out = execFileSync(deno, ["info", "--json", entry], {
+      cwd: sourceRoot,
+      encoding: "utf8",
+      maxBuffer: 64 << 20,
+    });
     for (const m of graphSchema.parse(JSON.parse(out)).modules) {
       if (!local(m.specifier)) continue;
       const from = decodeURIComponent(m.specifier.slice(rootUrl.length));
       const deps = (m.dependencies ?? []).flatMap((d) => {
         const to = d.code?.specifier ?? d.type?.specifier;
-        return to && local(to) ? [{ specifier: d.specifier, target: decodeURIComponent(to.slice(rootUrl.length)) }] : [];
+        return to && local(to)
+          ? [{ specifier: d.specifier, target: decodeURIComponent(to.slice(rootUrl.length)) }]
+          : [];
       });
       graph.set(from, deps);
     }
@@ -112,8 +118,12 @@ export function functionSections(configToml: string, names: string[]): string {
     let end = i + 1;
     while (end < lines.length && !/^\s*\[/.test(lines[end])) end++;
     let body = lines.slice(start, end);
-    while (body.length && (body[body.length - 1].trim() === "" || body[body.length - 1].startsWith("#"))) body = body.slice(0, -1);
-    body = body.map((l) => l.replace(/^(\s*import_map\s*=\s*)"[^"]*"/, `$1"./${posix.relative("supabase", IMPORT_MAP)}"`));
+    while (body.length && (body[body.length - 1].trim() === "" || body[body.length - 1].startsWith("#"))) {
+      body = body.slice(0, -1);
+    }
+    body = body.map((l) =>
+      l.replace(/^(\s*import_map\s*=\s*)"[^"]*"/, `$1"./${posix.relative("supabase", IMPORT_MAP)}"`)
+    );
     blocks.push(body.join("\n"));
   }
   const missing = names.filter((n) => !blocks.some((b) => b.includes(`[functions.${n}]`)));
@@ -148,7 +158,11 @@ export function readShipment(sourceRoot: string): Shipment {
 
 export function sourceCommit(sourceRoot: string): string | undefined {
   try {
-    return execFileSync("git", ["rev-parse", "HEAD"], { cwd: sourceRoot, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    return execFileSync("git", ["rev-parse", "HEAD"], {
+      cwd: sourceRoot,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
   } catch {
     return undefined;
   }

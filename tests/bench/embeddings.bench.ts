@@ -124,7 +124,9 @@ try {
             from generate_series(1, 5000) g`;
   await sql`update embedding_sync_queue set run_at = now() + interval '1 hour' where source_table = 'bench_docs'`;
   const single = { claimed: 0 };
-  while ((await pending("bench_rss")) > 0) single.claimed += (await invoke({ action: "process", batchSize: 500 })).claimed;
+  while ((await pending("bench_rss")) > 0) {
+    single.claimed += (await invoke({ action: "process", batchSize: 500 })).claimed;
+  }
   const rssSingle = rssMb(stack.functionsPid);
   await sql`update embedding_sync_queue set run_at = now() where source_table = 'bench_docs'`;
   log(`memory: one invocation, batchSize 500, ${single.claimed} rows: functions VmHWM ${rssSingle.hwm.toFixed(1)} MB`);
@@ -149,7 +151,11 @@ try {
         select (extract(epoch from min(run_at) filter (where status = 'pending') - now()) * 1000)::float8 as due_in_ms,
                count(*) filter (where status = 'processing')::int as leased
         from embedding_sync_queue where status in ('pending', 'processing')`;
-      log(`pipeline: nothing claimable, ${await pending()} jobs left (${next.leased} leased, next due in ${Math.round(next.due_in_ms ?? 0)} ms)`);
+      log(
+        `pipeline: nothing claimable, ${await pending()} jobs left (${next.leased} leased, next due in ${
+          Math.round(next.due_in_ms ?? 0)
+        } ms)`,
+      );
       await new Promise((r) => setTimeout(r, Math.min(5_000, Math.max(250, next.due_in_ms ?? 1_000))));
     }
   }
@@ -158,13 +164,17 @@ try {
   const pipelineRowsPerS = ROWS / (pipelineMs / 1000);
   const pipelineRequests = fake.stats.ok;
   const rss = rssMb(stack.functionsPid);
-  log(`pipeline: ${ROWS} rows in ${Math.round(pipelineMs)} ms, ${pipelineRequests} provider requests, ` +
-    `claimed ${runs.map((r) => r.claimed).join("+")}; functions VmHWM ${rss.hwm.toFixed(1)} MB`);
+  log(
+    `pipeline: ${ROWS} rows in ${Math.round(pipelineMs)} ms, ${pipelineRequests} provider requests, ` +
+      `claimed ${runs.map((r) => r.claimed).join("+")}; functions VmHWM ${rss.hwm.toFixed(1)} MB`,
+  );
 
   // --- unchanged resync ---------------------------------------------------------------------------
   fake.resetStats();
   const resync = await invoke({ action: "resync", forceResync: null });
-  while ((await pending()) > 0) await Promise.all(Array.from({ length: 4 }, () => invoke({ action: "process", batchSize: 500 })));
+  while ((await pending()) > 0) {
+    await Promise.all(Array.from({ length: 4 }, () => invoke({ action: "process", batchSize: 500 })));
+  }
   const unchangedResyncCalls = fake.stats.requests;
   log(`unchanged resync: ${resync.enqueued} jobs, ${unchangedResyncCalls} provider calls`);
 
@@ -172,7 +182,12 @@ try {
   // Re-queues BASELINE_ROWS of the same rows and clears their chunks, so nothing is skipped.
   await sql`delete from documentation_embeddings where source_table = 'bench_docs' and source_id::int <= ${BASELINE_ROWS}`;
   await sql`update bench_docs set title = title || ' ' where id <= ${BASELINE_ROWS}`; // a real change: new jobs
-  const provider = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536 });
+  const provider = new OpenAIEmbeddingProvider({
+    apiKey: fake.apiKey,
+    baseURL: fake.url,
+    model: "text-embedding-3-small",
+    dimensions: 1536,
+  });
   fake.resetStats();
   t0 = performance.now();
   let baselineDone = 0;
@@ -185,8 +200,17 @@ try {
       if (jobs.length === 0) return;
       for (const job of jobs) {
         const { vectors } = await provider.embed([job.content]);
-        const chunk = { j: job.id, i: 0, c: job.content, h: contentHash(job.content), t: countTokens(job.content), e: vectorLiteral(vectors[0]) };
-        await sql`select * from apply_embedding_results(${worker}, ${provider.model}, ${`{${job.id}}`}::bigint[], ${JSON.stringify([chunk])}::text::jsonb)`;
+        const chunk = {
+          j: job.id,
+          i: 0,
+          c: job.content,
+          h: contentHash(job.content),
+          t: countTokens(job.content),
+          e: vectorLiteral(vectors[0]),
+        };
+        await sql`select * from apply_embedding_results(${worker}, ${provider.model}, ${`{${job.id}}`}::bigint[], ${
+          JSON.stringify([chunk])
+        }::text::jsonb)`;
         baselineDone++;
       }
     }
@@ -205,7 +229,9 @@ try {
     for (;;) {
       const jobs = await c<{ id: string }[]>`select id from claim_embedding_jobs(${`q${w}`}, 500, 60)`;
       if (jobs.length === 0) return;
-      const [{ n }] = await c<{ n: number }[]>`select complete_embedding_jobs(${`q${w}`}, ${`{${jobs.map((j) => j.id).join(",")}}`}::bigint[]) as n`;
+      const [{ n }] = await c<{ n: number }[]>`select complete_embedding_jobs(${`q${w}`}, ${`{${
+        jobs.map((j) => j.id).join(",")
+      }}`}::bigint[]) as n`;
       queueDone += n;
     }
   }));
@@ -225,7 +251,9 @@ try {
     const committed = performance.now();
     for (;;) {
       const [hit] = await sql`select 1 from documentation_embeddings
-                              where source_table = 'bench_docs' and source_id = ${String(id)} and content like ${"%" + marker}`;
+                              where source_table = 'bench_docs' and source_id = ${String(id)} and content like ${
+        "%" + marker
+      }`;
       if (hit) break;
       if (performance.now() - committed > 30_000) {
         problems.push(`update ${i} not searchable after 30 s (counted as 30,000 ms)`);
@@ -235,7 +263,8 @@ try {
     }
     latencies.push(performance.now() - committed);
   }));
-  const [{ calls }] = await sql`select count(*)::int as calls from net.http_request_queue where url like '%process-embedding-queue'`;
+  const [{ calls }] =
+    await sql`select count(*)::int as calls from net.http_request_queue where url like '%process-embedding-queue'`;
   log(`latency: ${LATENCY_SAMPLES} updates, ${calls} webhook calls in total`);
   const rssAfter = rssMb(stack.functionsPid);
 
@@ -267,16 +296,35 @@ try {
   const atLeast = (limit: number) => (v: number) => v >= limit;
   const rowsOut: [string, number, string, ((v: number) => boolean)?][] = [
     ["pipeline_rows_per_s", result.pipeline_rows_per_s, `${ROWS} rows, ${pipelineRequests} provider requests`],
-    ["pipeline_jobs_left", result.pipeline_jobs_left, "jobs not done when the pipeline part ended; target 0", atMost(0)],
-    ["baseline_rows_per_s", result.baseline_rows_per_s,
-      result.baseline_extrapolated ? `measured on ${baselineDone} of the ${ROWS} rows, rate extrapolated` : `${ROWS} rows`],
+    [
+      "pipeline_jobs_left",
+      result.pipeline_jobs_left,
+      "jobs not done when the pipeline part ended; target 0",
+      atMost(0),
+    ],
+    [
+      "baseline_rows_per_s",
+      result.baseline_rows_per_s,
+      result.baseline_extrapolated
+        ? `measured on ${baselineDone} of the ${ROWS} rows, rate extrapolated`
+        : `${ROWS} rows`,
+    ],
     ["ratio", result.ratio, "reported, no target: the baseline is latency-bound, the pipeline index-bound (issue #9)"],
     ["queue_jobs_per_s", result.queue_jobs_per_s, "claim+complete, 4 workers; target >= 10,000", atLeast(10_000)],
     ["latency_p50_ms", result.latency_p50_ms, "UPDATE commit -> searchable, webhook; target <= 2,000", atMost(2_000)],
     ["latency_p95_ms", result.latency_p95_ms, "target <= 5,000", atMost(5_000)],
     ["unchanged_resync_provider_calls", result.unchanged_resync_provider_calls, "target 0", atMost(0)],
-    ["peak_rss_mb", result.peak_rss_mb, `Deno functions VmHWM, one invocation at batchSize 500 (DENO_V8_FLAGS=${V8_FLAGS || "none"}); target <= 200`, atMost(200)],
-    ["peak_rss_mb_4_parallel", result.peak_rss_mb_4_parallel, "same process serving the 4 parallel pipeline invocations"],
+    [
+      "peak_rss_mb",
+      result.peak_rss_mb,
+      `Deno functions VmHWM, one invocation at batchSize 500 (DENO_V8_FLAGS=${V8_FLAGS || "none"}); target <= 200`,
+      atMost(200),
+    ],
+    [
+      "peak_rss_mb_4_parallel",
+      result.peak_rss_mb_4_parallel,
+      "same process serving the 4 parallel pipeline invocations",
+    ],
   ];
   const marks = rowsOut.map(([k, v, , ok]) => {
     if (!ok) return "";
@@ -288,10 +336,14 @@ try {
   writeFileSync(".bench/embeddings.json", JSON.stringify(result, null, 2) + "\n");
   const w0 = Math.max(...rowsOut.map((r) => r[0].length));
   const w1 = Math.max(...rowsOut.map((r) => String(r[1]).length));
-  console.log(`embedding sync benchmark (fake OpenAI +${PROVIDER_LATENCY_MS} ms/request, real PostgreSQL, ` +
-    `${result.cpus} CPUs, load average ${result.load_avg_1m_at_end} at the end)`);
+  console.log(
+    `embedding sync benchmark (fake OpenAI +${PROVIDER_LATENCY_MS} ms/request, real PostgreSQL, ` +
+      `${result.cpus} CPUs, load average ${result.load_avg_1m_at_end} at the end)`,
+  );
   console.log(`${"metric".padEnd(w0)}  ${"value".padStart(w1)}  ${"target".padEnd(6)}  note`);
-  rowsOut.forEach(([k, v, n], i) => console.log(`${k.padEnd(w0)}  ${String(v).padStart(w1)}  ${marks[i].padEnd(6)}  ${n}`));
+  rowsOut.forEach(([k, v, n], i) =>
+    console.log(`${k.padEnd(w0)}  ${String(v).padStart(w1)}  ${marks[i].padEnd(6)}  ${n}`)
+  );
   for (const p of problems) console.log(`problem: ${p}`);
   if (result.missed.length) console.log(`MISSED: ${result.missed.join(", ")}`);
   console.log(`written to .bench/embeddings.json`);

@@ -20,15 +20,39 @@
 //
 // Each scenario runs FAULTS_RUNS times (default 3) with its fault at a random point of its window.
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import {
-  createSource, embeddingInvariants, filesDrift, type FaultBed, type Invariants, percentile, pick, progress, recoveryAfter, sigkillGroup, sleep,
-  type StackProcess, startFaultBed, startStackProcess, stopStackProcess, until, wastedInputs,
+  createSource,
+  embeddingInvariants,
+  type FaultBed,
+  filesDrift,
+  type Invariants,
+  percentile,
+  pick,
+  progress,
+  recoveryAfter,
+  sigkillGroup,
+  sleep,
+  type StackProcess,
+  startFaultBed,
+  startStackProcess,
+  stopStackProcess,
+  until,
+  wastedInputs,
 } from "../../packages/testkit/faults.ts";
-import { startPisteStandIn } from "../../packages/legifrance/stand-in.ts";
+import { startPisteStandIn } from "../../packages/testkit/legifrance-stand-in.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
 import { runHealthChecks } from "../../packages/ops/checks.ts";
 import { SHIPPED_MIGRATIONS } from "../../packages/ops/migrations.generated.ts";
@@ -54,16 +78,16 @@ const log = (m: string) => console.error(`[faults ${Math.round((Date.now() - sta
 interface RunResult {
   scenario: string;
   run: number;
-  fault_at: string;          // where in its window the fault landed
+  fault_at: string; // where in its window the fault landed
   passed: boolean;
   invariants: Invariants;
-  files_drift?: number;       // files_queue vs storage.objects, both directions
-  recovery_s: number | null;  // server accepting again -> work resumed and no pre-fault claim held
-  recovered: boolean;         // false when recovery was measured and never came within its deadline
-  restart_s: number | null;   // SIGKILL -> server accepting (crash recovery)
+  files_drift?: number; // files_queue vs storage.objects, both directions
+  recovery_s: number | null; // server accepting again -> work resumed and no pre-fault claim held
+  recovered: boolean; // false when recovery was measured and never came within its deadline
+  restart_s: number | null; // SIGKILL -> server accepting (crash recovery)
   wasted_provider_calls: number;
   in_flight_at_fault: number; // inputs claimed by workers when the fault hit (the allowed waste)
-  problems?: string[];        // scenario-specific invariants broken (any fails the run)
+  problems?: string[]; // scenario-specific invariants broken (any fails the run)
   notes?: string;
 }
 
@@ -73,16 +97,25 @@ const extra: Record<string, unknown> = {};
 let tableSeq = 0;
 
 async function heldNow(bed: FaultBed): Promise<number> {
-  const [r] = await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_sync_queue where status = 'processing'`;
+  const [r] = await bed.sql<
+    { n: number }[]
+  >`select count(*)::int as n from embedding_sync_queue where status = 'processing'`;
   return r.n;
 }
 
-async function drainedAndChecked(bed: FaultBed, table: string, deadlineMs: number, sealed = false): Promise<Invariants> {
+async function drainedAndChecked(
+  bed: FaultBed,
+  table: string,
+  deadlineMs: number,
+  sealed = false,
+): Promise<Invariants> {
   await until(`${table} drained`, deadlineMs, async () => {
     const p = await progress(bed.sql, table);
     if (p.left > 0) return false;
     if (!sealed) return true;
-    const [r] = await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_segments where state <> 'sealed'`;
+    const [r] = await bed.sql<
+      { n: number }[]
+    >`select count(*)::int as n from embedding_segments where state <> 'sealed'`;
     return r.n === 0;
   }, 500).catch((e) => log(String(e)));
   return await embeddingInvariants(bed.sql, [table]);
@@ -100,12 +133,19 @@ function record(r: Omit<RunResult, "passed" | "recovered"> & { measuresRecovery?
   const { measuresRecovery = true, ...rest } = r;
   const inv = r.invariants;
   const recovered = !measuresRecovery || r.recovery_s !== null;
-  const passed = recovered && Object.values(inv).every((v) => v === 0) && !r.files_drift && !r.problems?.length && (r.recovery_s === null || r.recovery_s <= RECOVERY_TARGET_S) &&
+  const passed = recovered && Object.values(inv).every((v) => v === 0) && !r.files_drift && !r.problems?.length &&
+    (r.recovery_s === null || r.recovery_s <= RECOVERY_TARGET_S) &&
     r.wasted_provider_calls <= Math.max(r.in_flight_at_fault, 0);
   results.push({ ...rest, recovered, passed });
-  log(`${r.scenario} #${r.run} ${passed ? "PASS" : "FAIL"} fault at ${r.fault_at}; recovery ${r.recovery_s ?? (recovered ? "-" : "NONE within its deadline")} s; ` +
-    `restart ${r.restart_s ?? "-"} s; wasted ${r.wasted_provider_calls}/${r.in_flight_at_fault}; ${JSON.stringify(inv)}` +
-    `${r.problems?.length ? `; PROBLEMS: ${r.problems.join("; ")}` : ""}${r.notes ? `; ${r.notes}` : ""}`);
+  log(
+    `${r.scenario} #${r.run} ${passed ? "PASS" : "FAIL"} fault at ${r.fault_at}; recovery ${
+      r.recovery_s ?? (recovered ? "-" : "NONE within its deadline")
+    } s; ` +
+      `restart ${r.restart_s ?? "-"} s; wasted ${r.wasted_provider_calls}/${r.in_flight_at_fault}; ${
+        JSON.stringify(inv)
+      }` +
+      `${r.problems?.length ? `; PROBLEMS: ${r.problems.join("; ")}` : ""}${r.notes ? `; ${r.notes}` : ""}`,
+  );
 }
 
 // --- scenarios ---------------------------------------------------------------------------------------
@@ -122,14 +162,23 @@ async function pgKillDrain(bed: FaultBed, run: number) {
   const { faultAt, restartS, upAt } = await restartServer(bed);
   const recovery = await recoveryAfter(bed.sql, table, faultAt, upAt, 600_000).catch(() => null);
   const inv = await drainedAndChecked(bed, table, 900_000);
-  record({ scenario: "pg_kill_drain", run, fault_at: `${Math.round(frac * 100)}% drained`, invariants: inv,
-    recovery_s: recovery, restart_s: restartS, wasted_provider_calls: wastedInputs(bed.fake), in_flight_at_fault: held });
+  record({
+    scenario: "pg_kill_drain",
+    run,
+    fault_at: `${Math.round(frac * 100)}% drained`,
+    invariants: inv,
+    recovery_s: recovery,
+    restart_s: restartS,
+    wasted_provider_calls: wastedInputs(bed.fake),
+    in_flight_at_fault: held,
+  });
 }
 
 async function pgKillBulk(bed: FaultBed, run: number) {
   const table = `bulk_${++tableSeq}`;
   bed.fake.resetStats();
-  await bed.sql`update embedding_sync_settings set bulk_segment_min_rows = ${SEGMENT_ROWS}, bulk_segment_max_rows = ${SEGMENT_ROWS}`;
+  await bed
+    .sql`update embedding_sync_settings set bulk_segment_min_rows = ${SEGMENT_ROWS}, bulk_segment_max_rows = ${SEGMENT_ROWS}`;
   await createSource(bed.sql, table, BULK_ROWS, { register: false });
   await bed.sql`select register_embedding_source(${table}, array['body'])`;
   await bed.sql`select * from resync_embedding_sources(${table})`;
@@ -137,15 +186,24 @@ async function pgKillBulk(bed: FaultBed, run: number) {
   const frac = pick(0.05, 0.8);
   await until("fault point", 600_000, async () => {
     const [r] = await bed.sql.unsafe<{ n: number }[]>(
-      `select count(*)::int as n from documentation_embeddings where source_table = '${table}' and segment > 0`);
+      `select count(*)::int as n from documentation_embeddings where source_table = '${table}' and segment > 0`,
+    );
     return r.n >= frac * BULK_ROWS;
   }, 50);
   const held = await heldNow(bed);
   const { faultAt, restartS, upAt } = await restartServer(bed);
   const recovery = await recoveryAfter(bed.sql, table, faultAt, upAt, 600_000).catch(() => null);
   const inv = await drainedAndChecked(bed, table, 900_000, true);
-  record({ scenario: "pg_kill_bulk", run, fault_at: `${Math.round(frac * 100)}% in loading segments`, invariants: inv,
-    recovery_s: recovery, restart_s: restartS, wasted_provider_calls: wastedInputs(bed.fake), in_flight_at_fault: held });
+  record({
+    scenario: "pg_kill_bulk",
+    run,
+    fault_at: `${Math.round(frac * 100)}% in loading segments`,
+    invariants: inv,
+    recovery_s: recovery,
+    restart_s: restartS,
+    wasted_provider_calls: wastedInputs(bed.fake),
+    in_flight_at_fault: held,
+  });
 }
 
 async function pgKillBuild(bed: FaultBed, run: number) {
@@ -154,22 +212,28 @@ async function pgKillBuild(bed: FaultBed, run: number) {
   // The segment is filled with its build held back (the build job paused), then built by hand: the
   // kill lands inside CREATE INDEX, at a random point of the build's measured length.
   await bed.sql`update cron.job set active = false where jobname = 'embedding-segments-build'`;
-  await bed.sql`update embedding_sync_settings set bulk_segment_min_rows = ${SEGMENT_ROWS}, bulk_segment_max_rows = ${SEGMENT_ROWS}`;
+  await bed
+    .sql`update embedding_sync_settings set bulk_segment_min_rows = ${SEGMENT_ROWS}, bulk_segment_max_rows = ${SEGMENT_ROWS}`;
   await createSource(bed.sql, table, SEGMENT_ROWS, { register: false });
   await bed.sql`select register_embedding_source(${table}, array['body'])`;
   await bed.sql`select * from resync_embedding_sources(${table})`;
   await bed.sql`call private.maintain_embedding_segments(false)`;
   await until("segment filled", 600_000, async () => (await progress(bed.sql, table)).left === 0, 250);
   await bed.sql`call private.maintain_embedding_segments(false)`; // closes it: state 'building'
-  const [seg] = await bed.sql<{ id: number }[]>`select id from embedding_segments where state = 'building' order by id desc limit 1`;
+  const [seg] = await bed.sql<
+    { id: number }[]
+  >`select id from embedding_segments where state = 'building' order by id desc limit 1`;
   // Its own client, not a reserved connection of the pool: postgres.js threw an uncaught TypeError
   // from a reserved connection whose server was killed under it, taking the whole run down.
   const b = postgres(bed.cluster.url, { max: 1, onnotice: () => {} });
   const building = b`call private.build_embedding_segments()`.catch(() => "killed");
   // The statement the procedure runs does not show in pg_stat_activity (the CALL does); the build's
   // progress view says when CREATE INDEX is under way.
-  const inBuild = async () => (await bed.sql<{ n: number }[]>`
-    select count(*)::int as n from pg_stat_progress_create_index where relid = ${`private.documentation_embeddings_s${seg?.id ?? 0}`}::regclass`)[0].n > 0;
+  const inBuild = async () =>
+    (await bed.sql<{ n: number }[]>`
+    select count(*)::int as n from pg_stat_progress_create_index where relid = ${`private.documentation_embeddings_s${
+      seg?.id ?? 0
+    }`}::regclass`)[0].n > 0;
   await until("the index build to run", 60_000, inBuild, 10);
   const delay = Math.round(pick(0, 1500));
   await sleep(delay);
@@ -179,8 +243,12 @@ async function pgKillBuild(bed: FaultBed, run: number) {
   await b.end({ timeout: 1 }).catch(() => {});
   // The build job was paused only so that this run's CALL was the one killed: back on, pg_cron (every
   // minute) finds the segment still 'building' and builds it again.
-  await until("build job back on", 60_000, async () =>
-    (await bed.sql`update cron.job set active = true where jobname = 'embedding-segments-build'`, true), 500);
+  await until(
+    "build job back on",
+    60_000,
+    async () => (await bed.sql`update cron.job set active = true where jobname = 'embedding-segments-build'`, true),
+    500,
+  );
   // pg_cron's build job (every minute) finds the segment still 'building' and builds it again.
   let recovery: number | null = null;
   try {
@@ -193,10 +261,20 @@ async function pgKillBuild(bed: FaultBed, run: number) {
     log(String(e));
   }
   const inv = await embeddingInvariants(bed.sql, [table]);
-  const [idx] = await bed.sql<{ indexed: boolean }[]>`select indexed from embedding_segment_status where segment = ${seg?.id ?? -1}`;
-  record({ scenario: "pg_kill_build", run, fault_at: `${delay} ms into CREATE INDEX${stillBuilding ? "" : " (build had ended)"}`,
-    invariants: inv, recovery_s: recovery, restart_s: restartS, wasted_provider_calls: wastedInputs(bed.fake), in_flight_at_fault: 0,
-    notes: idx?.indexed ? "segment indexed" : "segment NOT indexed" });
+  const [idx] = await bed.sql<{ indexed: boolean }[]>`select indexed from embedding_segment_status where segment = ${
+    seg?.id ?? -1
+  }`;
+  record({
+    scenario: "pg_kill_build",
+    run,
+    fault_at: `${delay} ms into CREATE INDEX${stillBuilding ? "" : " (build had ended)"}`,
+    invariants: inv,
+    recovery_s: recovery,
+    restart_s: restartS,
+    wasted_provider_calls: wastedInputs(bed.fake),
+    in_flight_at_fault: 0,
+    notes: idx?.indexed ? "segment indexed" : "segment NOT indexed",
+  });
   if (!idx?.indexed) results[results.length - 1].passed = false;
 }
 
@@ -212,8 +290,10 @@ async function segmentFaults(bed: FaultBed): Promise<string[]> {
            (select count(*)::int from embedding_segments where state in ('merging', 'merged')) as unfinished,
            (select count(*)::int from embedding_segment_status where state = 'sealed' and not indexed) as unindexed`;
   return [
-    r.no_table && `${r.no_table} segments without their table`, r.no_row && `${r.no_row} attached tables without a segment`,
-    r.unfinished && `${r.unfinished} segments left merging/merged`, r.unindexed && `${r.unindexed} sealed segments without a valid HNSW index`,
+    r.no_table && `${r.no_table} segments without their table`,
+    r.no_row && `${r.no_row} attached tables without a segment`,
+    r.unfinished && `${r.unfinished} segments left merging/merged`,
+    r.unindexed && `${r.unindexed} sealed segments without a valid HNSW index`,
   ].filter((x): x is string => !!x);
 }
 
@@ -225,7 +305,8 @@ async function pgKillMerge(bed: FaultBed, run: number) {
   // paused), then merged by hand with a merge factor of 2, so the kill lands inside this run's merge:
   // its copy, its HNSW build or its swap, at a random instant after the merging segment was attached.
   await bed.sql`update cron.job set active = false where jobname = 'embedding-segments-build'`;
-  await bed.sql`update embedding_sync_settings set bulk_segment_min_rows = ${SEGMENT_ROWS}, bulk_segment_max_rows = ${SEGMENT_ROWS},
+  await bed
+    .sql`update embedding_sync_settings set bulk_segment_min_rows = ${SEGMENT_ROWS}, bulk_segment_max_rows = ${SEGMENT_ROWS},
                   segment_merges_enabled = false, segment_merge_factor = 2`;
   for (const table of tables) {
     await createSource(bed.sql, table, SEGMENT_ROWS, { register: false });
@@ -236,12 +317,16 @@ async function pgKillMerge(bed: FaultBed, run: number) {
       if ((await progress(bed.sql, table)).left > 0) return false;
       await bed.sql`call private.maintain_embedding_segments(false)`;
       await bed.sql`call private.build_embedding_segments()`;
-      const [r] = await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_segments where state <> 'sealed'`;
+      const [r] = await bed.sql<
+        { n: number }[]
+      >`select count(*)::int as n from embedding_segments where state <> 'sealed'`;
       return r.n === 0;
     }, 500);
   }
   const sources = (await bed.sql<{ segment: number }[]>`
-    select distinct segment from documentation_embeddings where source_table = any (${tables}) and segment > 0`).map((r) => r.segment);
+    select distinct segment from documentation_embeddings where source_table = any (${tables}) and segment > 0`).map((
+    r,
+  ) => r.segment);
   await bed.sql`update embedding_sync_settings set segment_merges_enabled = true`;
   const notices: string[] = [];
   const b = postgres(bed.cluster.url, { max: 1, onnotice: (n) => notices.push(n.message) });
@@ -254,7 +339,9 @@ async function pgKillMerge(bed: FaultBed, run: number) {
       merging = true;
       merge = b`call private.merge_embedding_segments()`.catch(() => "killed").finally(() => (merging = false));
     }
-    return (await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_segments where state = 'merging'`)[0].n > 0;
+    return (await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_segments where state = 'merging'`)[
+      0
+    ].n > 0;
   }, 10).catch((e) => {
     throw new Error(`${e instanceof Error ? e.message : e}; the merge said: ${notices.slice(-3).join(" / ")}`);
   });
@@ -268,8 +355,12 @@ async function pgKillMerge(bed: FaultBed, run: number) {
   await merge;
   await b.end({ timeout: 1 }).catch(() => {});
   // Maintenance alone from here: the build job (pg_cron) merges again and drops what a merge emptied.
-  await until("build job back on", 60_000, async () =>
-    (await bed.sql`update cron.job set active = true where jobname = 'embedding-segments-build'`, true), 500);
+  await until(
+    "build job back on",
+    60_000,
+    async () => (await bed.sql`update cron.job set active = true where jobname = 'embedding-segments-build'`, true),
+    500,
+  );
   let recovery: number | null = null;
   try {
     await until("the merge completed by maintenance", 300_000, async () => {
@@ -285,9 +376,17 @@ async function pgKillMerge(bed: FaultBed, run: number) {
   void faultAt;
   const inv = await embeddingInvariants(bed.sql, tables);
   const seg = await segmentFaults(bed);
-  record({ scenario: "pg_kill_merge", run, fault_at: `${delay} ms into merging ${sources.join("+")}${stillMerging ? "" : " (merge had ended)"}`,
-    invariants: inv, recovery_s: recovery, restart_s: restartS, wasted_provider_calls: wastedInputs(bed.fake), in_flight_at_fault: held,
-    problems: seg });
+  record({
+    scenario: "pg_kill_merge",
+    run,
+    fault_at: `${delay} ms into merging ${sources.join("+")}${stillMerging ? "" : " (merge had ended)"}`,
+    invariants: inv,
+    recovery_s: recovery,
+    restart_s: restartS,
+    wasted_provider_calls: wastedInputs(bed.fake),
+    in_flight_at_fault: held,
+    problems: seg,
+  });
   await bed.sql`update embedding_sync_settings set segment_merge_factor = 4`;
 }
 
@@ -337,7 +436,12 @@ async function kbSetup(bed: FaultBed) {
     select g, 1 + g % 50, 'Article ' || g, repeat('Le bailleur est tenu de délivrer au preneur la chose louée. ' || md5(g::text), 6)
     from generate_series(1, ${KB_ROWS}) g`);
   const backupDir = mkdtempSync(join(tmpdir(), "faults-kb-"));
-  kbBed = { src, env: { SRC_DB_URL: srcUrl, TGT_DB_URL: bed.cluster.url, KB_BACKUP_DIR: backupDir }, backupDir, pushMs: 0 };
+  kbBed = {
+    src,
+    env: { SRC_DB_URL: srcUrl, TGT_DB_URL: bed.cluster.url, KB_BACKUP_DIR: backupDir },
+    backupDir,
+    pushMs: 0,
+  };
   // A first, undisturbed push: the target starts as a copy, and its transaction's length is the window.
   const { run, locked } = kbPushTimed(bed);
   const r = await run;
@@ -383,7 +487,9 @@ async function pgKillKbPush(bed: FaultBed, run: number) {
   const [{ n: logsAfter }] = await bed.sql<{ n: number }[]>`select count(*)::int as n from kb_sync_log`;
   const outcome = after === want ? "in" : after === before ? "out" : "partial";
   if (outcome === "partial") problems.push("the target holds part of the push");
-  if ((outcome === "in") !== (logsAfter === logsBefore + 1)) problems.push(`push ${outcome} but kb_sync_log has ${logsAfter - logsBefore} new rows`);
+  if ((outcome === "in") !== (logsAfter === logsBefore + 1)) {
+    problems.push(`push ${outcome} but kb_sync_log has ${logsAfter - logsBefore} new rows`);
+  }
   if (first.code === 0 && outcome !== "in") problems.push("kb reported success but the push is not in");
   if (first.code !== 0 && outcome === "in" && !/uncertain|may have committed/i.test(first.stderr)) {
     problems.push(`kb said "${first.stderr.trim().split("\n").pop()}" but the push is in`);
@@ -396,10 +502,21 @@ async function pgKillKbPush(bed: FaultBed, run: number) {
   if (second.code !== 0) problems.push(`second push exit ${second.code}: ${second.stderr.trim().split("\n").pop()}`);
   if ((await kbChecksum(bed.sql)) !== want) problems.push("after the second push the target differs from the source");
   const [{ n: logsEnd }] = await bed.sql<{ n: number }[]>`select count(*)::int as n from kb_sync_log`;
-  if (logsEnd !== logsAfter + (outcome === "in" ? 0 : 1) && logsEnd !== logsAfter + 1) problems.push("the second push was not recorded");
-  record({ scenario: "pg_kill_kb_push", run, fault_at: `${delay} ms of ${kbBed!.pushMs} ms into the push's transaction${endedAtKill ? " (push had ended)" : ""}`,
-    invariants: await embeddingInvariants(bed.sql, []), recovery_s: recovery, restart_s: restartS, wasted_provider_calls: 0, in_flight_at_fault: 0,
-    problems, notes: `first push exit ${first.code}, wholly ${outcome}` });
+  if (logsEnd !== logsAfter + (outcome === "in" ? 0 : 1) && logsEnd !== logsAfter + 1) {
+    problems.push("the second push was not recorded");
+  }
+  record({
+    scenario: "pg_kill_kb_push",
+    run,
+    fault_at: `${delay} ms of ${kbBed!.pushMs} ms into the push's transaction${endedAtKill ? " (push had ended)" : ""}`,
+    invariants: await embeddingInvariants(bed.sql, []),
+    recovery_s: recovery,
+    restart_s: restartS,
+    wasted_provider_calls: 0,
+    in_flight_at_fault: 0,
+    problems,
+    notes: `first push exit ${first.code}, wholly ${outcome}`,
+  });
 }
 
 // --- the whole local stack SIGKILLed ------------------------------------------------------------------
@@ -413,7 +530,9 @@ async function stackUp(bed: FaultBed): Promise<{ p: StackProcess; sql: postgres.
   stackDir ??= mkdtempSync(join(tmpdir(), "faults-npm-start-"));
   const t0 = Date.now();
   const p = await startStackProcess(stackDir, {
-    EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: bed.fake.apiKey, OPENAI_BASE_URL: bed.fake.url,
+    EMBEDDING_PROVIDER: "openai",
+    OPENAI_API_KEY: bed.fake.apiKey,
+    OPENAI_BASE_URL: bed.fake.url,
   });
   stackProc = p;
   stackSql = postgres(p.dbUrl, { max: 4, onnotice: () => {}, connect_timeout: 10 });
@@ -449,16 +568,21 @@ function ledgerWriter(url: string, table: string) {
       }
     }
   })();
-  return { acked, stop: async () => {
-    stop = true;
-    await Promise.race([done, sleep(2000)]);
-    await w.end({ timeout: 0 }).catch(() => {});
-  } };
+  return {
+    acked,
+    stop: async () => {
+      stop = true;
+      await Promise.race([done, sleep(2000)]);
+      await w.end({ timeout: 0 }).catch(() => {});
+    },
+  };
 }
 
 async function lostLedger(sql: postgres.Sql, table: string, acked: number[]): Promise<number> {
   const [r] = await sql.unsafe<{ n: number }[]>(
-    `select count(*)::int as n from unnest($1::int[]) a(id) where not exists (select from ${table} t where t.id = a.id)`, [acked]);
+    `select count(*)::int as n from unnest($1::int[]) a(id) where not exists (select from ${table} t where t.id = a.id)`,
+    [acked],
+  );
   return r.n;
 }
 
@@ -473,9 +597,11 @@ async function stackKillDrain(bed: FaultBed, run: number) {
   const ledger = ledgerWriter(stackProc!.dbUrl, `${table}_ledger`);
   await sleep(pick(200, 1500));
   const [{ n: doneBefore }] = await sql.unsafe<{ n: number }[]>(
-    `select count(*)::int as n from embedding_sync_queue where source_table = '${table}' and status = 'completed'`);
+    `select count(*)::int as n from embedding_sync_queue where source_table = '${table}' and status = 'completed'`,
+  );
   const [{ held }] = await sql.unsafe<{ held: number }[]>(
-    `select count(*)::int as held from embedding_sync_queue where source_table = '${table}' and status = 'processing'`);
+    `select count(*)::int as held from embedding_sync_queue where source_table = '${table}' and status = 'processing'`,
+  );
   const faultAt = await stackKill();
   await ledger.stop();
   const up = await stackUp(bed);
@@ -485,14 +611,26 @@ async function stackKillDrain(bed: FaultBed, run: number) {
   const lost = await lostLedger(sql, `${table}_ledger`, ledger.acked);
   if (lost) problems.push(`${lost} of ${ledger.acked.length} acknowledged commits lost`);
   const [{ n: doneAfter }] = await sql.unsafe<{ n: number }[]>(
-    `select count(*)::int as n from embedding_sync_queue where source_table = '${table}' and status = 'completed'`);
+    `select count(*)::int as n from embedding_sync_queue where source_table = '${table}' and status = 'completed'`,
+  );
   if (doneAfter < doneBefore) problems.push(`${doneBefore - doneAfter} completed jobs lost`);
   const recovery = await recoveryAfter(sql, table, faultAt, upAt, 600_000).catch(() => null);
-  await until(`${table} drained`, 900_000, async () => (await progress(sql, table)).left === 0, 500).catch((e) => log(String(e)));
+  await until(`${table} drained`, 900_000, async () => (await progress(sql, table)).left === 0, 500).catch((e) =>
+    log(String(e))
+  );
   const inv = await embeddingInvariants(sql, [table]);
-  record({ scenario: "stack_kill_drain", run, fault_at: `${Math.round(frac * 100)}% drained, ${ledger.acked.length} ledger commits`,
-    invariants: inv, recovery_s: recovery, restart_s: up.startS, wasted_provider_calls: wastedInputs(bed.fake), in_flight_at_fault: held,
-    problems, notes: `${doneBefore} jobs completed at the kill` });
+  record({
+    scenario: "stack_kill_drain",
+    run,
+    fault_at: `${Math.round(frac * 100)}% drained, ${ledger.acked.length} ledger commits`,
+    invariants: inv,
+    recovery_s: recovery,
+    restart_s: up.startS,
+    wasted_provider_calls: wastedInputs(bed.fake),
+    in_flight_at_fault: held,
+    problems,
+    notes: `${doneBefore} jobs completed at the kill`,
+  });
 }
 
 async function stackKillUpload(bed: FaultBed, run: number) {
@@ -508,8 +646,13 @@ async function stackKillUpload(bed: FaultBed, run: number) {
       const bytes = randomBytes(4096 + Math.floor(Math.random() * 60_000));
       try {
         const r = await fetch(`${stackProc!.apiUrl}/storage/v1/object/${bucket}/${name}`, {
-          method: "POST", body: bytes,
-          headers: { apikey: stackProc!.secretKey, authorization: `Bearer ${stackProc!.secretKey}`, "content-type": "application/octet-stream" },
+          method: "POST",
+          body: bytes,
+          headers: {
+            apikey: stackProc!.secretKey,
+            authorization: `Bearer ${stackProc!.secretKey}`,
+            "content-type": "application/octet-stream",
+          },
         });
         if (r.ok) acked.set(name, createHash("md5").update(bytes).digest("hex"));
         else failed++;
@@ -551,27 +694,44 @@ async function stackKillUpload(bed: FaultBed, run: number) {
   if (missing) problems.push(`${missing} acknowledged uploads without a row`);
   if (wrong) problems.push(`${wrong} acknowledged uploads whose row or file differs from what was sent`);
   // Rows and files agree, both ways (files a crash left without a row are swept by the restarted stack).
-  const rowsWithoutFile = () => rows.filter((r) => {
-    const path = join(root, ...r.name.split("/"), r.version);
-    return !existsSync(path) || statSync(path).size !== r.size;
-  }).length;
+  const rowsWithoutFile = () =>
+    rows.filter((r) => {
+      const path = join(root, ...r.name.split("/"), r.version);
+      return !existsSync(path) || statSync(path).size !== r.size;
+    }).length;
   const keep = new Set(rows.map((r) => join(root, ...r.name.split("/"), r.version)));
   const filesWithoutRow = () => listFiles(root).filter((f) => !keep.has(f)).length;
   let recovery: number | null = null;
   try {
-    await until("Storage files and storage.objects agree", 120_000, () => Promise.resolve(rowsWithoutFile() + filesWithoutRow() === 0), 500);
+    await until(
+      "Storage files and storage.objects agree",
+      120_000,
+      () => Promise.resolve(rowsWithoutFile() + filesWithoutRow() === 0),
+      500,
+    );
     recovery = (Date.now() - upAt) / 1000;
   } catch {
     problems.push(`${rowsWithoutFile()} rows without their file, ${filesWithoutRow()} files without a row after 120 s`);
   }
-  record({ scenario: "stack_kill_upload", run, fault_at: `${delay} ms into the burst, ${before} uploads acknowledged`,
-    invariants: await embeddingInvariants(sql, []), recovery_s: recovery, restart_s: up.startS, wasted_provider_calls: 0, in_flight_at_fault: 0,
-    problems, notes: `${acked.size} acknowledged, ${failed} failed, ${rows.length} rows` });
+  record({
+    scenario: "stack_kill_upload",
+    run,
+    fault_at: `${delay} ms into the burst, ${before} uploads acknowledged`,
+    invariants: await embeddingInvariants(sql, []),
+    recovery_s: recovery,
+    restart_s: up.startS,
+    wasted_provider_calls: 0,
+    in_flight_at_fault: 0,
+    problems,
+    notes: `${acked.size} acknowledged, ${failed} failed, ${rows.length} rows`,
+  });
 }
 
 function listFiles(dir: string): string[] {
   if (!existsSync(dir)) return [];
-  return readdirSync(dir, { withFileTypes: true }).flatMap((d) => (d.isDirectory() ? listFiles(join(dir, d.name)) : [join(dir, d.name)]));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((
+    d,
+  ) => (d.isDirectory() ? listFiles(join(dir, d.name)) : [join(dir, d.name)]));
 }
 
 // --- a MASSIVE collection -----------------------------------------------------------------------------
@@ -587,15 +747,23 @@ async function pgKillMassive(bed: FaultBed, run: number) {
   await sql`delete from files_queue where bucket_id = ${LEGIFRANCE_BUCKET}`;
   await sql`truncate legifrance_collector_runs, legifrance_failed_documents`;
   await sql`update legifrance_crawl_plan set next_page = 1, done = false, total_results = null, docs_collected = 0, page_size = 10`;
-  const stored = async () => (await sql<{ n: number }[]>`select count(*)::int as n from storage.objects where bucket_id = ${LEGIFRANCE_BUCKET}`)[0].n;
-  const invoke = (body: Record<string, unknown>) => fetch(`${bed.stack.apiUrl}/functions/v1/legifrance-collector`, {
-    method: "POST", headers: { apikey: bed.stack.secretKey, "content-type": "application/json" }, body: JSON.stringify(body),
-  }).then((r) => r.status).catch((e) => String(e));
+  const stored = async () =>
+    (await sql<{ n: number }[]>`select count(*)::int as n from storage.objects where bucket_id = ${LEGIFRANCE_BUCKET}`)[
+      0
+    ].n;
+  const invoke = (body: Record<string, unknown>) =>
+    fetch(`${bed.stack.apiUrl}/functions/v1/legifrance-collector`, {
+      method: "POST",
+      headers: { apikey: bed.stack.secretKey, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    }).then((r) => r.status).catch((e) => String(e));
   const first = invoke({ mode: "massive", restart: true });
   const frac = pick(0.1, 0.7);
   await until("fault point", 600_000, async () => (await stored()) >= frac * expected.size, 50);
   const { faultAt, restartS, upAt } = await restartServer(bed);
-  const [{ id: runId }] = await sql<{ id: string }[]>`select id from legifrance_collector_runs where mode = 'massive' order by started_at desc limit 1`;
+  const [{ id: runId }] = await sql<
+    { id: string }[]
+  >`select id from legifrance_collector_runs where mode = 'massive' order by started_at desc limit 1`;
   const problems: string[] = [];
   // The run resumes by itself (the invocation waits out the restart), or health's collector check
   // names it, and then the operator resumes it with the call the check gives.
@@ -625,26 +793,51 @@ async function pgKillMassive(bed: FaultBed, run: number) {
   } catch (e) {
     log(String(e));
   }
-  await until("the MASSIVE run completed", 600_000, async () =>
-    (await sql<{ status: string }[]>`select status from legifrance_collector_runs where id = ${runId}`)[0]?.status === "completed", 1000)
+  await until(
+    "the MASSIVE run completed",
+    600_000,
+    async () =>
+      (await sql<{ status: string }[]>`select status from legifrance_collector_runs where id = ${runId}`)[0]?.status ===
+        "completed",
+    1000,
+  )
     .catch((e) => problems.push(String(e)));
   const names = await sql<{ name: string }[]>`select name from storage.objects where bucket_id = ${LEGIFRANCE_BUCKET}`;
   const got = new Set(names.map((r) => r.name.replace(/^.*\//, "").replace(/\.json$/, "")));
   const lost = [...expected].filter((id) => !got.has(id)).length;
   const extra = [...got].filter((id) => !expected.has(id)).length;
-  const [q] = await sql<{ n: number; d: number }[]>`select count(*)::int as n, count(distinct file_path)::int as d from files_queue
+  const [q] = await sql<
+    { n: number; d: number }[]
+  >`select count(*)::int as n, count(distinct file_path)::int as d from files_queue
     where bucket_id = ${LEGIFRANCE_BUCKET} and status <> 'deleted'`;
-  const [p] = await sql<{ n: number; done: boolean }[]>`select sum(docs_collected)::int as n, bool_and(done) as done from legifrance_crawl_plan where enabled`;
-  const [f] = await sql<{ n: number }[]>`select count(*)::int as n from legifrance_failed_documents where resolved_at is null`;
+  const [p] = await sql<
+    { n: number; done: boolean }[]
+  >`select sum(docs_collected)::int as n, bool_and(done) as done from legifrance_crawl_plan where enabled`;
+  const [f] = await sql<
+    { n: number }[]
+  >`select count(*)::int as n from legifrance_failed_documents where resolved_at is null`;
   if (lost) problems.push(`${lost} documents lost`);
   if (extra) problems.push(`${extra} unexpected objects`);
-  if (q.n !== q.d || q.d !== expected.size) problems.push(`files_queue: ${q.n} rows for ${q.d} paths, ${expected.size} documents`);
-  if (p.n !== expected.size || !p.done) problems.push(`plan counted ${p.n} documents for ${expected.size}, done ${p.done}`);
+  if (q.n !== q.d || q.d !== expected.size) {
+    problems.push(`files_queue: ${q.n} rows for ${q.d} paths, ${expected.size} documents`);
+  }
+  if (p.n !== expected.size || !p.done) {
+    problems.push(`plan counted ${p.n} documents for ${expected.size}, done ${p.done}`);
+  }
   if (f.n) problems.push(`${f.n} failed documents`);
   const status = await first;
-  record({ scenario: "pg_kill_massive", run, fault_at: `${Math.round(frac * 100)}% of ${expected.size} documents stored`,
-    invariants: await embeddingInvariants(sql, []), recovery_s: recovery, restart_s: restartS, wasted_provider_calls: 0, in_flight_at_fault: 0,
-    problems, notes: `${how}; first invocation answered ${status}` });
+  record({
+    scenario: "pg_kill_massive",
+    run,
+    fault_at: `${Math.round(frac * 100)}% of ${expected.size} documents stored`,
+    invariants: await embeddingInvariants(sql, []),
+    recovery_s: recovery,
+    restart_s: restartS,
+    wasted_provider_calls: 0,
+    in_flight_at_fault: 0,
+    problems,
+    notes: `${how}; first invocation answered ${status}`,
+  });
 }
 
 async function terminateBackends(bed: FaultBed, run: number) {
@@ -670,8 +863,16 @@ async function terminateBackends(bed: FaultBed, run: number) {
   const upAt = Date.now();
   const recovery = await recoveryAfter(bed.sql, table, lastAt, upAt, 600_000).catch(() => null);
   const inv = await drainedAndChecked(bed, table, 900_000);
-  record({ scenario: "terminate_backends", run, fault_at: `5 rounds at ${at.map((x) => Math.round(x / 1000)).join("/")} s, ${killed} backends`,
-    invariants: inv, recovery_s: recovery, restart_s: null, wasted_provider_calls: wastedInputs(bed.fake), in_flight_at_fault: held });
+  record({
+    scenario: "terminate_backends",
+    run,
+    fault_at: `5 rounds at ${at.map((x) => Math.round(x / 1000)).join("/")} s, ${killed} backends`,
+    invariants: inv,
+    recovery_s: recovery,
+    restart_s: null,
+    wasted_provider_calls: wastedInputs(bed.fake),
+    in_flight_at_fault: held,
+  });
 }
 
 async function providerDown(bed: FaultBed, run: number) {
@@ -690,25 +891,41 @@ async function providerDown(bed: FaultBed, run: number) {
   const backAt = new Date();
   await bed.provider.set("up");
   const upAt = Date.now();
-  const [dead] = await bed.sql.unsafe<{ n: number }[]>(`select count(*)::int as n from embedding_sync_queue where source_table = '${table}' and status = 'failed'`);
+  const [dead] = await bed.sql.unsafe<{ n: number }[]>(
+    `select count(*)::int as n from embedding_sync_queue where source_table = '${table}' and status = 'failed'`,
+  );
   const recovery = await recoveryAfter(bed.sql, table, backAt, upAt, 600_000).catch(() => null);
   const inv = await drainedAndChecked(bed, table, 900_000);
-  record({ scenario: "provider_down", run, fault_at: `${Math.round(frac * 100)}% drained, down ${PROVIDER_DOWN_S} s`, invariants: inv,
-    recovery_s: recovery, restart_s: null, wasted_provider_calls: wastedInputs(bed.fake), in_flight_at_fault: 0,
-    notes: `${dead.n} dead letters while down` });
+  record({
+    scenario: "provider_down",
+    run,
+    fault_at: `${Math.round(frac * 100)}% drained, down ${PROVIDER_DOWN_S} s`,
+    invariants: inv,
+    recovery_s: recovery,
+    restart_s: null,
+    wasted_provider_calls: wastedInputs(bed.fake),
+    in_flight_at_fault: 0,
+    notes: `${dead.n} dead letters while down`,
+  });
 }
 
 async function xminPinned(bed: FaultBed, run: number) {
   const table = `xmin_${++tableSeq}`;
   await createSource(bed.sql, table, DRAIN_ROWS * 2);
   const rate = async (ms: number) => {
-    const [a] = await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_sync_queue where status = 'completed'`;
+    const [a] = await bed.sql<
+      { n: number }[]
+    >`select count(*)::int as n from embedding_sync_queue where status = 'completed'`;
     await sleep(ms);
-    const [b] = await bed.sql<{ n: number }[]>`select count(*)::int as n from embedding_sync_queue where status = 'completed'`;
+    const [b] = await bed.sql<
+      { n: number }[]
+    >`select count(*)::int as n from embedding_sync_queue where status = 'completed'`;
     return (b.n - a.n) / (ms / 1000);
   };
   const dead = async () => {
-    const [r] = await bed.sql<{ n: number }[]>`select n_dead_tup::int as n from pg_stat_user_tables where relid = 'public.embedding_sync_queue'::regclass`;
+    const [r] = await bed.sql<
+      { n: number }[]
+    >`select n_dead_tup::int as n from pg_stat_user_tables where relid = 'public.embedding_sync_queue'::regclass`;
     return r.n;
   };
   await until("drain started", 120_000, async () => (await progress(bed.sql, table)).done > 0, 50);
@@ -727,11 +944,29 @@ async function xminPinned(bed: FaultBed, run: number) {
   pin.release();
   const after = await rate(window);
   const inv = await drainedAndChecked(bed, table, 900_000);
-  extra.xmin = { pin_s: XMIN_PIN_S, claims_per_s_before: before, claims_per_s_during: during, claims_per_s_after: after,
-    dead_tuples_at_pin: deadBefore, dead_tuples_pinned: deadDuring, dead_tuples_after: await dead() };
-  record({ scenario: "xmin_pinned", run, fault_at: `pinned ${XMIN_PIN_S} s`, invariants: inv, recovery_s: null, restart_s: null, measuresRecovery: false,
-    wasted_provider_calls: 0, in_flight_at_fault: 0,
-    notes: `completions/s before ${before.toFixed(0)}, pinned ${during.toFixed(0)}, after ${after.toFixed(0)}; dead tuples ${deadDuring}` });
+  extra.xmin = {
+    pin_s: XMIN_PIN_S,
+    claims_per_s_before: before,
+    claims_per_s_during: during,
+    claims_per_s_after: after,
+    dead_tuples_at_pin: deadBefore,
+    dead_tuples_pinned: deadDuring,
+    dead_tuples_after: await dead(),
+  };
+  record({
+    scenario: "xmin_pinned",
+    run,
+    fault_at: `pinned ${XMIN_PIN_S} s`,
+    invariants: inv,
+    recovery_s: null,
+    restart_s: null,
+    measuresRecovery: false,
+    wasted_provider_calls: 0,
+    in_flight_at_fault: 0,
+    notes: `completions/s before ${before.toFixed(0)}, pinned ${during.toFixed(0)}, after ${
+      after.toFixed(0)
+    }; dead tuples ${deadDuring}`,
+  });
 }
 
 async function filesRebuild(bed: FaultBed, run: number) {
@@ -771,10 +1006,19 @@ async function filesRebuild(bed: FaultBed, run: number) {
   const status = await invoked;
   const [rows] = await sql<{ n: number; distinct_paths: number }[]>`
     select count(*)::int as n, count(distinct file_path)::int as distinct_paths from files_queue where bucket_id = ${bucket}`;
-  record({ scenario: "files_rebuild", run, fault_at: `${Math.round(frac * 100)}% rebuilt`, invariants: await embeddingInvariants(sql, []),
-    files_drift: d.missing_rows + d.extra_rows + (rows.n - rows.distinct_paths), recovery_s: recovery, restart_s: restartS,
-    wasted_provider_calls: 0, in_flight_at_fault: 0,
-    notes: `${rows.n} rows for ${FILES_OBJECTS} objects; missing ${d.missing_rows}, extra ${d.extra_rows}; first invocation answered ${status}` });
+  record({
+    scenario: "files_rebuild",
+    run,
+    fault_at: `${Math.round(frac * 100)}% rebuilt`,
+    invariants: await embeddingInvariants(sql, []),
+    files_drift: d.missing_rows + d.extra_rows + (rows.n - rows.distinct_paths),
+    recovery_s: recovery,
+    restart_s: restartS,
+    wasted_provider_calls: 0,
+    in_flight_at_fault: 0,
+    notes:
+      `${rows.n} rows for ${FILES_OBJECTS} objects; missing ${d.missing_rows}, extra ${d.extra_rows}; first invocation answered ${status}`,
+  });
   await sql`delete from files_queue_watched_buckets where bucket_id = ${bucket}`;
   await sql`delete from files_queue where bucket_id = ${bucket}`;
   await sql`alter table files_queue enable trigger files_queue_webhook`;
@@ -798,13 +1042,21 @@ process.on("uncaughtException", (e) => {
 // The PISTE stand-in the collector talks to (FAULTS_MASSIVE_PER_FOND generated documents per fond).
 const piste = await startPisteStandIn({ generatedPerFond: MASSIVE_PER_FOND, latencyMs: 20 });
 const bed = await startFaultBed({
-  log, providerLatencyMs: 50,
-  functionEnv: { PISTE_OAUTH_URL: piste.oauthUrl, PISTE_API_URL: piste.apiUrl, PISTE_CLIENT_ID: piste.clientId, PISTE_CLIENT_SECRET: piste.clientSecret },
+  log,
+  providerLatencyMs: 50,
+  functionEnv: {
+    PISTE_OAUTH_URL: piste.oauthUrl,
+    PISTE_API_URL: piste.apiUrl,
+    PISTE_CLIENT_ID: piste.clientId,
+    PISTE_CLIENT_SECRET: piste.clientSecret,
+  },
 });
 let exitCode = 0;
 try {
   const settings = await bed.cluster.settings();
-  log(`private cluster on ${bed.cluster.port}: fsync=${settings.fsync} synchronous_commit=${settings.synchronous_commit} full_page_writes=${settings.full_page_writes}`);
+  log(
+    `private cluster on ${bed.cluster.port}: fsync=${settings.fsync} synchronous_commit=${settings.synchronous_commit} full_page_writes=${settings.full_page_writes}`,
+  );
   const scenarios: [string, (b: FaultBed, run: number) => Promise<void>, number][] = [
     ["pg_kill_drain", pgKillDrain, RUNS],
     ["pg_kill_bulk", pgKillBulk, RUNS],
@@ -835,9 +1087,22 @@ try {
       } catch (e) {
         log(`${name} #${i} aborted: ${e instanceof Error ? e.stack : e}`);
         // Whatever the run paused, back on (the collector's maintenance stays off for the whole bench).
-        await bed.sql`update cron.job set active = true where jobname <> 'legifrance-collector-maintenance'`.catch(() => {});
-        results.push({ scenario: name, run: i, fault_at: "-", passed: false, invariants: await embeddingInvariants(bed.sql, []),
-          recovery_s: null, recovered: false, restart_s: null, wasted_provider_calls: 0, in_flight_at_fault: 0, notes: `aborted: ${e}` });
+        await bed.sql`update cron.job set active = true where jobname <> 'legifrance-collector-maintenance'`.catch(
+          () => {},
+        );
+        results.push({
+          scenario: name,
+          run: i,
+          fault_at: "-",
+          passed: false,
+          invariants: await embeddingInvariants(bed.sql, []),
+          recovery_s: null,
+          recovered: false,
+          restart_s: null,
+          wasted_provider_calls: 0,
+          in_flight_at_fault: 0,
+          notes: `aborted: ${e}`,
+        });
       }
     }
   }
@@ -850,9 +1115,18 @@ try {
     cpus: availableParallelism(),
     load_avg_1m_at_end: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
     durable: settings,
-    scaled: { drain_rows: DRAIN_ROWS, bulk_rows: BULK_ROWS, segment_rows: SEGMENT_ROWS, provider_down_s: PROVIDER_DOWN_S, xmin_pin_s: XMIN_PIN_S,
-      terminate_window_s: TERMINATE_WINDOW_S, files_objects: FILES_OBJECTS, kb_rows: KB_ROWS, massive_per_fond: MASSIVE_PER_FOND,
-      stack_drain_rows: STACK_DRAIN_ROWS },
+    scaled: {
+      drain_rows: DRAIN_ROWS,
+      bulk_rows: BULK_ROWS,
+      segment_rows: SEGMENT_ROWS,
+      provider_down_s: PROVIDER_DOWN_S,
+      xmin_pin_s: XMIN_PIN_S,
+      terminate_window_s: TERMINATE_WINDOW_S,
+      files_objects: FILES_OBJECTS,
+      kb_rows: KB_ROWS,
+      massive_per_fond: MASSIVE_PER_FOND,
+      stack_drain_rows: STACK_DRAIN_ROWS,
+    },
     scenarios: [...new Set(results.map((r) => r.scenario))].map((s) => ({
       name: s,
       runs: results.filter((r) => r.scenario === s).length,
@@ -884,26 +1158,58 @@ try {
   writeFileSync(".bench/faults.json", JSON.stringify(out, null, 2) + "\n");
 
   const rows: [string, string, string, string, string, string, string][] = [
-    ["scenario", "runs", "passed", "recovery s (max)", "recovery s (each run)", "wasted", "invariants (lost/dup/stale/orphan/stuck/unfinished/dead)"]];
+    [
+      "scenario",
+      "runs",
+      "passed",
+      "recovery s (max)",
+      "recovery s (each run)",
+      "wasted",
+      "invariants (lost/dup/stale/orphan/stuck/unfinished/dead)",
+    ],
+  ];
   for (const s of out.scenarios) {
     const rs = s.results;
     const r = rs.map((x) => x.recovery_s).filter((x): x is number => x !== null);
     const t = (k: keyof Invariants) => rs.reduce((n, x) => n + x.invariants[k], 0);
-    rows.push([s.name, String(s.runs), String(s.passed), r.length ? Math.max(...r).toFixed(1) : "-",
+    rows.push([
+      s.name,
+      String(s.runs),
+      String(s.passed),
+      r.length ? Math.max(...r).toFixed(1) : "-",
       rs.map((x) => (x.recovery_s === null ? (x.recovered ? "-" : "NONE") : x.recovery_s.toFixed(1))).join(", "),
       String(rs.reduce((n, x) => n + x.wasted_provider_calls, 0)),
-      ["lost_rows", "duplicate_chunks", "stale_chunks", "orphan_chunks", "stuck_jobs", "unfinished_jobs", "dead_jobs"].map((k) => t(k as keyof Invariants)).join("/")]);
+      ["lost_rows", "duplicate_chunks", "stale_chunks", "orphan_chunks", "stuck_jobs", "unfinished_jobs", "dead_jobs"]
+        .map((k) => t(k as keyof Invariants)).join("/"),
+    ]);
   }
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  console.log(`faults benchmark (private durable PostgreSQL 15, ${out.cpus} CPUs, load ${out.load_avg_1m_at_end}, ${out.total_s} s)`);
+  console.log(
+    `faults benchmark (private durable PostgreSQL 15, ${out.cpus} CPUs, load ${out.load_avg_1m_at_end}, ${out.total_s} s)`,
+  );
   for (const r of rows) console.log(r.map((c, i) => c.padEnd(w[i])).join("  "));
   const targets = [
     [`passed = runs`, out.passed === out.runs, `${out.passed}/${out.runs}`],
-    [`every run within ${BUDGET_S} s`, skipped.length === 0, skipped.length ? `skipped: ${skipped.join(", ")}` : "none skipped"],
-    [`lost/duplicate/stale chunks, stuck jobs = 0`, out.lost_rows + out.duplicate_chunks + out.stale_chunks + out.stuck_jobs === 0,
-      `${out.lost_rows}/${out.duplicate_chunks}/${out.stale_chunks}/${out.stuck_jobs}`],
-    [`recovery_s_max <= ${RECOVERY_TARGET_S} after PostgreSQL restarts`, out.recovery_s_max_after_pg_restart <= RECOVERY_TARGET_S, `${out.recovery_s_max_after_pg_restart} s (p50 of all ${out.recovery_s_p50} s)`],
-    [`claims/s before / xmin pinned / after`, true, `${out.claims_per_s} / ${out.xmin_pinned_claims_per_s} / ${out.claims_per_s_after_unpin}; queue dead tuples pinned ${out.queue_dead_tuples_pinned}`],
+    [
+      `every run within ${BUDGET_S} s`,
+      skipped.length === 0,
+      skipped.length ? `skipped: ${skipped.join(", ")}` : "none skipped",
+    ],
+    [
+      `lost/duplicate/stale chunks, stuck jobs = 0`,
+      out.lost_rows + out.duplicate_chunks + out.stale_chunks + out.stuck_jobs === 0,
+      `${out.lost_rows}/${out.duplicate_chunks}/${out.stale_chunks}/${out.stuck_jobs}`,
+    ],
+    [
+      `recovery_s_max <= ${RECOVERY_TARGET_S} after PostgreSQL restarts`,
+      out.recovery_s_max_after_pg_restart <= RECOVERY_TARGET_S,
+      `${out.recovery_s_max_after_pg_restart} s (p50 of all ${out.recovery_s_p50} s)`,
+    ],
+    [
+      `claims/s before / xmin pinned / after`,
+      true,
+      `${out.claims_per_s} / ${out.xmin_pinned_claims_per_s} / ${out.claims_per_s_after_unpin}; queue dead tuples pinned ${out.queue_dead_tuples_pinned}`,
+    ],
   ] as const;
   for (const [what, ok, value] of targets) console.log(`${ok ? "met   " : "MISSED"}  ${what}: ${value}`);
   if (out.passed !== out.runs || skipped.length) exitCode = 1;

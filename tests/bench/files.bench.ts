@@ -12,10 +12,10 @@
 //   worker   process-files-queue (Deno) on the collected files: download, parse, upsert legal_documents.
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import postgres from "postgres";
-import { createLocalClient } from "../../packages/local-stack/client.ts";
+import { createNodeClient } from "../../packages/connection/node-client.ts";
 import { startLocalStack } from "../../packages/local-stack/index.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
-import { startPisteStandIn } from "../../packages/legifrance/stand-in.ts";
+import { startPisteStandIn } from "../../packages/testkit/legifrance-stand-in.ts";
 import { repopulate } from "../../packages/files-queue/repopulate.ts";
 import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts";
 
@@ -145,15 +145,22 @@ try {
   await sql`truncate storage.objects`;
   rmSync(dataDir, { recursive: true, force: true });
   stack = await startLocalStack({
-    databaseUrl: url, migrate: false, port: 0, dataDir,
+    databaseUrl: url,
+    migrate: false,
+    port: 0,
+    dataDir,
     functionEnv: {
-      PISTE_OAUTH_URL: piste.oauthUrl, PISTE_API_URL: piste.apiUrl,
-      PISTE_CLIENT_ID: piste.clientId, PISTE_CLIENT_SECRET: piste.clientSecret,
-      LEGIFRANCE_RPS: "18", LEGIFRANCE_CONCURRENCY: "8", EMBEDDING_PROVIDER: "offline",
+      PISTE_OAUTH_URL: piste.oauthUrl,
+      PISTE_API_URL: piste.apiUrl,
+      PISTE_CLIENT_ID: piste.clientId,
+      PISTE_CLIENT_SECRET: piste.clientSecret,
+      LEGIFRANCE_RPS: "18",
+      LEGIFRANCE_CONCURRENCY: "8",
+      EMBEDDING_PROVIDER: "offline",
     },
   });
   await sql`update cron.job set active = false`;
-  const client = createLocalClient(stack.apiUrl, stack.serviceRoleKey);
+  const client = createNodeClient(stack.apiUrl, stack.serviceRoleKey);
   const docs = piste.documentIds().length;
   log(`collector: ${docs} documents, 150 ms latency, quota 20 req/s`);
   t0 = performance.now();
@@ -173,8 +180,9 @@ try {
   log("worker: 2 parallel process-files-queue invocations");
   await sql`delete from embedding_sync_queue`;
   t0 = performance.now();
-  const runs = await Promise.all([0, 1].map(() =>
-    client.functions.invoke("process-files-queue", { body: { batchSize: 100, budgetMs: 120_000 } })));
+  const runs = await Promise.all(
+    [0, 1].map(() => client.functions.invoke("process-files-queue", { body: { batchSize: 100, budgetMs: 120_000 } })),
+  );
   const workerSeconds = seconds(t0);
   for (const r of runs) if (r.error) throw new Error(`worker: ${r.error.message}`);
   const stored = Number((await sql`select count(*) as n from legal_documents`)[0].n);
@@ -209,22 +217,44 @@ try {
   const rows: [string, string, string, string][] = [
     ["rebuild_rows", String(OBJECTS), "", ""],
     ["rebuild_restored (ours)", String(rebuild_restored), `= ${OBJECTS}`, ok(rebuild_restored === OBJECTS)],
-    ["rebuild_s (ours, keyset)", rebuild_s.toFixed(2), `<= 1.5 x limit (${(1.5 * rebuild_limit_s).toFixed(2)}), <= 120`, ok(rebuild_s <= 1.5 * rebuild_limit_s && rebuild_s <= 120)],
+    [
+      "rebuild_s (ours, keyset)",
+      rebuild_s.toFixed(2),
+      `<= 1.5 x limit (${(1.5 * rebuild_limit_s).toFixed(2)}), <= 120`,
+      ok(rebuild_s <= 1.5 * rebuild_limit_s && rebuild_s <= 120),
+    ],
     ["rebuild_limit_s (one INSERT..SELECT)", rebuild_limit_s.toFixed(2), "reference", ""],
     ["rebuild_offset_s (runbook)", rebuild_offset_s.toFixed(2), "", ""],
-    ["rebuild_offset_restored (runbook)", String(rebuild_offset_restored), `of ${OBJECTS}`, rebuild_offset_restored === OBJECTS ? "" : `lost ${OBJECTS - rebuild_offset_restored}`],
+    [
+      "rebuild_offset_restored (runbook)",
+      String(rebuild_offset_restored),
+      `of ${OBJECTS}`,
+      rebuild_offset_restored === OBJECTS ? "" : `lost ${OBJECTS - rebuild_offset_restored}`,
+    ],
     ["drift_missing", String(drift_missing), "1%", ""],
     ["drift_restored (ours)", String(drift_restored), `= ${drift_missing}`, ok(drift_restored === drift_missing)],
     ["drift_s (ours, anti-join)", drift_s.toFixed(2), "", ""],
     ["drift_offset_s (runbook)", drift_offset_s.toFixed(2), "", ""],
-    ["drift_offset_restored (runbook)", String(drift_offset_restored), `of ${drift_missing}`, drift_offset_restored === drift_missing ? "" : `missed ${drift_missing - drift_offset_restored}`],
+    [
+      "drift_offset_restored (runbook)",
+      String(drift_offset_restored),
+      `of ${drift_missing}`,
+      drift_offset_restored === drift_missing ? "" : `missed ${drift_missing - drift_offset_restored}`,
+    ],
     ["drift_ratio (runbook / ours)", (drift_offset_s / drift_s).toFixed(2), ">= 2", ok(drift_offset_s / drift_s >= 2)],
     ["collector_docs_per_min", collector_docs_per_min.toFixed(0), ">= 900", ok(collector_docs_per_min >= 900)],
     ["collector_failures", String(collector_failures), "= 0", ok(collector_failures === 0)],
-    ["collector docs / s / peak req/s / 429s", `${collected} / ${collectorSeconds.toFixed(1)} / ${pisteStats.peakRps} / ${pisteStats.status[429] ?? 0}`, "quota 20 req/s", ""],
+    [
+      "collector docs / s / peak req/s / 429s",
+      `${collected} / ${collectorSeconds.toFixed(1)} / ${pisteStats.peakRps} / ${pisteStats.status[429] ?? 0}`,
+      "quota 20 req/s",
+      "",
+    ],
     ["worker_docs_per_s", worker_docs_per_s.toFixed(1), "for the record", `${stored} docs`],
   ];
-  const w = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i].length), ["metric", "value", "target", ""][i].length));
+  const w = [0, 1, 2, 3].map((i) =>
+    Math.max(...rows.map((r) => r[i].length), ["metric", "value", "target", ""][i].length)
+  );
   const line = (r: string[]) => "| " + r.map((c, i) => c.padEnd(w[i])).join(" | ") + " |";
   console.log(line(["metric", "value", "target", "result"]));
   console.log("|" + w.map((n) => "-".repeat(n + 2)).join("|") + "|");

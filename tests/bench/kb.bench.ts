@@ -22,12 +22,19 @@ import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 20_000);
 const log = (m: string) => console.error(`[bench] ${m}`);
-const words = ("le la les un une des du de article code civil pénal travail commerce contrat bail salarié employeur demande délai " +
-  "jours mois tribunal juge appel cour cassation décision recours procédure acte notarié propriété vente achat prix paiement").split(" ");
+const words =
+  ("le la les un une des du de article code civil pénal travail commerce contrat bail salarié employeur demande délai " +
+    "jours mois tribunal juge appel cour cassation décision recours procédure acte notarié propriété vente achat prix paiement")
+    .split(" ");
 
 const adminUrl = await ensureTestServer(log);
 const stamp = Date.now().toString(36);
-const names = { tpl: `bench_kb_tpl_${stamp}`, src: `bench_kb_src_${stamp}`, tgt: `bench_kb_tgt_${stamp}`, dump: `bench_kb_dump_${stamp}` };
+const names = {
+  tpl: `bench_kb_tpl_${stamp}`,
+  src: `bench_kb_src_${stamp}`,
+  tgt: `bench_kb_tgt_${stamp}`,
+  dump: `bench_kb_dump_${stamp}`,
+};
 const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
 const backupDir = mkdtempSync(join(tmpdir(), "bench-kb-"));
 const clients: postgres.Sql[] = [];
@@ -37,17 +44,34 @@ const connect = (db: string) => {
   return c;
 };
 const fake = await startFakeOpenAI();
-const provider = new OpenAIEmbeddingProvider({ apiKey: fake.apiKey, baseURL: fake.url, model: "text-embedding-3-small", dimensions: 1536, timeoutMs: 60_000 });
-const drain = (sql: postgres.Sql) => processEmbeddingQueue(sql, provider, {
-  workerId: `bench-kb-${Math.random()}`, batchSize: 500, budgetMs: 600_000, leaseSeconds: 300, concurrency: 2, maxAttempts: 3,
+const provider = new OpenAIEmbeddingProvider({
+  apiKey: fake.apiKey,
+  baseURL: fake.url,
+  model: "text-embedding-3-small",
+  dimensions: 1536,
+  timeoutMs: 60_000,
 });
+const drain = (sql: postgres.Sql) =>
+  processEmbeddingQueue(sql, provider, {
+    workerId: `bench-kb-${Math.random()}`,
+    batchSize: 500,
+    budgetMs: 600_000,
+    leaseSeconds: 300,
+    concurrency: 2,
+    maxAttempts: 3,
+  });
 
 function kb(args: string[]): { s: number; out: string } {
   const t0 = performance.now();
   const r = spawnSync("node_modules/.bin/tsx", ["scripts/kb.ts", ...args], {
     encoding: "utf8",
     maxBuffer: 64 << 20,
-    env: { ...process.env, SRC_DB_URL: databaseUrl(adminUrl, names.src), TGT_DB_URL: databaseUrl(adminUrl, names.tgt), KB_BACKUP_DIR: backupDir },
+    env: {
+      ...process.env,
+      SRC_DB_URL: databaseUrl(adminUrl, names.src),
+      TGT_DB_URL: databaseUrl(adminUrl, names.tgt),
+      KB_BACKUP_DIR: backupDir,
+    },
   });
   const s = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`kb ${args.join(" ")} failed (${r.status}): ${r.stderr}`);
@@ -94,9 +118,15 @@ try {
   log("pg_dump --data-only | psql into the second empty target (HNSW index in place)");
   const t0 = performance.now();
   // documentation_embeddings is partitioned: its rows are dumped from its partitions and loaded through the parent.
-  execFileSync("bash", ["-o", "pipefail", "-c",
-    `pg_dump --data-only --load-via-partition-root --table=public.kb_bench_docs --table='private.documentation_embeddings_s*' -d "$SRC" | psql -q -v ON_ERROR_STOP=1 -d "$DST" > /dev/null`],
-    { env: { ...process.env, SRC: databaseUrl(adminUrl, names.src), DST: databaseUrl(adminUrl, names.dump) }, stdio: ["ignore", "ignore", "inherit"] });
+  execFileSync("bash", [
+    "-o",
+    "pipefail",
+    "-c",
+    `pg_dump --data-only --load-via-partition-root --table=public.kb_bench_docs --table='private.documentation_embeddings_s*' -d "$SRC" | psql -q -v ON_ERROR_STOP=1 -d "$DST" > /dev/null`,
+  ], {
+    env: { ...process.env, SRC: databaseUrl(adminUrl, names.src), DST: databaseUrl(adminUrl, names.dump) },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
   const pgdumpS = (performance.now() - t0) / 1000;
   const [dumped] = await dump<{ n: number }[]>`select count(*)::int as n from documentation_embeddings`;
   log(`pg_dump | psql: ${pgdumpS.toFixed(1)} s (${dumped.n} chunks)`);
@@ -106,7 +136,18 @@ try {
   const providerCalls = fake.stats.requests - before;
   log(`target queue: ${q.claimed} jobs, ${q.unchanged} chunks unchanged, ${providerCalls} provider calls`);
 
-  const repush = kb(["push", "--from", "src", "--to", "tgt", "--mode", "replace", "--tables", "kb_bench_docs", "--json"]);
+  const repush = kb([
+    "push",
+    "--from",
+    "src",
+    "--to",
+    "tgt",
+    "--mode",
+    "replace",
+    "--tables",
+    "kb_bench_docs",
+    "--json",
+  ]);
   const rep = JSON.parse(repush.out);
   const written = rep.totals.inserted + rep.totals.updated + rep.totals.deleted;
 
@@ -142,7 +183,9 @@ try {
   console.log("written to .bench/kb.json");
 } finally {
   await Promise.all(clients.map((c) => c.end({ timeout: 5 })));
-  for (const db of Object.values(names)) await admin.unsafe(`drop database if exists ${db} with (force)`).catch(() => {});
+  for (const db of Object.values(names)) {
+    await admin.unsafe(`drop database if exists ${db} with (force)`).catch(() => {});
+  }
   await admin.end();
   await fake.stop();
   rmSync(backupDir, { recursive: true, force: true });

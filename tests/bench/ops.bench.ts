@@ -50,7 +50,10 @@ try {
   const totals: number[] = [];
   const perCheck = new Map<string, number[]>();
   for (let i = 0; i < ROUNDS; i++) {
-    const r = await runHealthChecks(sql, { expectedMigrations: SHIPPED_MIGRATIONS, embeddingEnv: { EMBEDDING_PROVIDER: "offline" } });
+    const r = await runHealthChecks(sql, {
+      expectedMigrations: SHIPPED_MIGRATIONS,
+      embeddingEnv: { EMBEDDING_PROVIDER: "offline" },
+    });
     totals.push(r.duration_ms ?? 0);
     for (const c of r.checks) perCheck.set(c.name, [...(perCheck.get(c.name) ?? []), c.ms ?? 0]);
   }
@@ -72,11 +75,22 @@ try {
     ["ops_sample_metrics() (every minute)", sample],
     ["ops_check_alerts() (hourly)", alerts],
   ];
-  console.log(`\nops benchmark: ${OBJECTS.toLocaleString("en")} objects, ${DOCS.toLocaleString("en")} documents, median of ${ROUNDS}\n`);
+  console.log(
+    `\nops benchmark: ${OBJECTS.toLocaleString("en")} objects, ${
+      DOCS.toLocaleString("en")
+    } documents, median of ${ROUNDS}\n`,
+  );
   console.log(`${"what".padEnd(42)} ${"ms".padStart(9)}`);
   for (const [what, ms] of rows) console.log(`${what.padEnd(42)} ${ms.toFixed(1).padStart(9)}`);
   mkdirSync(".bench", { recursive: true });
-  writeFileSync(".bench/ops.json", JSON.stringify({ objects: OBJECTS, documents: DOCS, rounds: ROUNDS, median_ms: Object.fromEntries(rows) }, null, 2) + "\n");
+  writeFileSync(
+    ".bench/ops.json",
+    JSON.stringify(
+      { objects: OBJECTS, documents: DOCS, rounds: ROUNDS, median_ms: Object.fromEntries(rows) },
+      null,
+      2,
+    ) + "\n",
+  );
   console.log("\nwrote .bench/ops.json");
 } finally {
   await sql.end({ timeout: 2 });

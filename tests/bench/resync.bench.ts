@@ -96,7 +96,11 @@ try {
   mkdirSync(".bench", { recursive: true });
   writeFileSync(".bench/resync.json", JSON.stringify(result, null, 2) + "\n");
   const rowsOut: [string, string, string][] = [
-    ["unchanged_enqueued", unchanged.map((u) => u.enqueued).join(" / "), `resync(null) of ${ROWS} unchanged rows, 3 runs; target 0`],
+    [
+      "unchanged_enqueued",
+      unchanged.map((u) => u.enqueued).join(" / "),
+      `resync(null) of ${ROWS} unchanged rows, 3 runs; target 0`,
+    ],
     ["unchanged_seconds", unchanged.map((u) => u.s).join(" / "), `best ${best} s`],
     ["changed_enqueued", String(changed.enqueued), `${CHANGED} rows changed behind the triggers; target ${CHANGED}`],
     ["changed_seconds", String(changed.s), ""],
@@ -105,7 +109,9 @@ try {
   ];
   const w0 = Math.max(...rowsOut.map((r) => r[0].length));
   const w1 = Math.max(...rowsOut.map((r) => r[1].length));
-  console.log(`resync benchmark (${ROWS} rows, real PostgreSQL, ${result.cpus} CPUs, load average ${result.load_avg_1m_at_end} at the end)`);
+  console.log(
+    `resync benchmark (${ROWS} rows, real PostgreSQL, ${result.cpus} CPUs, load average ${result.load_avg_1m_at_end} at the end)`,
+  );
   console.log(`${"metric".padEnd(w0)}  ${"value".padStart(w1)}  note`);
   for (const [k, v, n] of rowsOut) console.log(`${k.padEnd(w0)}  ${v.padStart(w1)}  ${n}`);
   console.log(`written to .bench/resync.json`);

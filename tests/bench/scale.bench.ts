@@ -17,11 +17,11 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import postgres from "postgres";
-import { createLocalClient } from "../../packages/local-stack/client.ts";
+import { createNodeClient } from "../../packages/connection/node-client.ts";
 import { startLocalStack } from "../../packages/local-stack/index.ts";
 import { migrate } from "../../packages/local-stack/migrate.ts";
-import { generatedDocuments, sampleDocuments } from "../../packages/legifrance/corpus.ts";
-import { startPisteStandIn } from "../../packages/legifrance/stand-in.ts";
+import { generatedDocuments, sampleDocuments } from "../../packages/testkit/legifrance-corpus.ts";
+import { startPisteStandIn } from "../../packages/testkit/legifrance-stand-in.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../../packages/testkit/fake-openai.ts";
 import { databaseUrl, ensureTestServer } from "../../packages/testkit/testbed.ts";
 
@@ -35,12 +35,12 @@ const E2E_DOCS = Number(process.env.BENCH_E2E_DOCS ?? 3_000);
 const PROVIDER_LATENCY_MS = 200;
 const FAQ_ROWS = 200;
 const BUCKET = "agentbasic-legifrance-raw";
-const VOCABULARY = ("le la les un une des du de article code civil pénal travail commerce contrat bail salarié " +
+const VOCABULARY = "le la les un une des du de article code civil pénal travail commerce contrat bail salarié " +
   "employeur demande délai jours mois tribunal juge appel cour cassation décision recours procédure acte notarié " +
   "propriété vente achat prix paiement facture taxe impôt déclaration revenu société associé capital statuts " +
   "assemblée gérant président conseil administration responsabilité dommage préjudice réparation assurance sinistre " +
   "garantie clause résiliation préavis licenciement indemnité congé formation retraite pension sécurité sociale " +
-  "santé maladie accident famille mariage divorce enfant garde succession héritier testament donation");
+  "santé maladie accident famille mariage divorce enfant garde succession héritier testament donation";
 const log = (m: string) => console.error(`[bench] ${m}`);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const seconds = (t0: number) => (performance.now() - t0) / 1000;
@@ -67,7 +67,12 @@ function percentile(xs: number[], p: number): number {
 const problems: string[] = [];
 
 /** Polls until `check` holds; false (and a problem noted) when the deadline passes first. */
-async function waitUntil(what: string, deadlineMs: number, check: () => Promise<boolean>, everyMs = 250): Promise<boolean> {
+async function waitUntil(
+  what: string,
+  deadlineMs: number,
+  check: () => Promise<boolean>,
+  everyMs = 250,
+): Promise<boolean> {
   const end = performance.now() + deadlineMs;
   while (!(await check())) {
     if (performance.now() > end) {
@@ -83,7 +88,10 @@ async function waitUntil(what: string, deadlineMs: number, check: () => Promise<
 async function restartStack(functionEnv: Record<string, string>) {
   await stack?.stop();
   stack = await startLocalStack({
-    databaseUrl: url, port: 0, migrate: false, dataDir: stackDir,
+    databaseUrl: url,
+    port: 0,
+    migrate: false,
+    dataDir: stackDir,
     functionEnv: { EMBEDDING_REQUEST_CONCURRENCY: "4", ...functionEnv },
   });
 }
@@ -97,12 +105,15 @@ async function backfill(table: string) {
 /** A table of `rows` distinct French rows of `words` words from a shared vocabulary, not yet a source. */
 async function createRows(table: string, from: number, to: number, words: number) {
   await sql.unsafe(`create table if not exists ${table} (id int primary key, body text not null)`);
-  await sql.unsafe(`
+  await sql.unsafe(
+    `
     insert into ${table} (id, body)
     select g, 'Texte ' || g || ' : ' || (
              select string_agg(w[1 + abs(hashtext(g || ':' || k)) % array_length(w, 1)], ' ')
              from generate_series(1, ${words}) k) || '.'
-    from generate_series(${from}, ${to}) g, (select string_to_array($1, ' ') as w) v`, [VOCABULARY]);
+    from generate_series(${from}, ${to}) g, (select string_to_array($1, ' ') as w) v`,
+    [VOCABULARY],
+  );
 }
 
 async function pendingOf(table: string): Promise<number> {
@@ -165,7 +176,11 @@ function liveEdits(tag: string, pick?: (i: number) => Promise<{ table: string; i
       stopped = true;
       await loop;
       await Promise.all(inflight);
-      if (lost.length) problems.push(`${tag}: ${lost.length} of ${latencies.length} live edits not searchable after 10 minutes (counted as 600,000 ms)`);
+      if (lost.length) {
+        problems.push(
+          `${tag}: ${lost.length} of ${latencies.length} live edits not searchable after 10 minutes (counted as 600,000 ms)`,
+        );
+      }
       return latencies;
     },
   };
@@ -176,7 +191,12 @@ function liveEdits(tag: string, pick?: (i: number) => Promise<{ table: string; i
  * lock: the relation they wait on, the state of its segment when it is one, and what the blocking
  * backend runs. A wait seen in several samples is one wait, lasting from its first sample to its last.
  */
-interface LockWait { ms: number; rel: string; state: string | null; blocker: string }
+interface LockWait {
+  ms: number;
+  rel: string;
+  state: string | null;
+  blocker: string;
+}
 function applyLockWaits() {
   const waits = new Map<string, { first: number; last: number; rel: string; state: string | null; blocker: string }>();
   let stopped = false;
@@ -206,7 +226,12 @@ function applyLockWaits() {
       stopped = true;
       await loop;
       // Seen once: under one sampling interval.
-      return [...waits.values()].map((w) => ({ ms: w.last - w.first + 200, rel: w.rel, state: w.state, blocker: w.blocker }));
+      return [...waits.values()].map((w) => ({
+        ms: w.last - w.first + 200,
+        rel: w.rel,
+        state: w.state,
+        blocker: w.blocker,
+      }));
     },
   };
 }
@@ -222,7 +247,9 @@ function describeWaits(waits: LockWait[]): string {
     e.max = Math.max(e.max, w.ms);
     by.set(k, e);
   }
-  return [...by.entries()].sort((a, b) => b[1].n - a[1].n).map(([k, e]) => `${k}: ${e.n}, longest ${e.max} ms`).join("; ") || "none";
+  return [...by.entries()].sort((a, b) => b[1].n - a[1].n).map(([k, e]) => `${k}: ${e.n}, longest ${e.max} ms`).join(
+    "; ",
+  ) || "none";
 }
 
 try {
@@ -249,8 +276,10 @@ try {
   await waitUntil("fifo backfill drained", 900_000, async () => (await pendingOf("bench_fifo")) === 0, 1000);
   const fifoLatencies = (await fifoEdits.stop()).map((e) => e.ms);
   partSeconds.fifo = seconds(t0);
-  log(`fifo: ${FIFO_ROWS} rows drained in ${partSeconds.fifo.toFixed(1)} s; ${fifoLatencies.length} live edits, ` +
-    `p50 ${Math.round(percentile(fifoLatencies, 50))} ms, p95 ${Math.round(percentile(fifoLatencies, 95))} ms`);
+  log(
+    `fifo: ${FIFO_ROWS} rows drained in ${partSeconds.fifo.toFixed(1)} s; ${fifoLatencies.length} live edits, ` +
+      `p50 ${Math.round(percentile(fifoLatencies, 50))} ms, p95 ${Math.round(percentile(fifoLatencies, 95))} ms`,
+  );
 
   // --- limit: per-row HNSW maintenance, 4 writers -----------------------------------------------
   t0 = performance.now();
@@ -290,7 +319,9 @@ try {
   // One edit a second, while a segment is under build, of a backfilled row with chunks in it: the
   // case where a write could wait for the build's lock.
   const underBuildEdits = liveEdits("inbuild", async () => {
-    const [g] = await sql<{ id: number }[]>`select id from embedding_segments where state = 'building' order by id limit 1`;
+    const [g] = await sql<
+      { id: number }[]
+    >`select id from embedding_segments where state = 'building' order by id limit 1`;
     if (!g) return null;
     const [r] = await sql<{ id: number }[]>`
       select source_id::int as id from ${sql(`private.documentation_embeddings_s${g.id}`)}
@@ -309,7 +340,9 @@ try {
              (select count(*)::int from embedding_sync_queue where source_table = 'bench_law' and status = 'completed') as done`;
     if (performance.now() - lastReport > 30_000) {
       lastReport = performance.now();
-      log(`backfill: ${r.done} done, ${r.left} left, ${r.unsealed} segments unsealed, ${backfillEdits.count()} live edits measured`);
+      log(
+        `backfill: ${r.done} done, ${r.left} left, ${r.unsealed} segments unsealed, ${backfillEdits.count()} live edits measured`,
+      );
     }
     return r.left === 0 && r.unsealed === 0;
   }, 500);
@@ -329,7 +362,9 @@ try {
   if (check.sources !== BACKFILL_ROWS || check.dupes !== 0) {
     problems.push(`backfill: ${check.sources} of ${BACKFILL_ROWS} rows searchable, ${check.dupes} duplicated chunks`);
   }
-  const segments = await sql<{ segment: number; rows: number; build_ms: number | null; built_from: number | null; built_to: number | null }[]>`
+  const segments = await sql<
+    { segment: number; rows: number; build_ms: number | null; built_from: number | null; built_to: number | null }[]
+  >`
     select id as segment, rows, build_ms,
            (extract(epoch from sealed_at) * 1000 - build_ms)::float8 as built_from,
            (extract(epoch from sealed_at) * 1000)::float8 as built_to
@@ -337,22 +372,33 @@ try {
   // Where the live lane's tail falls: an edit is "during a build" when the time from its commit to
   // its being searchable overlaps a segment's index build.
   const builds = segments.filter((g) => g.built_from !== null && g.built_to !== null);
-  const duringBuild = (e: LiveEdit) => builds.some((g) => e.committedAt < g.built_to! && e.searchableAt > g.built_from!);
+  const duringBuild = (e: LiveEdit) =>
+    builds.some((g) => e.committedAt < g.built_to! && e.searchableAt > g.built_from!);
   const liveDuringBuilds = backfillEdited.filter(duringBuild).map((e) => e.ms);
   const liveOutsideBuilds = backfillEdited.filter((e) => !duringBuild(e)).map((e) => e.ms);
   const backfillRate = BACKFILL_ROWS / backfillSeconds;
   partSeconds.backfill = seconds(t0);
-  log(`backfill: ${BACKFILL_ROWS} rows written and indexed in ${backfillSeconds.toFixed(1)} s ` +
-    `(${segments.length} segments: ${segments.map((s) => `${s.segment}:${s.rows}${s.build_ms ? `/${s.build_ms}ms` : ""}`).join(" ")}); ` +
-    `${backfillLatencies.length} live edits, p50 ${Math.round(percentile(backfillLatencies, 50))} ms, ` +
-    `p95 ${Math.round(percentile(backfillLatencies, 95))} ms; during builds ${liveDuringBuilds.length} edits, ` +
-    `p95 ${Math.round(percentile(liveDuringBuilds, 95))} ms; outside ${liveOutsideBuilds.length}, p95 ${Math.round(percentile(liveOutsideBuilds, 95))} ms`);
+  log(
+    `backfill: ${BACKFILL_ROWS} rows written and indexed in ${backfillSeconds.toFixed(1)} s ` +
+      `(${segments.length} segments: ${
+        segments.map((s) => `${s.segment}:${s.rows}${s.build_ms ? `/${s.build_ms}ms` : ""}`).join(" ")
+      }); ` +
+      `${backfillLatencies.length} live edits, p50 ${Math.round(percentile(backfillLatencies, 50))} ms, ` +
+      `p95 ${Math.round(percentile(backfillLatencies, 95))} ms; during builds ${liveDuringBuilds.length} edits, ` +
+      `p95 ${Math.round(percentile(liveDuringBuilds, 95))} ms; outside ${liveOutsideBuilds.length}, p95 ${
+        Math.round(percentile(liveOutsideBuilds, 95))
+      } ms`,
+  );
 
   // --- quota: 4 workers under a provider budget they learn from the headers ----------------------
   t0 = performance.now();
   const quotaFake = await startFakeOpenAI({ latencyMs: PROVIDER_LATENCY_MS, quota: QUOTA });
   fakes.push(quotaFake);
-  await restartStack({ EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: quotaFake.apiKey, OPENAI_BASE_URL: quotaFake.url });
+  await restartStack({
+    EMBEDDING_PROVIDER: "openai",
+    OPENAI_API_KEY: quotaFake.apiKey,
+    OPENAI_BASE_URL: quotaFake.url,
+  });
   const quotaRows = Math.ceil((QUOTA.tpm * QUOTA_MINUTES) / QUOTA_ROW_TOKENS);
   await createRows("bench_quota", 1, quotaRows, QUOTA_ROW_WORDS);
   quotaFake.resetStats();
@@ -365,10 +411,14 @@ try {
   const quotaMinutes = (Math.max(...acceptedSeconds) - Math.min(...acceptedSeconds) + 1) / 60;
   const quotaUtilization = quotaStats.tokens / quotaMinutes / QUOTA.tpm;
   const quota429s = quotaStats.rateLimited;
-  if (quotaStats.tokens < 3 * QUOTA.tpm) problems.push(`quota: only ${quotaStats.tokens} tokens, less than 3 minutes of the quota`);
+  if (quotaStats.tokens < 3 * QUOTA.tpm) {
+    problems.push(`quota: only ${quotaStats.tokens} tokens, less than 3 minutes of the quota`);
+  }
   partSeconds.quota = seconds(t0);
-  log(`quota: ${quotaRows} rows, ${quotaStats.tokens} tokens in ${(quotaMinutes * 60).toFixed(1)} s of provider time ` +
-    `(drained in ${seconds(tq).toFixed(1)} s), ${quotaStats.ok} requests, ${quota429s} 429s`);
+  log(
+    `quota: ${quotaRows} rows, ${quotaStats.tokens} tokens in ${(quotaMinutes * 60).toFixed(1)} s of provider time ` +
+      `(drained in ${seconds(tq).toFixed(1)} s), ${quotaStats.ok} requests, ${quota429s} 429s`,
+  );
 
   // --- legifrance end to end --------------------------------------------------------------------------
   t0 = performance.now();
@@ -378,12 +428,17 @@ try {
   stops.push(() => piste.stop());
   const docs = piste.documentIds().length;
   await restartStack({
-    EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url,
-    PISTE_OAUTH_URL: piste.oauthUrl, PISTE_API_URL: piste.apiUrl,
-    PISTE_CLIENT_ID: piste.clientId, PISTE_CLIENT_SECRET: piste.clientSecret,
-    LEGIFRANCE_RPS: "18", LEGIFRANCE_CONCURRENCY: "8",
+    EMBEDDING_PROVIDER: "openai",
+    OPENAI_API_KEY: fake.apiKey,
+    OPENAI_BASE_URL: fake.url,
+    PISTE_OAUTH_URL: piste.oauthUrl,
+    PISTE_API_URL: piste.apiUrl,
+    PISTE_CLIENT_ID: piste.clientId,
+    PISTE_CLIENT_SECRET: piste.clientSecret,
+    LEGIFRANCE_RPS: "18",
+    LEGIFRANCE_CONCURRENCY: "8",
   });
-  const client = createLocalClient(stack!.apiUrl, stack!.serviceRoleKey);
+  const client = createNodeClient(stack!.apiUrl, stack!.serviceRoleKey);
   const te = performance.now();
   // MASSIVE re-invokes itself through pg_net until its plan is done; everything downstream is woken.
   const { error: colErr } = await client.functions.invoke("legifrance-collector", {
@@ -393,7 +448,9 @@ try {
   let lastE2e = 0;
   let searchable = 0;
   await waitUntil("every collected document searchable", 900_000, async () => {
-    const [r] = await sql<{ objects: number; files_left: number; docs: number; jobs_left: number; searchable: number }[]>`
+    const [r] = await sql<
+      { objects: number; files_left: number; docs: number; jobs_left: number; searchable: number }[]
+    >`
       select (select count(*)::int from storage.objects where bucket_id = ${BUCKET}) as objects,
              (select count(*)::int from files_queue where status in ('pending', 'processing')) as files_left,
              (select count(*)::int from legal_documents) as docs,
@@ -403,7 +460,9 @@ try {
     searchable = r.searchable;
     if (performance.now() - lastE2e > 30_000) {
       lastE2e = performance.now();
-      log(`legifrance: ${r.objects} collected, ${r.files_left} files left, ${r.docs} documents, ${r.jobs_left} jobs left, ${r.searchable} searchable`);
+      log(
+        `legifrance: ${r.objects} collected, ${r.files_left} files left, ${r.docs} documents, ${r.jobs_left} jobs left, ${r.searchable} searchable`,
+      );
     }
     return r.objects >= docs && r.files_left === 0 && r.docs >= docs && r.jobs_left === 0;
   }, 500);
@@ -417,8 +476,10 @@ try {
   const e2eSeconds = seconds(te);
   const e2eDocsPerMin = docs / (e2eSeconds / 60);
   partSeconds.legifrance = seconds(t0);
-  log(`legifrance: ${docs} documents, ${searchable} searchable in ${e2eSeconds.toFixed(1)} s ` +
-    `(first job to last embedding: ${(lastDone.ms / 1000).toFixed(1)} s)`);
+  log(
+    `legifrance: ${docs} documents, ${searchable} searchable in ${e2eSeconds.toFixed(1)} s ` +
+      `(first job to last embedding: ${(lastDone.ms / 1000).toFixed(1)} s)`,
+  );
   partSeconds.total = seconds(t00);
 
   const result = {
@@ -470,25 +531,74 @@ try {
   const atMost = (limit: number) => (v: number) => v <= limit;
   const atLeast = (limit: number) => (v: number) => v >= limit;
   const rowsOut: [string, number, string, ((v: number) => boolean)?][] = [
-    ["live_p50_ms_under_backfill", result.live_p50_ms_under_backfill, `${backfillLatencies.length} edits (1/s) during the ${BACKFILL_ROWS}-row backfill`],
+    [
+      "live_p50_ms_under_backfill",
+      result.live_p50_ms_under_backfill,
+      `${backfillLatencies.length} edits (1/s) during the ${BACKFILL_ROWS}-row backfill`,
+    ],
     ["live_p95_ms_under_backfill", result.live_p95_ms_under_backfill, "target <= 2,000", atMost(2000)],
-    ["live_p95_ms_during_builds", result.live_p95_ms_during_builds,
-      `${liveDuringBuilds.length} edits overlapping one of ${builds.length} segment builds (p50 ${result.live_p50_ms_during_builds}); target <= 2,000`, atMost(2000)],
-    ["live_p95_ms_outside_builds", result.live_p95_ms_outside_builds,
-      `${liveOutsideBuilds.length} edits overlapping no build (p50 ${result.live_p50_ms_outside_builds}); target <= 2,000`, atMost(2000)],
-    ["live_p95_ms_rows_under_build", result.live_p95_ms_rows_under_build,
-      `${underBuildLatencies.length} edits of backfilled rows in a segment under build (p50 ${result.live_p50_ms_rows_under_build}); target <= 2,000`, atMost(2000)],
-    ["apply_waits_on_builds", result.apply_waits_on_builds,
-      `workers' writes seen (every 200 ms) waiting on a segment under build, longest ${Math.max(0, ...buildWaits.map((w) => w.ms))} ms; target 0`, atMost(0)],
-    ["apply_lock_wait_max_ms", result.apply_lock_wait_max_ms,
-      `longest of ${lockWaits.length} lock waits of the workers' writes, any cause (see below)`],
-    ["live_p95_ms_fifo", result.live_p95_ms_fifo, `baseline: lanes off, ${fifoLatencies.length} edits during a ${FIFO_ROWS}-row backlog (p50 ${result.live_p50_ms_fifo})`],
-    ["backfill_rows_per_s", result.backfill_rows_per_s, `until written and indexed; ${segments.length} bulk segments, builds ${builds.map((g) => Math.round(Number(g.build_ms) / 1000)).join("/")} s`],
-    ["incremental_limit_rows_per_s", result.incremental_limit_rows_per_s, `${limitRows} vectors, 4 writers, HNSW-indexed table`],
+    [
+      "live_p95_ms_during_builds",
+      result.live_p95_ms_during_builds,
+      `${liveDuringBuilds.length} edits overlapping one of ${builds.length} segment builds (p50 ${result.live_p50_ms_during_builds}); target <= 2,000`,
+      atMost(2000),
+    ],
+    [
+      "live_p95_ms_outside_builds",
+      result.live_p95_ms_outside_builds,
+      `${liveOutsideBuilds.length} edits overlapping no build (p50 ${result.live_p50_ms_outside_builds}); target <= 2,000`,
+      atMost(2000),
+    ],
+    [
+      "live_p95_ms_rows_under_build",
+      result.live_p95_ms_rows_under_build,
+      `${underBuildLatencies.length} edits of backfilled rows in a segment under build (p50 ${result.live_p50_ms_rows_under_build}); target <= 2,000`,
+      atMost(2000),
+    ],
+    [
+      "apply_waits_on_builds",
+      result.apply_waits_on_builds,
+      `workers' writes seen (every 200 ms) waiting on a segment under build, longest ${
+        Math.max(0, ...buildWaits.map((w) => w.ms))
+      } ms; target 0`,
+      atMost(0),
+    ],
+    [
+      "apply_lock_wait_max_ms",
+      result.apply_lock_wait_max_ms,
+      `longest of ${lockWaits.length} lock waits of the workers' writes, any cause (see below)`,
+    ],
+    [
+      "live_p95_ms_fifo",
+      result.live_p95_ms_fifo,
+      `baseline: lanes off, ${fifoLatencies.length} edits during a ${FIFO_ROWS}-row backlog (p50 ${result.live_p50_ms_fifo})`,
+    ],
+    [
+      "backfill_rows_per_s",
+      result.backfill_rows_per_s,
+      `until written and indexed; ${segments.length} bulk segments, builds ${
+        builds.map((g) => Math.round(Number(g.build_ms) / 1000)).join("/")
+      } s`,
+    ],
+    [
+      "incremental_limit_rows_per_s",
+      result.incremental_limit_rows_per_s,
+      `${limitRows} vectors, 4 writers, HNSW-indexed table`,
+    ],
     ["backfill_vs_incremental_limit", result.backfill_vs_incremental_limit, "target >= 1.5", atLeast(1.5)],
-    ["quota_429s", result.quota_429s, `${quotaRows} rows, 4 workers, ${QUOTA.tpm} TPM / ${QUOTA.rpm} RPM; target <= 5`, atMost(5)],
+    [
+      "quota_429s",
+      result.quota_429s,
+      `${quotaRows} rows, 4 workers, ${QUOTA.tpm} TPM / ${QUOTA.rpm} RPM; target <= 5`,
+      atMost(5),
+    ],
     ["quota_utilization", result.quota_utilization, "tokens/min achieved / quota; target >= 0.8", atLeast(0.8)],
-    ["legifrance_e2e_docs_per_min", result.legifrance_e2e_docs_per_min, `${docs} documents, collector start -> last searchable; target >= 900`, atLeast(900)],
+    [
+      "legifrance_e2e_docs_per_min",
+      result.legifrance_e2e_docs_per_min,
+      `${docs} documents, collector start -> last searchable; target >= 900`,
+      atLeast(900),
+    ],
   ];
   const marks = rowsOut.map(([k, v, , ok]) => {
     if (!ok) return "";
@@ -499,10 +609,14 @@ try {
   writeFileSync(".bench/scale.json", JSON.stringify(result, null, 2) + "\n");
   const w0 = Math.max(...rowsOut.map((r) => r[0].length));
   const w1 = Math.max(...rowsOut.map((r) => String(r[1]).length));
-  console.log(`scale benchmark (fake OpenAI +${PROVIDER_LATENCY_MS} ms/request, real PostgreSQL, ${result.cpus} CPUs, ` +
-    `load average ${result.load_avg_1m_at_end} at the end)`);
+  console.log(
+    `scale benchmark (fake OpenAI +${PROVIDER_LATENCY_MS} ms/request, real PostgreSQL, ${result.cpus} CPUs, ` +
+      `load average ${result.load_avg_1m_at_end} at the end)`,
+  );
   console.log(`${"metric".padEnd(w0)}  ${"value".padStart(w1)}  ${"target".padEnd(6)}  note`);
-  rowsOut.forEach(([k, v, n], i) => console.log(`${k.padEnd(w0)}  ${String(v).padStart(w1)}  ${marks[i].padEnd(6)}  ${n}`));
+  rowsOut.forEach(([k, v, n], i) =>
+    console.log(`${k.padEnd(w0)}  ${String(v).padStart(w1)}  ${marks[i].padEnd(6)}  ${n}`)
+  );
   console.log(`parts (s): ${Object.entries(result.part_seconds).map(([k, v]) => `${k} ${v}`).join(", ")}`);
   console.log(`lock waits of the workers' writes during the backfill: ${result.apply_lock_waits_by_cause}`);
   for (const p of problems) console.log(`problem: ${p}`);

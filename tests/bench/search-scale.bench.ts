@@ -64,7 +64,8 @@ const dbName = "search_scale";
 const cluster = await startDurableCluster({
   database: dbName,
   log,
-  extraConf: ["shared_buffers = '2GB'", "effective_cache_size = '6GB'", `maintenance_work_mem = '${BUILD_MEM_MB}MB'`].join("\n"),
+  extraConf: ["shared_buffers = '2GB'", "effective_cache_size = '6GB'", `maintenance_work_mem = '${BUILD_MEM_MB}MB'`]
+    .join("\n"),
 });
 const url = cluster.url;
 const sql = postgres(url, { max: 4, onnotice: () => {}, idle_timeout: 0 });
@@ -100,8 +101,9 @@ try {
   await createAuthUsers(sql, USERS.map((u) => u.id));
   for (const u of USERS) {
     const step = u.clients ? CLIENTS / u.clients : 0;
-    if (u.clients) await sql`insert into bench_members select ${u.id}::uuid, c from generate_series(0, ${CLIENTS - 1}, ${step}) c`;
-    else await sql`insert into bench_members values (${u.id}::uuid, ${TWENTY_ROWS_CLIENT})`;
+    if (u.clients) {
+      await sql`insert into bench_members select ${u.id}::uuid, c from generate_series(0, ${CLIENTS - 1}, ${step}) c`;
+    } else await sql`insert into bench_members values (${u.id}::uuid, ${TWENTY_ROWS_CLIENT})`;
   }
   await sql`select setseed(0.2026)`;
   // A topic: a centre and six directions; a chunk: a point of its topic's six-dimensional patch, plus a
@@ -111,37 +113,58 @@ try {
   const basis = Array.from({ length: 6 }, (_, j) => `b${j + 1}`);
   await sql.unsafe(`create table bench_centres as
     select c, array(select (random() - 0.5)::real from generate_series(1, ${DIMS} + c * 0)) as v,
-           ${basis.map((b) => `array(select ((random() - 0.5) * 0.5)::real from generate_series(1, ${DIMS} + c * 0)) as ${b}`).join(", ")}
+           ${
+    basis.map((b) => `array(select ((random() - 0.5) * 0.5)::real from generate_series(1, ${DIMS} + c * 0)) as ${b}`)
+      .join(", ")
+  }
     from generate_series(0, ${CENTRES - 1}) c`);
   await sql.unsafe(`create function bench_point(t bench_centres) returns real[] language sql volatile as $$
-    select array_agg(u.v ${basis.map((b, j) => `+ z.z${j + 1} * u.${b}`).join(" ")} + (random() - 0.5) * 0.05 order by u.i)
+    select array_agg(u.v ${
+    basis.map((b, j) => `+ z.z${j + 1} * u.${b}`).join(" ")
+  } + (random() - 0.5) * 0.05 order by u.i)
     from unnest(t.v, ${basis.map((b) => `t.${b}`).join(", ")}) with ordinality u(v, ${basis.join(", ")}, i),
          (select ${basis.map((_, j) => `(random() - 0.5) * 2 as z${j + 1}`).join(", ")}) z $$`);
 
   // Query vectors: points of random topics; one cache entry per caller (scope), as a question asked before.
   const queries = (await sql.unsafe<{ v: string }[]>(`
     select bench_point(t)::extensions.vector::text as v
-    from bench_centres t order by random() limit ${QUERIES}`)).map((r, i) => ({ text: `bench question ${i}`, vector: r.v }));
+    from bench_centres t order by random() limit ${QUERIES}`)).map((r, i) => ({
+    text: `bench question ${i}`,
+    vector: r.v,
+  }));
   for (const scope of ["service", ...USERS.map((u) => u.id)]) {
     for (const q of queries) {
       await sql`insert into query_embedding_cache (model, dimensions, scope, query_hash, embedding)
-                values (${OFFLINE_MODEL}, ${DIMS}, ${scope}, ${contentHash(normalizeQuery(q.text))}, ${q.vector}::extensions.vector)`;
+                values (${OFFLINE_MODEL}, ${DIMS}, ${scope}, ${
+        contentHash(normalizeQuery(q.text))
+      }, ${q.vector}::extensions.vector)`;
     }
   }
 
   stack = await startLocalStack({
-    databaseUrl: url, port: 0, migrate: false, dataDir: `.bench/local-stack-${dbName}`,
+    databaseUrl: url,
+    port: 0,
+    migrate: false,
+    dataDir: `.bench/local-stack-${dbName}`,
     functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: String(DIMS) },
   });
   const headers: Record<string, Record<string, string>> = { service: { apikey: stack.secretKey } };
   for (const u of USERS) {
-    headers[u.name] = { apikey: stack.publishableKey, authorization: `Bearer ${await signUserJwt(stack.keys, u.id, { expiresInSeconds: 6 * 3600 })}` };
+    headers[u.name] = {
+      apikey: stack.publishableKey,
+      authorization: `Bearer ${await signUserJwt(stack.keys, u.id, { expiresInSeconds: 6 * 3600 })}`,
+    };
   }
 
   const mergeProc = (await sql<{ p: string }[]>`
     select p.oid::regprocedure::text as p from pg_proc p
-    where p.pronamespace = 'private'::regnamespace and p.prokind = 'p' and p.proname = 'merge_embedding_segments'`)[0]?.p;
-  log(mergeProc ? `segments merge with ${mergeProc}` : "no merge procedure in this schema: segments are built, never merged");
+    where p.pronamespace = 'private'::regnamespace and p.prokind = 'p' and p.proname = 'merge_embedding_segments'`)[0]
+    ?.p;
+  log(
+    mergeProc
+      ? `segments merge with ${mergeProc}`
+      : "no merge procedure in this schema: segments are built, never merged",
+  );
 
   let loaded = 0;
   let buildMs = 0;
@@ -179,13 +202,16 @@ try {
     await sql`analyze documentation_embeddings`;
   };
   const segments = async () =>
-    await sql<{ segment: number; state: string; indexed: boolean }[]>`select segment, state, indexed from embedding_segment_status
+    await sql<
+      { segment: number; state: string; indexed: boolean }[]
+    >`select segment, state, indexed from embedding_segment_status
       where segment = 0 or rows > 0`;
 
   const search = async (who: string, q: { text: string }) => {
     const t = performance.now();
     const r = await fetch(`${stack!.apiUrl}/functions/v1/search`, {
-      method: "POST", headers: { "content-type": "application/json", ...headers[who] },
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers[who] },
       body: JSON.stringify({ query: q.text, mode: "vector", matchCount: 10 }),
     });
     const body = await r.json();
@@ -201,14 +227,18 @@ try {
     return await sql.begin(async (tx) => {
       await tx`set local enable_indexscan = off`;
       await tx`set local enable_bitmapscan = off`;
-      const rows = await tx.unsafe<{ source_id: string }[]>(`
+      const rows = await tx.unsafe<{ source_id: string }[]>(
+        `
         with d as materialized (select d.source_id, d.embedding <=> $1::extensions.${TYPE} as dist
                                 from documentation_embeddings d where true ${readable})
-        select source_id from d order by dist, source_id limit 10`, [q.vector]);
+        select source_id from d order by dist, source_id limit 10`,
+        [q.vector],
+      );
       return rows.map((r) => r.source_id);
     });
   };
-  const recall = (got: string[], want: string[]) => want.length ? got.filter((x) => want.includes(x)).length / want.length : 1;
+  const recall = (got: string[], want: string[]) =>
+    want.length ? got.filter((x) => want.includes(x)).length / want.length : 1;
 
   const growth: { chunks: number; segments: number; search_p50_ms: number | null; search_p95_ms: number | null }[] = [];
   let final: Record<string, unknown> = {};
@@ -224,7 +254,12 @@ try {
       serviceMs.push(r.ms);
       serviceIds.push(r.ids);
     }
-    growth.push({ chunks: stage, segments: segs.length, search_p50_ms: round(percentile(serviceMs, 50)), search_p95_ms: round(percentile(serviceMs, 95)) });
+    growth.push({
+      chunks: stage,
+      segments: segs.length,
+      search_p50_ms: round(percentile(serviceMs, 50)),
+      search_p95_ms: round(percentile(serviceMs, 95)),
+    });
     if (stage !== STAGES[STAGES.length - 1]) continue;
 
     log("users: searching");
@@ -290,7 +325,9 @@ try {
   const result = {
     ...final,
     growth,
-    growth_p95_ratio: first && last && first.search_p95_ms && last.search_p95_ms ? +(last.search_p95_ms / first.search_p95_ms).toFixed(2) : null,
+    growth_p95_ratio: first && last && first.search_p95_ms && last.search_p95_ms
+      ? +(last.search_p95_ms / first.search_p95_ms).toFixed(2)
+      : null,
     queries: QUERIES,
     segment_rows: SEGMENT_ROWS,
     build_mem_mb: BUILD_MEM_MB,
@@ -303,7 +340,10 @@ try {
     ["search_p95_ms <= 50", result.search_p95_ms <= 50],
     ["user_search_p95_ms <= 2 x service p95", result.user_search_p95_ms <= 2 * result.search_p95_ms],
     ["recall_at_10 >= 0.95", result.recall_at_10 >= 0.95],
-    ["user recall >= 0.95 for every share", Object.values(result.user_recall_at_10_by_share ?? {}).every((r) => (r as number) >= 0.95)],
+    [
+      "user recall >= 0.95 for every share",
+      Object.values(result.user_recall_at_10_by_share ?? {}).every((r) => (r as number) >= 0.95),
+    ],
     ["p95 at the last stage <= 2 x p95 at the first", result.growth_p95_ratio !== null && result.growth_p95_ratio <= 2],
     ["no result the user may not read", result.leaked_results === 0],
   ];
@@ -312,17 +352,33 @@ try {
   writeFileSync(".bench/search-scale.json", JSON.stringify(result, null, 2) + "\n");
 
   const rows: [string, string, string][] = [
-    ["chunks", String(result.chunks), `${DIMS}-d ${TYPE}, ${CENTRES} clusters; loading segments of ${SEGMENT_ROWS}, build memory ${BUILD_MEM_MB} MB`],
+    [
+      "chunks",
+      String(result.chunks),
+      `${DIMS}-d ${TYPE}, ${CENTRES} clusters; loading segments of ${SEGMENT_ROWS}, build memory ${BUILD_MEM_MB} MB`,
+    ],
     ["segments", String(result.segments), "scanned by every search (target <= 16)"],
     ["search_p50_ms", String(result.search_p50_ms), "service, through the search function, vector mode, matchCount 10"],
     ["search_p95_ms", String(result.search_p95_ms), "service (target <= 50)"],
-    ["user_search_p95_ms", String(result.user_search_p95_ms), `all users (target <= 2 x service): ${JSON.stringify(result.user_search_p95_ms_by_share)}`],
+    [
+      "user_search_p95_ms",
+      String(result.user_search_p95_ms),
+      `all users (target <= 2 x service): ${JSON.stringify(result.user_search_p95_ms_by_share)}`,
+    ],
     ["recall_at_10", String(result.recall_at_10), "service, against exact search (target >= 0.95)"],
-    ["user_recall_at_10", JSON.stringify(result.user_recall_at_10_by_share), "against exact search over each user's rows (target >= 0.95 each)"],
+    [
+      "user_recall_at_10",
+      JSON.stringify(result.user_recall_at_10_by_share),
+      "against exact search over each user's rows (target >= 0.95 each)",
+    ],
     ["leaked_results", String(result.leaked_results), "results a user may not read (target 0)"],
     ["index_bytes", String(result.index_bytes), `HNSW indexes; table ${result.table_bytes} bytes`],
     ["build_minutes", String(result.build_minutes), "closing, building and merging segments"],
-    ["growth", growth.map((g) => `${g.chunks}: p95 ${g.search_p95_ms} ms, ${g.segments} seg`).join("; "), `p95 ratio ${result.growth_p95_ratio} (target <= 2)`],
+    [
+      "growth",
+      growth.map((g) => `${g.chunks}: p95 ${g.search_p95_ms} ms, ${g.segments} seg`).join("; "),
+      `p95 ratio ${result.growth_p95_ratio} (target <= 2)`,
+    ],
     ["bench_minutes", String(result.bench_minutes), "the whole run"],
   ];
   const w0 = Math.max(...rows.map((r) => r[0].length));

@@ -72,8 +72,11 @@ try {
   await sql`select register_embedding_source('bench_notes', content_columns => array['body'])`;
 
   // Texts and their vectors (computed once per distinct text; rows cycle through them).
-  const texts = Array.from({ length: DISTINCT }, (_, i) =>
-    `Note ${i} : ` + Array.from({ length: 30 + Math.floor(rand() * 30) }, () => pick(VOCABULARY)).join(" ") + ".");
+  const texts = Array.from(
+    { length: DISTINCT },
+    (_, i) =>
+      `Note ${i} : ` + Array.from({ length: 30 + Math.floor(rand() * 30) }, () => pick(VOCABULARY)).join(" ") + ".",
+  );
   log(`loading ${CHUNKS} chunks (${DISTINCT} distinct texts), without the HNSW index`);
   await sql`drop index private.documentation_embeddings_s0_embedding_hnsw`;
   const BATCH = 500;
@@ -97,7 +100,9 @@ try {
     await tx`set local maintenance_work_mem = '1GB'`;
     await tx`set local max_parallel_maintenance_workers = 2`;
     await tx.unsafe(`create index documentation_embeddings_s0_embedding_hnsw on private.documentation_embeddings_s0
-                     using hnsw (embedding extensions.vector_cosine_ops) with (${HNSW.replace(/[^a-z0-9_=, ]/gi, "")})`);
+                     using hnsw (embedding extensions.vector_cosine_ops) with (${
+      HNSW.replace(/[^a-z0-9_=, ]/gi, "")
+    })`);
   });
   await sql`analyze documentation_embeddings`;
   await sql`analyze bench_notes`;
@@ -105,13 +110,21 @@ try {
   log(`index built in ${((tIndex - tLoad) / 1000).toFixed(1)} s`);
 
   stack = await startLocalStack({
-    databaseUrl: url, port: 0, migrate: false, dataDir: stackDir,
+    databaseUrl: url,
+    port: 0,
+    migrate: false,
+    dataDir: stackDir,
     functionEnv: { EMBEDDING_PROVIDER: "offline", EMBEDDING_DIMENSIONS: "1536" },
   });
-  const userHeaders = { apikey: stack.publishableKey, authorization: `Bearer ${await signUserJwt(stack.keys, testUser, { expiresInSeconds: 3600 })}` };
+  const userHeaders = {
+    apikey: stack.publishableKey,
+    authorization: `Bearer ${await signUserJwt(stack.keys, testUser, { expiresInSeconds: 3600 })}`,
+  };
   const serviceHeaders = { apikey: stack.secretKey };
-  const queries = Array.from({ length: QUERIES }, () =>
-    Array.from({ length: 3 + Math.floor(rand() * 4) }, () => pick(CONTENT_WORDS)).join(" "));
+  const queries = Array.from(
+    { length: QUERIES },
+    () => Array.from({ length: 3 + Math.floor(rand() * 4) }, () => pick(CONTENT_WORDS)).join(" "),
+  );
 
   const run = async (headers: Record<string, string>, some = queries) => {
     const ms: number[] = [];
@@ -119,7 +132,9 @@ try {
     for (const query of some) {
       const t = performance.now();
       const r = await fetch(`${stack!.apiUrl}/functions/v1/search`, {
-        method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify({ query, matchCount: 8 }),
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: JSON.stringify({ query, matchCount: 8 }),
       });
       const body = await r.json();
       ms.push(performance.now() - t);
@@ -156,7 +171,12 @@ try {
   for (let p = 0; p < 20; p++) {
     const page = doc.addPage([595, 842]);
     for (let l = 0; l < 40; l++) {
-      page.drawText(Array.from({ length: 12 }, () => pick(VOCABULARY)).join(" "), { x: 40, y: 800 - l * 19, size: 10, font });
+      page.drawText(Array.from({ length: 12 }, () => pick(VOCABULARY)).join(" "), {
+        x: 40,
+        y: 800 - l * 19,
+        size: 10,
+        font,
+      });
     }
   }
   const pdf = await doc.save();
@@ -200,7 +220,11 @@ try {
   const rows: [string, string, string][] = [
     ["search_p50_ms", String(result.search_p50_ms), "user, through the function (rights checked by the database)"],
     ["search_p95_ms", String(result.search_p95_ms), "user"],
-    ["search_service_p95_ms", String(result.search_service_p95_ms), `service role, no rights check (p50 ${result.search_service_p50_ms})`],
+    [
+      "search_service_p95_ms",
+      String(result.search_service_p95_ms),
+      `service role, no rights check (p50 ${result.search_service_p50_ms})`,
+    ],
     ["rights_overhead_ratio", String(result.rights_overhead_ratio), "user p95 / service p95 (target <= 2)"],
     ["leaked_results", String(result.leaked_results), `over ${QUERIES} queries (target 0)`],
     ["user_queries_short", String(shortUser), "queries with fewer than 8 results for the user"],
@@ -209,7 +233,11 @@ try {
   ];
   const w0 = Math.max(...rows.map((r) => r[0].length));
   const w1 = Math.max(...rows.map((r) => r[1].length));
-  console.log(`search benchmark (${CHUNKS} chunks, ${USER_SHARE * 100}% readable by the user, real PostgreSQL, offline provider, hybrid, matchCount 8)`);
+  console.log(
+    `search benchmark (${CHUNKS} chunks, ${
+      USER_SHARE * 100
+    }% readable by the user, real PostgreSQL, offline provider, hybrid, matchCount 8)`,
+  );
   console.log(`${"metric".padEnd(w0)}  ${"value".padStart(w1)}  note`);
   for (const [k, v, n] of rows) console.log(`${k.padEnd(w0)}  ${v.padStart(w1)}  ${n}`);
   for (const [what, ok] of targets) console.log(`${ok ? "met   " : "MISSED"}  ${what}`);

@@ -74,7 +74,9 @@ try {
   await sql`update embedding_sync_queue set lane = 'bulk' where source_table = 'probe_docs'`;
   t0 = performance.now();
   await sql`call private.maintain_embedding_segments()`;
-  const [opened] = await sql<{ segment: number }[]>`select segment from embedding_segment_status where state = 'loading'`;
+  const [opened] = await sql<
+    { segment: number }[]
+  >`select segment from embedding_segment_status where state = 'loading'`;
   if (!opened) throw new Error("no loading segment was opened");
   log(`segments: ${WRITERS} workers into loading segment ${opened.segment}`);
   const segRows = await writers(async (w) => {
@@ -92,14 +94,20 @@ try {
   const segS = seconds(t0);
   const [seg] = await sql<{ state: string; rows: string; indexed: boolean; build_ms: string }[]>`
     select state, rows, indexed, build_ms from embedding_segment_status where segment = ${opened.segment}`;
-  if (seg.state !== "sealed" || !seg.indexed) throw new Error(`segment ${opened.segment} is ${seg.state}, indexed ${seg.indexed}`);
+  if (seg.state !== "sealed" || !seg.indexed) {
+    throw new Error(`segment ${opened.segment} is ${seg.state}, indexed ${seg.indexed}`);
+  }
 
   const inc = incRows / incS;
   const viaSegments = segRows / segS;
   console.log([
-    `rows ${ROWS}, writers ${WRITERS}, batch ${BATCH}, cores ${availableParallelism()}, load ${loadavg()[0].toFixed(2)}`,
+    `rows ${ROWS}, writers ${WRITERS}, batch ${BATCH}, cores ${availableParallelism()}, load ${
+      loadavg()[0].toFixed(2)
+    }`,
     `incremental_limit_rows_per_s  ${inc.toFixed(0).padStart(7)}   (${incS.toFixed(1)} s into an HNSW-indexed table)`,
-    `segments_rows_per_s           ${viaSegments.toFixed(0).padStart(7)}   (${segS.toFixed(1)} s: load ${loadS.toFixed(1)} s + build ${(Number(seg.build_ms) / 1000).toFixed(1)} s of ${seg.rows} rows)`,
+    `segments_rows_per_s           ${viaSegments.toFixed(0).padStart(7)}   (${segS.toFixed(1)} s: load ${
+      loadS.toFixed(1)
+    } s + build ${(Number(seg.build_ms) / 1000).toFixed(1)} s of ${seg.rows} rows)`,
     `segments_vs_incremental       ${(viaSegments / inc).toFixed(2).padStart(7)}`,
   ].join("\n"));
 } finally {

@@ -26,8 +26,18 @@ const PROBE_MEM_MB = Number(process.env.SIZING_PROBE_MEM_MB ?? 2);
 const SEGMENT_BUILD_MEM_MB = 256;
 const TYPES = ["vector", "halfvec"] as const;
 // Supabase compute sizes and their RAM.
-const COMPUTE: [string, number][] = [["Micro", 1], ["Small", 2], ["Medium", 4], ["Large", 8], ["XL", 16], ["2XL", 32],
-  ["4XL", 64], ["8XL", 128], ["12XL", 192], ["16XL", 256]];
+const COMPUTE: [string, number][] = [
+  ["Micro", 1],
+  ["Small", 2],
+  ["Medium", 4],
+  ["Large", 8],
+  ["XL", 16],
+  ["2XL", 32],
+  ["4XL", 64],
+  ["8XL", 128],
+  ["12XL", 192],
+  ["16XL", 256],
+];
 const CACHE_SHARE = 0.75;
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -36,11 +46,19 @@ const log = (m: string) => console.error(`[sizing] ${m}`);
 const seconds = (t0: number) => Math.round((performance.now() - t0) / 100) / 10;
 
 interface Row {
-  dims: number; type: string; chunks: number;
-  table_bytes: number; index_bytes: number; build_s: number;
-  probe_tuples: number | null; element_bytes: number | null;
-  corpus_table_bytes: number; corpus_index_bytes: number; corpus_graph_bytes: number | null;
-  segment_rows_256mb: number | null; compute: string;
+  dims: number;
+  type: string;
+  chunks: number;
+  table_bytes: number;
+  index_bytes: number;
+  build_s: number;
+  probe_tuples: number | null;
+  element_bytes: number | null;
+  corpus_table_bytes: number;
+  corpus_index_bytes: number;
+  corpus_graph_bytes: number | null;
+  segment_rows_256mb: number | null;
+  compute: string;
 }
 
 const adminUrl = await ensureTestServer(log);
@@ -88,18 +106,31 @@ try {
       notices = [];
       t0 = performance.now();
       await sql.unsafe(`create index sz_probe_hnsw on sz_probe using hnsw (embedding extensions.${type}_cosine_ops)`);
-      const said = notices.map((n) => n.match(/no longer fits into maintenance_work_mem after (\d+) tuples/)).find(Boolean);
+      const said = notices.map((n) => n.match(/no longer fits into maintenance_work_mem after (\d+) tuples/)).find(
+        Boolean,
+      );
       const probe_tuples = said ? Number(said[1]) : null;
       const element_bytes = probe_tuples ? Math.round((PROBE_MEM_MB * MiB) / probe_tuples) : null;
       await sql.unsafe(`drop table sz_probe`);
-      log(`${d} ${type}: build ${build_s} s, probe ${seconds(t0)} s (${sample} rows, notice after ${probe_tuples ?? "-"} tuples)`);
+      log(
+        `${d} ${type}: build ${build_s} s, probe ${seconds(t0)} s (${sample} rows, notice after ${
+          probe_tuples ?? "-"
+        } tuples)`,
+      );
 
       const table_bytes = Number(size.t);
       const index_bytes = Number(size.i);
       const corpus_index_bytes = Math.round((index_bytes / CHUNKS) * CORPUS);
       const fit = COMPUTE.find(([, ram]) => corpus_index_bytes <= CACHE_SHARE * ram * GiB);
       rows.push({
-        dims: d, type, chunks: CHUNKS, table_bytes, index_bytes, build_s, probe_tuples, element_bytes,
+        dims: d,
+        type,
+        chunks: CHUNKS,
+        table_bytes,
+        index_bytes,
+        build_s,
+        probe_tuples,
+        element_bytes,
         corpus_table_bytes: Math.round((table_bytes / CHUNKS) * CORPUS),
         corpus_index_bytes,
         corpus_graph_bytes: element_bytes ? element_bytes * CORPUS : null,
@@ -116,23 +147,53 @@ try {
 
 const mb = (b: number) => `${(b / MiB).toFixed(1)} MB`;
 const gb = (b: number | null) => (b === null ? "-" : `${(b / GiB).toFixed(2)} GB`);
-const header = ["dims", "type", `table (${CHUNKS / 1000}k)`, `HNSW (${CHUNKS / 1000}k)`, "bytes/chunk table+HNSW", "graph element",
-  `table (${CORPUS / 1e6}M)`, `HNSW (${CORPUS / 1e6}M)`, `one-graph build (${CORPUS / 1e6}M)`, "segment rows @256 MB", "compute (HNSW <= 3/4 RAM)"];
+const header = [
+  "dims",
+  "type",
+  `table (${CHUNKS / 1000}k)`,
+  `HNSW (${CHUNKS / 1000}k)`,
+  "bytes/chunk table+HNSW",
+  "graph element",
+  `table (${CORPUS / 1e6}M)`,
+  `HNSW (${CORPUS / 1e6}M)`,
+  `one-graph build (${CORPUS / 1e6}M)`,
+  "segment rows @256 MB",
+  "compute (HNSW <= 3/4 RAM)",
+];
 const lines = rows.map((r) => [
-  String(r.dims), r.type, mb(r.table_bytes), mb(r.index_bytes),
+  String(r.dims),
+  r.type,
+  mb(r.table_bytes),
+  mb(r.index_bytes),
   `${Math.round(r.table_bytes / r.chunks)} + ${Math.round(r.index_bytes / r.chunks)}`,
   r.element_bytes === null ? "-" : `${r.element_bytes} B`,
-  gb(r.corpus_table_bytes), gb(r.corpus_index_bytes), gb(r.corpus_graph_bytes),
-  r.segment_rows_256mb === null ? "-" : r.segment_rows_256mb.toLocaleString("en-US"), r.compute,
+  gb(r.corpus_table_bytes),
+  gb(r.corpus_index_bytes),
+  gb(r.corpus_graph_bytes),
+  r.segment_rows_256mb === null ? "-" : r.segment_rows_256mb.toLocaleString("en-US"),
+  r.compute,
 ]);
-console.log(`| ${header.join(" | ")} |\n|${header.map(() => "---").join("|")}|\n${lines.map((l) => `| ${l.join(" | ")} |`).join("\n")}`);
+console.log(
+  `| ${header.join(" | ")} |\n|${header.map(() => "---").join("|")}|\n${
+    lines.map((l) => `| ${l.join(" | ")} |`).join("\n")
+  }`,
+);
 const result = {
-  chunks: CHUNKS, corpus: CORPUS, clusters: CLUSTERS, probe_mem_mb: PROBE_MEM_MB, cache_share: CACHE_SHARE,
-  hnsw: { m: 16, ef_construction: 64, opclass: "<type>_cosine_ops" }, results: rows,
-  minutes: Math.round((performance.now() - started) / 6000) / 10, cores: availableParallelism(), load: loadavg()[0],
+  chunks: CHUNKS,
+  corpus: CORPUS,
+  clusters: CLUSTERS,
+  probe_mem_mb: PROBE_MEM_MB,
+  cache_share: CACHE_SHARE,
+  hnsw: { m: 16, ef_construction: 64, opclass: "<type>_cosine_ops" },
+  results: rows,
+  minutes: Math.round((performance.now() - started) / 6000) / 10,
+  cores: availableParallelism(),
+  load: loadavg()[0],
 };
 mkdirSync(".bench", { recursive: true });
 writeFileSync(".bench/sizing.json", JSON.stringify(result, null, 2) + "\n");
-console.log(`written to .bench/sizing.json (${result.minutes} min, load ${result.load.toFixed(1)} on ${result.cores} cores)`);
+console.log(
+  `written to .bench/sizing.json (${result.minutes} min, load ${result.load.toFixed(1)} on ${result.cores} cores)`,
+);
 const missing = rows.filter((r) => r.element_bytes === null);
 if (missing.length) console.log(`no memory notice for: ${missing.map((r) => `${r.dims} ${r.type}`).join(", ")}`);

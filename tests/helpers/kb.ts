@@ -13,7 +13,11 @@ export interface KbRun {
   stderr: string;
 }
 
-export function runKb(args: string[], env: Record<string, string>, opts: { onSpawn?: (pid: number) => void } = {}): Promise<KbRun> {
+export function runKb(
+  args: string[],
+  env: Record<string, string>,
+  opts: { onSpawn?: (pid: number) => void } = {},
+): Promise<KbRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(tsx, ["scripts/kb.ts", ...args], {
       cwd: repoRoot,

@@ -3,9 +3,9 @@
 // only what a test does itself (a webhook, an invoke) starts a worker.
 import type { SupabaseClient } from "@supabase/supabase-js";
 import { afterAll, beforeAll } from "vitest";
-import { createLocalClient } from "../../packages/local-stack/client.ts";
+import { createNodeClient } from "../../packages/connection/node-client.ts";
 import type { LocalStack } from "../../packages/local-stack/index.ts";
-import { startTestStack } from "../../packages/local-stack/testing.ts";
+import { startTestStack } from "../../packages/testkit/stack.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../../packages/testkit/fake-openai.ts";
 import { type TestDatabase, useTestDatabase } from "./db.ts";
 
@@ -27,9 +27,14 @@ export function useNotesStack(functionEnv: Record<string, string> = {}): NotesSt
     fake = await startFakeOpenAI({ latencyMs: 20 });
     stack = await startTestStack({
       databaseUrl: db.url,
-      functionEnv: { EMBEDDING_PROVIDER: "openai", OPENAI_API_KEY: fake.apiKey, OPENAI_BASE_URL: fake.url, ...functionEnv },
+      functionEnv: {
+        EMBEDDING_PROVIDER: "openai",
+        OPENAI_API_KEY: fake.apiKey,
+        OPENAI_BASE_URL: fake.url,
+        ...functionEnv,
+      },
     });
-    admin = createLocalClient(stack.apiUrl, stack.secretKey);
+    admin = createNodeClient(stack.apiUrl, stack.secretKey);
     await db.sql`update cron.job set active = false`;
     await db.sql`create table notes (id bigint primary key, body text not null)`;
     await db.sql`select register_embedding_source('notes', array['body'])`;

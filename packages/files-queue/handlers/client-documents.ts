@@ -2,7 +2,7 @@
 // client_documents row and one client_document_pages row per page with text. The pages are the
 // embedding source, so an unchanged page (same text) is not re-embedded on a re-upload.
 import type postgres from "postgres";
-import { type ExtractedDocument, extractDocument } from "../extract.ts";
+import { extractDocument, type ExtractedDocument } from "../extract.ts";
 import type { FileHandler } from "./types.ts";
 
 export const DEFAULT_MAX_BYTES = 20 * 1024 * 1024;
@@ -27,7 +27,9 @@ export function clientDocumentsHandler(opts: { maxBytes?: number } = {}): FileHa
   return {
     async prepare(row, { store, sql }) {
       const path = parseClientPath(row.file_path);
-      if (!path) return { error: `not a client document path (<client_id>/<file name>): ${row.file_path}`, permanent: true };
+      if (!path) {
+        return { error: `not a client document path (<client_id>/<file name>): ${row.file_path}`, permanent: true };
+      }
       const tooLarge = (n: number) => ({ error: `file too large: ${n} bytes (limit ${maxBytes})`, permanent: true });
       if (row.file_size != null && Number(row.file_size) > maxBytes) return tooLarge(Number(row.file_size));
       const [client] = await sql`select 1 from public.clients where id = ${path.clientId}`;

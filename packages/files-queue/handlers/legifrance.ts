@@ -17,7 +17,10 @@ export const legifranceHandler: FileHandler<LegalDocument> = {
     const parsed = parseCollectedFile(text);
     if (!parsed.ok) return { error: parsed.reason, permanent: true };
     if (parsed.doc.id !== path.id || parsed.doc.category !== path.category) {
-      return { error: `file content (${parsed.doc.category}/${parsed.doc.id}) does not match its path`, permanent: true };
+      return {
+        error: `file content (${parsed.doc.category}/${parsed.doc.id}) does not match its path`,
+        permanent: true,
+      };
     }
     return { value: parsed.doc };
   },

@@ -2,7 +2,7 @@
 // (claim, lease, complete, fail, backoff) are the same for every bucket and stay in SQL; a handler only
 // turns one file into rows.
 import type postgres from "postgres";
-import type { ObjectStore } from "../object-store.ts";
+import type { ObjectStore } from "../../storage/object-store.ts";
 
 export interface ClaimedFile {
   id: string;

@@ -11,7 +11,10 @@ interface DenoLike {
   args: string[];
   exit(code: number): never;
   stdin: { readable: ReadableStream<Uint8Array> };
-  serve(opts: { hostname: string; port: number; onListen: (a: { port: number }) => void }, h: (req: Request, info: unknown) => Promise<Response>): unknown;
+  serve(
+    opts: { hostname: string; port: number; onListen: (a: { port: number }) => void },
+    h: (req: Request, info: unknown) => Promise<Response>,
+  ): unknown;
 }
 const READY_MARKER = "__local_stack_functions_ready__";
 const D = (globalThis as unknown as { Deno: DenoLike }).Deno;
@@ -39,13 +42,16 @@ async function main() {
   D.serve({
     hostname: "127.0.0.1",
     port: 0,
-    onListen: ({ port }) => console.log(`${READY_MARKER} ${JSON.stringify({ port, loaded: [...handlers.keys()], failed })}`),
+    onListen: ({ port }) =>
+      console.log(`${READY_MARKER} ${JSON.stringify({ port, loaded: [...handlers.keys()], failed })}`),
   }, async (req, info) => {
     const url = new URL(req.url);
     const name = url.pathname.split("/")[1] ?? "";
     const h = handlers.get(name);
     if (!h) {
-      if (name in failed) return json({ code: "BOOT_ERROR", message: `function ${name} failed to start: ${failed[name]}` }, 503);
+      if (name in failed) {
+        return json({ code: "BOOT_ERROR", message: `function ${name} failed to start: ${failed[name]}` }, 503);
+      }
       return json({ code: "NOT_FOUND", message: "Requested function was not found" }, 404);
     }
     try {

@@ -1,5 +1,5 @@
 // Collects Légifrance documents into Storage: { mode: 'massive' | 'maintenance' | 'stop' | 'status' }.
-import { lazyContext } from "../../../packages/files-queue/context.ts";
+import { lazyContext } from "../../../packages/storage/context.ts";
 import { collectorHandler } from "../../../packages/legifrance/handler.ts";
 
 const fetch = collectorHandler(lazyContext());

@@ -1,5 +1,5 @@
 // The files worker: files_queue rows -> Storage download -> parse -> legal_documents.
-import { lazyContext } from "../../../packages/files-queue/context.ts";
+import { lazyContext } from "../../../packages/storage/context.ts";
 import { workerHandler } from "../../../packages/files-queue/worker.ts";
 
 const fetch = workerHandler(lazyContext());

@@ -1,5 +1,5 @@
 // Rebuilds or repairs files_queue from storage.objects: { bucket, batchSize?, cursor?, dryRun? }.
-import { lazyContext } from "../../../packages/files-queue/context.ts";
+import { lazyContext } from "../../../packages/storage/context.ts";
 import { repopulateHandler } from "../../../packages/files-queue/repopulate.ts";
 
 const fetch = repopulateHandler(lazyContext());

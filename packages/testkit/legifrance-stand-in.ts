@@ -6,7 +6,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { randomBytes } from "node:crypto";
-import { type CorpusDocument, type Fond, generatedDocuments, sampleDocuments } from "./corpus.ts";
+import { type CorpusDocument, type Fond, generatedDocuments, sampleDocuments } from "./legifrance-corpus.ts";
 
 // LOCAL-ONLY credentials: the stand-in accepts exactly these; they grant nothing anywhere else.
 export const STAND_IN_CLIENT_ID = "local-stand-in-client";
@@ -72,7 +72,13 @@ export interface PisteStandIn {
   stop(): Promise<void>;
 }
 
-const SORTS_NEWEST = new Set(["SIGNATURE_DATE_DESC", "DATE_DESC", "PUBLICATION_DATE_DESC", "DATE_DECISION_DESC", "DATE_PUBLI_DESC"]);
+const SORTS_NEWEST = new Set([
+  "SIGNATURE_DATE_DESC",
+  "DATE_DESC",
+  "PUBLICATION_DATE_DESC",
+  "DATE_DECISION_DESC",
+  "DATE_PUBLI_DESC",
+]);
 
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -135,7 +141,10 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
     const basic = /^Basic\s+(.+)$/i.exec(req.headers.authorization ?? "");
     if (basic) [id, secret] = Buffer.from(basic[1], "base64").toString("utf8").split(":");
     if (form.get("grant_type") !== "client_credentials") {
-      return send(res, 400, { error: "unsupported_grant_type", error_description: "grant_type must be client_credentials" });
+      return send(res, 400, {
+        error: "unsupported_grant_type",
+        error_description: "grant_type must be client_credentials",
+      });
     }
     if (id !== STAND_IN_CLIENT_ID || secret !== STAND_IN_CLIENT_SECRET) {
       return send(res, 401, { error: "invalid_client", error_description: "Client authentication failed" });
@@ -151,37 +160,63 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
   const search = (body: any, res: ServerResponse) => {
     const fond = body?.fond as Fond | undefined;
     const r = body?.recherche;
-    if (!fond || !r || typeof r !== "object") return send(res, 400, { error: "Bad Request", message: "fond and recherche are required" });
+    if (!fond || !r || typeof r !== "object") {
+      return send(res, 400, { error: "Bad Request", message: "fond and recherche are required" });
+    }
     const pageSize = Number(r.pageSize ?? 10);
     const pageNumber = Number(r.pageNumber ?? 1);
-    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 100) return send(res, 400, { error: "Bad Request", message: "pageSize must be between 1 and 100" });
-    if (!Number.isInteger(pageNumber) || pageNumber < 1) return send(res, 400, { error: "Bad Request", message: "pageNumber must be >= 1" });
+    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 100) {
+      return send(res, 400, { error: "Bad Request", message: "pageSize must be between 1 and 100" });
+    }
+    if (!Number.isInteger(pageNumber) || pageNumber < 1) {
+      return send(res, 400, { error: "Bad Request", message: "pageNumber must be >= 1" });
+    }
     const words: string[] = [];
     for (const champ of Array.isArray(r.champs) ? r.champs : []) {
       for (const c of Array.isArray(champ?.criteres) ? champ.criteres : []) {
-        if (typeof c?.valeur === "string" && c.valeur.trim() && c.valeur.trim() !== "*") words.push(...c.valeur.toLowerCase().split(/\s+/));
+        if (typeof c?.valeur === "string" && c.valeur.trim() && c.valeur.trim() !== "*") {
+          words.push(...c.valeur.toLowerCase().split(/\s+/));
+        }
       }
     }
     let hits: { date: number; id: string; result: Record<string, unknown> }[] = docs
       .filter((d) => d.fond === fond)
       .filter((d) => words.length === 0 || words.some((w) => (d.title + " " + d.text).toLowerCase().includes(w)))
       .map((d) => ({ date: d.date, id: d.id, result: d.searchResult }));
-    if (fond === "JURI") hits = hits.concat(badResults.map((b, i) => ({ date: b.date as number, id: `~bad${i}`, result: b })));
+    if (fond === "JURI") {
+      hits = hits.concat(badResults.map((b, i) => ({ date: b.date as number, id: `~bad${i}`, result: b })));
+    }
     const newest = SORTS_NEWEST.has(String(r.sort ?? ""));
     hits.sort((a, b) => (newest ? b.date - a.date || (a.id < b.id ? -1 : 1) : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const page = hits.slice((pageNumber - 1) * pageSize, pageNumber * pageSize).map((h) => h.result);
-    send(res, 200, { executionTime: 15, results: page, totalResultNumber: hits.length, typePagination: r.typePagination ?? "DEFAUT", facets: [] });
+    send(res, 200, {
+      executionTime: 15,
+      results: page,
+      totalResultNumber: hits.length,
+      typePagination: r.typePagination ?? "DEFAUT",
+      facets: [],
+    });
   };
 
   const consult = (endpoint: string, body: any, res: ServerResponse) => {
-    const key: Record<string, string> = { getArticle: "id", juri: "textId", cnil: "textId", jorf: "textCid", kaliText: "id" };
+    const key: Record<string, string> = {
+      getArticle: "id",
+      juri: "textId",
+      cnil: "textId",
+      jorf: "textCid",
+      kaliText: "id",
+    };
     const field = key[endpoint];
     if (!field) return send(res, 404, { error: "Not Found", message: `unknown endpoint /consult/${endpoint}` });
     const id = body?.[field];
     if (typeof id !== "string") return send(res, 400, { error: "Bad Request", message: `${field} is required` });
     const doc: CorpusDocument | undefined = byId.get(id);
-    if (!doc || doc.consult.endpoint !== endpoint) return send(res, 404, { error: "Not Found", message: `no document ${id}` });
-    if (faults.failIds?.includes(id)) return send(res, 500, { error: "Internal Server Error", message: "injected failure for this document" });
+    if (!doc || doc.consult.endpoint !== endpoint) {
+      return send(res, 404, { error: "Not Found", message: `no document ${id}` });
+    }
+    if (faults.failIds?.includes(id)) {
+      return send(res, 500, { error: "Internal Server Error", message: "injected failure for this document" });
+    }
     send(res, 200, doc.consult.response);
   };
 
@@ -191,7 +226,8 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
     while (window.length && window[0] <= now - 1000) window.shift();
     stats.peakRps = Math.max(stats.peakRps, window.length);
     const raw = await readBody(req);
-    const latency = (faults.latencyMs ?? 0) + (faults.slowRate && rand() < faults.slowRate ? (faults.slowMs ?? 2000) : 0);
+    const latency = (faults.latencyMs ?? 0) +
+      (faults.slowRate && rand() < faults.slowRate ? (faults.slowMs ?? 2000) : 0);
     if (latency > 0) await sleep(latency);
 
     const token = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "")?.[1];
@@ -199,16 +235,23 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
     const uses = token ? usesLeft.get(token) : undefined;
     if (token && uses !== undefined) usesLeft.set(token, uses - 1);
     if (!diesAt || diesAt <= Date.now() || (uses !== undefined && uses <= 0)) {
-      return send(res, 401, { error: "invalid_token", error_description: "The access token is invalid or has expired" }, {
-        "www-authenticate": 'Bearer error="invalid_token"',
-      });
+      return send(
+        res,
+        401,
+        { error: "invalid_token", error_description: "The access token is invalid or has expired" },
+        {
+          "www-authenticate": 'Bearer error="invalid_token"',
+        },
+      );
     }
     if (faults.quotaRps && window.length > faults.quotaRps) {
       return send(res, 429, { error: "Too Many Requests", message: "Quota exceeded" }, { "retry-after": "1" });
     }
     if (burst429 > 0 || (faults.rate429 && rand() < faults.rate429)) {
       if (burst429 > 0) burst429--;
-      return send(res, 429, { error: "Too Many Requests", message: "Rate limit exceeded" }, { "retry-after": String(faults.retryAfterS ?? 1) });
+      return send(res, 429, { error: "Too Many Requests", message: "Rate limit exceeded" }, {
+        "retry-after": String(faults.retryAfterS ?? 1),
+      });
     }
     if (burst500 > 0 || (faults.rate500 && rand() < faults.rate500)) {
       if (burst500 > 0) burst500--;
@@ -231,7 +274,9 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
     const path = url.pathname;
     stats.requests[path] = (stats.requests[path] ?? 0) + 1;
     const run = (): Promise<void> => {
-      if (req.method !== "POST") return Promise.resolve(send(res, 405, { error: "Method Not Allowed" }, { allow: "POST" }));
+      if (req.method !== "POST") {
+        return Promise.resolve(send(res, 405, { error: "Method Not Allowed" }, { allow: "POST" }));
+      }
       if (path === OAUTH_PATH) return handleToken(req, res);
       if (path.startsWith(API_PATH + "/")) return handleApi(path.slice(API_PATH.length), req, res);
       return Promise.resolve(send(res, 404, { error: "Not Found" }));
@@ -272,9 +317,11 @@ export async function startPisteStandIn(opts: PisteStandInOptions = {}): Promise
   };
 }
 
-// `tsx packages/legifrance/stand-in.ts [port]` serves the stand-in on its own, for manual trials.
+// `tsx packages/testkit/legifrance-stand-in.ts [port]` serves the stand-in on its own, for manual trials.
 const g = globalThis as { process?: { argv: string[] } };
-if (g.process?.argv[1]?.endsWith("legifrance/stand-in.ts")) {
+if (g.process?.argv[1]?.endsWith("testkit/legifrance-stand-in.ts")) {
   const s = await startPisteStandIn({ port: Number(g.process.argv[2] ?? 0) || 0 });
-  console.log(`PISTE_OAUTH_URL=${s.oauthUrl}\nPISTE_API_URL=${s.apiUrl}\nPISTE_CLIENT_ID=${s.clientId}\nPISTE_CLIENT_SECRET=${s.clientSecret}`);
+  console.log(
+    `PISTE_OAUTH_URL=${s.oauthUrl}\nPISTE_API_URL=${s.apiUrl}\nPISTE_CLIENT_ID=${s.clientId}\nPISTE_CLIENT_SECRET=${s.clientSecret}`,
+  );
 }

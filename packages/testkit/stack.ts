@@ -5,7 +5,7 @@ import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { startLocalStack, type LocalStack, type LocalStackOptions } from "./index.ts";
+import { type LocalStack, type LocalStackOptions, startLocalStack } from "../local-stack/index.ts";
 
 export const FIXTURE_FUNCTIONS_DIR = fileURLToPath(new URL("../../tests/fixtures/functions", import.meta.url));
 export const FIXTURE_CONFIG = fileURLToPath(new URL("../../tests/fixtures/config.toml", import.meta.url));

@@ -1,6 +1,7 @@
-// What the three files functions share at run time: one postgres.js pool (SUPABASE_DB_URL) and one
-// supabase-js client (Storage) per function instance, created on first use so a missing variable is
-// a clear 500 for the caller rather than a crash at import.
+// What the functions that touch Storage (the files queue's and the Légifrance collector) share at run
+// time: one postgres.js pool (SUPABASE_DB_URL) and one supabase-js client (Storage) per function
+// instance, created on first use so a missing variable is a clear 500 for the caller rather than a
+// crash at import.
 import { createClient } from "@supabase/supabase-js";
 import type postgres from "postgres";
 import { connectDb } from "../core/db.ts";
@@ -29,7 +30,11 @@ export function lazyContext(): () => FilesContext {
 }
 
 /** Fire-and-forget self-continuation through pg_net (sent after this statement's commit). */
-export async function continueViaPgNet(sql: postgres.Sql, functionName: string, body: Record<string, unknown>): Promise<boolean> {
+export async function continueViaPgNet(
+  sql: postgres.Sql,
+  functionName: string,
+  body: Record<string, unknown>,
+): Promise<boolean> {
   const [r] = await sql<{ id: string | null }[]>`
     select private.invoke_edge_function(${functionName}, ${sql.json(body as postgres.JSONValue)}, 5000) as id`;
   return r?.id != null;
