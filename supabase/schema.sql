@@ -1683,8 +1683,10 @@ begin
       execute format('select exists (select from private.%I)', part) into has_rows;
       continue when has_rows;
       begin
-        -- DROP takes ACCESS EXCLUSIVE on the parent: wait briefly, or give up until the next run.
-        set local lock_timeout = '2s';
+        -- DROP takes ACCESS EXCLUSIVE on the parent, and while it waits for that lock every search
+        -- and every live write queues behind it: wait 100 ms at most, or give up until the next run
+        -- (an empty segment costs nothing meanwhile).
+        set local lock_timeout = '100ms';
         execute format('drop table private.%I', part);
         delete from public.embedding_segments g where g.id = seg_id;
       exception when lock_not_available then
@@ -1815,16 +1817,18 @@ begin
     t_build := clock_timestamp();
     execute format('create index %I on private.%I %s', part || '_embedding_hnsw', part, private.embedding_hnsw_index_spec());
 
-    -- The swap. Wait for the sources' writers a second at a time (queued writers go on in between).
+    -- The swap. Wait for the sources' writers 200 ms at a time, for at most 30 s: a lock request in
+    -- the queue holds up every live write that comes after it, so it must never wait long at once;
+    -- between attempts, the writers queued behind it go on.
     attempt := 0;
     loop
       begin
-        set local lock_timeout = '1s';
+        set local lock_timeout = '200ms';
         execute format('lock table %s in share mode', src_list);
         exit;
       exception when lock_not_available then
         attempt := attempt + 1;
-        if attempt >= 30 then
+        if attempt >= 150 then
           raise;
         end if;
       end;
