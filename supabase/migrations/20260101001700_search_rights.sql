@@ -80,9 +80,12 @@ begin
       'create or replace function embedding_rights.%I(p_id text) returns boolean language sql stable security invoker '
       'set search_path = '''' as %L',
       'can_read_' || src.relid, format('select exists (select 1 from %s r where r.%I = p_id::%s)', src.rel, src.pk_column, src.pk_type));
+    -- The keys stop at p_cap: no bitmap scan, which visits every row the table's policy lets through
+    -- before returning the first (a policy such as "client_id = any (array(<the caller's clients>))"
+    -- took 33 ms for 2,001 keys of a reader of a million rows by bitmap, 3 ms by index scan).
     execute format(
       'create or replace function embedding_rights.%I(p_cap int) returns setof text language sql stable security invoker '
-      'set search_path = '''' as %L',
+      'set search_path = '''' set enable_bitmapscan = off as %L',
       'keys_' || src.relid, format('select r.%I::text from %s r limit p_cap', src.pk_column, src.rel));
     execute format(
       'create or replace function embedding_rights.%I(p_id text) returns jsonb language sql stable security invoker '
