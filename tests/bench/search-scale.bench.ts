@@ -79,11 +79,15 @@ try {
   await sql`alter table embedding_sync_queue disable trigger embedding_sync_queue_webhook`;
 
   // The index: DIMS dimensions, TYPE (the column is empty: it changes in place).
+  // Segment 0's index options (m, ef_construction), which every segment's index copies, kept as migrated.
+  const [{ opts }] = await sql<{ opts: string }[]>`
+    select coalesce(' with (' || array_to_string(reloptions, ', ') || ')', '') as opts from pg_class
+    where oid = 'private.documentation_embeddings_s0_embedding_hnsw'::regclass`;
   await sql`drop index private.documentation_embeddings_s0_embedding_hnsw`;
   await sql.unsafe(`alter table documentation_embeddings alter column embedding type extensions.${TYPE}(${DIMS})`);
   await sql.unsafe(`alter table query_embedding_cache alter column embedding type extensions.vector(${DIMS})`);
   await sql.unsafe(`create index documentation_embeddings_s0_embedding_hnsw on private.documentation_embeddings_s0
-                    using hnsw (embedding extensions.${TYPE}_cosine_ops)`);
+                    using hnsw (embedding extensions.${TYPE}_cosine_ops)${opts}`);
   await sql`update embedding_sync_settings
             set bulk_segment_min_rows = 1, bulk_segment_max_rows = ${SEGMENT_ROWS}, bulk_segment_build_mem_mb = ${BUILD_MEM_MB}`;
 
