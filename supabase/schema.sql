@@ -656,7 +656,8 @@ CREATE FUNCTION private.embedding_hnsw_index_spec(p_rows bigint DEFAULT 0) RETUR
     select spec.opclass,
            case when p_rows < 100000 then spec.opts
                 else array(select o from unnest(spec.opts) o where o not like 'ef_construction=%')
-                     || ('ef_construction=' || greatest(128, coalesce((select substr(o, 17)::int from unnest(spec.opts) o
+                     || ('ef_construction=' || greatest(case when p_rows >= 400000 then 200 else 128 end,
+                                                        coalesce((select substr(o, 17)::int from unnest(spec.opts) o
                                                                         where o like 'ef_construction=%'), 64)))
            end as opts
     from spec

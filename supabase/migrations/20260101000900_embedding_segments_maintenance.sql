@@ -28,11 +28,12 @@
 
 -- `using hnsw (embedding <opclass>) with (<options>)`: segment 0's HNSW index, which every bulk or
 -- merged segment copies so that one query's distances agree across segments; for a graph of p_rows
--- chunks or more than 100,000, ef_construction at least 128. A graph's recall falls as it grows at a
--- fixed ef_construction, and more ef_search does not bring it back: on clustered vectors (as a corpus's
--- embeddings are), 200,000 chunks built with pgvector's 64 found 85% of the true ten nearest at
--- ef_search 200 (95% at 1,000), built with 128 99.7% at 200; that build took 2.6 times as long. Small
--- segments (a backfill's first builds, segment 0's live writes) keep the cheaper graph.
+-- chunks, ef_construction at least 128 from 100,000 and 200 from 400,000. A graph's recall falls as it
+-- grows at a fixed ef_construction, and more ef_search does not bring it back: on clustered vectors (as
+-- a corpus's embeddings are), 200,000 chunks built with pgvector's 64 found 85% of the true ten nearest
+-- at ef_search 200 (95% at 1,000), built with 128 99.7% at 200, a build 2.6 times as long; 1,000,000
+-- chunks in segments of 200,000 to 550,000, all built with 128, 94.8%. Small segments (a backfill's
+-- first builds, segment 0's live writes) keep the cheaper graph.
 create function private.embedding_hnsw_index_spec(p_rows bigint default 0) returns text
 language sql
 stable
@@ -57,7 +58,8 @@ as $$
     select spec.opclass,
            case when p_rows < 100000 then spec.opts
                 else array(select o from unnest(spec.opts) o where o not like 'ef_construction=%')
-                     || ('ef_construction=' || greatest(128, coalesce((select substr(o, 17)::int from unnest(spec.opts) o
+                     || ('ef_construction=' || greatest(case when p_rows >= 400000 then 200 else 128 end,
+                                                        coalesce((select substr(o, 17)::int from unnest(spec.opts) o
                                                                         where o like 'ef_construction=%'), 64)))
            end as opts
     from spec

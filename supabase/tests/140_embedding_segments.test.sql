@@ -3,7 +3,7 @@
 -- source row's chunks live in one segment). The maintenance procedure COMMITs, so it is exercised by
 -- tests/embeddings.segments.test.ts, not inside this transaction.
 begin;
-select plan(61);
+select plan(62);
 
 -- Shape -------------------------------------------------------------------------------------------
 select is((select c.relkind::text from pg_class c where c.oid = 'public.documentation_embeddings'::regclass), 'p',
@@ -180,8 +180,10 @@ select is(private.embedding_hnsw_index_spec(), 'using hnsw (embedding extensions
   'a small segment copies segment 0''s index as it is');
 select is(private.embedding_hnsw_index_spec(100000), 'using hnsw (embedding extensions.vector_cosine_ops) with (ef_construction=128)',
   'a graph of 100,000 chunks or more is built with ef_construction 128');
-alter index private.documentation_embeddings_s0_embedding_hnsw set (m = 24, ef_construction = 200);
-select is(private.embedding_hnsw_index_spec(500000), 'using hnsw (embedding extensions.vector_cosine_ops) with (m=24, ef_construction=200)',
+select is(private.embedding_hnsw_index_spec(400000), 'using hnsw (embedding extensions.vector_cosine_ops) with (ef_construction=200)',
+  'a graph of 400,000 chunks or more is built with ef_construction 200');
+alter index private.documentation_embeddings_s0_embedding_hnsw set (m = 24, ef_construction = 300);
+select is(private.embedding_hnsw_index_spec(500000), 'using hnsw (embedding extensions.vector_cosine_ops) with (m=24, ef_construction=300)',
   'segment 0''s own options are kept, and a larger ef_construction is not lowered');
 alter index private.documentation_embeddings_s0_embedding_hnsw reset (m, ef_construction);
 select is(private.embedding_segment_max_rows(),
