@@ -243,9 +243,6 @@ REVOKE ALL ON FUNCTION private.embedding_table_name(rel oid) FROM PUBLIC;
 -- FUNCTION enqueue_embedding_job(p_source_table text, p_source_id text, p_action text, p_content text, p_metadata jsonb); Type: ACL; Schema: private
 REVOKE ALL ON FUNCTION private.enqueue_embedding_job(p_source_table text, p_source_id text, p_action text, p_content text, p_metadata jsonb) FROM PUBLIC;
 
--- FUNCTION enqueue_embedding_job(p_source_table text, p_source_id text, p_action text, p_content text); Type: ACL; Schema: private
-REVOKE ALL ON FUNCTION private.enqueue_embedding_job(p_source_table text, p_source_id text, p_action text, p_content text) FROM PUBLIC;
-
 -- FUNCTION fan_out_edge_function(function_name text, backlog bigint, batch_size integer, max_calls integer, body jsonb, timeout_milliseconds integer, min_calls integer); Type: ACL; Schema: private
 REVOKE ALL ON FUNCTION private.fan_out_edge_function(function_name text, backlog bigint, batch_size integer, max_calls integer, body jsonb, timeout_milliseconds integer, min_calls integer) FROM PUBLIC;
 
@@ -868,25 +865,6 @@ CREATE FUNCTION private.enqueue_embedding_job(p_source_table text, p_source_id t
     metadata = excluded.metadata,
     version = excluded.version,
     lane = case when excluded.lane = 'live' then 'live' else q.lane end,
-    retry_count = 0,
-    last_error = null,
-    run_at = now(),
-    updated_at = now()
-$$;
-
--- enqueue_embedding_job(text, text, text, text); Type: FUNCTION; Schema: private
-CREATE FUNCTION private.enqueue_embedding_job(p_source_table text, p_source_id text, p_action text, p_content text) RETURNS void
-    LANGUAGE sql SECURITY DEFINER
-    SET search_path TO 'public', 'extensions'
-    AS $$
-  insert into embedding_sync_queue as q (source_table, source_id, action, content, content_hash)
-  values (p_source_table, p_source_id, p_action, p_content,
-          case when p_content is null then null else encode(sha256(convert_to(p_content, 'UTF8')), 'hex') end)
-  on conflict (source_table, source_id) where status = 'pending' do update set
-    action = excluded.action,
-    content = excluded.content,
-    content_hash = excluded.content_hash,
-    version = excluded.version,
     retry_count = 0,
     last_error = null,
     run_at = now(),

@@ -206,29 +206,6 @@ as $$
     updated_at = now()
 $$;
 
--- The same without metadata. Nothing calls it any more (every caller passes the row's metadata); it is
--- kept so that these migrations build the schema they always built, until a migration of its own drops it.
-create function private.enqueue_embedding_job(
-  p_source_table text, p_source_id text, p_action text, p_content text
-) returns void
-language sql
-security definer
-set search_path = public, extensions
-as $$
-  insert into embedding_sync_queue as q (source_table, source_id, action, content, content_hash)
-  values (p_source_table, p_source_id, p_action, p_content,
-          case when p_content is null then null else encode(sha256(convert_to(p_content, 'UTF8')), 'hex') end)
-  on conflict (source_table, source_id) where status = 'pending' do update set
-    action = excluded.action,
-    content = excluded.content,
-    content_hash = excluded.content_hash,
-    version = excluded.version,
-    retry_count = 0,
-    last_error = null,
-    run_at = now(),
-    updated_at = now()
-$$;
-
 create function public.add_to_embedding_queue() returns trigger
 language plpgsql
 security definer
@@ -467,7 +444,6 @@ end $$;
 
 revoke all on function private.embedding_table_name(oid), private.embedding_pk_column(oid),
   private.embedding_row_sql(oid, text, text[], regprocedure, text), private.embedding_source_truncated(),
-  private.enqueue_embedding_job(text, text, text, text),
   private.embedding_lane_begin_bulk(), private.embedding_lane_restore(text) from public;
 revoke all on function private.embedding_metadata_sql(oid, text[]), private.embedding_metadata_hash(jsonb),
   private.enqueue_embedding_job(text, text, text, text, jsonb) from public, anon, authenticated;
