@@ -105,39 +105,14 @@ export function createProcessEmbeddingQueueHandler(source: Record<string, string
               select private.continue_embedding_worker(${sql.json(body)}) as id`, Date.now() + 30_000);
             continued = c?.id != null;
           }
-          const {
-            claimed,
-            embedded,
-            unchanged,
-            deleted,
-            retried,
-            dead,
-            tokens,
-            ms,
-            superseded,
-            providerCalls,
-            batches,
-            deferred,
-            budgetWaitMs,
-          } = r;
+          // Every count of the run. Running out of time is internal: the answer says `continued` instead.
+          const { outOfBudget: _outOfBudget, fatalError, ...counts } = r;
           return json({
-            claimed,
-            embedded,
-            unchanged,
-            deleted,
-            retried,
-            dead,
-            tokens,
-            ms,
-            superseded,
-            providerCalls,
-            batches,
+            ...counts,
             continued,
-            deferred,
-            budgetWaitMs,
             provider: provider.name,
             model: provider.model,
-            ...(r.fatalError ? { error: r.fatalError } : {}),
+            ...(fatalError ? { error: fatalError } : {}),
           });
         }
         case "resync": {
