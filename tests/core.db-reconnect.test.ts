@@ -1,7 +1,11 @@
 // retryWhileUnreachable: a statement whose connection is killed under it (pg_terminate_backend, as a
 // server restart would) is sent again on a fresh connection; other errors and the deadline are not retried.
+import { spawn } from "node:child_process";
+import { type AddressInfo, connect, createServer } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import postgres from "postgres";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isConnectionLost, retryWhileUnreachable } from "../packages/core/db.ts";
 import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
@@ -55,4 +59,61 @@ it("gives up at the deadline with the connection error", async () => {
   expect(isConnectionLost(err)).toBe(true);
   expect(Date.now() - t0).toBeLessThan(10_000);
   await dead.end({ timeout: 1 });
+});
+
+// On every new connection postgres.js looks up array types in a promise no caller holds; a server
+// that goes away right then (a restart) used to end the whole process, Deno or Node: the edge
+// runtime with every function in it, or `npm start`. A proxy resets the client's first connection as
+// that lookup goes out; the process must carry on and answer its next statement.
+describe("a connection lost during postgres.js's type lookup on connect", () => {
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  const fixture = join(root, "tests/fixtures/db-client-child.ts");
+  const runtimes: [string, string, string[]][] = [
+    ["Deno", join(root, "node_modules/.bin/deno"), ["run", "--allow-net", "--allow-env", "--allow-read", fixture]],
+    ["Node", process.execPath, ["--import", "tsx", fixture]],
+  ];
+  for (const [name, cmd, args] of runtimes) {
+    it(`${name}: the process stays up and its next statement is answered`, async () => {
+      const upstream = new URL(db.url);
+      let resets = 0;
+      const proxy = createServer((client) => {
+        const server = connect(Number(upstream.port || 5432), upstream.hostname);
+        client.on("data", (d) => {
+          if (resets === 0 && d.toString("latin1").includes("typarray")) {
+            resets++;
+            client.resetAndDestroy();
+            server.destroy();
+            return;
+          }
+          server.write(d);
+        });
+        server.on("data", (d) => client.write(d));
+        for (const s of [client, server]) s.on("error", () => {});
+        client.on("close", () => server.destroy());
+        server.on("close", () => client.destroy());
+      });
+      await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", () => r()));
+      try {
+        const via = new URL(db.url);
+        via.hostname = "127.0.0.1";
+        via.port = String((proxy.address() as AddressInfo).port);
+        const child = spawn(cmd, args, {
+          cwd: root,
+          env: { ...process.env, DATABASE_URL: via.toString() },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        let out = "";
+        child.stdout.on("data", (d) => (out += d));
+        child.stderr.on("data", (d) => (out += d));
+        const code = await new Promise<number | null>((r) => child.on("close", (c) => r(c)));
+        expect(resets, out).toBe(1);
+        expect(code, out).toBe(0);
+        const answer = JSON.parse(out.split("\n").find((l) => l.startsWith("{"))!);
+        expect(answer.second).toEqual([1, 2]);
+        expect(out).toContain("database connection lost while connecting (ECONNRESET)");
+      } finally {
+        proxy.close();
+      }
+    }, 60_000);
+  }
 });

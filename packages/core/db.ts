@@ -9,7 +9,42 @@ export function connectDb(
   options: postgres.Options<Record<string, postgres.PostgresType>> = {},
 ): postgres.Sql {
   const pooled = new URL(url).port === "6543";
+  surviveLostConnectionsOnConnect();
   return postgres(url, { max: 4, idle_timeout: 20, prepare: !pooled, onnotice: () => {}, ...options });
+}
+
+let surviving = false;
+
+/**
+ * postgres.js looks up the server's array types on every new connection, in a promise no caller
+ * holds. When the server goes away during that lookup (a restart, pg_terminate_backend), the
+ * rejection is unhandled, and Deno and Node end the process on it: in an edge runtime, every function
+ * and every request in flight with it. The statement that wanted the connection fails or is retried
+ * on its own, so that rejection carries nothing to act on: it is logged and the process stays up.
+ * Any other unhandled rejection still ends the process.
+ */
+export function surviveLostConnectionsOnConnect(): void {
+  if (surviving) return;
+  surviving = true;
+  const warn = (e: unknown) =>
+    console.warn(`database connection lost while connecting (${(e as { code?: string }).code}); retried on use`);
+  const g = globalThis as {
+    Deno?: unknown;
+    addEventListener?: (type: string, fn: (e: { reason: unknown; preventDefault(): void }) => void) => void;
+    process?: { on(event: string, fn: (reason: unknown) => void): void };
+  };
+  if (g.Deno !== undefined && g.addEventListener) {
+    g.addEventListener("unhandledrejection", (e) => {
+      if (!isConnectionLost(e.reason)) return;
+      e.preventDefault();
+      warn(e.reason);
+    });
+  } else {
+    g.process?.on("unhandledRejection", (reason) => {
+      if (!isConnectionLost(reason)) throw reason;
+      warn(reason);
+    });
+  }
 }
 
 // What postgres.js and PostgreSQL report when the server went away (a restart, a crash, a failover,

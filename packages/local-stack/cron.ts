@@ -7,7 +7,8 @@
 // connection and its errors are caught, so one failing or slow job never stops the others; a job
 // still running when it is due again is skipped, as pg_cron does.
 import { Cron } from "croner";
-import postgres from "postgres";
+import type postgres from "postgres";
+import { connectDb } from "../core/db.ts";
 
 export interface CronTickerOptions {
   dbUrl: string;
@@ -60,7 +61,7 @@ export function scheduleDue(schedule: string, since: number, now: number): boole
 
 export function startCronTicker(opts: CronTickerOptions): CronTicker {
   // One connection reads the job list; jobs run on a small pool of their own.
-  const sql = postgres(opts.dbUrl, { max: 4, onnotice: () => {}, idle_timeout: 30 });
+  const sql = connectDb(opts.dbUrl, { max: 4, idle_timeout: 30 });
   const lastRun = new Map<string, number>(); // jobid -> ms of the last start (or first sighting)
   const running = new Set<string>();
   const invalid = new Set<string>();

@@ -7,6 +7,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
+import { connectDb } from "../core/db.ts";
 import { type CronTicker, hasCronStandIn, startCronTicker } from "./cron.ts";
 import { listFunctions, readEnvFile, readVerifyJwt } from "./function-config.ts";
 import { type FunctionsRuntime, startFunctionsRuntime } from "./functions-runtime.ts";
@@ -107,7 +108,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     let runtime: FunctionsRuntime | null = null;
     let updateState: (patch: Partial<StackState>) => Promise<void> = async () => {};
     const served = new Set(names);
-    const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
+    const sql = connectDb(dbUrl, { max: 4, idle_timeout: 0 });
     stoppers.push(() => sql.end({ timeout: 2 }));
     const auth = gatewayAuthConfig(keys);
     const storage = createStorageHandler({

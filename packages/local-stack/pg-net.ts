@@ -7,7 +7,7 @@
 // At most `concurrency` requests are in flight; each honours its timeout_milliseconds. The answer
 // (or the timeout / error) goes to net._http_response under the request's id, and the request row
 // is deleted in the same transaction.
-import postgres from "postgres";
+import { connectDb } from "../core/db.ts";
 
 export interface PgNetSenderOptions {
   dbUrl: string;
@@ -34,7 +34,7 @@ export interface PgNetSender {
 
 export async function startPgNetSender(opts: PgNetSenderOptions): Promise<PgNetSender> {
   const concurrency = opts.concurrency ?? 16;
-  const sql = postgres(opts.dbUrl, { max: 3, onnotice: () => {}, idle_timeout: 0 });
+  const sql = connectDb(opts.dbUrl, { max: 3, idle_timeout: 0 });
   const inFlight = new Set<string>();
   const pending = new Set<Promise<void>>();
   let stopped = false;
