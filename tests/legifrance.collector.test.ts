@@ -199,6 +199,32 @@ describe("MASSIVE", () => {
     expect(await db.sql`select 1 from legifrance_failed_documents`).toHaveLength(0);
   });
 
+  it("Storage answering 5xx while its database restarts: each upload is sent again, no document recorded failed", async () => {
+    // The stack's real Storage, its inserts refused for a while with the error a starting server gives.
+    await db.sql`create sequence upload_faults`;
+    await db.sql.unsafe(`create function public.refuse_uploads() returns trigger language plpgsql as $$
+      begin
+        if nextval('upload_faults') <= 12 then
+          raise exception 'the database system is starting up' using errcode = '57P03';
+        end if;
+        return new;
+      end $$`);
+    await db.sql`create trigger refuse_uploads before insert on storage.objects
+                 for each row execute function public.refuse_uploads()`;
+    try {
+      const r = await collectMassive(deps(), { budgetMs: 60_000 });
+      const [{ refused }] = await db.sql`select least(last_value, 12)::int as refused from upload_faults`;
+      expect(refused).toBe(12);
+      expect(r).toMatchObject({ done: true, failed: 0 });
+      expect(await db.sql`select document_id from legifrance_failed_documents`).toEqual([]);
+      await expectEverythingCollectedOnce();
+    } finally {
+      await db.sql`drop trigger refuse_uploads on storage.objects`;
+      await db.sql`drop function public.refuse_uploads()`;
+      await db.sql`drop sequence upload_faults`;
+    }
+  });
+
   it("a document that keeps failing is recorded with its error, and collection goes on; a later success resolves it", async () => {
     piste.setFaults({ failIds: ["JURITEXT000007022837"] });
     const limited = new PisteClient({

@@ -80,7 +80,17 @@ export function isConnectionLost(e: unknown): boolean {
  * try. Any other error, or the deadline, is thrown. Only for statements that are safe to send twice:
  * when a connection dies, whether its last statement committed is unknown.
  */
-export async function retryWhileUnreachable<T>(
+export function retryWhileUnreachable<T>(
+  run: () => Promise<T>,
+  deadline: number,
+  onWait?: (e: unknown) => void,
+): Promise<T> {
+  return retryWhile(isConnectionLost, run, deadline, onWait);
+}
+
+/** retryWhileUnreachable's waits, for any failure `transient` recognises (a service restarting). */
+export async function retryWhile<T>(
+  transient: (e: unknown) => boolean,
   run: () => Promise<T>,
   deadline: number,
   onWait?: (e: unknown) => void,
@@ -89,7 +99,7 @@ export async function retryWhileUnreachable<T>(
     try {
       return await run();
     } catch (e) {
-      if (!isConnectionLost(e) || Date.now() + delay > deadline) throw e;
+      if (!transient(e) || Date.now() + delay > deadline) throw e;
       onWait?.(e);
       await new Promise((r) => setTimeout(r, delay));
     }

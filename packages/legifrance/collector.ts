@@ -8,8 +8,8 @@
 // MAINTENANCE: the newest page (50-100 documents) of each enabled category, no cursor.
 import type postgres from "postgres";
 import pLimit from "p-limit";
-import { isConnectionLost, retryWhileUnreachable } from "../core/db.ts";
-import type { ObjectStore } from "../storage/object-store.ts";
+import { isConnectionLost, retryWhile, retryWhileUnreachable } from "../core/db.ts";
+import { isStorageUnavailable, type ObjectStore } from "../storage/object-store.ts";
 import type { LegifranceApi } from "./client.ts";
 import { checkLegifranceId, consultRouteFor, documentPath } from "./ids.ts";
 import { ENVELOPE_FORMAT } from "./parser.ts";
@@ -46,6 +46,10 @@ export interface CollectResult {
   error?: string;
   consecutiveErrors?: number;
 }
+
+// How long an upload waits out Storage answering 5xx (a restart of it or of its database) before the
+// document is recorded as failed: a PostgreSQL restart takes seconds, a crash recovery tens of them.
+const STORAGE_RESTART_WAIT_MS = 60_000;
 
 const NEWEST_SORT: Record<string, string> = {
   JURI: "DATE_DESC",
@@ -149,12 +153,19 @@ async function collectDocument(
       endpoint: route.endpoint,
       data,
     };
-    await deps.store.put(
-      deps.bucket,
-      documentPath(entry.category, check.id),
-      JSON.stringify(envelope),
-      "application/json",
-      { lane },
+    // PISTE served it: a Storage restart (or its database's) is waited out, not recorded against the
+    // document, whose failure would then wait for another run to be collected again.
+    await retryWhile(
+      (e) => !signal?.aborted && isStorageUnavailable(e),
+      () =>
+        deps.store.put(
+          deps.bucket,
+          documentPath(entry.category, check.id),
+          JSON.stringify(envelope),
+          "application/json",
+          { lane },
+        ),
+      Date.now() + STORAGE_RESTART_WAIT_MS,
     );
     return { ok: true, id: check.id };
   } catch (e) {

@@ -64,6 +64,14 @@ export function supabaseObjectStore(client: SupabaseClient): ObjectStore {
   };
 }
 
+/**
+ * Storage did not answer, or answered 5xx: it or its database is restarting. An upload is an upsert,
+ * so it may be sent again; a 4xx (no such bucket, refused) is the request's own fault.
+ */
+export function isStorageUnavailable(e: unknown): boolean {
+  return e instanceof ObjectStoreError && (e.status === undefined || e.status >= 500);
+}
+
 function statusOf(error: unknown): number | undefined {
   const e = error as { status?: number; statusCode?: string | number } | null;
   const s = Number(e?.status ?? e?.statusCode);
