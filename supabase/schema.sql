@@ -3976,7 +3976,7 @@ CREATE FUNCTION public.search_documents(query_text text, query_embedding extensi
     LANGUAGE plpgsql STABLE
     SET search_path TO 'public', 'extensions'
     SET "hnsw.iterative_scan" TO 'relaxed_order'
-    SET "hnsw.ef_search" TO '200'
+    SET "hnsw.ef_search" TO '400'
     AS $_$
 declare
   f jsonb := coalesce(filter, '{}'::jsonb);

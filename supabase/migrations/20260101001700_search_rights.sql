@@ -343,7 +343,7 @@ stable
 security invoker
 set search_path = public, extensions
 set hnsw.iterative_scan = 'relaxed_order'
-set hnsw.ef_search = 200
+set hnsw.ef_search = 400
 as $$
 declare
   f jsonb := coalesce(filter, '{}'::jsonb);
