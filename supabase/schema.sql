@@ -349,6 +349,9 @@ REVOKE ALL ON FUNCTION private.wake_live_embedding_worker() FROM PUBLIC;
 -- PROCEDURE build_embedding_segments(); Type: ACL; Schema: private
 REVOKE ALL ON PROCEDURE private.build_embedding_segments() FROM PUBLIC;
 
+-- PROCEDURE drop_empty_embedding_segments(); Type: ACL; Schema: private
+REVOKE ALL ON PROCEDURE private.drop_empty_embedding_segments() FROM PUBLIC;
+
 -- PROCEDURE maintain_embedding_segments(IN p_build boolean); Type: ACL; Schema: private
 REVOKE ALL ON PROCEDURE private.maintain_embedding_segments(IN p_build boolean) FROM PUBLIC;
 
@@ -1665,6 +1668,7 @@ declare
   spec text;
   err text;
   merged boolean;
+  merges int := 0;
 begin
   -- hashtext('private.build_embedding_segments'), spelled out.
   if not pg_catalog.pg_try_advisory_lock(1306521730) then
@@ -1726,8 +1730,46 @@ begin
     exit when not cfg.segment_merges_enabled;
     call private.merge_embedding_segment(merged);
     exit when not merged;
+    merges := merges + 1;
   end loop;
+  if merges > 0 then
+    call private.drop_empty_embedding_segments();
+  end if;
   perform pg_catalog.pg_advisory_unlock(1306521730);
+end $$;
+
+-- drop_empty_embedding_segments(); Type: PROCEDURE; Schema: private
+CREATE PROCEDURE private.drop_empty_embedding_segments()
+    LANGUAGE plpgsql
+    AS $$
+declare
+  seg_id int;
+  part text;
+  has_rows boolean;
+  bulk_waits boolean;
+begin
+  if not pg_catalog.pg_try_advisory_lock(1306521729) then
+    return;
+  end if;
+  bulk_waits := exists (select from public.embedding_sync_queue q where q.lane = 'bulk' and q.status in ('pending', 'processing'));
+  for seg_id in select g.id from public.embedding_segments g
+                where g.state = 'merged' or (g.state = 'sealed' and not bulk_waits) order by g.id loop
+    part := 'documentation_embeddings_s' || seg_id;
+    execute format('select exists (select from private.%I)', part) into has_rows;
+    continue when has_rows;
+    begin
+      -- DROP takes ACCESS EXCLUSIVE on the parent, and while it waits for that lock every search
+      -- and every live write queues behind it: wait 100 ms at most, or give up until the next run
+      -- (an empty segment costs nothing meanwhile).
+      set local lock_timeout = '100ms';
+      execute format('drop table private.%I', part);
+      delete from public.embedding_segments g where g.id = seg_id;
+    exception when lock_not_available then
+      raise notice 'embedding segments: could not drop empty segment % now (%)', seg_id, sqlerrm;
+    end;
+    commit;
+  end loop;
+  perform pg_catalog.pg_advisory_unlock(1306521729);
 end $$;
 
 -- maintain_embedding_segments(boolean); Type: PROCEDURE; Schema: private
@@ -1737,11 +1779,7 @@ CREATE PROCEDURE private.maintain_embedding_segments(IN p_build boolean DEFAULT 
 declare
   cfg public.embedding_sync_settings;
   seg public.embedding_segments;
-  seg_id int;
-  part text;
   n bigint;
-  has_rows boolean;
-  bulk_waits boolean;
 begin
   if pg_catalog.pg_try_advisory_lock(1306521729) then
     select * into cfg from public.embedding_sync_settings;
@@ -1773,26 +1811,8 @@ begin
     end if;
     commit;
 
-    -- 3. Drop the segments a merge emptied, and sealed segments left empty when no bulk work waits.
-    --    (An emptied segment's HNSW index still holds every old entry, which searches step over.)
-    bulk_waits := exists (select from public.embedding_sync_queue q where q.lane = 'bulk' and q.status in ('pending', 'processing'));
-    for seg_id in select g.id from public.embedding_segments g
-                  where g.state = 'merged' or (g.state = 'sealed' and not bulk_waits) order by g.id loop
-      part := 'documentation_embeddings_s' || seg_id;
-      execute format('select exists (select from private.%I)', part) into has_rows;
-      continue when has_rows;
-      begin
-        -- DROP takes ACCESS EXCLUSIVE on the parent, and while it waits for that lock every search
-        -- and every live write queues behind it: wait 100 ms at most, or give up until the next run
-        -- (an empty segment costs nothing meanwhile).
-        set local lock_timeout = '100ms';
-        execute format('drop table private.%I', part);
-        delete from public.embedding_segments g where g.id = seg_id;
-      exception when lock_not_available then
-        raise notice 'embedding segments: could not drop empty segment % now (%)', seg_id, sqlerrm;
-      end;
-      commit;
-    end loop;
+    -- 3. Drop the segments left empty.
+    call private.drop_empty_embedding_segments();
     perform pg_catalog.pg_advisory_unlock(1306521729);
   else
     raise notice 'embedding segments: another maintenance run is in progress';

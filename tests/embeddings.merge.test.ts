@@ -145,12 +145,8 @@ describe("segment merges", () => {
     expect(last).toMatchObject({ indexed: true, rows: "450" });
     expect(last.merged_from).toHaveLength(3);
     // Its sources, emptied by the swap (and those of the merge that made one of them), are dropped by
-    // the next maintenance run.
-    const shells = all.filter((s) => s.state === "merged");
-    expect(shells.filter((s) => s.merged_into === last.segment).map((s) => s.segment)).toEqual(last.merged_from);
-    expect(shells.every((s) => s.rows === "0")).toBe(true);
-    await sql`call private.maintain_embedding_segments(false)`;
-    expect((await segments(sql)).map((s) => [s.segment, s.state])).toEqual([[last.segment, "sealed"]]);
+    // the build run that merged them, not left to the next maintenance run.
+    expect(all.map((s) => [s.segment, s.state])).toEqual([[last.segment, "sealed"]]);
     const [{ parts }] = await sql<{ parts: number }[]>`
       select count(*)::int as parts from pg_inherits where inhparent = 'public.documentation_embeddings'::regclass`;
     expect(parts).toBe(2); // segment 0 and the merged one
@@ -244,7 +240,7 @@ describe("segment merges", () => {
       expect(await expectEachChunkOnce(sql, K, ids)).toEqual(new Set(sources));
       await expectFoundByOwnVector(sql, K, sampleOf(1, 2100, 6));
 
-      // 3. The next run finishes it; maintenance drops the emptied sources.
+      // 3. The next run finishes it, and drops the emptied sources itself.
       await sql`call private.build_embedding_segments()`;
       expect((await segments(sql)).find((s) => s.segment === target.segment)).toMatchObject({
         state: "sealed",
@@ -252,8 +248,7 @@ describe("segment merges", () => {
         indexed: true,
         build_attempts: 3,
       });
-      await sql`call private.maintain_embedding_segments(false)`;
-      expect((await segments(sql)).map((s) => s.segment)).not.toContain(sources[0]);
+      expect((await segments(sql)).map((s) => s.segment)).toEqual([target.segment]);
       expect(await expectEachChunkOnce(sql, K, ids)).toEqual(new Set([target.segment]));
       await expectFoundByOwnVector(sql, K, sampleOf(1, 2100, 10));
     },

@@ -145,6 +145,45 @@ $$;
 -- embedding_pending_deletes while it built (and the marks). One builder at a time (its own advisory lock).
 -- Then merges sealed segments (when segment_merges_enabled), one merge at a time, building first any
 -- segment closed meanwhile.
+-- Drops the segments a merge emptied, and sealed segments left empty when no bulk work waits (an
+-- emptied segment's HNSW index still holds every old entry, which searches step over). Run by the
+-- maintenance job, and by the build job right after its merges: waiting for the next maintenance run
+-- would leave the emptied segments to every search for up to a minute more where pg_cron has no
+-- second schedules. One dropper at a time, under the maintenance job's lock (which its own session
+-- may take again).
+create procedure private.drop_empty_embedding_segments()
+language plpgsql
+as $$
+declare
+  seg_id int;
+  part text;
+  has_rows boolean;
+  bulk_waits boolean;
+begin
+  if not pg_catalog.pg_try_advisory_lock(1306521729) then
+    return;
+  end if;
+  bulk_waits := exists (select from public.embedding_sync_queue q where q.lane = 'bulk' and q.status in ('pending', 'processing'));
+  for seg_id in select g.id from public.embedding_segments g
+                where g.state = 'merged' or (g.state = 'sealed' and not bulk_waits) order by g.id loop
+    part := 'documentation_embeddings_s' || seg_id;
+    execute format('select exists (select from private.%I)', part) into has_rows;
+    continue when has_rows;
+    begin
+      -- DROP takes ACCESS EXCLUSIVE on the parent, and while it waits for that lock every search
+      -- and every live write queues behind it: wait 100 ms at most, or give up until the next run
+      -- (an empty segment costs nothing meanwhile).
+      set local lock_timeout = '100ms';
+      execute format('drop table private.%I', part);
+      delete from public.embedding_segments g where g.id = seg_id;
+    exception when lock_not_available then
+      raise notice 'embedding segments: could not drop empty segment % now (%)', seg_id, sqlerrm;
+    end;
+    commit;
+  end loop;
+  perform pg_catalog.pg_advisory_unlock(1306521729);
+end $$;
+
 create procedure private.build_embedding_segments()
 language plpgsql
 as $$
@@ -159,6 +198,7 @@ declare
   spec text;
   err text;
   merged boolean;
+  merges int := 0;
 begin
   -- hashtext('private.build_embedding_segments'), spelled out.
   if not pg_catalog.pg_try_advisory_lock(1306521730) then
@@ -220,7 +260,11 @@ begin
     exit when not cfg.segment_merges_enabled;
     call private.merge_embedding_segment(merged);
     exit when not merged;
+    merges := merges + 1;
   end loop;
+  if merges > 0 then
+    call private.drop_empty_embedding_segments();
+  end if;
   perform pg_catalog.pg_advisory_unlock(1306521730);
 end $$;
 
@@ -466,11 +510,7 @@ as $$
 declare
   cfg public.embedding_sync_settings;
   seg public.embedding_segments;
-  seg_id int;
-  part text;
   n bigint;
-  has_rows boolean;
-  bulk_waits boolean;
 begin
   if pg_catalog.pg_try_advisory_lock(1306521729) then
     select * into cfg from public.embedding_sync_settings;
@@ -502,26 +542,8 @@ begin
     end if;
     commit;
 
-    -- 3. Drop the segments a merge emptied, and sealed segments left empty when no bulk work waits.
-    --    (An emptied segment's HNSW index still holds every old entry, which searches step over.)
-    bulk_waits := exists (select from public.embedding_sync_queue q where q.lane = 'bulk' and q.status in ('pending', 'processing'));
-    for seg_id in select g.id from public.embedding_segments g
-                  where g.state = 'merged' or (g.state = 'sealed' and not bulk_waits) order by g.id loop
-      part := 'documentation_embeddings_s' || seg_id;
-      execute format('select exists (select from private.%I)', part) into has_rows;
-      continue when has_rows;
-      begin
-        -- DROP takes ACCESS EXCLUSIVE on the parent, and while it waits for that lock every search
-        -- and every live write queues behind it: wait 100 ms at most, or give up until the next run
-        -- (an empty segment costs nothing meanwhile).
-        set local lock_timeout = '100ms';
-        execute format('drop table private.%I', part);
-        delete from public.embedding_segments g where g.id = seg_id;
-      exception when lock_not_available then
-        raise notice 'embedding segments: could not drop empty segment % now (%)', seg_id, sqlerrm;
-      end;
-      commit;
-    end loop;
+    -- 3. Drop the segments left empty.
+    call private.drop_empty_embedding_segments();
     perform pg_catalog.pg_advisory_unlock(1306521729);
   else
     raise notice 'embedding segments: another maintenance run is in progress';
@@ -534,6 +556,7 @@ begin
 end $$;
 
 revoke all on procedure private.maintain_embedding_segments(boolean), private.build_embedding_segments(),
+  private.drop_empty_embedding_segments(),
   private.merge_embedding_segment(boolean), private.merge_embedding_segments() from public, anon, authenticated;
 revoke all on function private.open_embedding_segment(), private.embedding_hnsw_index_spec(bigint),
   private.embedding_hnsw_element_bytes(text, int, int), private.embedding_segment_max_rows(),
