@@ -63,7 +63,9 @@ const DRAIN_ROWS = Number(process.env.FAULTS_DRAIN_ROWS ?? 1_500);
 const BULK_ROWS = Number(process.env.FAULTS_BULK_ROWS ?? 2_000);
 const SEGMENT_ROWS = Number(process.env.FAULTS_SEGMENT_ROWS ?? 1_000);
 const PROVIDER_DOWN_S = Number(process.env.FAULTS_PROVIDER_DOWN_S ?? 30);
-const XMIN_PIN_S = Number(process.env.FAULTS_XMIN_PIN_S ?? 30);
+const XMIN_PIN_S = Number(process.env.FAULTS_XMIN_PIN_S ?? 60);
+// Enough rows that the drain outlasts the windows before, during and after the pin (about 130/s here).
+const XMIN_ROWS = Number(process.env.FAULTS_XMIN_ROWS ?? 20_000);
 const TERMINATE_WINDOW_S = Number(process.env.FAULTS_TERMINATE_WINDOW_S ?? 30);
 const FILES_OBJECTS = Number(process.env.FAULTS_FILES_OBJECTS ?? 30_000);
 const KB_ROWS = Number(process.env.FAULTS_KB_ROWS ?? 20_000);
@@ -911,7 +913,9 @@ async function providerDown(bed: FaultBed, run: number) {
 
 async function xminPinned(bed: FaultBed, run: number) {
   const table = `xmin_${++tableSeq}`;
-  await createSource(bed.sql, table, DRAIN_ROWS * 2);
+  await createSource(bed.sql, table, XMIN_ROWS);
+  // Completions per second over a window; a window the drain ended in measured nothing.
+  let drainEnded = false;
   const rate = async (ms: number) => {
     const [a] = await bed.sql<
       { n: number }[]
@@ -920,6 +924,7 @@ async function xminPinned(bed: FaultBed, run: number) {
     const [b] = await bed.sql<
       { n: number }[]
     >`select count(*)::int as n from embedding_sync_queue where status = 'completed'`;
+    if ((await progress(bed.sql, table)).left === 0) drainEnded = true;
     return (b.n - a.n) / (ms / 1000);
   };
   const dead = async () => {
@@ -944,8 +949,10 @@ async function xminPinned(bed: FaultBed, run: number) {
   pin.release();
   const after = await rate(window);
   const inv = await drainedAndChecked(bed, table, 900_000);
+  extra.xminDrainEnded = drainEnded;
   extra.xmin = {
     pin_s: XMIN_PIN_S,
+    rows: XMIN_ROWS,
     claims_per_s_before: before,
     claims_per_s_during: during,
     claims_per_s_after: after,
@@ -965,7 +972,7 @@ async function xminPinned(bed: FaultBed, run: number) {
     in_flight_at_fault: 0,
     notes: `completions/s before ${before.toFixed(0)}, pinned ${during.toFixed(0)}, after ${
       after.toFixed(0)
-    }; dead tuples ${deadDuring}`,
+    }; dead tuples ${deadDuring}${drainEnded ? "; the drain ended within a window: raise FAULTS_XMIN_ROWS" : ""}`,
   });
 }
 
@@ -1121,6 +1128,7 @@ try {
       segment_rows: SEGMENT_ROWS,
       provider_down_s: PROVIDER_DOWN_S,
       xmin_pin_s: XMIN_PIN_S,
+      xmin_rows: XMIN_ROWS,
       terminate_window_s: TERMINATE_WINDOW_S,
       files_objects: FILES_OBJECTS,
       kb_rows: KB_ROWS,
@@ -1206,8 +1214,8 @@ try {
       `${out.recovery_s_max_after_pg_restart} s (p50 of all ${out.recovery_s_p50} s)`,
     ],
     [
-      `claims/s before / xmin pinned / after`,
-      true,
+      `claims/s before / xmin pinned / after, over a drain that outlasts them`,
+      extra.xminDrainEnded !== true,
       `${out.claims_per_s} / ${out.xmin_pinned_claims_per_s} / ${out.claims_per_s_after_unpin}; queue dead tuples pinned ${out.queue_dead_tuples_pinned}`,
     ],
   ] as const;
