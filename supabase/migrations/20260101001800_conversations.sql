@@ -3,7 +3,7 @@
 -- (its id is the search's logId); rows of one chat share conversation_id.
 --
 -- user_id is the Supabase auth user's id (the JWT's sub). It references auth.users where that table
--- exists (hosted Supabase); the local stand-in has no auth.users, so the constraint is added only there.
+-- exists (hosted Supabase and the local stack); a plain PostgreSQL without Auth gets no constraint.
 -- Users read and write only their own rows (RLS); the service role reads everything.
 
 create table public.conversations (
