@@ -64,8 +64,8 @@ const BULK_ROWS = Number(process.env.FAULTS_BULK_ROWS ?? 2_000);
 const SEGMENT_ROWS = Number(process.env.FAULTS_SEGMENT_ROWS ?? 1_000);
 const PROVIDER_DOWN_S = Number(process.env.FAULTS_PROVIDER_DOWN_S ?? 30);
 const XMIN_PIN_S = Number(process.env.FAULTS_XMIN_PIN_S ?? 60);
-// Enough rows that the drain outlasts the windows before, during and after the pin (about 130/s here).
-const XMIN_ROWS = Number(process.env.FAULTS_XMIN_ROWS ?? 20_000);
+// Enough rows that the drain outlasts the windows before, during and after the pin (about 170/s here).
+const XMIN_ROWS = Number(process.env.FAULTS_XMIN_ROWS ?? 40_000);
 const TERMINATE_WINDOW_S = Number(process.env.FAULTS_TERMINATE_WINDOW_S ?? 30);
 const FILES_OBJECTS = Number(process.env.FAULTS_FILES_OBJECTS ?? 30_000);
 const KB_ROWS = Number(process.env.FAULTS_KB_ROWS ?? 20_000);
@@ -347,8 +347,12 @@ async function pgKillMerge(bed: FaultBed, run: number) {
   }, 10).catch((e) => {
     throw new Error(`${e instanceof Error ? e.message : e}; the merge said: ${notices.slice(-3).join(" / ")}`);
   });
-  // Edits racing the merge: moved to segment 0 by the live lane; each must end once, current.
-  for (const table of tables) await bed.sql.unsafe(`update ${table} set body = body || ' (modifié)' where id % 97 = 0`);
+  // Edits racing the merge: moved to segment 0 by the live lane; each must end once, current. The two
+  // tables' rows have the same text: each edit names its table, or the fake provider, which counts an
+  // input it has seen before as wasted, would count the other table's edit of the same row.
+  for (const table of tables) {
+    await bed.sql.unsafe(`update ${table} set body = body || ' (modifié dans ${table})' where id % 97 = 0`);
+  }
   const delay = Math.round(pick(0, 2000));
   await sleep(delay);
   const stillMerging = merging;
