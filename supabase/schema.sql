@@ -7,11 +7,6 @@ GRANT USAGE ON SCHEMA embedding_rights TO anon;
 GRANT USAGE ON SCHEMA embedding_rights TO authenticated;
 GRANT USAGE ON SCHEMA embedding_rights TO service_role;
 
--- embedding_read_policy_follow_ddl; Type: EVENT TRIGGER; Schema: -
-CREATE EVENT TRIGGER embedding_read_policy_follow_ddl ON ddl_command_end
-         WHEN TAG IN ('GRANT', 'REVOKE', 'ALTER TABLE')
-   EXECUTE FUNCTION private.embedding_read_policy_follow_ddl();
-
 -- embedding_sync_attach_truncate; Type: EVENT TRIGGER; Schema: -
 CREATE EVENT TRIGGER embedding_sync_attach_truncate ON ddl_command_end
          WHEN TAG IN ('CREATE TRIGGER')
@@ -95,18 +90,6 @@ GRANT ALL ON FUNCTION embedding_rights.row_{public.legal_documents}(p_id text) T
 GRANT ALL ON FUNCTION embedding_rights.row_{public.legal_documents}(p_id text) TO authenticated;
 GRANT ALL ON FUNCTION embedding_rights.row_{public.legal_documents}(p_id text) TO service_role;
 
--- FUNCTION rows_{public.client_document_pages}(p_id text); Type: ACL; Schema: embedding_rights
-REVOKE ALL ON FUNCTION embedding_rights.rows_{public.client_document_pages}(p_id text) FROM PUBLIC;
-GRANT ALL ON FUNCTION embedding_rights.rows_{public.client_document_pages}(p_id text) TO anon;
-GRANT ALL ON FUNCTION embedding_rights.rows_{public.client_document_pages}(p_id text) TO authenticated;
-GRANT ALL ON FUNCTION embedding_rights.rows_{public.client_document_pages}(p_id text) TO service_role;
-
--- FUNCTION rows_{public.legal_documents}(p_id text); Type: ACL; Schema: embedding_rights
-REVOKE ALL ON FUNCTION embedding_rights.rows_{public.legal_documents}(p_id text) FROM PUBLIC;
-GRANT ALL ON FUNCTION embedding_rights.rows_{public.legal_documents}(p_id text) TO anon;
-GRANT ALL ON FUNCTION embedding_rights.rows_{public.legal_documents}(p_id text) TO authenticated;
-GRANT ALL ON FUNCTION embedding_rights.rows_{public.legal_documents}(p_id text) TO service_role;
-
 -- can_read_{public.client_document_pages}(text); Type: FUNCTION; Schema: embedding_rights
 CREATE FUNCTION embedding_rights.can_read_{public.client_document_pages}(p_id text) RETURNS boolean
     LANGUAGE sql STABLE
@@ -178,16 +161,6 @@ CREATE FUNCTION embedding_rights.row_{public.legal_documents}(p_id text) RETURNS
     SET search_path TO ''
     AS $$select pg_catalog.to_jsonb(r) from public.legal_documents r where r.id = p_id::text$$;
 
--- rows_{public.client_document_pages}(text); Type: FUNCTION; Schema: embedding_rights
-CREATE FUNCTION embedding_rights.rows_{public.client_document_pages}(p_id text) RETURNS SETOF integer
-    LANGUAGE sql STABLE
-    AS $$select 1 from public.client_document_pages r where r.id = (select p_id::bigint)$$;
-
--- rows_{public.legal_documents}(text); Type: FUNCTION; Schema: embedding_rights
-CREATE FUNCTION embedding_rights.rows_{public.legal_documents}(p_id text) RETURNS SETOF integer
-    LANGUAGE sql STABLE
-    AS $$select 1 from public.legal_documents r where r.id = (select p_id::text)$$;
-
 -- FUNCTION accept_invitation_on_sign_up(); Type: ACL; Schema: private
 REVOKE ALL ON FUNCTION private.accept_invitation_on_sign_up() FROM PUBLIC;
 
@@ -251,12 +224,6 @@ REVOKE ALL ON FUNCTION private.embedding_metadata_sql(rel oid, metadata_columns 
 
 -- FUNCTION embedding_pk_column(rel oid); Type: ACL; Schema: private
 REVOKE ALL ON FUNCTION private.embedding_pk_column(rel oid) FROM PUBLIC;
-
--- FUNCTION embedding_read_inline(p_relid oid, p_role name); Type: ACL; Schema: private
-REVOKE ALL ON FUNCTION private.embedding_read_inline(p_relid oid, p_role name) FROM PUBLIC;
-
--- FUNCTION embedding_read_policy_follow_ddl(); Type: ACL; Schema: private
-REVOKE ALL ON FUNCTION private.embedding_read_policy_follow_ddl() FROM PUBLIC;
 
 -- FUNCTION embedding_row_sql(rel oid, pk text, content_columns text[], content_function regprocedure, publish_filter text); Type: ACL; Schema: private
 REVOKE ALL ON FUNCTION private.embedding_row_sql(rel oid, pk text, content_columns text[], content_function regprocedure, publish_filter text) FROM PUBLIC;
@@ -796,55 +763,6 @@ begin
   return cols[1];
 end $$;
 
--- embedding_read_inline(oid, name); Type: FUNCTION; Schema: private
-CREATE FUNCTION private.embedding_read_inline(p_relid oid, p_role name) RETURNS boolean
-    LANGUAGE sql STABLE
-    SET search_path TO ''
-    AS $$
-  select pg_catalog.has_table_privilege(p_role, p_relid, 'select')
-     and (select count(*) = 2 from pg_catalog.pg_event_trigger
-          where evtname in ('embedding_sync_forget_dropped', 'embedding_read_policy_follow_ddl') and evtenabled <> 'D')
-$$;
-
--- embedding_read_policy_follow_ddl(); Type: FUNCTION; Schema: private
-CREATE FUNCTION private.embedding_read_policy_follow_ddl() RETURNS event_trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO ''
-    AS $$
-declare
-  applied text;
-  wanted text;
-begin
-  if pg_catalog.to_regclass('public.embedding_sources') is null
-     or pg_catalog.current_setting('embedding_sync.refreshing_read_policy', true) = 'on' then
-    return;
-  end if;
-  if tg_tag = 'ALTER TABLE' then
-    if exists (select from public.embedding_sources s
-               where s.relid in (select c.objid from pg_catalog.pg_event_trigger_ddl_commands() c
-                                 where c.classid = 'pg_catalog.pg_class'::regclass)) then
-      perform private.refresh_embedding_read_policy();
-    end if;
-    return;
-  end if;
-  -- The inlined sources, as "role:oid" lists: in the policies now, and as the grants now want them.
-  select coalesce(pg_catalog.string_agg(x, ',' order by x), '') into applied
-  from (select r.rolname || ':' || m[1] as x
-        from pg_catalog.pg_policy p
-        cross join pg_catalog.unnest(p.polroles) pr(oid)
-        join pg_catalog.pg_roles r on r.oid = pr.oid
-        cross join pg_catalog.regexp_matches(pg_catalog.pg_get_expr(p.polqual, p.polrelid), 'embedding_rights\.rows_([0-9]+)', 'g') m
-        where p.polrelid = 'public.documentation_embeddings'::regclass
-          and p.polname in ('documentation_embeddings_readable_source', 'documentation_embeddings_readable_source_anon')) a;
-  select coalesce(pg_catalog.string_agg(x, ',' order by x), '') into wanted
-  from (select r.role || ':' || s.relid as x
-        from public.embedding_sources s, (values ('anon'::name), ('authenticated'::name)) r(role)
-        where private.embedding_read_inline(s.relid, r.role)) w;
-  if applied is distinct from wanted then
-    perform private.refresh_embedding_read_policy();
-  end if;
-end $$;
-
 -- embedding_row_sql(oid, text, text[], regprocedure, text); Type: FUNCTION; Schema: private
 CREATE FUNCTION private.embedding_row_sql(rel oid, pk text, content_columns text[], content_function regprocedure, publish_filter text) RETURNS text
     LANGUAGE plpgsql STABLE
@@ -1299,16 +1217,11 @@ declare
   fn text;
   guard text;
   branches text := '';
-  branches_anon text := '';
-  inline_check text;
-  guarded_check text;
   keys_body text := '';
   can_body text := '';
   row_body text := '';
   keep text[] := '{}';
 begin
-  -- Its own GRANTs fire embedding_read_policy_follow_ddl, which must not start another refresh.
-  perform pg_catalog.set_config('embedding_sync.refreshing_read_policy', 'on', true);
   for src in
     select s.source_table, s.relid, s.relid::regclass::text as rel, s.pk_column,
            pg_catalog.format_type(a.atttypid, a.atttypmod) as pk_type
@@ -1316,9 +1229,9 @@ begin
       join pg_catalog.pg_attribute a on a.attrelid = s.relid and a.attname = s.pk_column
      order by s.source_table
   loop
-    -- Small functions per source: is this row readable (guarded, and inlinable), which keys are
-    -- readable (at most p_cap of them), and the row itself.
-    keep := keep || array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid, 'rows_' || src.relid];
+    -- Three small functions per source: is this row readable, which keys are readable (at most
+    -- p_cap of them), and the row itself.
+    keep := keep || array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid];
     execute format(
       'create or replace function embedding_rights.%I(p_id text) returns boolean language sql stable security invoker '
       'set search_path = '''' as %L',
@@ -1334,22 +1247,13 @@ begin
       'create or replace function embedding_rights.%I(p_id text) returns jsonb language sql stable security invoker '
       'set search_path = '''' as %L',
       'row_' || src.relid, format('select pg_catalog.to_jsonb(r) from %s r where r.%I = p_id::%s', src.rel, src.pk_column, src.pk_type));
-    -- The inlinable check: no SET clause, so the key is cast in a sub-select (a cast of the chunk's
-    -- column would not be leakproof, and the table's policy would then keep the key from its index).
-    execute format(
-      'create or replace function embedding_rights.%I(p_id text) returns setof int language sql stable security invoker as %L',
-      'rows_' || src.relid, format('select 1 from %s r where r.%I = (select p_id::%s)', src.rel, src.pk_column, src.pk_type));
-    foreach fn in array array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid, 'rows_' || src.relid] loop
+    foreach fn in array array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid] loop
       execute format('revoke all on function embedding_rights.%I from public', fn);
       execute format('grant execute on function embedding_rights.%I to anon, authenticated, service_role', fn);
     end loop;
     guard := format('pg_catalog.has_table_privilege(%s::oid, ''select'')', src.relid);
-    inline_check := format('exists (select from embedding_rights.%I(source_id))', 'rows_' || src.relid);
-    guarded_check := format('case when %s then embedding_rights.%I(source_id) else false end', guard, 'can_read_' || src.relid);
-    branches := branches || format(' when %L then %s', src.source_table,
-      case when private.embedding_read_inline(src.relid, 'authenticated') then inline_check else guarded_check end);
-    branches_anon := branches_anon || format(' when %L then %s', src.source_table,
-      case when private.embedding_read_inline(src.relid, 'anon') then inline_check else guarded_check end);
+    branches := branches || format(' when %L then case when %s then embedding_rights.%I(source_id) else false end',
+      src.source_table, guard, 'can_read_' || src.relid);
     keys_body := keys_body || format($b$
       if (p_source_table is null or p_source_table = %1$L) and left_over > 0 and %2$s then
         return query select %1$L::text, k from embedding_rights.%3$I(left_over) k;
@@ -1364,8 +1268,6 @@ begin
 
   execute format('alter policy documentation_embeddings_readable_source on public.documentation_embeddings using (%s)',
     case when branches = '' then 'false' else 'case source_table' || branches || ' else false end' end);
-  execute format('alter policy documentation_embeddings_readable_source_anon on public.documentation_embeddings using (%s)',
-    case when branches_anon = '' then 'false' else 'case source_table' || branches_anon || ' else false end' end);
 
   -- The dispatchers. plpgsql plans a branch only when it runs, so a table without a grant is never
   -- touched (has_table_privilege comes first), and a source nobody registered reads as nothing.
@@ -1396,11 +1298,10 @@ begin
   for fn in
     select p.oid::regprocedure::text from pg_catalog.pg_proc p
      where p.pronamespace = 'embedding_rights'::regnamespace
-       and p.proname ~ '^(can_read|keys|rows?)_[0-9]+$' and p.proname <> all (keep)
+       and p.proname ~ '^(can_read|keys|row)_[0-9]+$' and p.proname <> all (keep)
   loop
     execute 'drop function ' || fn;
   end loop;
-  perform pg_catalog.set_config('embedding_sync.refreshing_read_policy', 'off', true);
 end $_$;
 
 -- resync_embedding_sources_body(text, boolean); Type: FUNCTION; Schema: private
@@ -4386,20 +4287,7 @@ CREATE POLICY conversations_own_select ON public.conversations FOR SELECT TO aut
 CREATE POLICY conversations_own_update ON public.conversations FOR UPDATE TO authenticated USING ((user_id = ( SELECT auth.uid() AS uid))) WITH CHECK ((user_id = ( SELECT auth.uid() AS uid)));
 
 -- documentation_embeddings documentation_embeddings_readable_source; Type: POLICY; Schema: public
-CREATE POLICY documentation_embeddings_readable_source ON public.documentation_embeddings FOR SELECT TO authenticated USING (
-CASE source_table
-    WHEN 'client_document_pages'::text THEN (EXISTS ( SELECT
-       FROM embedding_rights.rows_{public.client_document_pages}(documentation_embeddings.source_id) rows_{public.client_document_pages}(rows_{public.client_document_pages})))
-    WHEN 'legal_documents'::text THEN
-    CASE
-        WHEN has_table_privilege(({public.legal_documents})::oid, 'select'::text) THEN embedding_rights.can_read_{public.legal_documents}(source_id)
-        ELSE false
-    END
-    ELSE false
-END);
-
--- documentation_embeddings documentation_embeddings_readable_source_anon; Type: POLICY; Schema: public
-CREATE POLICY documentation_embeddings_readable_source_anon ON public.documentation_embeddings FOR SELECT TO anon USING (
+CREATE POLICY documentation_embeddings_readable_source ON public.documentation_embeddings FOR SELECT TO anon, authenticated USING (
 CASE source_table
     WHEN 'client_document_pages'::text THEN
     CASE

@@ -95,7 +95,7 @@ export function normaliseSchema(
   const base = dumpBlocks(platform);
   const named = (t: string) =>
     t.replace(
-      /\b(can_read|keys|rows?)_(\d+)\b/g,
+      /\b(can_read|keys|row)_(\d+)\b/g,
       (m, fn, oid) => relations.has(oid) ? `${fn}_{${relations.get(oid)}}` : m,
     )
       .replace(

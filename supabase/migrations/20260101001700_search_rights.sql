@@ -36,7 +36,7 @@ grant execute on function public.embedding_source_key(text) to service_role;
 
 -- Signed-in users read chunks through this policy only. anon has no grant: a project that opens search
 -- to anonymous visitors (SEARCH_ALLOW_ANON=true) grants select on documentation_embeddings and execute
--- on search_documents to anon, and anon's own policy, with the same rule, shows them only rows anon may read.
+-- on search_documents to anon, and the same policy then shows them only rows anon may read.
 --
 -- The policy's expression is generated from embedding_sources (refreshed by a trigger whenever a
 -- source is registered or removed): one CASE branch per table, calling that table's own small SQL
@@ -45,37 +45,11 @@ grant execute on function public.embedding_source_key(text) to service_role;
 -- dropping or altering that table (the policy depends on it), and a table the caller has no grant on
 -- would make every query fail with "permission denied" instead of being skipped. The function is not
 -- inlined (SET clause), so such a table is only touched after has_table_privilege said yes. Each call
--- costs an executor start-up, and runs the table policy's own subqueries again: 5 to 10 µs.
---
--- A table the policy's role may SELECT is checked inline instead, at a fraction of that: its branch is `exists (select from embedding_rights.rows_<oid>(source_id))`, a SQL function without SET
--- clause that the planner inlines into a correlated subquery (an index lookup, the table policy's
--- uncorrelated subqueries run once per query). The policy still names no table (the name is in the
--- function's body, read when a query is planned), so DROP TABLE stays possible; but a query planned
--- against a table that is gone, or that the caller may no longer SELECT, fails. So a table is inlined
--- only where event triggers rewrite the policy in the very transaction that drops it, revokes its grant
--- or alters it (embedding_sync_forget_dropped and embedding_read_policy_follow_ddl); without them every
--- table keeps the guarded call. Which tables a role may SELECT differs between anon and authenticated,
--- hence one policy each, with the same rule.
+-- costs an executor start-up (tens of microseconds), which is why the searches check few chunks.
 grant select on public.documentation_embeddings to authenticated;
 create policy documentation_embeddings_readable_source on public.documentation_embeddings
-  for select to authenticated
+  for select to authenticated, anon
   using (false);
-create policy documentation_embeddings_readable_source_anon on public.documentation_embeddings
-  for select to anon
-  using (false);
-
--- May the policy of p_role check this source inline? Only when the role may SELECT it, and the event
--- triggers that keep the policy in step with DROP, GRANT, REVOKE and ALTER TABLE exist.
-create function private.embedding_read_inline(p_relid oid, p_role name) returns boolean
-language sql
-stable
-set search_path = ''
-as $$
-  select pg_catalog.has_table_privilege(p_role, p_relid, 'select')
-     and (select count(*) = 2 from pg_catalog.pg_event_trigger
-          where evtname in ('embedding_sync_forget_dropped', 'embedding_read_policy_follow_ddl') and evtenabled <> 'D')
-$$;
-revoke all on function private.embedding_read_inline(oid, name) from public;
 
 create function private.refresh_embedding_read_policy() returns void
 language plpgsql
@@ -87,16 +61,11 @@ declare
   fn text;
   guard text;
   branches text := '';
-  branches_anon text := '';
-  inline_check text;
-  guarded_check text;
   keys_body text := '';
   can_body text := '';
   row_body text := '';
   keep text[] := '{}';
 begin
-  -- Its own GRANTs fire embedding_read_policy_follow_ddl, which must not start another refresh.
-  perform pg_catalog.set_config('embedding_sync.refreshing_read_policy', 'on', true);
   for src in
     select s.source_table, s.relid, s.relid::regclass::text as rel, s.pk_column,
            pg_catalog.format_type(a.atttypid, a.atttypmod) as pk_type
@@ -104,9 +73,9 @@ begin
       join pg_catalog.pg_attribute a on a.attrelid = s.relid and a.attname = s.pk_column
      order by s.source_table
   loop
-    -- Small functions per source: is this row readable (guarded, and inlinable), which keys are
-    -- readable (at most p_cap of them), and the row itself.
-    keep := keep || array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid, 'rows_' || src.relid];
+    -- Three small functions per source: is this row readable, which keys are readable (at most
+    -- p_cap of them), and the row itself.
+    keep := keep || array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid];
     execute format(
       'create or replace function embedding_rights.%I(p_id text) returns boolean language sql stable security invoker '
       'set search_path = '''' as %L',
@@ -122,22 +91,13 @@ begin
       'create or replace function embedding_rights.%I(p_id text) returns jsonb language sql stable security invoker '
       'set search_path = '''' as %L',
       'row_' || src.relid, format('select pg_catalog.to_jsonb(r) from %s r where r.%I = p_id::%s', src.rel, src.pk_column, src.pk_type));
-    -- The inlinable check: no SET clause, so the key is cast in a sub-select (a cast of the chunk's
-    -- column would not be leakproof, and the table's policy would then keep the key from its index).
-    execute format(
-      'create or replace function embedding_rights.%I(p_id text) returns setof int language sql stable security invoker as %L',
-      'rows_' || src.relid, format('select 1 from %s r where r.%I = (select p_id::%s)', src.rel, src.pk_column, src.pk_type));
-    foreach fn in array array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid, 'rows_' || src.relid] loop
+    foreach fn in array array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid] loop
       execute format('revoke all on function embedding_rights.%I from public', fn);
       execute format('grant execute on function embedding_rights.%I to anon, authenticated, service_role', fn);
     end loop;
     guard := format('pg_catalog.has_table_privilege(%s::oid, ''select'')', src.relid);
-    inline_check := format('exists (select from embedding_rights.%I(source_id))', 'rows_' || src.relid);
-    guarded_check := format('case when %s then embedding_rights.%I(source_id) else false end', guard, 'can_read_' || src.relid);
-    branches := branches || format(' when %L then %s', src.source_table,
-      case when private.embedding_read_inline(src.relid, 'authenticated') then inline_check else guarded_check end);
-    branches_anon := branches_anon || format(' when %L then %s', src.source_table,
-      case when private.embedding_read_inline(src.relid, 'anon') then inline_check else guarded_check end);
+    branches := branches || format(' when %L then case when %s then embedding_rights.%I(source_id) else false end',
+      src.source_table, guard, 'can_read_' || src.relid);
     keys_body := keys_body || format($b$
       if (p_source_table is null or p_source_table = %1$L) and left_over > 0 and %2$s then
         return query select %1$L::text, k from embedding_rights.%3$I(left_over) k;
@@ -152,8 +112,6 @@ begin
 
   execute format('alter policy documentation_embeddings_readable_source on public.documentation_embeddings using (%s)',
     case when branches = '' then 'false' else 'case source_table' || branches || ' else false end' end);
-  execute format('alter policy documentation_embeddings_readable_source_anon on public.documentation_embeddings using (%s)',
-    case when branches_anon = '' then 'false' else 'case source_table' || branches_anon || ' else false end' end);
 
   -- The dispatchers. plpgsql plans a branch only when it runs, so a table without a grant is never
   -- touched (has_table_privilege comes first), and a source nobody registered reads as nothing.
@@ -184,11 +142,10 @@ begin
   for fn in
     select p.oid::regprocedure::text from pg_catalog.pg_proc p
      where p.pronamespace = 'embedding_rights'::regnamespace
-       and p.proname ~ '^(can_read|keys|rows?)_[0-9]+$' and p.proname <> all (keep)
+       and p.proname ~ '^(can_read|keys|row)_[0-9]+$' and p.proname <> all (keep)
   loop
     execute 'drop function ' || fn;
   end loop;
-  perform pg_catalog.set_config('embedding_sync.refreshing_read_policy', 'off', true);
 end $$;
 revoke all on function private.refresh_embedding_read_policy() from public;
 
@@ -206,59 +163,6 @@ revoke all on function private.embedding_sources_refresh_read_policy() from publ
 create trigger embedding_sources_refresh_read_policy
   after insert or delete or update of relid, pk_column, source_table on public.embedding_sources
   for each statement execute function private.embedding_sources_refresh_read_policy();
-
--- GRANT, REVOKE and ALTER TABLE: a source's grant decides whether it is checked inline, and its key's
--- type is written into its functions. A GRANT that changes no source's inlining leaves the policy alone
--- (ALTER POLICY locks documentation_embeddings against every search until it commits).
-create function private.embedding_read_policy_follow_ddl() returns event_trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  applied text;
-  wanted text;
-begin
-  if pg_catalog.to_regclass('public.embedding_sources') is null
-     or pg_catalog.current_setting('embedding_sync.refreshing_read_policy', true) = 'on' then
-    return;
-  end if;
-  if tg_tag = 'ALTER TABLE' then
-    if exists (select from public.embedding_sources s
-               where s.relid in (select c.objid from pg_catalog.pg_event_trigger_ddl_commands() c
-                                 where c.classid = 'pg_catalog.pg_class'::regclass)) then
-      perform private.refresh_embedding_read_policy();
-    end if;
-    return;
-  end if;
-  -- The inlined sources, as "role:oid" lists: in the policies now, and as the grants now want them.
-  select coalesce(pg_catalog.string_agg(x, ',' order by x), '') into applied
-  from (select r.rolname || ':' || m[1] as x
-        from pg_catalog.pg_policy p
-        cross join pg_catalog.unnest(p.polroles) pr(oid)
-        join pg_catalog.pg_roles r on r.oid = pr.oid
-        cross join pg_catalog.regexp_matches(pg_catalog.pg_get_expr(p.polqual, p.polrelid), 'embedding_rights\.rows_([0-9]+)', 'g') m
-        where p.polrelid = 'public.documentation_embeddings'::regclass
-          and p.polname in ('documentation_embeddings_readable_source', 'documentation_embeddings_readable_source_anon')) a;
-  select coalesce(pg_catalog.string_agg(x, ',' order by x), '') into wanted
-  from (select r.role || ':' || s.relid as x
-        from public.embedding_sources s, (values ('anon'::name), ('authenticated'::name)) r(role)
-        where private.embedding_read_inline(s.relid, r.role)) w;
-  if applied is distinct from wanted then
-    perform private.refresh_embedding_read_policy();
-  end if;
-end $$;
-revoke all on function private.embedding_read_policy_follow_ddl() from public;
-
-do $$
-begin
-  create event trigger embedding_read_policy_follow_ddl on ddl_command_end
-    when tag in ('GRANT', 'REVOKE', 'ALTER TABLE')
-    execute function private.embedding_read_policy_follow_ddl();
-exception when insufficient_privilege then
-  raise notice 'embedding sync: this role may not create event triggers; the read policy calls a guarded '
-               'function for every source (correct, and slower for users who read a small share)';
-end $$;
 
 select private.refresh_embedding_read_policy();
 
