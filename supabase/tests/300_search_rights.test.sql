@@ -1,4 +1,4 @@
--- Search with each reader's rights (issue 12): the policy on documentation_embeddings lets the source
+-- Search with each reader's rights: the policy on documentation_embeddings lets the source
 -- table's RLS decide; a table without a grant is invisible, not an error; the service role sees all.
 begin;
 select plan(9);
