@@ -127,9 +127,11 @@ describe("upload limits", () => {
     const r = await streamUpload("/storage/v1/object/unlimited/zeros.bin", auth, 200 * MiB);
     expect(r.status).toBe(413);
     expect(JSON.parse(r.body)).toMatchObject({ error: "Payload too large" });
-    // The answer came once the limit was passed: what was written by then is the limit plus what
-    // socket buffers hold, far from the 200 MiB a buffering server reads before answering.
-    expect(r.sent).toBeLessThan(120 * MiB);
+    // The answer came once the limit was passed, and the server read no further until it was
+    // written: what the client had written by then is the 50 MiB limit plus what loopback socket
+    // buffers hold (at most 4 MiB sent and 32 MiB received by Linux's defaults), whatever the load.
+    // A server that drains while it prepares the refusal, or buffers, goes past that.
+    expect(r.sent).toBeLessThan(90 * MiB);
     expect(await db.sql`select name from storage.objects where bucket_id = 'unlimited'`).toEqual([]);
     expect(allFiles(join(stack.storageRoot, "unlimited"))).toEqual([]);
 

@@ -97,19 +97,25 @@ async function sendResponse(res: ServerResponse, r: Response, head = false): Pro
 }
 
 /**
- * The request body as a web stream with backpressure, and `drain()`, which detaches it and reads the
- * rest into nothing. A reader that stops early (a size limit, an error answered before the body)
- * leaves the rest to drain() rather than destroying the socket: closing a socket with unread input
+ * The request body as a web stream with backpressure. A reader that stops early (a size limit, an
+ * error answered before the body) leaves the socket paused until the answer is written; then the
+ * rest is read into nothing rather than the socket destroyed: closing a socket with unread input
  * makes the kernel reset the connection, and the client would lose the answer sent just before.
+ * Reading on only after the answer keeps a refused upload from being read at full speed while the
+ * refusal is still being prepared.
  */
-function bodyStream(req: IncomingMessage): { stream: ReadableStream<Uint8Array>; drain: () => void } {
+function bodyStream(req: IncomingMessage, res: ServerResponse): ReadableStream<Uint8Array> {
   let onData: (chunk: Buffer) => void = () => {};
   let onEnd = () => {};
   let onError: (e: Error) => void = () => {};
-  const drain = () => {
+  const detach = () => {
     req.off("data", onData).off("end", onEnd).off("error", onError);
-    if (!req.complete) req.resume();
+    req.pause();
   };
+  res.once("finish", () => {
+    detach();
+    if (!req.complete) req.resume();
+  });
   const stream = new ReadableStream<Uint8Array>({
     start(controller) {
       onData = (chunk) => {
@@ -124,9 +130,9 @@ function bodyStream(req: IncomingMessage): { stream: ReadableStream<Uint8Array>;
     pull() {
       req.resume();
     },
-    cancel: drain,
+    cancel: detach,
   }, { highWaterMark: 256 * 1024, size: (c) => c.byteLength });
-  return { stream, drain };
+  return stream;
 }
 
 function toWebRequest(req: IncomingMessage, url: string, body?: Uint8Array | ReadableStream<Uint8Array>): Request {
@@ -148,12 +154,12 @@ function toWebRequest(req: IncomingMessage, url: string, body?: Uint8Array | Rea
 }
 
 /** The whole body, or null as soon as it passes `limit` bytes (the rest is drained, never kept). */
-async function readBodyUpTo(req: IncomingMessage, limit: number): Promise<Uint8Array | null> {
+async function readBodyUpTo(req: IncomingMessage, res: ServerResponse, limit: number): Promise<Uint8Array | null> {
   if (Number(req.headers["content-length"] ?? 0) > limit) {
     req.resume();
     return null;
   }
-  const reader = bodyStream(req).stream.getReader();
+  const reader = bodyStream(req, res).getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {
@@ -227,7 +233,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       const base = opts.functionsUrl();
       if (!base) return sendJson(res, 503, { code: "UNAVAILABLE", message: "functions runtime is not running" });
       const limit = opts.functionBodyLimitBytes ?? FUNCTION_BODY_LIMIT_BYTES;
-      const body = method === "GET" || method === "HEAD" ? undefined : await readBodyUpTo(req, limit);
+      const body = method === "GET" || method === "HEAD" ? undefined : await readBodyUpTo(req, res, limit);
       if (body === null) {
         return sendJson(res, 413, {
           code: "PAYLOAD_TOO_LARGE",
@@ -255,13 +261,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
 
     if (path.startsWith("/storage/v1/")) {
-      const body = bodyStream(req);
       const r = await opts.storage(
-        toWebRequest(req, `http://local${path}${search}`, body.stream),
+        toWebRequest(req, `http://local${path}${search}`, bodyStream(req, res)),
         path.slice("/storage/v1/".length),
       );
-      await sendResponse(res, r, method === "HEAD");
-      return body.drain();
+      return await sendResponse(res, r, method === "HEAD");
     }
 
     if (path === "/auth/v1/.well-known/jwks.json" && (method === "GET" || method === "HEAD")) {
@@ -270,7 +274,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (path.startsWith("/auth/v1/") && opts.authApi) {
       const authBody = method === "GET" || method === "HEAD"
         ? undefined
-        : await readBodyUpTo(req, FUNCTION_BODY_LIMIT_BYTES);
+        : await readBodyUpTo(req, res, FUNCTION_BODY_LIMIT_BYTES);
       if (authBody === null) {
         return sendJson(res, 413, {
           code: "PAYLOAD_TOO_LARGE",
