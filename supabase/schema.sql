@@ -1755,18 +1755,6 @@ declare
 begin
   p_merged := false;
   select * into cfg from public.embedding_sync_settings;
-  -- While a backfill runs (bulk jobs waiting, or a segment loading or waiting for its build), a merge
-  -- would hold the one builder for as long as several builds, and the backfill's own segments would
-  -- wait behind it to become searchable (measured with bench:scale on 2 cores: two merges of about
-  -- 22,000 chunks, 77 s each, held back the last segments of a 100,000-row backfill). So merges wait
-  -- for the end of the backfill, unless the sealed segments reach segment_merge_factor squared: every
-  -- search scans each segment, and a long backfill must not leave it hundreds.
-  if (exists (select from public.embedding_segments g where g.state in ('loading', 'building'))
-      or exists (select from public.embedding_sync_queue q where q.lane = 'bulk' and q.status in ('pending', 'processing')))
-     and (select count(*) from public.embedding_segments g where g.state = 'sealed')
-         < cfg.segment_merge_factor * cfg.segment_merge_factor then
-    return;
-  end if;
   max_rows := private.embedding_segment_max_rows();
   -- A sealed segment's size: its count when sealed, or the planner's, lower once live edits took rows away.
   select private.embedding_merge_plan(array_agg(g.id order by g.id),

@@ -37,13 +37,7 @@ async function session(url: string): Promise<{ sql: postgres.Sql; pid: number }>
 }
 
 /** Each table's rows get vectors of their own (a search over every table finds the right one). */
-const SEED: Record<string, number> = {
-  merge_tiers: 0,
-  merge_kill: 10_000,
-  merge_live: 20_000,
-  merge_swap: 30_000,
-  merge_backfill: 40_000,
-};
+const SEED: Record<string, number> = { merge_tiers: 0, merge_kill: 10_000, merge_live: 20_000, merge_swap: 30_000 };
 
 /** A sealed segment holding one chunk for each of rows [from, to] of `table`: opened, written, closed, built. */
 async function sealedSegment(sql: postgres.Sql, table: string, from: number, to: number): Promise<number> {
@@ -159,29 +153,6 @@ describe("segment merges", () => {
 
     expect(await expectEachChunkOnce(sql, T, range(1, 450))).toEqual(new Set([last.segment]));
     await expectFoundByOwnVector(sql, T, sampleOf(1, 450, 12));
-  }, 180_000);
-
-  it("waits while a backfill runs, unless the sealed segments reach the merge factor squared", async () => {
-    const sql = db.sql;
-    const B = "merge_backfill";
-    await sourceTable(sql, B, 1);
-    await sql`update embedding_sync_settings set segment_merges_enabled = true`;
-    // A bulk job waiting: a backfill is running, and its segments are built with no merge between them.
-    await sql`insert into embedding_sync_queue (source_table, source_id, action, lane) values (${B}, '1', 'UPDATE', 'bulk')`;
-    const seen: number[][] = [];
-    for (let k = 0; k < 9; k++) {
-      await sealedSegment(sql, B, k * 50 + 1, k * 50 + 50);
-      seen.push(await sealedSizes(sql));
-    }
-    // Factor 3: eight sealed segments wait; the ninth reaches 3² and the smallest three merge.
-    expect(seen.slice(0, 8)).toEqual(range(1, 8).map((n) => Array(n).fill(50)));
-    expect(seen[8]).toEqual([50, 50, 50, 50, 50, 50, 150]);
-    // The backfill over, the next build run merges what waited.
-    await sql`delete from embedding_sync_queue where source_table = ${B}`;
-    await sql`call private.build_embedding_segments()`;
-    expect(await sealedSizes(sql)).toEqual([450]);
-    await expectEachChunkOnce(sql, B, range(1, 450));
-    await expectFoundByOwnVector(sql, B, sampleOf(1, 450, 6));
   }, 180_000);
 
   it(
