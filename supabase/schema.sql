@@ -93,14 +93,12 @@ GRANT ALL ON FUNCTION embedding_rights.row_{public.legal_documents}(p_id text) T
 -- can_read_{public.client_document_pages}(text); Type: FUNCTION; Schema: embedding_rights
 CREATE FUNCTION embedding_rights.can_read_{public.client_document_pages}(p_id text) RETURNS boolean
     LANGUAGE sql STABLE
-    SET search_path TO ''
-    AS $$select exists (select 1 from public.client_document_pages r where r.id = p_id::bigint)$$;
+    AS $$select exists (select 1 from public.client_document_pages r where r.id operator(pg_catalog.=) p_id::bigint)$$;
 
 -- can_read_{public.legal_documents}(text); Type: FUNCTION; Schema: embedding_rights
 CREATE FUNCTION embedding_rights.can_read_{public.legal_documents}(p_id text) RETURNS boolean
     LANGUAGE sql STABLE
-    SET search_path TO ''
-    AS $$select exists (select 1 from public.legal_documents r where r.id = p_id::text)$$;
+    AS $$select exists (select 1 from public.legal_documents r where r.id operator(pg_catalog.=) p_id::text)$$;
 
 -- can_read(text, text); Type: FUNCTION; Schema: embedding_rights
 CREATE FUNCTION embedding_rights.can_read(p_source_table text, p_id text) RETURNS boolean
@@ -1232,10 +1230,16 @@ begin
     -- Three small functions per source: is this row readable, which keys are readable (at most
     -- p_cap of them), and the row itself.
     keep := keep || array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid];
+    -- The check runs once per chunk a user's search reads, so it has no SET clause: a SET makes every
+    -- call save and restore the settings, about half of the call's cost. Its names need no search_path:
+    -- the table and the type come qualified, and the operator is pg_catalog's, so a caller's own
+    -- search_path cannot change what it compares. PostgreSQL never inlines a function whose body is a
+    -- sub-select, so the table is still only touched once the policy's guard said yes.
     execute format(
       'create or replace function embedding_rights.%I(p_id text) returns boolean language sql stable security invoker '
-      'set search_path = '''' as %L',
-      'can_read_' || src.relid, format('select exists (select 1 from %s r where r.%I = p_id::%s)', src.rel, src.pk_column, src.pk_type));
+      'as %L',
+      'can_read_' || src.relid,
+      format('select exists (select 1 from %s r where r.%I operator(pg_catalog.=) p_id::%s)', src.rel, src.pk_column, src.pk_type));
     -- The keys stop at p_cap: no bitmap scan, which visits every row the table's policy lets through
     -- before returning the first (a policy such as "client_id = any (array(<the caller's clients>))"
     -- took 33 ms for 2,001 keys of a reader of a million rows by bitmap, 3 ms by index scan).
@@ -1252,7 +1256,8 @@ begin
       execute format('grant execute on function embedding_rights.%I to anon, authenticated, service_role', fn);
     end loop;
     guard := format('pg_catalog.has_table_privilege(%s::oid, ''select'')', src.relid);
-    branches := branches || format(' when %L then case when %s then embedding_rights.%I(source_id) else false end',
+    -- In the policy, the guard is a sub-select: asked once per query, not once per chunk.
+    branches := branches || format(' when %L then case when (select %s) then embedding_rights.%I(source_id) else false end',
       src.source_table, guard, 'can_read_' || src.relid);
     keys_body := keys_body || format($b$
       if (p_source_table is null or p_source_table = %1$L) and left_over > 0 and %2$s then
@@ -4291,12 +4296,12 @@ CREATE POLICY documentation_embeddings_readable_source ON public.documentation_e
 CASE source_table
     WHEN 'client_document_pages'::text THEN
     CASE
-        WHEN has_table_privilege(({public.client_document_pages})::oid, 'select'::text) THEN embedding_rights.can_read_{public.client_document_pages}(source_id)
+        WHEN ( SELECT has_table_privilege(({public.client_document_pages})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.client_document_pages}(source_id)
         ELSE false
     END
     WHEN 'legal_documents'::text THEN
     CASE
-        WHEN has_table_privilege(({public.legal_documents})::oid, 'select'::text) THEN embedding_rights.can_read_{public.legal_documents}(source_id)
+        WHEN ( SELECT has_table_privilege(({public.legal_documents})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.legal_documents}(source_id)
         ELSE false
     END
     ELSE false

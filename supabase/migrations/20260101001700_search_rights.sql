@@ -44,8 +44,9 @@ grant execute on function public.embedding_source_key(text) to service_role;
 -- function, not a subquery written into the policy: a policy naming a table would stop the user from
 -- dropping or altering that table (the policy depends on it), and a table the caller has no grant on
 -- would make every query fail with "permission denied" instead of being skipped. The function is not
--- inlined (SET clause), so such a table is only touched after has_table_privilege said yes. Each call
--- costs an executor start-up (tens of microseconds), which is why the searches check few chunks.
+-- inlined (its body is a sub-select), so such a table is only touched after has_table_privilege said
+-- yes. Each call costs an executor start-up and runs the table policy's own subqueries again (a few
+-- microseconds), which is why the searches check few chunks.
 grant select on public.documentation_embeddings to authenticated;
 create policy documentation_embeddings_readable_source on public.documentation_embeddings
   for select to authenticated, anon
@@ -76,10 +77,16 @@ begin
     -- Three small functions per source: is this row readable, which keys are readable (at most
     -- p_cap of them), and the row itself.
     keep := keep || array['can_read_' || src.relid, 'keys_' || src.relid, 'row_' || src.relid];
+    -- The check runs once per chunk a user's search reads, so it has no SET clause: a SET makes every
+    -- call save and restore the settings, about half of the call's cost. Its names need no search_path:
+    -- the table and the type come qualified, and the operator is pg_catalog's, so a caller's own
+    -- search_path cannot change what it compares. PostgreSQL never inlines a function whose body is a
+    -- sub-select, so the table is still only touched once the policy's guard said yes.
     execute format(
       'create or replace function embedding_rights.%I(p_id text) returns boolean language sql stable security invoker '
-      'set search_path = '''' as %L',
-      'can_read_' || src.relid, format('select exists (select 1 from %s r where r.%I = p_id::%s)', src.rel, src.pk_column, src.pk_type));
+      'as %L',
+      'can_read_' || src.relid,
+      format('select exists (select 1 from %s r where r.%I operator(pg_catalog.=) p_id::%s)', src.rel, src.pk_column, src.pk_type));
     -- The keys stop at p_cap: no bitmap scan, which visits every row the table's policy lets through
     -- before returning the first (a policy such as "client_id = any (array(<the caller's clients>))"
     -- took 33 ms for 2,001 keys of a reader of a million rows by bitmap, 3 ms by index scan).
@@ -96,7 +103,8 @@ begin
       execute format('grant execute on function embedding_rights.%I to anon, authenticated, service_role', fn);
     end loop;
     guard := format('pg_catalog.has_table_privilege(%s::oid, ''select'')', src.relid);
-    branches := branches || format(' when %L then case when %s then embedding_rights.%I(source_id) else false end',
+    -- In the policy, the guard is a sub-select: asked once per query, not once per chunk.
+    branches := branches || format(' when %L then case when (select %s) then embedding_rights.%I(source_id) else false end',
       src.source_table, guard, 'can_read_' || src.relid);
     keys_body := keys_body || format($b$
       if (p_source_table is null or p_source_table = %1$L) and left_over > 0 and %2$s then
