@@ -78,6 +78,12 @@ GRANT ALL ON FUNCTION embedding_rights.readable_keys(p_source_table text, p_cap 
 GRANT ALL ON FUNCTION embedding_rights.readable_keys(p_source_table text, p_cap integer) TO authenticated;
 GRANT ALL ON FUNCTION embedding_rights.readable_keys(p_source_table text, p_cap integer) TO service_role;
 
+-- FUNCTION readable_set(); Type: ACL; Schema: embedding_rights
+REVOKE ALL ON FUNCTION embedding_rights.readable_set() FROM PUBLIC;
+GRANT ALL ON FUNCTION embedding_rights.readable_set() TO anon;
+GRANT ALL ON FUNCTION embedding_rights.readable_set() TO authenticated;
+GRANT ALL ON FUNCTION embedding_rights.readable_set() TO service_role;
+
 -- FUNCTION row_{public.client_document_pages}(p_id text); Type: ACL; Schema: embedding_rights
 REVOKE ALL ON FUNCTION embedding_rights.row_{public.client_document_pages}(p_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION embedding_rights.row_{public.client_document_pages}(p_id text) TO anon;
@@ -146,6 +152,19 @@ CREATE FUNCTION embedding_rights.readable_keys(p_source_table text, p_cap intege
         left_over := left_over - n;
       end if;
     end $$;
+
+-- readable_set(); Type: FUNCTION; Schema: embedding_rights
+CREATE FUNCTION embedding_rights.readable_set() RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+      with k as materialized (
+        select k.source_table, k.source_id
+        from embedding_rights.readable_keys(null, public.search_exact_max_rows() + 1) k)
+      select case when (select count(*) from k) <= public.search_exact_max_rows()
+                  then '{"legal_documents": {}, "client_document_pages": {}}'::jsonb || coalesce((select pg_catalog.jsonb_object_agg(t.source_table, t.ids)
+                                              from (select k.source_table, pg_catalog.jsonb_object_agg(k.source_id, 1) as ids
+                                                    from k group by k.source_table) t), '{}'::jsonb) end $$;
 
 -- row_{public.client_document_pages}(text); Type: FUNCTION; Schema: embedding_rights
 CREATE FUNCTION embedding_rights.row_{public.client_document_pages}(p_id text) RETURNS jsonb
@@ -1218,6 +1237,8 @@ declare
   keys_body text := '';
   can_body text := '';
   row_body text := '';
+  per_row text;
+  no_keys jsonb := '{}';
   keep text[] := '{}';
 begin
   for src in
@@ -1269,10 +1290,8 @@ begin
       src.source_table, guard, 'can_read_' || src.relid);
     row_body := row_body || format(' when %L then case when %s then embedding_rights.%I(p_id) end',
       src.source_table, guard, 'row_' || src.relid);
+    no_keys := no_keys || pg_catalog.jsonb_build_object(src.source_table, '{}'::jsonb);
   end loop;
-
-  execute format('alter policy documentation_embeddings_readable_source on public.documentation_embeddings using (%s)',
-    case when branches = '' then 'false' else 'case source_table' || branches || ' else false end' end);
 
   -- The dispatchers. plpgsql plans a branch only when it runs, so a table without a grant is never
   -- touched (has_table_privilege comes first), and a source nobody registered reads as nothing.
@@ -1286,6 +1305,21 @@ begin
     begin%s
     end $b$
   $f$, keys_body);
+  -- The caller's readable keys as {"<source table>": {"<key>": 1, ...}, ...}, every source present (a
+  -- table with no readable row maps to {}), or null when the caller may read more rows than the exact
+  -- plan's threshold (search_exact_max_rows()): the policy then checks each row on its own.
+  execute format(
+    'create or replace function embedding_rights.readable_set() returns jsonb '
+    'language sql stable security invoker set search_path = '''' as %L',
+    format($b$
+      with k as materialized (
+        select k.source_table, k.source_id
+        from embedding_rights.readable_keys(null, public.search_exact_max_rows() + 1) k)
+      select case when (select count(*) from k) <= public.search_exact_max_rows()
+                  then %L::jsonb || coalesce((select pg_catalog.jsonb_object_agg(t.source_table, t.ids)
+                                              from (select k.source_table, pg_catalog.jsonb_object_agg(k.source_id, 1) as ids
+                                                    from k group by k.source_table) t), '{}'::jsonb) end $b$,
+      no_keys));
   execute format(
     'create or replace function embedding_rights.can_read(p_source_table text, p_id text) returns boolean '
     'language sql stable security invoker set search_path = '''' as %L',
@@ -1294,10 +1328,22 @@ begin
     'create or replace function embedding_rights.read_row(p_source_table text, p_id text) returns jsonb '
     'language sql stable security invoker set search_path = '''' as %L',
     'select ' || case when row_body = '' then 'null::jsonb' else 'case p_source_table' || row_body || ' end' end);
-  foreach fn in array array['readable_keys', 'can_read', 'read_row'] loop
+  foreach fn in array array['readable_keys', 'readable_set', 'can_read', 'read_row'] loop
     execute format('revoke all on function embedding_rights.%I from public', fn);
     execute format('grant execute on function embedding_rights.%I to anon, authenticated, service_role', fn);
   end loop;
+
+  -- The per-row check, or, while a search asks for it (search_documents sets embedding_rights.by_set for
+  -- the exact plan's statements), a look-up in the set of the caller's readable keys, computed once per
+  -- statement (an InitPlan, run only when first needed). The setting chooses the cost, never the answer:
+  -- anyone may set it, the set is read with the caller's rights, and over its cap it is null and the
+  -- per-row check answers.
+  per_row := case when branches = '' then 'false' else 'case source_table' || branches || ' else false end' end;
+  execute format('alter policy documentation_embeddings_readable_source on public.documentation_embeddings using (%s)',
+    case when branches = '' then 'false'
+         else format('case when pg_catalog.current_setting(''embedding_rights.by_set'', true) operator(pg_catalog.=) ''on'' '
+                     'then coalesce(((select embedding_rights.readable_set()) operator(pg_catalog.->) source_table) '
+                     'operator(pg_catalog.?) source_id, %1$s) else %1$s end', per_row) end);
 
   -- Functions of sources that are gone.
   for fn in
@@ -4002,6 +4048,7 @@ CREATE FUNCTION public.search_documents(query_text text, query_embedding extensi
     SET search_path TO 'public', 'extensions'
     SET "hnsw.iterative_scan" TO 'relaxed_order'
     SET "hnsw.ef_search" TO '400'
+    SET "embedding_rights.by_set" TO 'off'
     AS $_$
 declare
   f jsonb := coalesce(filter, '{}'::jsonb);
@@ -4062,6 +4109,15 @@ begin
     small := n <= cap;
   end if;
 
+  -- A small reader's branches read every one of their chunks: the policy checks them against the set of
+  -- the caller's readable keys, computed once per statement, instead of looking each chunk's source row
+  -- up (measured over 1,000 chunks of a reader's 1,000 rows: 2.4 ms against 13.5 ms). A broad reader's
+  -- set would cost more than the checks it saves (10,000 keys took 58 ms; its scan checks about 1,700
+  -- chunks), so its chunks are checked one by one.
+  if under_rls and small and n > 50 then
+    perform pg_catalog.set_config('embedding_rights.by_set', 'on', true);
+  end if;
+
   -- Vector branch.
   if mode <> 'text' and query_embedding is not null then
     if not small then
@@ -4099,7 +4155,8 @@ begin
       into t_ids, t_rank using query_embedding, depth, f, key_tables, key_ids, tsq, text_candidates;
   end if;
 
-  -- The rows, looked up by id (an index scan: the policy then runs on these few rows only).
+  -- The rows, looked up by id (an index scan: the policy then runs on these few rows only, each on its own).
+  perform pg_catalog.set_config('embedding_rights.by_set', 'off', true);
   return query execute format($q$
     with se as (select s.id, s.dist, s.ix from unnest($1::bigint[], $2::float8[]) with ordinality s(id, dist, ix)),
          ft as (select t.id, t.rank, t.ix from unnest($3::bigint[], $4::float8[]) with ordinality t(id, rank, ix)),
@@ -4293,18 +4350,35 @@ CREATE POLICY conversations_own_update ON public.conversations FOR UPDATE TO aut
 
 -- documentation_embeddings documentation_embeddings_readable_source; Type: POLICY; Schema: public
 CREATE POLICY documentation_embeddings_readable_source ON public.documentation_embeddings FOR SELECT TO anon, authenticated USING (
-CASE source_table
-    WHEN 'client_document_pages'::text THEN
-    CASE
-        WHEN ( SELECT has_table_privilege(({public.client_document_pages})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.client_document_pages}(source_id)
+CASE
+    WHEN (current_setting('embedding_rights.by_set'::text, true) = 'on'::text) THEN COALESCE(((( SELECT embedding_rights.readable_set() AS readable_set) -> source_table) ? source_id),
+    CASE source_table
+        WHEN 'client_document_pages'::text THEN
+        CASE
+            WHEN ( SELECT has_table_privilege(({public.client_document_pages})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.client_document_pages}(source_id)
+            ELSE false
+        END
+        WHEN 'legal_documents'::text THEN
+        CASE
+            WHEN ( SELECT has_table_privilege(({public.legal_documents})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.legal_documents}(source_id)
+            ELSE false
+        END
+        ELSE false
+    END)
+    ELSE
+    CASE source_table
+        WHEN 'client_document_pages'::text THEN
+        CASE
+            WHEN ( SELECT has_table_privilege(({public.client_document_pages})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.client_document_pages}(source_id)
+            ELSE false
+        END
+        WHEN 'legal_documents'::text THEN
+        CASE
+            WHEN ( SELECT has_table_privilege(({public.legal_documents})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.legal_documents}(source_id)
+            ELSE false
+        END
         ELSE false
     END
-    WHEN 'legal_documents'::text THEN
-    CASE
-        WHEN ( SELECT has_table_privilege(({public.legal_documents})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.legal_documents}(source_id)
-        ELSE false
-    END
-    ELSE false
 END);
 
 -- embedding_pending_deletes embedding_pending_deletes_readable_chunk; Type: POLICY; Schema: public

@@ -138,6 +138,40 @@ describe("search respects each user's rights", () => {
     expect(s.results.map((x) => x.source_id)).toEqual(["1"]);
   });
 
+  it("the policy's set of readable keys answers as the per-row check does, whatever a user sets", async () => {
+    // What each user may read, checked row by row (the set off), then through the set (on), then with
+    // the set's cap below what they may read (the set is null: row by row again). The settings are the
+    // user's to set: they may change the cost of their own query, never its answer.
+    const seen = (id: string, settings: string) =>
+      withCallerRights(db.sql, user(id), async (tx) => {
+        await tx.unsafe(settings);
+        const rows = await tx<{ k: string }[]>`
+          select source_table || ':' || source_id as k from documentation_embeddings order by 1`;
+        return rows.map((r) => r.k);
+      });
+    for (const id of [alice, bob]) {
+      const perRow = await seen(id, "set local embedding_rights.by_set = off");
+      expect(perRow).toHaveLength(40);
+      expect(perRow.every((k) => k.startsWith("private_notes:"))).toBe(true);
+      expect(await seen(id, "set local embedding_rights.by_set = on")).toEqual(perRow);
+      expect(
+        await seen(id, "set local embedding_rights.by_set = on; set local search.exact_max_rows = 10"),
+      ).toEqual(perRow);
+      const readableSet = (cap: number) =>
+        withCallerRights(db.sql, user(id), async (tx) => {
+          await tx`select set_config('search.exact_max_rows', ${String(cap)}, true)`;
+          const [r] = await tx<{ s: Record<string, Record<string, number>> | null }[]>`
+            select embedding_rights.readable_set() as s`;
+          return r.s;
+        });
+      expect(await readableSet(10)).toBeNull();
+      const keys = (await readableSet(1000))!;
+      // Every source is in the set, the ones the user reads nothing of as {}.
+      expect(Object.keys(keys["private_notes"]).map((k) => `private_notes:${k}`).sort()).toEqual(perRow);
+      expect(keys["staff_only"]).toEqual({});
+    }
+  });
+
   it("match_documents and hybrid_search follow the same rule when called as a user", async () => {
     const q = vectorLiteral(offlineEmbedding("délai de préavis du bail commercial", 1536));
     for (const id of [alice, bob]) {
