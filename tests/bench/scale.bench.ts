@@ -130,8 +130,12 @@ async function pendingOf(table: string): Promise<number> {
 interface LiveEdit {
   /** Epoch ms of the commit and of the moment it was found searchable. */
   committedAt: number;
+  /** When the poll first saw no pending job for the row: a worker had claimed it. */
+  claimedAt: number;
   searchableAt: number;
   ms: number;
+  table: string;
+  id: number;
 }
 
 function liveEdits(tag: string, pick?: (i: number) => Promise<{ table: string; id: number } | null>) {
@@ -155,17 +159,31 @@ function liveEdits(tag: string, pick?: (i: number) => Promise<{ table: string; i
         await sql`update ${sql(table)} set body = body || ' ' || ${marker} where id = ${id}`;
         const committed = performance.now();
         const committedAt = Date.now();
+        const key = String(id);
+        let claimedAt: number | undefined;
         for (;;) {
-          const [hit] = await sql`select 1 from documentation_embeddings
-            where source_table = ${table} and source_id = ${String(id)} and content like ${"%" + marker + "%"}`;
-          if (hit) break;
+          const [r] = await sql<{ hit: boolean; pending: boolean }[]>`
+            select exists (select 1 from documentation_embeddings
+                           where source_table = ${table} and source_id = ${key}
+                             and content like ${"%" + marker + "%"}) as hit,
+                   exists (select 1 from embedding_sync_queue
+                           where source_table = ${table} and source_id = ${key} and status = 'pending') as pending`;
+          if (!r.pending) claimedAt ??= Date.now();
+          if (r.hit) break;
           if (performance.now() - committed > 600_000) {
             lost.push(i);
             break;
           }
           await sleep(20);
         }
-        latencies.push({ committedAt, searchableAt: Date.now(), ms: performance.now() - committed });
+        latencies.push({
+          committedAt,
+          claimedAt: claimedAt ?? Date.now(),
+          searchableAt: Date.now(),
+          ms: performance.now() - committed,
+          table,
+          id,
+        });
       })());
       await sleep(Math.max(0, 1000 - (performance.now() - started)));
     }
@@ -349,7 +367,8 @@ try {
   const backfillSeconds = seconds(tb);
   const backfillEdited = await backfillEdits.stop();
   const backfillLatencies = backfillEdited.map((e) => e.ms);
-  const underBuildLatencies = (await underBuildEdits.stop()).map((e) => e.ms);
+  const underBuildEdited = await underBuildEdits.stop();
+  const underBuildLatencies = underBuildEdited.map((e) => e.ms);
   const lockWaits = await backfillWaits.stop();
   // A live write must never wait for an index build: a wait on a segment in state 'building'.
   const buildWaits = lockWaits.filter((w) => w.state === "building");
@@ -377,6 +396,32 @@ try {
   const liveDuringBuilds = backfillEdited.filter(duringBuild).map((e) => e.ms);
   const liveOutsideBuilds = backfillEdited.filter((e) => !duringBuild(e)).map((e) => e.ms);
   const backfillRate = BACKFILL_ROWS / backfillSeconds;
+  // Where the slowest edits of rows under build spent their time: the queue job's claim and completion
+  // after the commit, its retries, and what the segments were doing then.
+  for (const e of [...underBuildEdited].sort((a, b) => b.ms - a.ms).slice(0, 6).filter((e) => e.ms > 2000)) {
+    const jobs = await sql<
+      { lane: string; retries: number; error: string | null; created: number; done: number }[]
+    >`
+      select lane, retry_count as retries, last_error as error,
+             (extract(epoch from created_at) * 1000)::float8 - ${e.committedAt} as created,
+             (extract(epoch from processed_at) * 1000)::float8 - ${e.committedAt} as done
+      from embedding_sync_queue
+      where source_table = ${e.table} and source_id = ${String(e.id)}
+        and created_at >= to_timestamp(${e.committedAt / 1000}) - interval '2 seconds'
+      order by id limit 3`;
+    const ms = (x: number | null) => (x === null ? "-" : `${Math.round(x)}`);
+    const states = builds.filter((g) => e.committedAt < g.built_to! + 5000 && e.searchableAt > g.built_from!)
+      .map((g) => `s${g.segment} built ${ms(g.built_from! - e.committedAt)}..${ms(g.built_to! - e.committedAt)}`);
+    log(
+      `slow edit under build: ${Math.round(e.ms)} ms, claimed after ${e.claimedAt - e.committedAt} ms; jobs ${
+        jobs.map((j) =>
+          `${j.lane} created ${ms(j.created)} done ${ms(j.done)} retries ${j.retries}${
+            j.error ? ` (${j.error.slice(0, 60)})` : ""
+          }`
+        ).join(", ") || "none"
+      }; ${states.join(", ") || "no build"}`,
+    );
+  }
   partSeconds.backfill = seconds(t0);
   log(
     `backfill: ${BACKFILL_ROWS} rows written and indexed in ${backfillSeconds.toFixed(1)} s ` +
