@@ -130,8 +130,6 @@ async function pendingOf(table: string): Promise<number> {
 interface LiveEdit {
   /** Epoch ms of the commit and of the moment it was found searchable. */
   committedAt: number;
-  /** When the poll first saw no pending job for the row: a worker had claimed it. */
-  claimedAt: number;
   searchableAt: number;
   ms: number;
   table: string;
@@ -159,17 +157,10 @@ function liveEdits(tag: string, pick?: (i: number) => Promise<{ table: string; i
         await sql`update ${sql(table)} set body = body || ' ' || ${marker} where id = ${id}`;
         const committed = performance.now();
         const committedAt = Date.now();
-        const key = String(id);
-        let claimedAt: number | undefined;
         for (;;) {
-          const [r] = await sql<{ hit: boolean; pending: boolean }[]>`
-            select exists (select 1 from documentation_embeddings
-                           where source_table = ${table} and source_id = ${key}
-                             and content like ${"%" + marker + "%"}) as hit,
-                   exists (select 1 from embedding_sync_queue
-                           where source_table = ${table} and source_id = ${key} and status = 'pending') as pending`;
-          if (!r.pending) claimedAt ??= Date.now();
-          if (r.hit) break;
+          const [hit] = await sql`select 1 from documentation_embeddings
+            where source_table = ${table} and source_id = ${String(id)} and content like ${"%" + marker + "%"}`;
+          if (hit) break;
           if (performance.now() - committed > 600_000) {
             lost.push(i);
             break;
@@ -178,7 +169,6 @@ function liveEdits(tag: string, pick?: (i: number) => Promise<{ table: string; i
         }
         latencies.push({
           committedAt,
-          claimedAt: claimedAt ?? Date.now(),
           searchableAt: Date.now(),
           ms: performance.now() - committed,
           table,
@@ -250,6 +240,57 @@ function applyLockWaits() {
         state: w.state,
         blocker: w.blocker,
       }));
+    },
+  };
+}
+
+/**
+ * Samples, every 200 ms until stop(), the statements that have run for over half a second (segment
+ * builds and merges, which run for long by design, aside), with what each was waiting on when seen:
+ * where a write that is not waiting for a lock spends its time.
+ */
+function longStatements() {
+  const seen = new Map<string, { first: number; last: number; query: string; waits: Map<string, number> }>();
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const rows = await sql<{ key: string; query: string; wait: string }[]>`
+        select a.pid || ':' || a.query_start as key,
+               left(regexp_replace(a.query, '[[:space:]]+', ' ', 'g'), 60) as query,
+               coalesce(a.wait_event_type || ':' || a.wait_event, 'CPU') as wait
+        from pg_stat_activity a
+        where a.datname = current_database() and a.state = 'active' and a.backend_type = 'client backend'
+          and a.pid <> pg_backend_pid() and clock_timestamp() - a.query_start > interval '500 ms'
+          and a.query !~* '^\\s*(call|create index|vacuum|analyze)'`;
+      const now = Date.now();
+      for (const r of rows) {
+        const e = seen.get(r.key) ?? { first: now, last: now, query: r.query, waits: new Map<string, number>() };
+        e.last = now;
+        e.waits.set(r.wait, (e.waits.get(r.wait) ?? 0) + 1);
+        seen.set(r.key, e);
+      }
+      await sleep(200);
+    }
+  })();
+  return {
+    /** "query: n over 1 s, longest ms (wait events seen)", longest first. */
+    async stop(): Promise<string> {
+      stopped = true;
+      await loop;
+      const by = new Map<string, { n: number; max: number; waits: Map<string, number> }>();
+      for (const e of seen.values()) {
+        const ms = e.last - e.first + 700;
+        if (ms < 1000) continue;
+        const q = e.query.replace(/\$\d+/g, "$").replace(/\d+/g, "<N>");
+        const b = by.get(q) ?? { n: 0, max: 0, waits: new Map<string, number>() };
+        b.n++;
+        b.max = Math.max(b.max, ms);
+        for (const [w, c] of e.waits) b.waits.set(w, (b.waits.get(w) ?? 0) + c);
+        by.set(q, b);
+      }
+      return [...by.entries()].sort((a, b) => b[1].max - a[1].max).slice(0, 6).map(([q, b]) =>
+        `${q}: ${b.n} over 1 s, longest ${b.max} ms (${[...b.waits].map(([w, c]) => `${w} ${c}`).join(", ")})`
+      ).join("; ") || "none";
     },
   };
 }
@@ -347,6 +388,7 @@ try {
     return r ? { table: "bench_law", id: r.id } : null;
   });
   const backfillWaits = applyLockWaits();
+  const backfillLong = longStatements();
   const tb = performance.now();
   await backfill("bench_law");
   let lastReport = 0;
@@ -370,6 +412,7 @@ try {
   const underBuildEdited = await underBuildEdits.stop();
   const underBuildLatencies = underBuildEdited.map((e) => e.ms);
   const lockWaits = await backfillWaits.stop();
+  log(`backfill: statements over 1 s (sampled every 200 ms): ${await backfillLong.stop()}`);
   // A live write must never wait for an index build: a wait on a segment in state 'building'.
   const buildWaits = lockWaits.filter((w) => w.state === "building");
   log(`backfill: the workers' writes waited for a lock ${lockWaits.length} times: ${describeWaits(lockWaits)}`);
@@ -413,7 +456,7 @@ try {
     const states = builds.filter((g) => e.committedAt < g.built_to! + 5000 && e.searchableAt > g.built_from!)
       .map((g) => `s${g.segment} built ${ms(g.built_from! - e.committedAt)}..${ms(g.built_to! - e.committedAt)}`);
     log(
-      `slow edit under build: ${Math.round(e.ms)} ms, claimed after ${e.claimedAt - e.committedAt} ms; jobs ${
+      `slow edit under build: ${Math.round(e.ms)} ms; jobs ${
         jobs.map((j) =>
           `${j.lane} created ${ms(j.created)} done ${ms(j.done)} retries ${j.retries}${
             j.error ? ` (${j.error.slice(0, 60)})` : ""
