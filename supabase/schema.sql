@@ -1237,7 +1237,6 @@ declare
   keys_body text := '';
   can_body text := '';
   row_body text := '';
-  per_row text;
   no_keys jsonb := '{}';
   keep text[] := '{}';
 begin
@@ -1336,14 +1335,13 @@ begin
   -- The per-row check, or, while a search asks for it (search_documents sets embedding_rights.by_set for
   -- the exact plan's statements), a look-up in the set of the caller's readable keys, computed once per
   -- statement (an InitPlan, run only when first needed). The setting chooses the cost, never the answer:
-  -- anyone may set it, the set is read with the caller's rights, and over its cap it is null and the
-  -- per-row check answers.
-  per_row := case when branches = '' then 'false' else 'case source_table' || branches || ' else false end' end;
+  -- anyone may set it, the set is read with the caller's rights, and over its cap it is null, so the
+  -- coalesce falls through to the per-row check.
   execute format('alter policy documentation_embeddings_readable_source on public.documentation_embeddings using (%s)',
     case when branches = '' then 'false'
-         else format('case when pg_catalog.current_setting(''embedding_rights.by_set'', true) operator(pg_catalog.=) ''on'' '
-                     'then coalesce(((select embedding_rights.readable_set()) operator(pg_catalog.->) source_table) '
-                     'operator(pg_catalog.?) source_id, %1$s) else %1$s end', per_row) end);
+         else 'coalesce(case when pg_catalog.current_setting(''embedding_rights.by_set'', true) operator(pg_catalog.=) ''on'' '
+              'then ((select embedding_rights.readable_set()) operator(pg_catalog.->) source_table) '
+              'operator(pg_catalog.?) source_id end, case source_table' || branches || ' else false end)' end);
 
   -- Functions of sources that are gone.
   for fn in
@@ -4349,37 +4347,24 @@ CREATE POLICY conversations_own_select ON public.conversations FOR SELECT TO aut
 CREATE POLICY conversations_own_update ON public.conversations FOR UPDATE TO authenticated USING ((user_id = ( SELECT auth.uid() AS uid))) WITH CHECK ((user_id = ( SELECT auth.uid() AS uid)));
 
 -- documentation_embeddings documentation_embeddings_readable_source; Type: POLICY; Schema: public
-CREATE POLICY documentation_embeddings_readable_source ON public.documentation_embeddings FOR SELECT TO anon, authenticated USING (
+CREATE POLICY documentation_embeddings_readable_source ON public.documentation_embeddings FOR SELECT TO anon, authenticated USING (COALESCE(
 CASE
-    WHEN (current_setting('embedding_rights.by_set'::text, true) = 'on'::text) THEN COALESCE(((( SELECT embedding_rights.readable_set() AS readable_set) -> source_table) ? source_id),
-    CASE source_table
-        WHEN 'client_document_pages'::text THEN
-        CASE
-            WHEN ( SELECT has_table_privilege(({public.client_document_pages})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.client_document_pages}(source_id)
-            ELSE false
-        END
-        WHEN 'legal_documents'::text THEN
-        CASE
-            WHEN ( SELECT has_table_privilege(({public.legal_documents})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.legal_documents}(source_id)
-            ELSE false
-        END
-        ELSE false
-    END)
-    ELSE
-    CASE source_table
-        WHEN 'client_document_pages'::text THEN
-        CASE
-            WHEN ( SELECT has_table_privilege(({public.client_document_pages})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.client_document_pages}(source_id)
-            ELSE false
-        END
-        WHEN 'legal_documents'::text THEN
-        CASE
-            WHEN ( SELECT has_table_privilege(({public.legal_documents})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.legal_documents}(source_id)
-            ELSE false
-        END
+    WHEN (current_setting('embedding_rights.by_set'::text, true) = 'on'::text) THEN ((( SELECT embedding_rights.readable_set() AS readable_set) -> source_table) ? source_id)
+    ELSE NULL::boolean
+END,
+CASE source_table
+    WHEN 'client_document_pages'::text THEN
+    CASE
+        WHEN ( SELECT has_table_privilege(({public.client_document_pages})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.client_document_pages}(source_id)
         ELSE false
     END
-END);
+    WHEN 'legal_documents'::text THEN
+    CASE
+        WHEN ( SELECT has_table_privilege(({public.legal_documents})::oid, 'select'::text) AS has_table_privilege) THEN embedding_rights.can_read_{public.legal_documents}(source_id)
+        ELSE false
+    END
+    ELSE false
+END));
 
 -- embedding_pending_deletes embedding_pending_deletes_readable_chunk; Type: POLICY; Schema: public
 CREATE POLICY embedding_pending_deletes_readable_chunk ON public.embedding_pending_deletes FOR SELECT TO authenticated USING ((EXISTS ( SELECT

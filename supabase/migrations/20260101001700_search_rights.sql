@@ -77,7 +77,6 @@ declare
   keys_body text := '';
   can_body text := '';
   row_body text := '';
-  per_row text;
   no_keys jsonb := '{}';
   keep text[] := '{}';
 begin
@@ -176,14 +175,13 @@ begin
   -- The per-row check, or, while a search asks for it (search_documents sets embedding_rights.by_set for
   -- the exact plan's statements), a look-up in the set of the caller's readable keys, computed once per
   -- statement (an InitPlan, run only when first needed). The setting chooses the cost, never the answer:
-  -- anyone may set it, the set is read with the caller's rights, and over its cap it is null and the
-  -- per-row check answers.
-  per_row := case when branches = '' then 'false' else 'case source_table' || branches || ' else false end' end;
+  -- anyone may set it, the set is read with the caller's rights, and over its cap it is null, so the
+  -- coalesce falls through to the per-row check.
   execute format('alter policy documentation_embeddings_readable_source on public.documentation_embeddings using (%s)',
     case when branches = '' then 'false'
-         else format('case when pg_catalog.current_setting(''embedding_rights.by_set'', true) operator(pg_catalog.=) ''on'' '
-                     'then coalesce(((select embedding_rights.readable_set()) operator(pg_catalog.->) source_table) '
-                     'operator(pg_catalog.?) source_id, %1$s) else %1$s end', per_row) end);
+         else 'coalesce(case when pg_catalog.current_setting(''embedding_rights.by_set'', true) operator(pg_catalog.=) ''on'' '
+              'then ((select embedding_rights.readable_set()) operator(pg_catalog.->) source_table) '
+              'operator(pg_catalog.?) source_id end, case source_table' || branches || ' else false end)' end);
 
   -- Functions of sources that are gone.
   for fn in
