@@ -199,6 +199,44 @@ describe("process pipeline", () => {
     expect(await run()).toMatchObject({ claimed: 5, embedded: 5 });
   });
 
+  it("a live edit claimed with bulk work is written first, in a write of its own", async () => {
+    await makeTable("mixed_items");
+    await db.sql.begin(async (tx) => {
+      await tx.unsafe(`set local embedding_sync.lane = 'bulk'`);
+      await tx`insert into mixed_items (id, title) select g, 'lot ' || g from generate_series(1, 30) g`;
+    });
+    await db.sql`insert into mixed_items (id, title) values (31, 'modification en direct')`;
+    const [live] = await db.sql<{ id: string }[]>`
+      select id::text from embedding_sync_queue where source_table = 'mixed_items' and lane = 'live'`;
+    // Each write's jobs, and what the queue and the index held when it began.
+    const writes: { ids: string[]; queue: readonly object[]; liveSearchable: boolean }[] = [];
+    const r = await run({
+      batchSize: 50,
+      maxBatches: 1,
+      beforeWrite: async (ids) => {
+        writes.push({
+          ids,
+          queue: await db.sql`select lane, status, count(*)::int as n from embedding_sync_queue
+            where source_table = 'mixed_items' group by 1, 2 order by 1, 2`,
+          liveSearchable: (await chunks("mixed_items", "31")).length === 1,
+        });
+      },
+    });
+    // One claim without a lane took both lanes: the live job went first, alone.
+    expect(r).toMatchObject({ claimed: 31, embedded: 31, batches: 1 });
+    expect(writes.map((w) => w.ids.length)).toEqual([1, 30]);
+    expect(writes[0].ids).toEqual([live.id]);
+    expect(writes[0].liveSearchable).toBe(false);
+    // When the bulk write began, the live edit was already completed and searchable.
+    expect(writes[1].queue).toEqual([
+      { lane: "bulk", status: "processing", n: 30 },
+      { lane: "live", status: "completed", n: 1 },
+    ]);
+    expect(writes[1].liveSearchable).toBe(true);
+    expect(await queueStatus("mixed_items")).toEqual([{ status: "completed", n: 31 }]);
+    expect((await chunks("mixed_items")).length).toBe(31);
+  });
+
   it("a revoked key (401) stops the run after one batch; its jobs wait in the queue", async () => {
     await makeTable("auth_items");
     await db.sql`insert into auth_items (id, title) select g, 'clé ' || g from generate_series(1, 30) g`;

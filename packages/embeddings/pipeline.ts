@@ -79,6 +79,7 @@ interface ClaimedJob {
   chunk_tokens: number;
   chunk_overlap_tokens: number;
   lease_until: Date;
+  lane: "live" | "bulk";
 }
 
 interface PreparedChunk {
@@ -168,7 +169,12 @@ export async function processEmbeddingQueue(
     }
     result.claimed += jobs.length;
     result.batches += 1;
-    await processBatch(sql, provider, o, jobs, limit, result, pacer, deadline);
+    // A claim without a lane takes live jobs first, next to bulk ones. They are embedded and written
+    // first, on their own: a bulk batch's write takes seconds while a segment's index builds, and an
+    // editor's change would wait for all of it. Every part runs, so none is left holding its jobs.
+    const live = jobs.filter((j) => j.lane === "live");
+    const parts = live.length > 0 && live.length < jobs.length ? [live, jobs.filter((j) => j.lane !== "live")] : [jobs];
+    for (const part of parts) await processBatch(sql, provider, o, part, limit, result, pacer, deadline);
     if (result.fatalError) {
       o.log?.(`stopping: ${result.fatalError}`);
       break;
