@@ -295,6 +295,47 @@ function longStatements() {
   };
 }
 
+/**
+ * Samples, every 250 ms until stop(), the segment work that competes with the live lane: each index
+ * build while its CREATE INDEX runs (pg_stat_progress_create_index, so a segment waiting its turn is
+ * not counted), and each merge while its segment is 'merging' (the copy, then the merged segment's
+ * build). Read while it runs: a merge's sources are gone from embedding_segments once it ends.
+ */
+interface SegmentWork {
+  what: string;
+  from: number;
+  to: number;
+}
+function segmentWork() {
+  const seen = new Map<string, SegmentWork>();
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const rows = await sql<{ what: string }[]>`
+        select 'build ' || p.relid::regclass::text as what
+        from pg_stat_progress_create_index p where p.datid = (select oid from pg_database where datname = current_database())
+        union all
+        select 'merge s' || g.id || ' of ' || array_to_string(g.merged_from, '+') from embedding_segments g
+        where g.state = 'merging'`;
+      const now = Date.now();
+      for (const r of rows) {
+        const w = seen.get(r.what);
+        if (w) w.to = now;
+        else seen.set(r.what, { what: r.what.replace(/private\.documentation_embeddings_/, ""), from: now, to: now });
+      }
+      await sleep(250);
+    }
+  })();
+  return {
+    async stop(): Promise<SegmentWork[]> {
+      stopped = true;
+      await loop;
+      // Seen once: it ran for up to one sampling interval either side.
+      return [...seen.values()].map((w) => ({ ...w, from: w.from - 250, to: w.to + 250 }));
+    },
+  };
+}
+
 /** "rel (state) <- blocker: n waits, longest ms", most waits first. */
 function describeWaits(waits: LockWait[]): string {
   const by = new Map<string, { n: number; max: number }>();
@@ -389,6 +430,7 @@ try {
   });
   const backfillWaits = applyLockWaits();
   const backfillLong = longStatements();
+  const backfillWork = segmentWork();
   const tb = performance.now();
   await backfill("bench_law");
   let lastReport = 0;
@@ -412,6 +454,7 @@ try {
   const underBuildEdited = await underBuildEdits.stop();
   const underBuildLatencies = underBuildEdited.map((e) => e.ms);
   const lockWaits = await backfillWaits.stop();
+  const work = await backfillWork.stop();
   log(`backfill: statements over 1 s (sampled every 200 ms): ${await backfillLong.stop()}`);
   // A live write must never wait for an index build: a wait on a segment in state 'building'.
   const buildWaits = lockWaits.filter((w) => w.state === "building");
@@ -432,10 +475,14 @@ try {
            (extract(epoch from sealed_at) * 1000)::float8 as built_to
     from embedding_segments order by id`;
   // Where the live lane's tail falls: an edit is "during a build" when the time from its commit to
-  // its being searchable overlaps a segment's index build.
+  // its being searchable overlaps an index build or a merge, as sampled while they ran.
   const builds = segments.filter((g) => g.built_from !== null && g.built_to !== null);
-  const duringBuild = (e: LiveEdit) =>
-    builds.some((g) => e.committedAt < g.built_to! && e.searchableAt > g.built_from!);
+  const duringBuild = (e: LiveEdit) => work.some((w) => e.committedAt < w.to && e.searchableAt > w.from);
+  log(
+    `backfill: segment work seen: ${
+      work.map((w) => `${w.what} ${Math.round((w.to - w.from) / 1000)} s`).join(", ") || "none"
+    }`,
+  );
   const liveDuringBuilds = backfillEdited.filter(duringBuild).map((e) => e.ms);
   const liveOutsideBuilds = backfillEdited.filter((e) => !duringBuild(e)).map((e) => e.ms);
   const backfillRate = BACKFILL_ROWS / backfillSeconds;
@@ -453,8 +500,8 @@ try {
         and created_at >= to_timestamp(${e.committedAt / 1000}) - interval '2 seconds'
       order by id limit 3`;
     const ms = (x: number | null) => (x === null ? "-" : `${Math.round(x)}`);
-    const states = builds.filter((g) => e.committedAt < g.built_to! + 5000 && e.searchableAt > g.built_from!)
-      .map((g) => `s${g.segment} built ${ms(g.built_from! - e.committedAt)}..${ms(g.built_to! - e.committedAt)}`);
+    const states = work.filter((w) => e.committedAt < w.to + 5000 && e.searchableAt > w.from)
+      .map((w) => `${w.what} ${ms(w.from - e.committedAt)}..${ms(w.to - e.committedAt)}`);
     log(
       `slow edit under build: ${Math.round(e.ms)} ms; jobs ${
         jobs.map((j) =>
@@ -462,7 +509,7 @@ try {
             j.error ? ` (${j.error.slice(0, 60)})` : ""
           }`
         ).join(", ") || "none"
-      }; ${states.join(", ") || "no build"}`,
+      }; ${states.join(", ") || "no build or merge"}`,
     );
   }
   partSeconds.backfill = seconds(t0);
@@ -628,13 +675,13 @@ try {
     [
       "live_p95_ms_during_builds",
       result.live_p95_ms_during_builds,
-      `${liveDuringBuilds.length} edits overlapping one of ${builds.length} segment builds (p50 ${result.live_p50_ms_during_builds}); target <= 2,000`,
+      `${liveDuringBuilds.length} edits overlapping one of ${work.length} index builds and merges (p50 ${result.live_p50_ms_during_builds}); target <= 2,000`,
       atMost(2000),
     ],
     [
       "live_p95_ms_outside_builds",
       result.live_p95_ms_outside_builds,
-      `${liveOutsideBuilds.length} edits overlapping no build (p50 ${result.live_p50_ms_outside_builds}); target <= 2,000`,
+      `${liveOutsideBuilds.length} edits overlapping no build or merge (p50 ${result.live_p50_ms_outside_builds}); target <= 2,000`,
       atMost(2000),
     ],
     [
