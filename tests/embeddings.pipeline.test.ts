@@ -5,7 +5,7 @@ import { offlineEmbedding } from "../packages/embeddings/offline.ts";
 import { OpenAIEmbeddingProvider } from "../packages/embeddings/openai.ts";
 import { processEmbeddingQueue, type ProcessOptions } from "../packages/embeddings/pipeline.ts";
 import { type FakeOpenAI, startFakeOpenAI } from "../packages/testkit/fake-openai.ts";
-import { useTestDatabase } from "./helpers/db.ts";
+import { useTestDatabase, waitFor } from "./helpers/db.ts";
 
 const db = useTestDatabase();
 let fake: FakeOpenAI;
@@ -235,6 +235,35 @@ describe("process pipeline", () => {
     expect(writes[1].liveSearchable).toBe(true);
     expect(await queueStatus("mixed_items")).toEqual([{ status: "completed", n: 31 }]);
     expect((await chunks("mixed_items")).length).toBe(31);
+  });
+
+  it("one live worker polls at a time: it lingers after its own wake and stops at a later one", async () => {
+    await makeTable("live_notes");
+    // The wake that starts the worker, and a window that coalesces every wake after it (no bump).
+    await db.sql`update private.embedding_sync_live_wake set last_wake_at = clock_timestamp()`;
+    await db.sql`update embedding_sync_settings set wake_window_ms = 3600000`;
+    try {
+      const worker = run({
+        workerId: "live-a",
+        lane: "live",
+        lingerAfterWake: true,
+        liveLingerMs: 60_000,
+        budgetMs: 30_000,
+      });
+      // An edit whose wake was coalesced into the worker's own: claimed by the lingering worker.
+      await db.sql`insert into live_notes (id, title) values (1, 'modifiée pendant l''attente')`;
+      await waitFor("the coalesced edit embedded", async () => (await chunks("live_notes", "1")).length === 1, 20_000);
+      // A later wake started another worker: this one stops polling, long before its linger or budget.
+      await db.sql`update private.embedding_sync_live_wake set last_wake_at = clock_timestamp()`;
+      const r = await Promise.race([
+        worker,
+        new Promise<null>((resolve) => setTimeout(() => resolve(null), 10_000)),
+      ]);
+      expect(r, "the worker still polled 10 s after a later wake").not.toBeNull();
+      expect(r).toMatchObject({ claimed: 1, embedded: 1, outOfBudget: false });
+    } finally {
+      await db.sql`update embedding_sync_settings set wake_window_ms = 1000`;
+    }
   });
 
   it("a revoked key (401) stops the run after one batch; its jobs wait in the queue", async () => {

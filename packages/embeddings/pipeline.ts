@@ -36,8 +36,8 @@ export interface ProcessOptions {
   /** Claim only this lane's jobs (a live-woken worker); default: live first with bulk's share. */
   lane?: "live" | "bulk";
   /**
-   * How long a live worker keeps polling after the last live wake (default 3 s): an editor's next
-   * change, seconds later, is then claimed by this invocation instead of waiting for a new one.
+   * How long a live worker keeps polling after the last live wake (default 3 s), while no later wake
+   * started another: an edit whose wake was coalesced into the last one is claimed by this invocation.
    */
   liveLingerMs?: number;
   /** Stop after this many batches (tests, benchmark baseline). */
@@ -130,6 +130,10 @@ export async function processEmbeddingQueue(
 
   const onWait = (e: unknown) => o.log?.(`database unreachable (${(e as { code?: string }).code}), retrying`);
   await retryWhileUnreachable(() => sql`select public.recover_stuck_embedding_jobs()`, deadline, onWait);
+  // The live wake this worker answers (or a later one): a newer wake started another live worker.
+  const liveWake = o.lane === "live" && o.lingerAfterWake
+    ? await retryWhileUnreachable(() => lastLiveWake(sql), deadline, onWait)
+    : null;
 
   for (;;) {
     if (o.maxBatches !== undefined && result.batches >= o.maxBatches) break;
@@ -156,7 +160,7 @@ export async function processEmbeddingQueue(
     if (jobs.length === 0) {
       const woken = () =>
         retryWhileUnreachable(
-          () => (o.lane === "live" ? recentlyWokenLive(sql, o.liveLingerMs ?? 3_000) : recentlyWoken(sql)),
+          () => (liveWake !== null ? lingerLive(sql, o.liveLingerMs ?? 3_000, liveWake) : recentlyWoken(sql)),
           deadline,
           onWait,
         );
@@ -210,9 +214,23 @@ async function recentlyWoken(sql: postgres.Sql): Promise<boolean> {
   return !!r?.linger;
 }
 
-async function recentlyWokenLive(sql: postgres.Sql, lingerMs: number): Promise<boolean> {
+/** The last live wake, as text (sent back as text too): a Date would drop its microseconds. */
+async function lastLiveWake(sql: postgres.Sql): Promise<string> {
+  const [r] = await sql<{ wake: string }[]>`select public.embedding_last_live_wake()::text as wake`;
+  return r.wake;
+}
+
+/**
+ * A live worker keeps polling for `lingerMs` after the last live wake, so an edit coalesced into
+ * that wake is still claimed, but only while no wake came after its own: each wake starts a worker,
+ * and every worker lingering on every later wake would keep one poller per wake window alive (over a
+ * hundred for a steady editor), each claiming every 100 ms. One live worker polls at a time.
+ */
+async function lingerLive(sql: postgres.Sql, lingerMs: number, ownWake: string): Promise<boolean> {
   const [r] = await sql<{ linger: boolean }[]>`
-    select clock_timestamp() < public.embedding_last_live_wake() + make_interval(secs => ${lingerMs / 1000}) as linger`;
+    select w <= ${ownWake}::text::timestamptz
+           and clock_timestamp() < w + make_interval(secs => ${lingerMs / 1000}) as linger
+    from public.embedding_last_live_wake() w`;
   return !!r?.linger;
 }
 
