@@ -467,16 +467,12 @@ try {
   if (check.sources !== BACKFILL_ROWS || check.dupes !== 0) {
     problems.push(`backfill: ${check.sources} of ${BACKFILL_ROWS} rows searchable, ${check.dupes} duplicated chunks`);
   }
-  const segments = await sql<
-    { segment: number; rows: number; build_ms: number | null; built_from: number | null; built_to: number | null }[]
-  >`
-    select id as segment, rows, build_ms,
-           (extract(epoch from sealed_at) * 1000 - build_ms)::float8 as built_from,
-           (extract(epoch from sealed_at) * 1000)::float8 as built_to
-    from embedding_segments order by id`;
+  const segments = await sql<{ segment: number; rows: number; build_ms: number | null }[]>`
+    select id as segment, rows, build_ms from embedding_segments order by id`;
+  // The segments that are there at the end and were built (a merge's sources are gone by now).
+  const builds = segments.filter((g) => g.build_ms !== null);
   // Where the live lane's tail falls: an edit is "during a build" when the time from its commit to
   // its being searchable overlaps an index build or a merge, as sampled while they ran.
-  const builds = segments.filter((g) => g.built_from !== null && g.built_to !== null);
   const duringBuild = (e: LiveEdit) => work.some((w) => e.committedAt < w.to && e.searchableAt > w.from);
   log(
     `backfill: segment work seen: ${
